@@ -1,0 +1,1 @@
+"""Private storage layer: paths, atomic writes, the writer lock, the writer itself, crash points."""

@@ -1,0 +1,61 @@
+"""Named crash points: where a test may SIGKILL the writer to prove crash safety.
+
+A test sets ``WRDSVAULT_TEST_CRASHPOINT=<name>`` (optionally ``<name>:<n>`` to die at the n-th hit,
+counting from 1) in the environment of a real subprocess; when the writer reaches that point the
+process kills itself with SIGKILL, so no ``finally`` block, ``atexit`` hook or buffered write runs.
+Nothing else reads the variable. The crash tests parametrize over every member of `CrashPoint`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+from typing import Final
+
+ENV_VAR: Final = "WRDSVAULT_TEST_CRASHPOINT"
+
+
+class CrashPoint(enum.Enum):
+    """Every file-system step of a sync, in the order a sync reaches them."""
+
+    LOCK_ACQUIRED = "lock-acquired"
+    STAGING_CREATED = "staging-created"
+    PARTITION_WRITE_STARTED = "partition-write-started"
+    PARTITION_WRITTEN = "partition-written"
+    PARTITION_FSYNCED = "partition-fsynced"
+    PARTITION_STAGED = "partition-staged"
+    PUBLISH_DIR_CREATED = "publish-dir-created"
+    PARTITION_RENAMED = "partition-renamed"
+    PARTITION_DIR_FSYNCED = "partition-dir-fsynced"
+    MANIFEST_TEMP_WRITTEN = "manifest-temp-written"
+    MANIFEST_TEMP_FSYNCED = "manifest-temp-fsynced"
+    MANIFEST_RENAMED = "manifest-renamed"
+    MANIFEST_DIR_FSYNCED = "manifest-dir-fsynced"
+    HEAD_TEMP_WRITTEN = "head-temp-written"
+    HEAD_TEMP_FSYNCED = "head-temp-fsynced"
+    HEAD_RENAMED = "head-renamed"
+    HEAD_DIR_FSYNCED = "head-dir-fsynced"
+    STAGING_REMOVED = "staging-removed"
+    LOCK_RELEASED = "lock-released"
+
+
+def _armed() -> tuple[str, int] | None:
+    raw = os.environ.get(ENV_VAR)
+    if not raw:
+        return None
+    name, _, nth = raw.partition(":")
+    return name, int(nth) if nth else 1
+
+
+_ARMED: Final = _armed()
+_hits: dict[str, int] = {}
+
+
+def crashpoint(point: CrashPoint) -> None:
+    """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
+    if _ARMED is None or _ARMED[0] != point.value:
+        return
+    _hits[point.value] = _hits.get(point.value, 0) + 1
+    if _hits[point.value] >= _ARMED[1]:
+        os.kill(os.getpid(), signal.SIGKILL)

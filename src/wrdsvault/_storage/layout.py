@@ -1,0 +1,119 @@
+"""The only code that turns names and ids into paths. Every path it returns stays under the root.
+
+Inputs are validated by pattern before any join (dataset names, snapshot ids, tags, sha256 digests),
+and the result is checked once more to lie inside the root, so no user string can name a file
+outside the vault (RELIABILITY.md T10).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from wrdsvault.datasets import validate_dataset
+from wrdsvault.errors import InvalidNameError
+
+SNAPSHOT_ID_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}[0-9]{6}Z-[0-9a-f]{8}$")
+TAG_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+#: The folder name of the single partition of an unpartitioned dataset.
+UNPARTITIONED: Final = "all"
+
+
+def validate_snapshot_id(value: object) -> str:
+    """Return ``value`` if it is a well-formed snapshot id, else raise `InvalidNameError`."""
+    if not isinstance(value, str) or SNAPSHOT_ID_RE.fullmatch(value) is None:
+        raise InvalidNameError(
+            kind="snapshot id", value=value, rule="expected e.g. '20251201T143012123456Z-1a2b3c4d'"
+        )
+    return value
+
+
+def validate_tag(value: object) -> str:
+    """Return ``value`` if it is a valid tag name, else raise `InvalidNameError`."""
+    if not isinstance(value, str) or TAG_RE.fullmatch(value) is None or value == "latest":
+        raise InvalidNameError(
+            kind="tag",
+            value=value,
+            rule="a letter, then up to 63 letters, digits, '.', '_' or '-'; 'latest' is reserved",
+        )
+    return value
+
+
+@attrs.frozen
+class Layout:
+    """Paths of one vault. ``root`` must already be an absolute, symlink-free real path."""
+
+    root: Path
+
+    @property
+    def vault_json(self) -> Path:
+        return self.root / "vault.json"
+
+    @property
+    def head(self) -> Path:
+        return self.root / "HEAD"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def tags_dir(self) -> Path:
+        return self.root / "tags"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    def manifest(self, snapshot_id: str) -> Path:
+        return self._inside(self.snapshots_dir / f"{validate_snapshot_id(snapshot_id)}.json")
+
+    def tag(self, name: str) -> Path:
+        return self._inside(self.tags_dir / validate_tag(name))
+
+    def partition_relpath(self, dataset: str, year: int | None, sha256: str) -> str:
+        """The path of a partition file relative to the root, as recorded in manifests."""
+        library, table = validate_dataset(dataset).split(".")
+        if SHA256_RE.fullmatch(sha256) is None:
+            raise InvalidNameError(kind="sha256", value=sha256, rule="64 lower-case hex digits")
+        if year is None:
+            part = UNPARTITIONED
+        elif isinstance(year, int) and not isinstance(year, bool) and 0 < year < 10_000:
+            part = f"year={year:04d}"
+        else:
+            raise InvalidNameError(kind="year", value=year, rule="an int from 1 to 9999, or None")
+        return f"data/{library}/{table}/{part}/{sha256[:16]}.parquet"
+
+    def resolve_relpath(self, relpath: str) -> Path:
+        """Turn a manifest's relative path into an absolute one, refusing anything outside data/."""
+        if (
+            not isinstance(relpath, str)
+            or not relpath.startswith("data/")
+            or "\\" in relpath
+            or "\x00" in relpath
+            or any(part in ("", ".", "..") for part in relpath.split("/"))
+        ):
+            raise InvalidNameError(kind="manifest path", value=relpath, rule="a path under data/")
+        return self._inside(self.root / relpath)
+
+    def _inside(self, path: Path) -> Path:
+        # Belt and braces: the patterns above already exclude separators and dots.
+        if self.root not in path.parents:
+            raise InvalidNameError(kind="path", value=str(path), rule="must stay inside the vault")
+        return path

@@ -1,0 +1,319 @@
+"""The internal single-writer context manager: lock, recovery, staging, commit or roll back.
+
+Commit protocol (RELIABILITY.md §2), every step a named crash point:
+
+1. Stage each new partition under ``tmp/<txid>/``, hashing while writing; fsync it.
+2. Move it to its final, content-addressed name under ``data/``; fsync the directory.
+3. Write the manifest ``snapshots/<id>.json`` (temp, fsync, rename, directory fsync).
+4. Fencing: the lock must still be ours.
+5. Commit point: replace ``HEAD`` (temp, fsync, rename, directory fsync).
+
+A crash before step 5 leaves the old snapshot current; files from steps 2-3 are unreferenced
+(manifests newer than ``HEAD`` are not listed as snapshots and are removed by the next writer's
+recovery; data files are reported as orphans and removed only by GC).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wrdsvault._storage.atomic import (
+    HashingWriter,
+    atomic_write_bytes,
+    make_dirs,
+    publish,
+    remove_tree,
+)
+from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
+from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout
+from wrdsvault._storage.lock import WriterLock
+from wrdsvault.errors import SyncError, VaultFormatError
+from wrdsvault.manifest import DatasetEntry, Manifest
+
+if TYPE_CHECKING:
+    from wrdsvault.settings import VaultSettings
+
+log = logging.getLogger(__name__)
+
+_MANIFEST_POINTS = (
+    CrashPoint.MANIFEST_TEMP_WRITTEN,
+    CrashPoint.MANIFEST_TEMP_FSYNCED,
+    CrashPoint.MANIFEST_RENAMED,
+    CrashPoint.MANIFEST_DIR_FSYNCED,
+)
+_HEAD_POINTS = (
+    CrashPoint.HEAD_TEMP_WRITTEN,
+    CrashPoint.HEAD_TEMP_FSYNCED,
+    CrashPoint.HEAD_RENAMED,
+    CrashPoint.HEAD_DIR_FSYNCED,
+)
+
+
+@attrs.frozen
+class StagedFile:
+    """A partition written and fsynced under ``tmp/``, not yet visible."""
+
+    dataset: str
+    year: int | None
+    path: Path
+    sha256: str
+    size_bytes: int
+    row_count: int
+
+
+def new_snapshot_id(when: datetime) -> str:
+    """An id that sorts by commit time: ``YYYYMMDDTHHMMSSffffffZ-<8 hex>``."""
+    return when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(4)
+
+
+def committed_at_of(snapshot_id: str) -> datetime:
+    """The commit time encoded in a snapshot id."""
+    return datetime.strptime(snapshot_id[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+
+
+class Writer:
+    """One write transaction. Use through `open_writer`; never shared between threads."""
+
+    def __init__(self, layout: Layout, settings: VaultSettings, lock: WriterLock) -> None:
+        self.layout = layout
+        self.settings = settings
+        self.lock = lock
+        self.staging = layout.tmp_dir / f"tx-{secrets.token_hex(8)}"
+        self._staged: list[StagedFile] = []
+
+    # -- staging ---------------------------------------------------------------------------
+
+    def stage_partition(
+        self,
+        dataset: str,
+        year: int | None,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+    ) -> StagedFile:
+        """Write one partition's batches to a staged Parquet file, hashing as it goes.
+
+        Batches are re-cut into row groups of ``settings.row_group_rows`` (one row group per
+        driver batch makes files 1.5-2x larger, PERFORMANCE.md).
+
+        Raises:
+            SyncError: a batch does not have the declared schema.
+        """
+        name = f"{dataset}-{'all' if year is None else year}.parquet"
+        path = self.staging / name
+        crashpoint(CrashPoint.PARTITION_WRITE_STARTED)
+        out = HashingWriter(path, mode=self.settings.file_mode)
+        rows = 0
+        try:
+            with pq.ParquetWriter(
+                out,
+                schema,
+                compression=self.settings.compression,
+                compression_level=self.settings.compression_level,
+                write_page_checksum=True,
+                write_statistics=True,
+            ) as pw:
+                pending: list[pa.RecordBatch] = []
+                pending_rows = 0
+                group = self.settings.row_group_rows
+                for batch in batches:
+                    if not batch.schema.equals(schema):
+                        raise SyncError(
+                            dataset=dataset,
+                            reason=f"the source sent a batch for {year} whose schema differs from "
+                            f"the declared one: {batch.schema} vs {schema}",
+                        )
+                    if batch.num_rows == 0:
+                        continue
+                    pending.append(batch)
+                    pending_rows += batch.num_rows
+                    while pending_rows >= group:
+                        table = pa.Table.from_batches(pending, schema)
+                        pw.write_table(table.slice(0, group), row_group_size=group)
+                        rest = table.slice(group)
+                        pending = rest.to_batches()
+                        pending_rows = rest.num_rows
+                    rows += batch.num_rows
+                    self.lock.heartbeat()
+                if pending_rows:
+                    pw.write_table(pa.Table.from_batches(pending, schema), row_group_size=group)
+            crashpoint(CrashPoint.PARTITION_WRITTEN)
+            out.fsync()
+            crashpoint(CrashPoint.PARTITION_FSYNCED)
+        finally:
+            out.close()
+        staged = StagedFile(
+            dataset=dataset,
+            year=year,
+            path=path,
+            sha256=out.sha256,
+            size_bytes=out.size_bytes,
+            row_count=rows,
+        )
+        self._staged.append(staged)
+        crashpoint(CrashPoint.PARTITION_STAGED)
+        return staged
+
+    def discard(self, staged: StagedFile) -> None:
+        """Drop a staged file that will not be published (its content already exists)."""
+        staged.path.unlink(missing_ok=True)
+        self._staged.remove(staged)
+
+    # -- commit ----------------------------------------------------------------------------
+
+    def commit(self, parent: Manifest | None, datasets: dict[str, DatasetEntry]) -> Manifest:
+        """Publish the staged files and make the new manifest current (the commit point).
+
+        Raises:
+            SyncError: the lock is no longer ours (fencing); nothing was committed.
+        """
+        published = {p.path for e in datasets.values() for p in e.partitions}
+        for staged in self._staged:
+            rel = self.layout.partition_relpath(staged.dataset, staged.year, staged.sha256)
+            if rel not in published:
+                continue
+            final = self.layout.resolve_relpath(rel)
+            make_dirs(final.parent, mode=self.settings.dir_mode)
+            crashpoint(CrashPoint.PUBLISH_DIR_CREATED)
+            publish(staged.path, final)
+            crashpoint(CrashPoint.PARTITION_RENAMED)
+            crashpoint(CrashPoint.PARTITION_DIR_FSYNCED)
+        self._staged.clear()
+
+        now = datetime.now(timezone.utc)
+        if parent is not None and now <= parent.committed_at:
+            # The wall clock stepped back: ids and as-of order must still follow commit order.
+            now = parent.committed_at + timedelta(microseconds=1)
+        manifest = Manifest(
+            snapshot_id=new_snapshot_id(now),
+            sequence=(parent.sequence + 1) if parent else 1,
+            parent=parent.snapshot_id if parent else None,
+            committed_at=now,
+            datasets=datasets,
+        )
+        make_dirs(self.layout.snapshots_dir, mode=self.settings.dir_mode)
+        atomic_write_bytes(
+            self.layout.manifest(manifest.snapshot_id),
+            manifest.to_json(),
+            mode=self.settings.file_mode,
+            points=_MANIFEST_POINTS,
+        )
+        if not self.lock.still_ours():
+            raise SyncError(
+                dataset=",".join(sorted(datasets)),
+                reason="the writer lock was taken over by another process before the commit "
+                "point (this writer was paused past the stale-lock timeout)",
+            )
+        atomic_write_bytes(
+            self.layout.head,
+            manifest.snapshot_id.encode() + b"\n",
+            mode=self.settings.file_mode,
+            points=_HEAD_POINTS,
+        )
+        return manifest
+
+    def write_tag(self, name: str, snapshot_id: str) -> None:
+        make_dirs(self.layout.tags_dir, mode=self.settings.dir_mode)
+        atomic_write_bytes(
+            self.layout.tag(name), snapshot_id.encode() + b"\n", mode=self.settings.file_mode
+        )
+
+
+def read_head(layout: Layout) -> str | None:
+    """The id in ``HEAD``, or None before the first commit.
+
+    Raises:
+        VaultFormatError: HEAD exists but does not hold a snapshot id.
+    """
+    try:
+        raw = layout.head.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise VaultFormatError(path=str(layout.head), problem=f"cannot read HEAD ({exc})") from exc
+    text = raw.decode("ascii", "replace").strip()
+    if SNAPSHOT_ID_RE.fullmatch(text) is None:
+        raise VaultFormatError(
+            path=str(layout.head),
+            problem="HEAD does not hold a snapshot id (damaged); run `wrdsvault doctor`",
+        )
+    return text
+
+
+def recover(layout: Layout, head_id: str | None) -> list[str]:
+    """Clean what a crashed writer left behind. Run under the lock; idempotent.
+
+    Removes staging folders, temp files of atomic writes, and manifests newer than ``HEAD`` (written
+    by a writer that died before its commit point; never visible as snapshots). Returns what it did.
+
+    Raises:
+        VaultFormatError: HEAD is missing although committed manifests exist (damage, not a crash).
+    """
+    actions: list[str] = []
+    if head_id is None and layout.snapshots_dir.is_dir():
+        for child in layout.snapshots_dir.glob("*.json"):
+            manifest = Manifest.from_json(child.read_bytes(), where=str(child))
+            if manifest.parent is not None or manifest.sequence != 1:
+                raise VaultFormatError(
+                    path=str(layout.head),
+                    problem="HEAD is missing but committed snapshots exist; the vault is damaged. "
+                    "Restore HEAD from a backup or write the newest snapshot id into it",
+                )
+    if layout.tmp_dir.is_dir():
+        for child in layout.tmp_dir.iterdir():
+            remove_tree(child)
+            actions.append(f"removed staging {child.name}")
+    for folder in (layout.root, layout.snapshots_dir, layout.tags_dir):
+        if not folder.is_dir():
+            continue
+        for child in folder.iterdir():
+            if child.name.startswith(".") and child.name.endswith(".tmp"):
+                child.unlink(missing_ok=True)
+                actions.append(f"removed temp file {child.relative_to(layout.root)}")
+    if layout.snapshots_dir.is_dir():
+        for child in layout.snapshots_dir.iterdir():
+            sid = child.name.removesuffix(".json")
+            if SNAPSHOT_ID_RE.fullmatch(sid) and (head_id is None or sid > head_id):
+                child.unlink(missing_ok=True)
+                actions.append(f"removed uncommitted manifest {child.name}")
+    for action in actions:
+        log.info("recovery: %s", action)
+    return actions
+
+
+@contextmanager
+def open_writer(
+    layout: Layout, settings: VaultSettings, *, operation: str, timeout_s: float
+) -> Iterator[Writer]:
+    """Take the lock, recover, stage; remove the staging and release the lock on exit."""
+    lock = WriterLock(
+        layout.lock,
+        operation=operation,
+        file_mode=settings.file_mode,
+        stale_after_s=settings.lock_stale_after_s,
+    )
+    lock.acquire(timeout_s=timeout_s)
+    try:
+        crashpoint(CrashPoint.LOCK_ACQUIRED)
+        recover(layout, read_head(layout))
+        writer = Writer(layout, settings, lock)
+        try:
+            make_dirs(layout.tmp_dir, mode=settings.dir_mode)
+            writer.staging.mkdir(mode=settings.dir_mode)
+            crashpoint(CrashPoint.STAGING_CREATED)
+            yield writer
+        finally:
+            remove_tree(writer.staging)
+            crashpoint(CrashPoint.STAGING_REMOVED)
+    finally:
+        lock.release()
+        crashpoint(CrashPoint.LOCK_RELEASED)

@@ -1,0 +1,187 @@
+"""Dataset names and specs: what a WRDS table is called, how it is partitioned, what its key is.
+
+A dataset is named ``library.table`` exactly as WRDS names it (``crsp.dsf``). Names are validated
+against a strict pattern before they are used anywhere: they become DuckDB view names and folder
+names under ``data/``, so nothing else may get through.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import attrs
+
+from wrdsvault.errors import InvalidNameError, UnknownDatasetError
+
+__all__ = ["BUILTIN_SPECS", "DATASET_NAME_RE", "DatasetSpec", "builtin_spec", "validate_dataset"]
+
+#: The only accepted shape of a dataset name (lower case, as WRDS names its schemas and tables).
+DATASET_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}$")
+_COLUMN_RE: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def validate_dataset(name: object) -> str:
+    """Return ``name`` if it is a valid ``library.table`` name, else raise `InvalidNameError`.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        InvalidNameError: it does not match ``^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$``.
+    """
+    if not isinstance(name, str):
+        msg = f"a dataset name must be a str, not {type(name).__name__}"
+        raise TypeError(msg)
+    # fullmatch, not match: "$" would accept a trailing newline.
+    if DATASET_NAME_RE.fullmatch(name) is None:
+        raise InvalidNameError(
+            kind="dataset",
+            value=name,
+            rule="expected 'library.table' in lower case letters, digits and '_' "
+            "(for example 'crsp.msf'), at most 63 characters each",
+        )
+    return name
+
+
+def _validate_column(_inst: object, _attr: object, value: str | None) -> None:
+    if value is not None and _COLUMN_RE.fullmatch(value) is None:
+        raise InvalidNameError(kind="column", value=value, rule="lower case letters, digits, '_'")
+
+
+@attrs.frozen
+class DatasetSpec:
+    """How one WRDS table is mirrored.
+
+    Attributes:
+        name: ``library.table``.
+        partition_column: the date column whose calendar year picks the partition; ``None`` for
+            tables stored as one partition (dimension tables such as ``crsp.msenames``).
+        primary_key: the logical key (WRDS declares none in PostgreSQL; these are the
+            documented ones).
+        title: a short human description.
+        frequency: ``"daily"``, ``"monthly"``, ``"annual"``, ``"quarterly"`` or ``None``.
+    """
+
+    name: str = attrs.field(converter=validate_dataset)
+    partition_column: str | None = attrs.field(default=None, validator=_validate_column)
+    primary_key: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    title: str = ""
+    frequency: str | None = None
+
+    @property
+    def library(self) -> str:
+        """The WRDS library (PostgreSQL schema), e.g. ``crsp``."""
+        return self.name.split(".", 1)[0]
+
+    @property
+    def table(self) -> str:
+        """The table name within its library, e.g. ``msf``."""
+        return self.name.split(".", 1)[1]
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether rows are split into one file per calendar year."""
+        return self.partition_column is not None
+
+
+def _spec(
+    name: str, col: str | None, key: tuple[str, ...], title: str, freq: str | None = None
+) -> DatasetSpec:
+    return DatasetSpec(
+        name=name, partition_column=col, primary_key=key, title=title, frequency=freq
+    )
+
+
+#: Built-in specs for the common WRDS tables (see docs/datasets.md for the sources of each fact).
+BUILTIN_SPECS: Final[dict[str, DatasetSpec]] = {
+    s.name: s
+    for s in (
+        _spec(
+            "crsp.msf",
+            "date",
+            ("permno", "date"),
+            "CRSP Monthly Stock File (legacy SIZ)",
+            "monthly",
+        ),
+        _spec(
+            "crsp.dsf", "date", ("permno", "date"), "CRSP Daily Stock File (legacy SIZ)", "daily"
+        ),
+        _spec(
+            "crsp.msf_v2",
+            "mthcaldt",
+            ("permno", "mthcaldt"),
+            "CRSP Monthly Stock File (CIZ)",
+            "monthly",
+        ),
+        _spec(
+            "crsp.dsf_v2",
+            "dlycaldt",
+            ("permno", "dlycaldt"),
+            "CRSP Daily Stock File (CIZ)",
+            "daily",
+        ),
+        _spec("crsp.msenames", None, ("permno", "namedt"), "CRSP monthly name history"),
+        _spec("crsp.dsenames", None, ("permno", "namedt"), "CRSP daily name history"),
+        _spec("crsp.msedelist", None, ("permno",), "CRSP monthly delisting events"),
+        _spec("crsp.dsedelist", None, ("permno",), "CRSP daily delisting events"),
+        _spec(
+            "crsp.stksecurityinfohist",
+            None,
+            ("permno", "secinfostartdt"),
+            "CRSP CIZ security information history",
+        ),
+        _spec(
+            "crsp.ccmxpf_lnkhist",
+            None,
+            ("gvkey", "linkdt", "linkprim", "liid"),
+            "CRSP/Compustat Merged link history",
+        ),
+        _spec(
+            "comp.funda",
+            "datadate",
+            ("gvkey", "datadate", "indfmt", "datafmt", "popsrc", "consol"),
+            "Compustat Fundamentals Annual",
+            "annual",
+        ),
+        _spec(
+            "comp.fundq",
+            "datadate",
+            ("gvkey", "datadate", "indfmt", "datafmt", "popsrc", "consol"),
+            "Compustat Fundamentals Quarterly",
+            "quarterly",
+        ),
+        _spec("comp.company", None, ("gvkey",), "Compustat company header"),
+        _spec(
+            "ff.factors_monthly",
+            "date",
+            ("date",),
+            "Fama-French 3 factors + momentum, monthly",
+            "monthly",
+        ),
+        _spec(
+            "ff.factors_daily",
+            "date",
+            ("date",),
+            "Fama-French 3 factors + momentum, daily",
+            "daily",
+        ),
+    )
+}
+
+
+def builtin_spec(name: str) -> DatasetSpec:
+    """Return the built-in spec for ``name``.
+
+    Raises:
+        InvalidNameError: the name is malformed.
+        UnknownDatasetError: no built-in spec; pass ``date_column=`` to sync any other table.
+    """
+    validate_dataset(name)
+    try:
+        return BUILTIN_SPECS[name]
+    except KeyError:
+        raise UnknownDatasetError(
+            dataset=name,
+            known=sorted(BUILTIN_SPECS),
+            hint="Pass date_column='...' (or date_column=None for one partition) to sync any "
+            "other table",
+        ) from None

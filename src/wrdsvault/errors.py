@@ -1,0 +1,244 @@
+"""Every error wrdsvault raises, in one place.
+
+Only these (plus ``TypeError`` for arguments of the wrong type) escape the public API; errors from
+DuckDB, pyarrow, psycopg and the operating system are re-raised as one of them with ``from exc``.
+Each message says what happened and what to do next.
+
+```
+WrdsVaultError
+├─ InvalidNameError(ValueError)        a dataset, tag or ref fails its pattern; nothing was written
+├─ UnknownDatasetError(LookupError)    the dataset is not in the snapshot / not known to the source
+├─ SnapshotNotFoundError(LookupError)  no snapshot matches the ref; lists what exists
+├─ QueryRejectedError(ValueError)      SQL other than one read-only SELECT
+├─ QueryError(ValueError)              DuckDB could not run the SELECT (syntax, unknown column, ...)
+├─ QueryTimeoutError(TimeoutError)     a query ran past its time limit and was interrupted
+├─ SourceRequiredError                 sync() on a Warehouse opened without a source
+├─ VaultFormatError                    the folder is not a vault, or one newer than this wrdsvault
+├─ IntegrityError                      a pinned file is missing, resized or altered
+├─ LockHeldError(TimeoutError)         another writer holds the vault; names the holder
+├─ DiskSpaceError                      not enough free space to write safely
+├─ SyncError                           nothing was committed; the previous snapshot stays current
+└─ SourceError                         the data source failed (wraps the driver's error)
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DiskSpaceError",
+    "IntegrityError",
+    "InvalidNameError",
+    "LockHeldError",
+    "QueryError",
+    "QueryRejectedError",
+    "QueryTimeoutError",
+    "SnapshotNotFoundError",
+    "SourceError",
+    "SourceRequiredError",
+    "SyncError",
+    "UnknownDatasetError",
+    "VaultFormatError",
+    "WrdsVaultError",
+]
+
+
+class WrdsVaultError(Exception):
+    """Base class of every wrdsvault error.
+
+    Subclasses take keyword-only evidence (kept as attributes) and build the message from it, so
+    that callers can react to the facts and not parse strings. Instances pickle (they cross process
+    boundaries in the CLI and in multi-process readers).
+    """
+
+    def __init__(self, message: str, **evidence: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self._evidence = evidence
+        for key, value in evidence.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self._evidence))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[WrdsVaultError], message: str, evidence: dict[str, Any]) -> WrdsVaultError:
+    err = cls.__new__(cls)
+    WrdsVaultError.__init__(err, message, **evidence)
+    return err
+
+
+class InvalidNameError(WrdsVaultError, ValueError):
+    """A dataset name, tag or snapshot ref does not match its pattern. Nothing was written."""
+
+    def __init__(self, *, kind: str, value: object, rule: str) -> None:
+        super().__init__(
+            f"invalid {kind} {value!r}: {rule}",
+            kind=kind,
+            value=value,
+            rule=rule,
+        )
+
+
+class UnknownDatasetError(WrdsVaultError, LookupError):
+    """A dataset is not part of the snapshot, or not known to the source."""
+
+    def __init__(self, *, dataset: str, known: list[str], hint: str = "") -> None:
+        listed = ", ".join(known) if known else "(none)"
+        text = f"unknown dataset {dataset!r}; known: {listed}"
+        super().__init__(f"{text}. {hint}" if hint else text, dataset=dataset, known=known)
+
+
+class SnapshotNotFoundError(WrdsVaultError, LookupError):
+    """No committed snapshot matches the ref."""
+
+    def __init__(
+        self,
+        *,
+        ref: str,
+        tags: list[str],
+        newest: list[str],
+        committed_range: tuple[str, str] | None,
+    ) -> None:
+        if committed_range is None:
+            text = (
+                f"no snapshot matches {ref!r}: the vault has no committed snapshot yet; run sync()"
+            )
+        else:
+            text = (
+                f"no snapshot matches {ref!r}. Snapshots were committed from {committed_range[0]} "
+                f"to {committed_range[1]}; newest ids: {', '.join(newest)}; "
+                f"tags: {', '.join(tags) if tags else '(none)'}. "
+                "A ref is a tag, an exact id, 'latest', or an ISO date/datetime (as-of, UTC)."
+            )
+        super().__init__(text, ref=ref, tags=tags, newest=newest, committed_range=committed_range)
+
+
+class QueryRejectedError(WrdsVaultError, ValueError):
+    """The SQL is not exactly one read-only SELECT statement."""
+
+    def __init__(self, *, statement_type: str, reason: str) -> None:
+        super().__init__(
+            f"query rejected ({statement_type}): {reason}. Only one SELECT statement over the "
+            "snapshot's tables is allowed per call.",
+            statement_type=statement_type,
+            reason=reason,
+        )
+
+
+class QueryError(WrdsVaultError, ValueError):
+    """DuckDB could not run an allowed query (syntax error, unknown table or column, ...)."""
+
+    def __init__(self, *, sql: str, reason: str) -> None:
+        super().__init__(
+            f"query failed: {reason}. Tables are named as on WRDS (e.g. crsp.msf); "
+            "`wrdsvault status` lists the datasets of the snapshot",
+            sql=sql,
+            reason=reason,
+        )
+
+
+class QueryTimeoutError(WrdsVaultError, TimeoutError):
+    """A query ran past its time limit and was interrupted."""
+
+    def __init__(self, *, timeout_s: float) -> None:
+        super().__init__(
+            f"query interrupted after {timeout_s:g} s; narrow it (filter years or permnos) or pass "
+            "a larger timeout_s",
+            timeout_s=timeout_s,
+        )
+
+
+class SourceRequiredError(WrdsVaultError):
+    """A write needs a data source and the Warehouse was opened without one."""
+
+    def __init__(self, *, operation: str) -> None:
+        super().__init__(
+            f"{operation} needs a data source: open the vault with "
+            "Warehouse(root, source=WrdsSource()) or source=SampleSource()",
+            operation=operation,
+        )
+
+
+class VaultFormatError(WrdsVaultError):
+    """The folder is not a wrdsvault vault, is damaged, or was written by a newer wrdsvault."""
+
+    def __init__(self, *, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}", path=path, problem=problem)
+
+
+class IntegrityError(WrdsVaultError):
+    """A file pinned by a snapshot is missing, has the wrong size, or fails its checksum."""
+
+    def __init__(self, *, path: str, problem: str, snapshot_id: str | None = None) -> None:
+        where = f" (snapshot {snapshot_id})" if snapshot_id else ""
+        super().__init__(
+            f"integrity check failed for {path}{where}: {problem}. Run `wrdsvault verify` to list "
+            "every damaged file; re-sync the dataset to restore it",
+            path=path,
+            problem=problem,
+            snapshot_id=snapshot_id,
+        )
+
+
+class LockHeldError(WrdsVaultError, TimeoutError):
+    """Another writer holds the vault's lock."""
+
+    def __init__(self, *, lock_path: str, holder: dict[str, Any], waited_s: float) -> None:
+        who = (
+            ", ".join(
+                f"{k}={holder[k]}"
+                for k in ("pid", "host", "acquired_at", "operation")
+                if k in holder
+            )
+            or "unknown holder"
+        )
+        super().__init__(
+            f"the vault is locked by another writer ({who}); waited {waited_s:.1f} s. Wait for it "
+            f"to finish, or, if that process is gone, remove {lock_path} after checking it",
+            lock_path=lock_path,
+            holder=holder,
+            waited_s=waited_s,
+        )
+
+
+class DiskSpaceError(WrdsVaultError):
+    """Not enough free space to write safely."""
+
+    def __init__(self, *, path: str, needed_bytes: int, free_bytes: int, reason: str) -> None:
+        super().__init__(
+            f"not enough disk space at {path}: {reason} (needed {needed_bytes:,} bytes, "
+            f"{free_bytes:,} free). Free space or move the vault; nothing was committed",
+            path=path,
+            needed_bytes=needed_bytes,
+            free_bytes=free_bytes,
+            reason=reason,
+        )
+
+
+class SyncError(WrdsVaultError):
+    """A sync failed; nothing was committed and the previous snapshot stays current."""
+
+    def __init__(self, *, dataset: str, reason: str) -> None:
+        super().__init__(
+            f"sync of {dataset} failed: {reason}. Nothing was committed; the previous snapshot "
+            "stays current",
+            dataset=dataset,
+            reason=reason,
+        )
+
+
+class SourceError(WrdsVaultError):
+    """The data source failed."""
+
+    def __init__(self, *, source: str, reason: str, retryable: bool = False) -> None:
+        super().__init__(
+            f"source {source} failed: {reason}",
+            source=source,
+            reason=reason,
+            retryable=retryable,
+        )

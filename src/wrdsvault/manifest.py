@@ -1,0 +1,267 @@
+"""Manifests: the complete, immutable list of files that make up one committed snapshot.
+
+The JSON written to ``snapshots/<id>.json`` is a *format* (documented in docs/format.md), not a
+dump of these classes: `Manifest.to_json` and `Manifest.from_json` are the only code that reads or
+writes it, and ``format_version`` says which rules apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import attrs
+
+from wrdsvault._storage.layout import SHA256_RE, validate_snapshot_id
+from wrdsvault.datasets import validate_dataset
+from wrdsvault.errors import VaultFormatError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ColumnSchema",
+    "DatasetEntry",
+    "Manifest",
+    "PartitionFile",
+    "canonical_json",
+    "format_timestamp",
+    "parse_timestamp",
+]
+
+#: The on-disk format this version of wrdsvault writes (docs/format.md).
+FORMAT_VERSION: Final = 1
+
+
+def canonical_json(obj: object) -> bytes:
+    """The canonical JSON bytes of ``obj`` (sorted keys, no spaces, UTF-8)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def format_timestamp(ts: datetime) -> str:
+    """An aware datetime as ISO 8601 UTC with microseconds and a ``Z`` suffix."""
+    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse `format_timestamp` output back into an aware UTC datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@attrs.frozen
+class ColumnSchema:
+    """One column as stored: Arrow type, the source's declared type, nullability."""
+
+    name: str
+    type: str
+    source_type: str | None = None
+    nullable: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "source_type": self.source_type,
+            "nullable": self.nullable,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> ColumnSchema:
+        return cls(
+            name=str(obj["name"]),
+            type=str(obj["type"]),
+            source_type=obj.get("source_type"),
+            nullable=bool(obj.get("nullable", True)),
+        )
+
+
+def _sha256(_inst: object, _attr: object, value: str) -> None:
+    if SHA256_RE.fullmatch(value) is None:
+        msg = f"not a sha256 hex digest: {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.frozen
+class PartitionFile:
+    """One immutable Parquet file: one dataset's rows for one calendar year.
+
+    Attributes:
+        year: the calendar year, or None for an unpartitioned dataset.
+        path: relative to the vault root, always under ``data/``.
+        sha256: of the whole file's bytes.
+        size_bytes: file size.
+        row_count: rows in the file.
+        marker: the source's per-year content marker when it was synced (None if unknown).
+    """
+
+    year: int | None
+    path: str
+    sha256: str = attrs.field(validator=_sha256)
+    size_bytes: int
+    row_count: int
+    marker: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "year": self.year,
+            "path": self.path,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "row_count": self.row_count,
+            "marker": self.marker,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> PartitionFile:
+        year = obj["year"]
+        return cls(
+            year=None if year is None else int(year),
+            path=str(obj["path"]),
+            sha256=str(obj["sha256"]),
+            size_bytes=int(obj["size_bytes"]),
+            row_count=int(obj["row_count"]),
+            marker=obj.get("marker"),
+        )
+
+
+@attrs.frozen
+class DatasetEntry:
+    """One dataset within a snapshot: its spec, schema, source vintage and partition files."""
+
+    name: str = attrs.field(converter=validate_dataset)
+    partition_column: str | None
+    primary_key: tuple[str, ...]
+    columns: tuple[ColumnSchema, ...]
+    partitions: tuple[PartitionFile, ...]
+    source: str
+    change_marker: str | None = None
+    comment: str | None = None
+    synced_at: str = ""
+
+    @property
+    def row_count(self) -> int:
+        return sum(p.row_count for p in self.partitions)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.size_bytes for p in self.partitions)
+
+    def partition(self, year: int | None) -> PartitionFile | None:
+        for p in self.partitions:
+            if p.year == year:
+                return p
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "partition_column": self.partition_column,
+            "primary_key": list(self.primary_key),
+            "columns": [c.to_json() for c in self.columns],
+            "partitions": [p.to_json() for p in self.partitions],
+            "source": self.source,
+            "change_marker": self.change_marker,
+            "comment": self.comment,
+            "synced_at": self.synced_at,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, obj: dict[str, Any]) -> DatasetEntry:
+        return cls(
+            name=name,
+            partition_column=obj.get("partition_column"),
+            primary_key=tuple(obj.get("primary_key", ())),
+            columns=tuple(ColumnSchema.from_json(c) for c in obj["columns"]),
+            partitions=tuple(PartitionFile.from_json(p) for p in obj["partitions"]),
+            source=str(obj.get("source", "")),
+            change_marker=obj.get("change_marker"),
+            comment=obj.get("comment"),
+            synced_at=str(obj.get("synced_at", "")),
+        )
+
+    def content(self) -> dict[str, Any]:
+        """What the fingerprint covers: the columns and every file's identity, nothing else."""
+        return {
+            "columns": [[c.name, c.type] for c in self.columns],
+            "partitions": sorted(
+                [p.year if p.year is not None else -1, p.sha256, p.size_bytes, p.row_count]
+                for p in self.partitions
+            ),
+        }
+
+
+@attrs.frozen
+class Manifest:
+    """One committed state of the vault."""
+
+    snapshot_id: str = attrs.field(converter=validate_snapshot_id)
+    sequence: int
+    parent: str | None
+    committed_at: datetime
+    datasets: dict[str, DatasetEntry] = attrs.field(factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the data content (columns and files of every dataset), order-independent.
+
+        Two snapshots holding identical data have the same fingerprint whatever their ids and
+        commit times, so a backtest can log it and check it later on any machine.
+        """
+        content = {name: entry.content() for name, entry in self.datasets.items()}
+        return hashlib.sha256(canonical_json(content)).hexdigest()
+
+    def files(self) -> list[PartitionFile]:
+        return [p for entry in self.datasets.values() for p in entry.partitions]
+
+    def to_json(self) -> bytes:
+        obj = {
+            "format_version": self.format_version,
+            "snapshot_id": self.snapshot_id,
+            "sequence": self.sequence,
+            "parent": self.parent,
+            "committed_at": format_timestamp(self.committed_at),
+            "fingerprint": self.fingerprint,
+            "datasets": {name: e.to_json() for name, e in sorted(self.datasets.items())},
+        }
+        return canonical_json(obj) + b"\n"
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, where: str) -> Manifest:
+        """Parse and check a manifest.
+
+        Raises:
+            VaultFormatError: not JSON, a newer format, a missing field, or a fingerprint that does
+                not match the content (the manifest was altered).
+        """
+        try:
+            obj = json.loads(raw)
+            version = int(obj["format_version"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise VaultFormatError(path=where, problem=f"not a wrdsvault manifest ({exc})") from exc
+        if version > FORMAT_VERSION:
+            raise VaultFormatError(
+                path=where,
+                problem=f"manifest format {version} is newer than this wrdsvault supports "
+                f"({FORMAT_VERSION}); upgrade wrdsvault",
+            )
+        try:
+            manifest = cls(
+                snapshot_id=obj["snapshot_id"],
+                sequence=int(obj["sequence"]),
+                parent=obj.get("parent"),
+                committed_at=parse_timestamp(obj["committed_at"]),
+                datasets={
+                    name: DatasetEntry.from_json(name, entry)
+                    for name, entry in obj["datasets"].items()
+                },
+                format_version=version,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise VaultFormatError(path=where, problem=f"malformed manifest ({exc})") from exc
+        if obj.get("fingerprint") != manifest.fingerprint:
+            raise VaultFormatError(
+                path=where,
+                problem="manifest content does not match its fingerprint (altered or damaged); "
+                "run `wrdsvault verify`",
+            )
+        return manifest
