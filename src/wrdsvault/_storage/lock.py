@@ -218,6 +218,8 @@ class WriterLock:
             os.link(tmp, self.path)
         except FileExistsError:
             return False
+        except FileNotFoundError:
+            return False  # our temp record vanished (a recovering writer swept it): try again
         finally:
             tmp.unlink(missing_ok=True)
         fsync_dir(self.path.parent)

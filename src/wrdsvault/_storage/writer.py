@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -249,6 +250,13 @@ def read_head(layout: Layout) -> str | None:
     return text
 
 
+def _younger_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.lstat().st_mtime < seconds
+    except FileNotFoundError:
+        return False
+
+
 def recover(layout: Layout, head_id: str | None) -> list[str]:
     """Clean what a crashed writer left behind. Run under the lock; idempotent.
 
@@ -276,9 +284,12 @@ def recover(layout: Layout, head_id: str | None) -> list[str]:
         if not folder.is_dir():
             continue
         for child in folder.iterdir():
-            if child.name.startswith(".") and child.name.endswith(".tmp"):
-                child.unlink(missing_ok=True)
-                actions.append(f"removed temp file {child.relative_to(layout.root)}")
+            if not (child.name.startswith(".") and child.name.endswith(".tmp")):
+                continue
+            if child.name.startswith((".lock.", ".vault.json.")) and _younger_than(child, 60.0):
+                continue  # a contender's lock record or vault.json being published right now
+            child.unlink(missing_ok=True)
+            actions.append(f"removed temp file {child.relative_to(layout.root)}")
     if layout.snapshots_dir.is_dir():
         for child in layout.snapshots_dir.iterdir():
             sid = child.name.removesuffix(".json")

@@ -1,0 +1,69 @@
+"""wrdsvault: a local, versioned, crash-safe warehouse for WRDS data.
+
+import wrdsvault
+from wrdsvault.sources import SampleSource
+
+wh = wrdsvault.Warehouse("data/wrds", source=SampleSource())
+wh.sync(["crsp.msf", "comp.funda"])
+wh.query("select count(*) from crsp.msf")
+snap = wh.snapshot("2025-12-01")       # pinned: same answers forever
+"""
+
+from __future__ import annotations
+
+from wrdsvault._query import LazyResult
+from wrdsvault._sync import Progress
+from wrdsvault._version import __version__
+from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
+from wrdsvault.errors import (
+    DiskSpaceError,
+    IntegrityError,
+    InvalidNameError,
+    LockHeldError,
+    QueryError,
+    QueryRejectedError,
+    QueryTimeoutError,
+    SnapshotNotFoundError,
+    SourceError,
+    SourceRequiredError,
+    SyncError,
+    UnknownDatasetError,
+    VaultFormatError,
+    WrdsVaultError,
+)
+from wrdsvault.manifest import FORMAT_VERSION
+from wrdsvault.reports import DatasetResult, DatasetSummary, SnapshotInfo, SyncReport, VaultStatus
+from wrdsvault.settings import VaultSettings
+from wrdsvault.snapshot import Snapshot
+from wrdsvault.warehouse import Warehouse
+
+__all__ = [
+    "BUILTIN_SPECS",
+    "DatasetResult",
+    "DatasetSpec",
+    "DatasetSummary",
+    "DiskSpaceError",
+    "FORMAT_VERSION",
+    "IntegrityError",
+    "InvalidNameError",
+    "LazyResult",
+    "LockHeldError",
+    "Progress",
+    "QueryError",
+    "QueryRejectedError",
+    "QueryTimeoutError",
+    "Snapshot",
+    "SnapshotInfo",
+    "SnapshotNotFoundError",
+    "SourceError",
+    "SourceRequiredError",
+    "SyncError",
+    "SyncReport",
+    "UnknownDatasetError",
+    "VaultFormatError",
+    "VaultSettings",
+    "VaultStatus",
+    "Warehouse",
+    "WrdsVaultError",
+    "__version__",
+]

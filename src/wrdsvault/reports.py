@@ -1,0 +1,174 @@
+"""Public return types: what a sync did, what a snapshot is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import attrs
+
+__all__ = ["DatasetResult", "DatasetSummary", "SnapshotInfo", "SyncReport", "VaultStatus"]
+
+#: ``added``: first sync of the dataset; ``updated``: files changed; ``recorded``: data identical,
+#: a new source vintage was recorded; ``unchanged``: nothing to do.
+Status = Literal["added", "updated", "recorded", "unchanged"]
+
+
+@attrs.frozen(kw_only=True)
+class DatasetResult:
+    """What one sync did to one dataset."""
+
+    dataset: str
+    status: Status
+    years_written: tuple[int | None, ...] = ()
+    years_reused: tuple[int | None, ...] = ()
+    years_removed: tuple[int | None, ...] = ()
+    rows_written: int = 0
+    bytes_written: int = 0
+    row_count: int = 0
+    change_marker: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "status": self.status,
+            "years_written": list(self.years_written),
+            "years_reused": list(self.years_reused),
+            "years_removed": list(self.years_removed),
+            "rows_written": self.rows_written,
+            "bytes_written": self.bytes_written,
+            "row_count": self.row_count,
+            "change_marker": self.change_marker,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class SyncReport:
+    """The outcome of `Warehouse.sync`: one commit (or none) for all datasets synced together."""
+
+    snapshot_id: str | None
+    parent_id: str | None
+    committed: bool
+    datasets: tuple[DatasetResult, ...]
+    duration_s: float
+
+    @property
+    def unchanged(self) -> bool:
+        """True when nothing changed and no snapshot was committed."""
+        return not self.committed
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(d.bytes_written for d in self.datasets)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(d.rows_written for d in self.datasets)
+
+    def __getitem__(self, dataset: str) -> DatasetResult:
+        for d in self.datasets:
+            if d.dataset == dataset:
+                return d
+        raise KeyError(dataset)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshot_id": self.snapshot_id,
+            "parent_id": self.parent_id,
+            "committed": self.committed,
+            "duration_s": round(self.duration_s, 3),
+            "datasets": [d.to_json() for d in self.datasets],
+        }
+
+    def summary(self) -> str:
+        """A few human lines: one per dataset, then the commit."""
+        lines = []
+        for d in self.datasets:
+            detail = ""
+            if d.status in ("added", "updated"):
+                detail = (
+                    f": wrote {len(d.years_written)} partition(s), {d.rows_written:,} rows, "
+                    f"{d.bytes_written:,} bytes; reused {len(d.years_reused)}"
+                )
+                if d.years_removed:
+                    detail += f"; removed {len(d.years_removed)}"
+            lines.append(f"{d.dataset}: {d.status}{detail}")
+        if self.committed:
+            lines.append(f"committed snapshot {self.snapshot_id} in {self.duration_s:.2f} s")
+        else:
+            lines.append(f"unchanged: no new snapshot ({self.duration_s:.2f} s)")
+        return "\n".join(lines)
+
+
+@attrs.frozen(kw_only=True)
+class SnapshotInfo:
+    """A committed snapshot as listed by `Warehouse.snapshots`."""
+
+    id: str
+    sequence: int
+    committed_at: datetime
+    fingerprint: str
+    datasets: tuple[str, ...]
+    row_count: int
+    size_bytes: int
+    tags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sequence": self.sequence,
+            "committed_at": self.committed_at.isoformat(),
+            "fingerprint": self.fingerprint,
+            "datasets": list(self.datasets),
+            "row_count": self.row_count,
+            "size_bytes": self.size_bytes,
+            "tags": list(self.tags),
+        }
+
+
+@attrs.frozen(kw_only=True)
+class DatasetSummary:
+    """One dataset of the latest snapshot, as `Warehouse.status` shows it."""
+
+    name: str
+    row_count: int
+    size_bytes: int
+    partitions: int
+    first_year: int | None
+    last_year: int | None
+    source: str
+    comment: str | None
+    synced_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen(kw_only=True)
+class VaultStatus:
+    """What `Warehouse.status` reports."""
+
+    root: str
+    format_version: int
+    snapshot_count: int
+    latest_id: str | None
+    latest_committed_at: datetime | None
+    fingerprint: str | None
+    datasets: tuple[DatasetSummary, ...]
+    tags: dict[str, str]
+    lock_holder: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "format_version": self.format_version,
+            "snapshot_count": self.snapshot_count,
+            "latest_id": self.latest_id,
+            "latest_committed_at": (
+                self.latest_committed_at.isoformat() if self.latest_committed_at else None
+            ),
+            "fingerprint": self.fingerprint,
+            "datasets": [d.to_json() for d in self.datasets],
+            "tags": dict(self.tags),
+            "lock_holder": self.lock_holder,
+        }

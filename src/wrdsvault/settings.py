@@ -1,0 +1,109 @@
+"""Vault settings: ``vault.json`` plus ``WRDSVAULT_*`` environment overrides.
+
+Precedence: arguments > ``WRDSVAULT_*`` environment > ``vault.json`` > defaults, read once when a
+`Warehouse` opens. No secrets are ever stored here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Final
+
+import attrs
+
+from wrdsvault.errors import VaultFormatError
+
+__all__ = ["VaultSettings"]
+
+_ENV_PREFIX: Final = "WRDSVAULT_"
+_COMPRESSIONS: Final = ("zstd", "snappy", "gzip", "lz4", "none")
+
+
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and value <= 0:
+        msg = f"{attr.name} must be positive, got {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class VaultSettings:
+    """Settings of one vault.
+
+    Attributes:
+        group_access: make files readable (0640) and folders enterable (0750) by the owner's group;
+            by default licensed WRDS data is private to the user (0600/0700).
+        lock_timeout_s: how long a writer waits for the lock before `LockHeldError`.
+        lock_stale_after_s: heartbeat age after which another host's lock is stale (4 h, ADR-012).
+        query_timeout_s: default time limit of one query (None: no limit).
+        row_group_rows: rows per Parquet row group.
+        compression: Parquet codec; ``compression_level`` its level (None: the codec's default).
+        batch_rows: rows per batch asked of the source.
+    """
+
+    group_access: bool = False
+    lock_timeout_s: float = attrs.field(default=0.0, converter=float)
+    lock_stale_after_s: float = attrs.field(
+        default=4 * 3600.0, converter=float, validator=_positive
+    )
+    query_timeout_s: float | None = attrs.field(default=None, validator=_positive)
+    row_group_rows: int = attrs.field(default=1_000_000, converter=int, validator=_positive)
+    compression: str = attrs.field(default="zstd", validator=attrs.validators.in_(_COMPRESSIONS))
+    compression_level: int | None = 1
+    batch_rows: int = attrs.field(default=131_072, converter=int, validator=_positive)
+
+    @property
+    def file_mode(self) -> int:
+        return 0o640 if self.group_access else 0o600
+
+    @property
+    def dir_mode(self) -> int:
+        return 0o750 if self.group_access else 0o700
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], *, where: str) -> VaultSettings:
+        known = {a.name for a in attrs.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in obj.items() if k in known})
+        except (TypeError, ValueError) as exc:
+            raise VaultFormatError(path=where, problem=f"invalid settings ({exc})") from exc
+
+    def with_env(self, environ: dict[str, str] | None = None) -> VaultSettings:
+        """Apply ``WRDSVAULT_<SETTING>`` overrides (e.g. ``WRDSVAULT_LOCK_TIMEOUT_S=60``)."""
+        env = os.environ if environ is None else environ
+        changes: dict[str, Any] = {}
+        for field in attrs.fields(type(self)):
+            raw = env.get(_ENV_PREFIX + field.name.upper())
+            if raw is None:
+                continue
+            if field.name == "group_access":
+                changes[field.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif field.name == "compression":
+                changes[field.name] = raw.strip().lower()
+            elif field.name in ("query_timeout_s", "compression_level"):
+                changes[field.name] = (
+                    None
+                    if raw.strip().lower() in ("", "none")
+                    else (float(raw) if field.name == "query_timeout_s" else int(raw))
+                )
+            else:
+                changes[field.name] = raw
+        try:
+            return attrs.evolve(self, **changes)
+        except (TypeError, ValueError) as exc:
+            raise VaultFormatError(
+                path="environment", problem=f"invalid {_ENV_PREFIX}* setting ({exc})"
+            ) from exc
+
+
+def dump(settings: VaultSettings, *, format_version: int, created_at: str) -> bytes:
+    """The bytes of ``vault.json``."""
+    obj = {
+        "format_version": format_version,
+        "created_at": created_at,
+        "settings": settings.to_json(),
+    }
+    return json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"

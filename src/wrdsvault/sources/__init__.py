@@ -1,0 +1,24 @@
+"""Data sources for `Warehouse.sync`: the `Source` interface and the built-in sources.
+
+Sources are imported on first use, so ``import wrdsvault`` does not pay for their dependencies.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from wrdsvault.sources.base import PartitionInfo, Source, TableInfo
+
+if TYPE_CHECKING:
+    from wrdsvault.sources.sample import SampleSource
+
+__all__ = ["PartitionInfo", "SampleSource", "Source", "TableInfo"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SampleSource":
+        from wrdsvault.sources.sample import SampleSource
+
+        return SampleSource
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

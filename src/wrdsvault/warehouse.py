@@ -1,0 +1,452 @@
+"""Warehouse: a vault folder and the entry point for syncing, pinning and querying WRDS data."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from wrdsvault._storage.atomic import fsync_dir, make_dirs, temp_name
+from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id, validate_tag
+from wrdsvault._storage.lock import read_record
+from wrdsvault._storage.writer import Writer, committed_at_of, open_writer, read_head
+from wrdsvault._sync import ProgressCallback, run_sync
+from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec, validate_dataset
+from wrdsvault.errors import (
+    InvalidNameError,
+    SourceRequiredError,
+    VaultFormatError,
+    WrdsVaultError,
+)
+from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp
+from wrdsvault.refs import resolve_ref
+from wrdsvault.reports import DatasetSummary, SnapshotInfo, SyncReport, VaultStatus
+from wrdsvault.settings import VaultSettings, dump
+from wrdsvault.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from wrdsvault._query import Params
+    from wrdsvault.sources.base import Source
+
+__all__ = ["Warehouse"]
+
+_UNSET: Final[Any] = object()
+
+
+class Warehouse:
+    """A local vault of WRDS data: year-partitioned Parquet, one manifest per commit.
+
+    Args:
+        root: the vault folder; created (with ``vault.json``) if it does not exist or is empty.
+        source: where `sync` pulls rows from (`WrdsSource`, `SampleSource`); reading needs none.
+        settings: vault settings; by default those in ``vault.json`` with ``WRDSVAULT_*`` overrides.
+        create: create the vault if missing (``False``: raise `VaultFormatError` instead).
+
+    Raises:
+        VaultFormatError: the folder is not a vault (and not empty), or was written by a newer
+            wrdsvault.
+
+    Example:
+        >>> from wrdsvault.sources import SampleSource
+        >>> wh = Warehouse("vault", source=SampleSource(years=range(2020, 2022)))  # doctest: +SKIP
+        >>> wh.sync("crsp.msf").summary()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        source: Source | None = None,
+        settings: VaultSettings | None = None,
+        create: bool = True,
+    ) -> None:
+        if settings is not None and not isinstance(settings, VaultSettings):
+            msg = f"settings must be a VaultSettings, not {type(settings).__name__}"
+            raise TypeError(msg)
+        self.source = source
+        self._layout, self.settings = _open_root(Path(os.fspath(root)), settings, create=create)
+        self._manifests: dict[str, Manifest] = {}
+        self._latest: Snapshot | None = None
+        self._latest_lock = threading.Lock()
+
+    @property
+    def root(self) -> Path:
+        """The vault folder (absolute, symlinks resolved)."""
+        return self._layout.root
+
+    def __repr__(self) -> str:
+        return f"Warehouse({str(self.root)!r})"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _writer(self, operation: str, *, wait: float | None = None) -> Iterator[Writer]:
+        """The single-writer context: lock, recovery, staging; staging removed on exit."""
+        timeout = self.settings.lock_timeout_s if wait is None else float(wait)
+        with open_writer(self._layout, self.settings, operation=operation, timeout_s=timeout) as w:
+            yield w
+
+    def sync(
+        self,
+        datasets: str | Iterable[str],
+        *,
+        years: Iterable[int] | None = None,
+        full: bool = False,
+        date_column: str | None = _UNSET,
+        wait: float | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> SyncReport:
+        """Pull datasets from the source and commit one new snapshot for all of them.
+
+        Unchanged datasets (same source change marker) are skipped without reading rows; within a
+        changed dataset only years whose content changed get new files. If nothing changed, no
+        snapshot is committed and the report says so.
+
+        Args:
+            datasets: ``"crsp.msf"`` or a list of names.
+            years: only these calendar years (others keep their current files).
+            full: ignore change markers and compare every year's content.
+            date_column: for a table without a built-in spec, the date column that picks the
+                year (``None``: store the table as one partition).
+            wait: seconds to wait for another writer (default: ``settings.lock_timeout_s``).
+            progress: called with a `Progress` event before and after each partition.
+
+        Returns:
+            What happened to each dataset, and the new snapshot id if one was committed.
+
+        Raises:
+            SourceRequiredError: the Warehouse was opened without a source.
+            InvalidNameError: a malformed dataset name; nothing was written.
+            UnknownDatasetError: no built-in spec and no ``date_column``.
+            LockHeldError: another writer kept the lock for the whole wait.
+            SyncError: a dataset failed; nothing was committed.
+        """
+        if self.source is None:
+            raise SourceRequiredError(operation="sync()")
+        names = [datasets] if isinstance(datasets, str) else list(datasets)
+        if not names:
+            msg = "sync() needs at least one dataset name"
+            raise ValueError(msg)
+        specs = [self._spec(name, date_column) for name in names]
+        if len({s.name for s in specs}) != len(specs):
+            msg = f"a dataset is named twice: {names}"
+            raise ValueError(msg)
+        year_set = None if years is None else _years(years)
+        with self._writer(f"sync {' '.join(s.name for s in specs)}", wait=wait) as writer:
+            head_id = read_head(self._layout)
+            head = self._manifest(head_id) if head_id else None
+            return run_sync(
+                writer, self.source, specs, head, years=year_set, full=full, progress=progress
+            )
+
+    @staticmethod
+    def _spec(name: str, date_column: str | None) -> DatasetSpec:
+        validate_dataset(name)
+        if date_column is _UNSET:
+            return builtin_spec(name)
+        base = BUILTIN_SPECS.get(name)
+        return DatasetSpec(
+            name=name,
+            partition_column=date_column,
+            primary_key=base.primary_key if base else (),
+            title=base.title if base else "",
+        )
+
+    def tag(self, name: str, ref: str = "latest", *, force: bool = False) -> str:
+        """Give a snapshot a name backtests can pin (``wh.snapshot("paper-v1")``).
+
+        Args:
+            name: a letter, then letters, digits, ``.``, ``_``, ``-`` (64 at most).
+            ref: which snapshot (default: the latest).
+            force: move the tag if it already names another snapshot.
+
+        Returns:
+            The id of the tagged snapshot.
+
+        Raises:
+            InvalidNameError: a malformed tag name.
+            SnapshotNotFoundError: ``ref`` matches no snapshot.
+            WrdsVaultError: the tag exists and names another snapshot (pass ``force=True``).
+        """
+        validate_tag(name)
+        with self._writer(f"tag {name}") as writer:
+            target = self._resolve(ref)
+            current = self.tags().get(name)
+            if current is not None and current != target and not force:
+                raise WrdsVaultError(
+                    f"tag {name!r} already names snapshot {current}; pass force=True to move it "
+                    "(code pinned to this tag will then see other data)"
+                )
+            writer.write_tag(name, target)
+        return target
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _manifest(self, snapshot_id: str) -> Manifest:
+        cached = self._manifests.get(snapshot_id)
+        if cached is None:
+            path = self._layout.manifest(snapshot_id)
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raise VaultFormatError(
+                    path=str(path),
+                    problem="the manifest of a committed snapshot is missing; the vault is damaged "
+                    "(restore it from a backup)",
+                ) from None
+            cached = Manifest.from_json(raw, where=str(path))
+            if cached.snapshot_id != snapshot_id:
+                raise VaultFormatError(path=str(path), problem="manifest id differs from its name")
+            self._manifests[snapshot_id] = cached
+        return cached
+
+    def _committed(self) -> list[tuple[str, datetime]]:
+        """(id, committed_at) of every committed snapshot, oldest first."""
+        head = read_head(self._layout)
+        if head is None:
+            return []
+        try:
+            names = os.listdir(self._layout.snapshots_dir)
+        except FileNotFoundError:
+            names = []
+        ids = sorted(
+            sid
+            for sid in (n.removesuffix(".json") for n in names if n.endswith(".json"))
+            if SNAPSHOT_ID_RE.fullmatch(sid) and sid <= head  # newer = uncommitted (no HEAD yet)
+        )
+        if not ids or ids[-1] != head:
+            raise VaultFormatError(
+                path=str(self._layout.head),
+                problem=f"HEAD names snapshot {head} but its manifest is missing; the vault is "
+                "damaged",
+            )
+        return [(sid, committed_at_of(sid)) for sid in ids]
+
+    def tags(self) -> dict[str, str]:
+        """Tag name -> snapshot id."""
+        out: dict[str, str] = {}
+        try:
+            names = sorted(os.listdir(self._layout.tags_dir))
+        except FileNotFoundError:
+            return out
+        for name in names:
+            try:
+                path = self._layout.tag(name)
+            except InvalidNameError:
+                continue  # temp files and strangers are not tags
+            with contextlib.suppress(FileNotFoundError, InvalidNameError):
+                out[name] = validate_snapshot_id(path.read_text().strip())
+        return out
+
+    def _resolve(self, ref: str) -> str:
+        return resolve_ref(ref, tags=self.tags(), snapshots=self._committed())
+
+    def snapshot(self, ref: str = "latest", *, verify: bool = False) -> Snapshot:
+        """Open a read-only view pinned to one committed snapshot.
+
+        Args:
+            ref: a tag, an exact snapshot id, ``"latest"``, or an ISO date/datetime read as-of
+                (the last snapshot committed at or before the end of that day, UTC).
+            verify: re-hash every pinned file (SHA-256) before returning.
+
+        Raises:
+            SnapshotNotFoundError: nothing matches; the message lists tags and newest ids.
+            InvalidNameError: ``ref`` cannot be a ref.
+            IntegrityError: a pinned file is missing, resized, a symlink, or (verify) altered.
+        """
+        snapshot_id = self._resolve(ref)
+        return Snapshot(
+            self._layout,
+            self._manifest(snapshot_id),
+            verify=verify,
+            query_timeout_s=self.settings.query_timeout_s,
+        )
+
+    def snapshots(self) -> list[SnapshotInfo]:
+        """Every committed snapshot, oldest first."""
+        by_id: dict[str, list[str]] = {}
+        for name, sid in self.tags().items():
+            by_id.setdefault(sid, []).append(name)
+        out = []
+        for sid, _ in self._committed():
+            m = self._manifest(sid)
+            out.append(
+                SnapshotInfo(
+                    id=sid,
+                    sequence=m.sequence,
+                    committed_at=m.committed_at,
+                    fingerprint=m.fingerprint,
+                    datasets=tuple(sorted(m.datasets)),
+                    row_count=sum(e.row_count for e in m.datasets.values()),
+                    size_bytes=sum(e.size_bytes for e in m.datasets.values()),
+                    tags=tuple(sorted(by_id.get(sid, ()))),
+                )
+            )
+        return out
+
+    def _latest_snapshot(self) -> Snapshot:
+        head = read_head(self._layout)
+        with self._latest_lock:
+            if self._latest is None or self._latest.id != head:
+                if self._latest is not None:
+                    self._latest.close()
+                self._latest = self.snapshot("latest")
+            return self._latest
+
+    def query(
+        self, sql: str, params: Params = None, *, timeout_s: float | None = None
+    ) -> pd.DataFrame:
+        """Run one SELECT on the latest snapshot; see `Snapshot.query`."""
+        return self._latest_snapshot().query(sql, params, timeout_s=timeout_s)
+
+    def arrow(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> pa.Table:
+        """Run one SELECT on the latest snapshot and return a pyarrow Table."""
+        return self._latest_snapshot().arrow(sql, params, timeout_s=timeout_s)
+
+    def status(self) -> VaultStatus:
+        """What the vault holds now: latest snapshot, datasets, tags, the writer lock."""
+        committed = self._committed()
+        latest = self._manifest(committed[-1][0]) if committed else None
+        datasets = []
+        if latest is not None:
+            for name, e in sorted(latest.datasets.items()):
+                years = [p.year for p in e.partitions if p.year is not None]
+                datasets.append(
+                    DatasetSummary(
+                        name=name,
+                        row_count=e.row_count,
+                        size_bytes=e.size_bytes,
+                        partitions=len(e.partitions),
+                        first_year=min(years) if years else None,
+                        last_year=max(years) if years else None,
+                        source=e.source,
+                        comment=e.comment,
+                        synced_at=e.synced_at,
+                    )
+                )
+        record, st = read_record(self._layout.lock)
+        return VaultStatus(
+            root=str(self.root),
+            format_version=FORMAT_VERSION,
+            snapshot_count=len(committed),
+            latest_id=latest.snapshot_id if latest else None,
+            latest_committed_at=latest.committed_at if latest else None,
+            fingerprint=latest.fingerprint if latest else None,
+            datasets=tuple(datasets),
+            tags=self.tags(),
+            lock_holder=(record or {"unreadable": True}) if st is not None else None,
+        )
+
+    def close(self) -> None:
+        """Close cached query connections and the source. Idempotent."""
+        with self._latest_lock:
+            if self._latest is not None:
+                self._latest.close()
+                self._latest = None
+        if self.source is not None:
+            self.source.close()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _years(years: Iterable[int]) -> frozenset[int]:
+    out = set()
+    for y in years:
+        if not isinstance(y, int) or isinstance(y, bool) or not 1 <= y <= 9999:
+            raise InvalidNameError(kind="year", value=y, rule="an int from 1 to 9999")
+        out.add(y)
+    if not out:
+        msg = "years= is empty; omit it to sync every year"
+        raise ValueError(msg)
+    return frozenset(out)
+
+
+def _open_root(
+    path: Path, settings: VaultSettings | None, *, create: bool
+) -> tuple[Layout, VaultSettings]:
+    """Open or create the vault at ``path``; return its layout and effective settings."""
+    initial = settings or VaultSettings()
+    path = path.expanduser()
+    try:
+        if not path.exists():
+            if not create:
+                raise VaultFormatError(path=str(path), problem="no vault here (create=False)")
+            path.absolute().parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(path.absolute(), mode=initial.dir_mode)  # only the root gets dir_mode
+        root = Path(os.path.realpath(path))
+        st = root.stat()
+    except OSError as exc:
+        raise VaultFormatError(path=str(path), problem=f"cannot open the folder ({exc})") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise VaultFormatError(path=str(root), problem="not a folder")
+    layout = Layout(root)
+    if not layout.vault_json.exists():
+        if not create:
+            raise VaultFormatError(path=str(root), problem="not a wrdsvault vault (no vault.json)")
+        if any(root.iterdir()):
+            raise VaultFormatError(
+                path=str(root),
+                problem="the folder is not empty and holds no vault.json; choose an empty or new "
+                "folder for a vault",
+            )
+        _create_vault_json(layout, initial)
+    try:
+        obj = json.loads(layout.vault_json.read_bytes())
+        version = int(obj["format_version"])
+        stored = obj.get("settings", {})
+        if not isinstance(stored, dict):
+            raise TypeError("settings is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise VaultFormatError(
+            path=str(layout.vault_json), problem=f"unreadable vault.json ({exc})"
+        ) from exc
+    if version > FORMAT_VERSION:
+        raise VaultFormatError(
+            path=str(layout.vault_json),
+            problem=f"vault format {version} is newer than this wrdsvault reads "
+            f"({FORMAT_VERSION}); upgrade wrdsvault",
+        )
+    if settings is None:
+        settings = VaultSettings.from_json(stored, where=str(layout.vault_json)).with_env()
+    return layout, settings
+
+
+def _create_vault_json(layout: Layout, settings: VaultSettings) -> None:
+    """Create vault.json if absent, atomically (put-if-absent through link)."""
+    os.chmod(layout.root, settings.dir_mode)
+    data = dump(
+        settings,
+        format_version=FORMAT_VERSION,
+        created_at=format_timestamp(datetime.now(timezone.utc)),
+    )
+    tmp = temp_name(layout.vault_json)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, settings.file_mode)
+    try:
+        os.fchmod(fd, settings.file_mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, layout.vault_json)
+    except FileExistsError:
+        pass  # another process created the vault at the same moment: use theirs
+    except FileNotFoundError:
+        if not layout.vault_json.exists():
+            raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(layout.root)
