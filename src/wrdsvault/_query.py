@@ -15,6 +15,7 @@ A timer calls ``interrupt()`` on the query's own cursor when its time limit pass
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import threading
@@ -41,8 +42,20 @@ _CONFIG: Final = {
 Params = Sequence[Any] | Mapping[str, Any] | None
 
 
+#: Longest SQL text accepted (characters); bounds parser time and memory.
+MAX_SQL_CHARS: Final = 1_000_000
+
+
 def _statement_type(stmt: Any) -> str:
-    return str(stmt.type).rsplit(".", 1)[-1]
+    try:
+        return str(stmt.type).rsplit(".", 1)[-1]
+    except ValueError:  # a type the Python enum cannot name (UPDATE EXTENSIONS on DuckDB 2.0.1)
+        return "UNKNOWN"
+
+
+def _glob_escape(path: str) -> str:
+    """Make DuckDB read ``path`` literally: '*', '?' and '[' are glob syntax in read_parquet."""
+    return re.sub(r"([*?\[])", r"[\1]", path)
 
 
 class PinnedConnection:
@@ -82,9 +95,11 @@ class PinnedConnection:
             library, table = name.split(".", 1)
             paths = [str(p) for p in files]
             allowed.extend(paths)
+            escaped = [_glob_escape(p) for p in paths]
+            allowed.extend(e for e, p in zip(escaped, paths) if e != p)
             con.execute(f'USE memory."{library}"')
             if paths:
-                rel = con.read_parquet(paths, union_by_name=name in union_by_name)
+                rel = con.read_parquet(escaped, union_by_name=name in union_by_name)
             else:  # a dataset with no rows: keep the name, return nothing
                 rel = con.sql("SELECT NULL AS no_rows WHERE false")
             rel.create_view(table, replace=False)
@@ -103,6 +118,11 @@ class PinnedConnection:
         if not isinstance(sql, str):
             msg = f"sql must be a str, not {type(sql).__name__}"
             raise TypeError(msg)
+        if len(sql) > MAX_SQL_CHARS:
+            raise QueryRejectedError(
+                statement_type="TOO_LONG",
+                reason=f"{len(sql):,} characters; at most {MAX_SQL_CHARS:,} are accepted",
+            )
         try:
             with self._lock:
                 statements = self._con.extract_statements(sql)
@@ -125,6 +145,9 @@ class PinnedConnection:
         self, sql: str, params: Params, timeout_s: float | None
     ) -> Iterator[duckdb.DuckDBPyRelation]:
         text = self.check(sql)
+        if timeout_s is not None and not timeout_s > 0:
+            msg = f"timeout_s must be a positive number of seconds, not {timeout_s!r}"
+            raise ValueError(msg)
         with self._lock:
             cur = self._con.cursor()
         timer = None

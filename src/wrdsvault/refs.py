@@ -48,6 +48,10 @@ def parse_as_of(ref: str) -> datetime | None:
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
             return when.astimezone(timezone.utc) + timedelta(microseconds=1)
+    except OverflowError:
+        # Past datetime's range: later than every commit (9999-...) or earlier than every one.
+        big = ref[:4] == "9999"
+        return (datetime.max if big else datetime.min).replace(tzinfo=timezone.utc)
     except ValueError as exc:
         raise InvalidNameError(
             kind="snapshot ref", value=ref, rule=f"not a valid date ({exc})"

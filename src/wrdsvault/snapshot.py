@@ -164,6 +164,9 @@ class Snapshot:
     def _connection(self) -> PinnedConnection:
         with self._con_lock:
             if self._con is None:
+                # Re-check right before DuckDB opens the files: a symlink planted since the
+                # snapshot was opened must not be followed.
+                self._check_files(verify=False)
                 # Every partition of a dataset has the dataset's one schema (sync refuses to mix
                 # schemas across years), so no union_by_name: it costs ~9x at view creation.
                 self._con = PinnedConnection(self._paths)

@@ -12,11 +12,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
+
 from wrdsvault._storage.atomic import fsync_dir, make_dirs, temp_name
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id, validate_tag
 from wrdsvault._storage.lock import read_record
 from wrdsvault._storage.writer import Writer, committed_at_of, open_writer, read_head
 from wrdsvault._sync import ProgressCallback, run_sync
+from wrdsvault._verify import VerifyProgress
+from wrdsvault._verify import verify as verify_files
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec, validate_dataset
 from wrdsvault.errors import (
     InvalidNameError,
@@ -26,7 +30,14 @@ from wrdsvault.errors import (
 )
 from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp
 from wrdsvault.refs import resolve_ref
-from wrdsvault.reports import DatasetSummary, SnapshotInfo, SyncReport, VaultStatus
+from wrdsvault.reports import (
+    DatasetSummary,
+    FileFault,
+    SnapshotInfo,
+    SyncReport,
+    VaultStatus,
+    VerifyReport,
+)
 from wrdsvault.settings import VaultSettings, dump
 from wrdsvault.snapshot import Snapshot
 
@@ -89,10 +100,18 @@ class Warehouse:
     # -- writing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _writer(self, operation: str, *, wait: float | None = None) -> Iterator[Writer]:
+    def _writer(
+        self, operation: str, *, wait: float | None = None, quarantine_on_error: bool = False
+    ) -> Iterator[Writer]:
         """The single-writer context: lock, recovery, staging; staging removed on exit."""
         timeout = self.settings.lock_timeout_s if wait is None else float(wait)
-        with open_writer(self._layout, self.settings, operation=operation, timeout_s=timeout) as w:
+        with open_writer(
+            self._layout,
+            self.settings,
+            operation=operation,
+            timeout_s=timeout,
+            quarantine_on_error=quarantine_on_error,
+        ) as w:
             yield w
 
     def sync(
@@ -132,16 +151,22 @@ class Warehouse:
         """
         if self.source is None:
             raise SourceRequiredError(operation="sync()")
+        if isinstance(datasets, (bytes, bytearray)):
+            msg = "datasets must be a str or an iterable of str, not bytes"
+            raise TypeError(msg)
         names = [datasets] if isinstance(datasets, str) else list(datasets)
         if not names:
-            msg = "sync() needs at least one dataset name"
-            raise ValueError(msg)
+            raise InvalidNameError(
+                kind="dataset list", value=names, rule="sync() needs at least one dataset name"
+            )
         specs = [self._spec(name, date_column) for name in names]
         if len({s.name for s in specs}) != len(specs):
-            msg = f"a dataset is named twice: {names}"
-            raise ValueError(msg)
+            raise InvalidNameError(
+                kind="dataset list", value=names, rule="each dataset may be named once"
+            )
         year_set = None if years is None else _years(years)
-        with self._writer(f"sync {' '.join(s.name for s in specs)}", wait=wait) as writer:
+        operation = f"sync {' '.join(s.name for s in specs)}"
+        with self._writer(operation, wait=wait, quarantine_on_error=True) as writer:
             head_id = read_head(self._layout)
             head = self._manifest(head_id) if head_id else None
             return run_sync(
@@ -178,6 +203,7 @@ class Warehouse:
             WrdsVaultError: the tag exists and names another snapshot (pass ``force=True``).
         """
         validate_tag(name)
+        self._resolve(ref)  # fail before taking the lock
         with self._writer(f"tag {name}") as writer:
             target = self._resolve(ref)
             current = self.tags().get(name)
@@ -312,6 +338,48 @@ class Warehouse:
         """Run one SELECT on the latest snapshot and return a pyarrow Table."""
         return self._latest_snapshot().arrow(sql, params, timeout_s=timeout_s)
 
+    def verify(
+        self,
+        ref: str = "latest",
+        *,
+        all_snapshots: bool = False,
+        progress: VerifyProgress | None = None,
+    ) -> VerifyReport:
+        """Re-hash every file a snapshot (or every committed snapshot) references.
+
+        Reads every byte (DuckDB does not check Parquet page checksums, so the manifest SHA-256
+        is the only end-to-end guard); files shared by snapshots are hashed once.
+
+        Args:
+            ref: the snapshot to check (default: the latest).
+            all_snapshots: check every committed snapshot instead.
+            progress: called after each file with (files done, total, bytes done, total bytes).
+
+        Returns:
+            A `VerifyReport`; ``report.ok`` is False if any file is missing, resized or altered,
+            or any manifest is damaged. Nothing is repaired.
+
+        Raises:
+            SnapshotNotFoundError: ``ref`` matches nothing.
+        """
+        ids = [sid for sid, _ in self._committed()] if all_snapshots else [self._resolve(ref)]
+        manifests: list[Manifest] = []
+        faults: list[FileFault] = []
+        for sid in ids:
+            try:
+                manifests.append(self._manifest(sid))
+            except VaultFormatError as exc:
+                faults.append(
+                    FileFault(
+                        path=f"snapshots/{sid}.json",
+                        problem="manifest",
+                        detail=exc.problem,
+                        snapshots=(sid,),
+                    )
+                )
+        report = verify_files(self._layout, manifests, manifest_faults=faults, progress=progress)
+        return attrs.evolve(report, snapshots=tuple(ids))
+
     def status(self) -> VaultStatus:
         """What the vault holds now: latest snapshot, datasets, tags, the writer lock."""
         committed = self._committed()
@@ -369,8 +437,9 @@ def _years(years: Iterable[int]) -> frozenset[int]:
             raise InvalidNameError(kind="year", value=y, rule="an int from 1 to 9999")
         out.add(y)
     if not out:
-        msg = "years= is empty; omit it to sync every year"
-        raise ValueError(msg)
+        raise InvalidNameError(
+            kind="years", value=[], rule="years= is empty; omit it to sync every year"
+        )
     return frozenset(out)
 
 
