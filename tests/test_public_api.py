@@ -33,6 +33,10 @@ def test_exported_names() -> None:
         "LazyResult",
         "Progress",
         "FORMAT_VERSION",
+        "FileFault",
+        "VerifyReport",
+        "SchemaDrift",
+        "SchemaVersion",
         "__version__",
     } | set(wrdsvault.errors.__all__)
     assert set(wrdsvault.__all__) == expected

@@ -23,16 +23,27 @@ from wrdsvault.errors import (
     QueryError,
     QueryRejectedError,
     QueryTimeoutError,
+    SchemaDriftError,
     SnapshotNotFoundError,
     SourceError,
     SourceRequiredError,
     SyncError,
     UnknownDatasetError,
+    ValidationFailedError,
     VaultFormatError,
     WrdsVaultError,
 )
 from wrdsvault.manifest import FORMAT_VERSION
-from wrdsvault.reports import DatasetResult, DatasetSummary, SnapshotInfo, SyncReport, VaultStatus
+from wrdsvault.reports import (
+    DatasetResult,
+    DatasetSummary,
+    FileFault,
+    SnapshotInfo,
+    SyncReport,
+    VaultStatus,
+    VerifyReport,
+)
+from wrdsvault.schema import SchemaDrift, SchemaVersion
 from wrdsvault.settings import VaultSettings
 from wrdsvault.snapshot import Snapshot
 from wrdsvault.warehouse import Warehouse
@@ -44,6 +55,7 @@ __all__ = [
     "DatasetSummary",
     "DiskSpaceError",
     "FORMAT_VERSION",
+    "FileFault",
     "IntegrityError",
     "InvalidNameError",
     "LazyResult",
@@ -52,6 +64,9 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "SchemaDrift",
+    "SchemaDriftError",
+    "SchemaVersion",
     "Snapshot",
     "SnapshotInfo",
     "SnapshotNotFoundError",
@@ -60,9 +75,11 @@ __all__ = [
     "SyncError",
     "SyncReport",
     "UnknownDatasetError",
+    "ValidationFailedError",
     "VaultFormatError",
     "VaultSettings",
     "VaultStatus",
+    "VerifyReport",
     "Warehouse",
     "WrdsVaultError",
     "__version__",

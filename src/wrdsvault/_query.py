@@ -96,7 +96,7 @@ class PinnedConnection:
             paths = [str(p) for p in files]
             allowed.extend(paths)
             escaped = [_glob_escape(p) for p in paths]
-            allowed.extend(e for e, p in zip(escaped, paths) if e != p)
+            allowed.extend(e for e, p in zip(escaped, paths, strict=True) if e != p)
             con.execute(f'USE memory."{library}"')
             if paths:
                 rel = con.read_parquet(escaped, union_by_name=name in union_by_name)

@@ -15,17 +15,28 @@ All datasets of one call land in one commit; if any dataset fails, nothing is co
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Final
 
 import attrs
+import psutil
 import pyarrow as pa
 
-from wrdsvault._storage.writer import StagedFile, Writer
+from wrdsvault._storage.diskguard import DiskGuard
+from wrdsvault._storage.writer import Writer
 from wrdsvault.datasets import DatasetSpec
-from wrdsvault.errors import SyncError, WrdsVaultError
+from wrdsvault.errors import (
+    DiskSpaceError,
+    SchemaDriftError,
+    SyncError,
+    ValidationFailedError,
+    WrdsVaultError,
+)
 from wrdsvault.manifest import (
     ColumnSchema,
     DatasetEntry,
@@ -34,7 +45,16 @@ from wrdsvault.manifest import (
     format_timestamp,
 )
 from wrdsvault.reports import DatasetResult, Status, SyncReport
+from wrdsvault.schema import DriftPolicy, diff
 from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, Source
+from wrdsvault.validation import (
+    Finding,
+    PartitionData,
+    Rule,
+    ValidationReport,
+    default_rules,
+    run_rules,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +91,35 @@ def columns_of(schema: pa.Schema) -> tuple[ColumnSchema, ...]:
     return tuple(out)
 
 
+@attrs.frozen(kw_only=True)
+class SyncOptions:
+    """Everything a sync call decided before it started."""
+
+    years: frozenset[int] | None = None
+    full: bool = False
+    progress: ProgressCallback | None = None
+    drift: Mapping[str, DriftPolicy] = attrs.field(factory=dict)  # per dataset
+    default_drift: DriftPolicy = "strict"
+    rules: Mapping[str, Sequence[Rule]] = attrs.field(factory=dict)  # extra rules per dataset
+    validate: bool = True
+    guard: DiskGuard | None = None
+
+    def policy(self, dataset: str) -> DriftPolicy:
+        return self.drift.get(dataset, self.default_drift)
+
+
+#: Bytes per row assumed for the disk check before a dataset was ever synced (a wide CRSP row).
+_DEFAULT_BYTES_PER_ROW: Final = 64
+
+
 def _sync_dataset(
     writer: Writer,
     source: Source,
     spec: DatasetSpec,
     prev: DatasetEntry | None,
-    *,
-    years: frozenset[int] | None,
-    full: bool,
-    progress: ProgressCallback | None,
+    opts: SyncOptions,
 ) -> tuple[DatasetEntry | None, DatasetResult]:
+    years, full, progress = opts.years, opts.full, opts.progress
     info = source.describe(spec)
     prev_years = {p.year for p in prev.partitions} if prev else set()
     marker_same = (
@@ -101,6 +140,9 @@ def _sync_dataset(
 
     columns = columns_of(info.schema)
     same_schema = prev is not None and prev.columns == columns
+    drift = diff(spec.name, prev.columns, columns) if prev is not None else None
+    if drift is not None and not drift.allowed_by(opts.policy(spec.name)):
+        raise SchemaDriftError(dataset=spec.name, drift=drift, policy=opts.policy(spec.name))
     parts: Sequence[PartitionInfo] = source.partitions(spec)
     if years is not None:
         if not spec.partitioned:
@@ -117,6 +159,12 @@ def _sync_dataset(
                 "keep the old ones; sync all years (omit years=) to rewrite the whole dataset",
             )
 
+    if opts.guard is not None:
+        rows = sum(p.row_count or 0 for p in parts) or (info.row_estimate or 0)
+        per_row = (prev.size_bytes / prev.row_count) if prev and prev.row_count else None
+        opts.guard.check(int(rows * (per_row or _DEFAULT_BYTES_PER_ROW)))
+    rules = [*default_rules(spec), *opts.rules.get(spec.name, ())] if opts.validate else []
+    findings: list[Finding] = []
     new_parts: dict[int | None, PartitionFile] = {}
     written: list[int | None] = []
     reused: list[int | None] = []
@@ -145,7 +193,18 @@ def _sync_dataset(
                 info.schema,
                 source.read_partition(spec, part.year, batch_rows=writer.settings.batch_rows),
             )
-            _check_rows(spec, part, staged)
+            findings += run_rules(
+                rules,
+                PartitionData(
+                    spec=spec,
+                    year=part.year,
+                    path=staged.path,
+                    row_count=staged.row_count,
+                    source_row_count=part.row_count,
+                    previous=prev.partition(part.year) if prev is not None else None,
+                    columns=[c.name for c in columns],
+                ),
+            )
             if old is not None and old.sha256 == staged.sha256:
                 writer.discard(staged)
                 new_parts[part.year] = attrs.evolve(old, marker=part.marker)
@@ -174,6 +233,10 @@ def _sync_dataset(
                 )
             )
 
+    if findings:
+        raise ValidationFailedError(
+            dataset=spec.name, report=ValidationReport(dataset=spec.name, findings=tuple(findings))
+        )
     removed: list[int | None] = []
     if prev is not None:
         for old in prev.partitions:
@@ -219,17 +282,9 @@ def _sync_dataset(
         bytes_written=bytes_written,
         row_count=entry.row_count,
         change_marker=info.change_marker,
+        drift=drift if drift is not None and not drift.empty else None,
     )
     return (entry if status != "unchanged" else None), result
-
-
-def _check_rows(spec: DatasetSpec, part: PartitionInfo, staged: StagedFile) -> None:
-    if part.row_count is not None and part.row_count != staged.row_count:
-        raise SyncError(
-            dataset=spec.name,
-            reason=f"partition {part.year}: the source announced {part.row_count} rows but sent "
-            f"{staged.row_count}",
-        )
 
 
 def run_sync(
@@ -237,36 +292,41 @@ def run_sync(
     source: Source,
     specs: Sequence[DatasetSpec],
     head: Manifest | None,
-    *,
-    years: frozenset[int] | None,
-    full: bool,
-    progress: ProgressCallback | None,
+    opts: SyncOptions,
 ) -> SyncReport:
-    """Sync ``specs`` from ``source`` inside ``writer``; commit once if anything changed."""
+    """Sync ``specs`` from ``source`` inside ``writer``; commit once if anything changed.
+
+    Raises:
+        DiskSpaceError: the disk or quota filled up (ENOSPC, EDQUOT, EFBIG).
+        SyncError: anything else failed; nothing was committed.
+    """
     started = time.monotonic()
     datasets = dict(head.datasets) if head else {}
     results = []
-    for spec in specs:
-        try:
+    current = "(commit)"
+    try:
+        for spec in specs:
+            current = spec.name
             entry, result = _sync_dataset(
                 writer,
                 source,
                 spec,
                 head.datasets.get(spec.name) if head else None,
-                years=years,
-                full=full,
-                progress=progress,
+                opts,
             )
-        except WrdsVaultError:
-            raise
-        except (OSError, pa.ArrowException) as exc:
-            raise SyncError(dataset=spec.name, reason=f"{type(exc).__name__}: {exc}") from exc
-        results.append(result)
-        if entry is not None:
-            datasets[spec.name] = entry
-        log.info("%s: %s", spec.name, result.status)
-    changed = any(r.status != "unchanged" for r in results)
-    manifest = writer.commit(head, datasets) if changed else None
+            results.append(result)
+            if entry is not None:
+                datasets[spec.name] = entry
+            log.info("%s: %s", spec.name, result.status)
+        current = ",".join(s.name for s in specs)
+        changed = any(r.status != "unchanged" for r in results)
+        manifest = writer.commit(head, datasets) if changed else None
+    except WrdsVaultError:
+        raise
+    except OSError as exc:
+        raise os_error(exc, dataset=current, root=writer.layout.root) from exc
+    except pa.ArrowException as exc:
+        raise SyncError(dataset=current, reason=f"{type(exc).__name__}: {exc}") from exc
     return SyncReport(
         snapshot_id=manifest.snapshot_id if manifest else (head.snapshot_id if head else None),
         parent_id=head.snapshot_id if head else None,
@@ -274,3 +334,21 @@ def run_sync(
         datasets=tuple(results),
         duration_s=time.monotonic() - started,
     )
+
+
+_DISK_FULL: Final = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def os_error(exc: OSError, *, dataset: str, root: Path) -> WrdsVaultError:
+    """Translate an OS error during a write into the error a user can act on."""
+    if exc.errno in _DISK_FULL:
+        free = psutil.disk_usage(str(root)).free
+        return DiskSpaceError(
+            path=str(root),
+            needed_bytes=0,
+            free_bytes=free,
+            reason=f"the disk or quota filled up while writing {dataset} "
+            f"({errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror})",
+        )
+    # After a failed fsync the data must be treated as lost: never retry, abort the commit.
+    return SyncError(dataset=dataset, reason=f"{type(exc).__name__}: {exc}")

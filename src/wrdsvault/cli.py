@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
-from wrdsvault.errors import WrdsVaultError
+from wrdsvault.errors import InvalidNameError, WrdsVaultError
 from wrdsvault.warehouse import Warehouse
 
 DEFAULT_VAULT = "data/wrds"
@@ -88,7 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--csv", action="store_true", help="print CSV")
     query.add_argument("--timeout", type=float, help="interrupt after this many seconds")
 
-    add("status", "show the latest snapshot, datasets, tags and the writer lock")
+    add("status", "show the latest snapshot, datasets, tags, disk and the writer lock")
+
+    verify = add("verify", "re-hash every file of a snapshot; exit 1 if any is damaged")
+    verify.add_argument("--snapshot", default="latest", help="tag, id, 'latest' or ISO date")
+    verify.add_argument("--all", action="store_true", help="every committed snapshot")
+
+    quarantine = add("quarantine", "list, show or purge failed writes kept in quarantine/")
+    quarantine.add_argument("action", choices=["list", "show", "purge"])
+    quarantine.add_argument("names", nargs="*", metavar="NAME", help="entries (show, purge)")
+    quarantine.add_argument("--all", action="store_true", help="purge every entry")
 
     tag = add("tag", "name a snapshot so backtests can pin it")
     tag.add_argument("name")
@@ -208,6 +217,16 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
             f"  {d.name:<24} {d.row_count:>12,} rows {d.partitions:>3} files {years:>9}  "
             f"{d.size_bytes / 1e6:>8.1f} MB  {d.comment or ''}\n"
         )
+    disk = st.disk
+    if disk is not None:
+        out.write(
+            f"disk      {disk.used_fraction:.0%} used, {disk.free_bytes / 1e9:,.1f} GB free "
+            f"({disk.level})\n"
+        )
+    for name, drift in sorted(st.drift.items()):
+        out.write(f"drift     {name}: {drift}\n")
+    if st.quarantined:
+        out.write(f"quarantine {st.quarantined} failed write(s): `wrdsvault quarantine list`\n")
     if st.tags:
         out.write(
             "tags      " + ", ".join(f"{k} -> {v}" for k, v in sorted(st.tags.items())) + "\n"
@@ -220,6 +239,64 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
         )
     else:
         out.write("lock      free\n")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    last = [0.0]
+
+    def progress(files: int, total: int, done: int, total_bytes: int) -> None:
+        now = time.monotonic()
+        if not args.json and (now - last[0] > 0.5 or files == total):
+            last[0] = now
+            pct = 100 * done / total_bytes if total_bytes else 100.0
+            err.write(
+                f"\r  verifying {files}/{total} files, {pct:5.1f}% of {total_bytes / 1e6:,.0f} MB"
+            )
+            if files == total:
+                err.write("\n")
+            err.flush()
+
+    with _open(args) as wh:
+        report = wh.verify(args.snapshot, all_snapshots=args.all, progress=progress)
+    if args.json:
+        _print_json(report.to_json(), out)
+    else:
+        out.write(report.summary() + "\n")
+    return 0 if report.ok else 1
+
+
+def _cmd_quarantine(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    with _open(args) as wh:
+        if args.action == "list":
+            entries = wh.quarantine()
+            if args.json:
+                _print_json([e.to_json() for e in entries], out)
+            elif not entries:
+                out.write("quarantine is empty\n")
+            for e in entries if not args.json else ():
+                out.write(f"{e.name}  {e.error}  {e.size_bytes / 1e6:,.1f} MB  {e.message[:90]}\n")
+            return 0
+        if args.action == "show":
+            by_name = {e.name: e for e in wh.quarantine()}
+            missing = [n for n in args.names if n not in by_name]
+            if not args.names or missing:
+                raise InvalidNameError(
+                    kind="quarantine entry",
+                    value=missing or args.names,
+                    rule="name entries listed by `wrdsvault quarantine list`",
+                )
+            _print_json([by_name[n].reason for n in args.names], out)
+            return 0
+        if not args.names and not args.all:
+            raise InvalidNameError(
+                kind="quarantine entry", value=[], rule="name entries to purge, or pass --all"
+            )
+        purged = wh.purge_quarantine(None if args.all else args.names)
+    if args.json:
+        _print_json({"purged": purged}, out)
+    else:
+        out.write(f"purged {len(purged)} entr{'y' if len(purged) == 1 else 'ies'}\n")
     return 0
 
 
@@ -250,6 +327,8 @@ _COMMANDS = {
     "query": _cmd_query,
     "status": _cmd_status,
     "tag": _cmd_tag,
+    "verify": _cmd_verify,
+    "quarantine": _cmd_quarantine,
 }
 
 

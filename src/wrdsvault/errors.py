@@ -18,6 +18,8 @@ WrdsVaultError
 ├─ LockHeldError(TimeoutError)         another writer holds the vault; names the holder
 ├─ DiskSpaceError                      not enough free space to write safely
 ├─ SyncError                           nothing was committed; the previous snapshot stays current
+│  ├─ SchemaDriftError                  the source's columns changed and the policy refuses it
+│  └─ ValidationFailedError             a staged partition failed a validation rule
 └─ SourceError                         the data source failed (wraps the driver's error)
 ```
 """
@@ -34,11 +36,13 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "SchemaDriftError",
     "SnapshotNotFoundError",
     "SourceError",
     "SourceRequiredError",
     "SyncError",
     "UnknownDatasetError",
+    "ValidationFailedError",
     "VaultFormatError",
     "WrdsVaultError",
 ]
@@ -229,6 +233,36 @@ class SyncError(WrdsVaultError):
             "stays current",
             dataset=dataset,
             reason=reason,
+        )
+
+
+class SchemaDriftError(SyncError):
+    """The source's columns changed in a way the dataset's drift policy refuses."""
+
+    def __init__(self, *, dataset: str, drift: Any, policy: str) -> None:
+        WrdsVaultError.__init__(
+            self,
+            f"sync of {dataset} refused: the source's columns changed ({drift.summary()}) and the "
+            f"drift policy is {policy!r}. Nothing was committed. If the change is expected, sync "
+            f"with drift='additive' (added columns only) or drift='accept'",
+            dataset=dataset,
+            drift=drift,
+            policy=policy,
+            reason=f"schema drift: {drift.summary()}",
+        )
+
+
+class ValidationFailedError(SyncError):
+    """A staged partition failed a validation rule; its files are in quarantine."""
+
+    def __init__(self, *, dataset: str, report: Any) -> None:
+        WrdsVaultError.__init__(
+            self,
+            f"sync of {dataset} failed validation; nothing was committed and the staged files "
+            f"are in quarantine (`wrdsvault quarantine list`):\n{report.summary()}",
+            dataset=dataset,
+            report=report,
+            reason="validation failed",
         )
 
 

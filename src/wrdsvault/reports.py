@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-__all__ = ["DatasetResult", "DatasetSummary", "SnapshotInfo", "SyncReport", "VaultStatus"]
+if TYPE_CHECKING:
+    from wrdsvault._storage.diskguard import DiskState
+    from wrdsvault.schema import SchemaDrift
+
+__all__ = [
+    "DatasetResult",
+    "DatasetSummary",
+    "FileFault",
+    "SnapshotInfo",
+    "SyncReport",
+    "VaultStatus",
+    "VerifyReport",
+]
 
 #: ``added``: first sync of the dataset; ``updated``: files changed; ``recorded``: data identical,
 #: a new source vintage was recorded; ``unchanged``: nothing to do.
@@ -27,9 +39,11 @@ class DatasetResult:
     bytes_written: int = 0
     row_count: int = 0
     change_marker: str | None = None
+    drift: SchemaDrift | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "drift": self.drift.to_json() if self.drift else None,
             "dataset": self.dataset,
             "status": self.status,
             "years_written": list(self.years_written),
@@ -92,6 +106,8 @@ class SyncReport:
                 )
                 if d.years_removed:
                     detail += f"; removed {len(d.years_removed)}"
+            if d.drift is not None:
+                detail += f" (schema drift accepted: {d.drift.summary()})"
             lines.append(f"{d.dataset}: {d.status}{detail}")
         if self.committed:
             lines.append(f"committed snapshot {self.snapshot_id} in {self.duration_s:.2f} s")
@@ -157,6 +173,9 @@ class VaultStatus:
     datasets: tuple[DatasetSummary, ...]
     tags: dict[str, str]
     lock_holder: dict[str, Any] | None
+    disk: DiskState | None = None
+    drift: dict[str, str] = attrs.field(factory=dict)
+    quarantined: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -171,4 +190,79 @@ class VaultStatus:
             "datasets": [d.to_json() for d in self.datasets],
             "tags": dict(self.tags),
             "lock_holder": self.lock_holder,
+            "disk": self.disk.to_json() if self.disk else None,
+            "drift": dict(self.drift),
+            "quarantined": self.quarantined,
         }
+
+
+@attrs.frozen(kw_only=True)
+class FileFault:
+    """One damaged file (or manifest) found by `Warehouse.verify`.
+
+    ``problem`` is ``"missing"``, ``"size"`` (truncated or grown), ``"sha256"`` (content altered),
+    ``"not-a-file"`` (a symlink or folder where a file should be) or ``"manifest"`` (a manifest
+    that cannot be read or fails its fingerprint).
+    """
+
+    path: str
+    problem: str
+    detail: str
+    dataset: str | None = None
+    year: int | None = None
+    snapshots: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "problem": self.problem,
+            "detail": self.detail,
+            "dataset": self.dataset,
+            "year": self.year,
+            "snapshots": list(self.snapshots),
+        }
+
+
+@attrs.frozen(kw_only=True)
+class VerifyReport:
+    """What `Warehouse.verify` checked and what it found."""
+
+    snapshots: tuple[str, ...]
+    files_checked: int
+    bytes_checked: int
+    duration_s: float
+    faults: tuple[FileFault, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when every file matched its manifest."""
+        return not self.faults
+
+    @property
+    def throughput_bytes_per_s(self) -> float:
+        return self.bytes_checked / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "snapshots": list(self.snapshots),
+            "files_checked": self.files_checked,
+            "bytes_checked": self.bytes_checked,
+            "duration_s": round(self.duration_s, 3),
+            "faults": [f.to_json() for f in self.faults],
+        }
+
+    def summary(self) -> str:
+        head = (
+            f"checked {self.files_checked} files, {self.bytes_checked / 1e6:,.1f} MB in "
+            f"{self.duration_s:.2f} s ({self.throughput_bytes_per_s / 1e6:,.0f} MB/s) "
+            f"across {len(self.snapshots)} snapshot(s)"
+        )
+        if self.ok:
+            return head + ": all files intact"
+        lines = [head + f": {len(self.faults)} fault(s)"]
+        for f in self.faults:
+            where = f" ({f.dataset} {'all' if f.year is None else f.year})" if f.dataset else ""
+            lines.append(f"  {f.problem:<10} {f.path}{where}: {f.detail}")
+        lines.append("re-sync the affected datasets with full=True to restore damaged files")
+        return "\n".join(lines)

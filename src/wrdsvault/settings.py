@@ -12,7 +12,9 @@ from typing import Any, Final
 
 import attrs
 
+from wrdsvault.datasets import validate_dataset
 from wrdsvault.errors import VaultFormatError
+from wrdsvault.schema import DRIFT_POLICIES
 
 __all__ = ["VaultSettings"]
 
@@ -24,6 +26,20 @@ def _positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) ->
     if value is not None and value <= 0:
         msg = f"{attr.name} must be positive, got {value!r}"
         raise ValueError(msg)
+
+
+def _fraction(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if not 0 < value <= 1:
+        msg = f"{attr.name} must be in (0, 1], got {value!r}"
+        raise ValueError(msg)
+
+
+def _policies(_inst: object, _attr: attrs.Attribute[Any], value: dict[str, str]) -> None:
+    for name, policy in value.items():
+        validate_dataset(name)
+        if policy not in DRIFT_POLICIES:
+            msg = f"drift policy for {name} must be one of {DRIFT_POLICIES}, not {policy!r}"
+            raise ValueError(msg)
 
 
 @attrs.frozen(kw_only=True)
@@ -39,6 +55,11 @@ class VaultSettings:
         row_group_rows: rows per Parquet row group.
         compression: Parquet codec; ``compression_level`` its level (None: the codec's default).
         batch_rows: rows per batch asked of the source.
+        disk_warn_fraction, disk_critical_fraction, disk_refuse_fraction: file-system fill
+            levels that warn, log as critical, and refuse to write (0.80, 0.90, 0.95).
+        drift_policy: what a sync does when a source's columns change: ``"strict"`` refuses,
+            ``"additive"`` accepts added columns only, ``"accept"`` accepts all.
+        drift_policies: per-dataset overrides, e.g. ``{"comp.funda": "additive"}``.
     """
 
     group_access: bool = False
@@ -51,6 +72,13 @@ class VaultSettings:
     compression: str = attrs.field(default="zstd", validator=attrs.validators.in_(_COMPRESSIONS))
     compression_level: int | None = 1
     batch_rows: int = attrs.field(default=131_072, converter=int, validator=_positive)
+    disk_warn_fraction: float = attrs.field(default=0.80, converter=float, validator=_fraction)
+    disk_critical_fraction: float = attrs.field(default=0.90, converter=float, validator=_fraction)
+    disk_refuse_fraction: float = attrs.field(default=0.95, converter=float, validator=_fraction)
+    drift_policy: str = attrs.field(
+        default="strict", validator=attrs.validators.in_(DRIFT_POLICIES)
+    )
+    drift_policies: dict[str, str] = attrs.field(factory=dict, validator=_policies)
 
     @property
     def file_mode(self) -> int:
@@ -79,9 +107,11 @@ class VaultSettings:
             raw = env.get(_ENV_PREFIX + field.name.upper())
             if raw is None:
                 continue
+            if field.name == "drift_policies":
+                continue  # a mapping: set it in vault.json or pass settings=
             if field.name == "group_access":
                 changes[field.name] = raw.strip().lower() in ("1", "true", "yes", "on")
-            elif field.name == "compression":
+            elif field.name in ("compression", "drift_policy"):
                 changes[field.name] = raw.strip().lower()
             elif field.name in ("query_timeout_s", "compression_level"):
                 changes[field.name] = (

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from wrdsvault._storage.atomic import fsync_dir, make_dirs, temp_name
+from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id, validate_tag
 from wrdsvault._storage.lock import read_record
+from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
+from wrdsvault._storage.quarantine import purge as purge_entries
 from wrdsvault._storage.writer import Writer, committed_at_of, open_writer, read_head
-from wrdsvault._sync import ProgressCallback, run_sync
+from wrdsvault._sync import ProgressCallback, SyncOptions, run_sync
 from wrdsvault._verify import VerifyProgress
 from wrdsvault._verify import verify as verify_files
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec, validate_dataset
@@ -38,6 +41,7 @@ from wrdsvault.reports import (
     VaultStatus,
     VerifyReport,
 )
+from wrdsvault.schema import DRIFT_POLICIES, DriftPolicy, SchemaVersion, diff
 from wrdsvault.settings import VaultSettings, dump
 from wrdsvault.snapshot import Snapshot
 
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
 
     from wrdsvault._query import Params
     from wrdsvault.sources.base import Source
+    from wrdsvault.validation import Rule
 
 __all__ = ["Warehouse"]
 
@@ -61,6 +66,9 @@ class Warehouse:
         source: where `sync` pulls rows from (`WrdsSource`, `SampleSource`); reading needs none.
         settings: vault settings; by default those in ``vault.json`` with ``WRDSVAULT_*`` overrides.
         create: create the vault if missing (``False``: raise `VaultFormatError` instead).
+        rules: extra validation rules per dataset (`wrdsvault.validation`), run on every staged
+            partition after the built-in ones.
+        disk_usage: ``path -> (total_bytes, free_bytes)``; psutil by default (tests inject one).
 
     Raises:
         VaultFormatError: the folder is not a vault (and not empty), or was written by a newer
@@ -79,12 +87,24 @@ class Warehouse:
         source: Source | None = None,
         settings: VaultSettings | None = None,
         create: bool = True,
+        rules: Mapping[str, Sequence[Rule]] | None = None,
+        disk_usage: UsageProvider | None = None,
     ) -> None:
         if settings is not None and not isinstance(settings, VaultSettings):
             msg = f"settings must be a VaultSettings, not {type(settings).__name__}"
             raise TypeError(msg)
         self.source = source
         self._layout, self.settings = _open_root(Path(os.fspath(root)), settings, create=create)
+        self.rules: dict[str, list[Rule]] = {}
+        for name, extra in (rules or {}).items():
+            self.rules[validate_dataset(name)] = list(extra)
+        self._guard = DiskGuard(
+            self.root,
+            warn=self.settings.disk_warn_fraction,
+            critical=self.settings.disk_critical_fraction,
+            refuse=self.settings.disk_refuse_fraction,
+            usage=disk_usage or psutil_usage,
+        )
         self._manifests: dict[str, Manifest] = {}
         self._latest: Snapshot | None = None
         self._latest_lock = threading.Lock()
@@ -123,6 +143,8 @@ class Warehouse:
         date_column: str | None = _UNSET,
         wait: float | None = None,
         progress: ProgressCallback | None = None,
+        drift: DriftPolicy | Mapping[str, DriftPolicy] | None = None,
+        validate: bool = True,
     ) -> SyncReport:
         """Pull datasets from the source and commit one new snapshot for all of them.
 
@@ -138,6 +160,10 @@ class Warehouse:
                 year (``None``: store the table as one partition).
             wait: seconds to wait for another writer (default: ``settings.lock_timeout_s``).
             progress: called with a `Progress` event before and after each partition.
+            drift: what to do if the source's columns changed since the last commit:
+                ``"strict"`` refuses, ``"additive"`` accepts added columns only, ``"accept"``
+                accepts all; one policy or one per dataset (default: the vault's settings).
+            validate: run the validation rules on staged partitions (default True).
 
         Returns:
             What happened to each dataset, and the new snapshot id if one was committed.
@@ -147,6 +173,9 @@ class Warehouse:
             InvalidNameError: a malformed dataset name; nothing was written.
             UnknownDatasetError: no built-in spec and no ``date_column``.
             LockHeldError: another writer kept the lock for the whole wait.
+            DiskSpaceError: too little free space, or the disk filled up mid-write.
+            SchemaDriftError: the columns changed and the drift policy refuses it.
+            ValidationFailedError: a partition failed a rule; its files are in quarantine.
             SyncError: a dataset failed; nothing was committed.
         """
         if self.source is None:
@@ -164,14 +193,36 @@ class Warehouse:
             raise InvalidNameError(
                 kind="dataset list", value=names, rule="each dataset may be named once"
             )
-        year_set = None if years is None else _years(years)
+        opts = SyncOptions(
+            years=None if years is None else _years(years),
+            full=full,
+            progress=progress,
+            drift=self._drift_policies(drift),
+            default_drift=self._default_drift(drift),
+            rules=self.rules,
+            validate=validate,
+            guard=self._guard,
+        )
         operation = f"sync {' '.join(s.name for s in specs)}"
         with self._writer(operation, wait=wait, quarantine_on_error=True) as writer:
             head_id = read_head(self._layout)
             head = self._manifest(head_id) if head_id else None
-            return run_sync(
-                writer, self.source, specs, head, years=year_set, full=full, progress=progress
-            )
+            return run_sync(writer, self.source, specs, head, opts)
+
+    def _default_drift(self, drift: DriftPolicy | Mapping[str, DriftPolicy] | None) -> DriftPolicy:
+        if isinstance(drift, str):
+            return _policy(drift)
+        return _policy(self.settings.drift_policy)
+
+    def _drift_policies(
+        self, drift: DriftPolicy | Mapping[str, DriftPolicy] | None
+    ) -> dict[str, DriftPolicy]:
+        out = {validate_dataset(k): _policy(v) for k, v in self.settings.drift_policies.items()}
+        if isinstance(drift, str):
+            return {}  # one policy for every dataset of this call
+        for k, v in (drift or {}).items():
+            out[validate_dataset(k)] = _policy(v)
+        return out
 
     @staticmethod
     def _spec(name: str, date_column: str | None) -> DatasetSpec:
@@ -380,6 +431,48 @@ class Warehouse:
         report = verify_files(self._layout, manifests, manifest_faults=faults, progress=progress)
         return attrs.evolve(report, snapshots=tuple(ids))
 
+    def schema_history(self, dataset: str) -> list[SchemaVersion]:
+        """Every schema ``dataset`` has had, with the snapshot that introduced it, oldest first.
+
+        Derived from the committed manifests (no separate registry file to fall out of step).
+        """
+        validate_dataset(dataset)
+        out: list[SchemaVersion] = []
+        for sid, _ in self._committed():
+            entry = self._manifest(sid).datasets.get(dataset)
+            if entry is None:
+                continue
+            if out and out[-1].columns == entry.columns:
+                continue
+            drift = diff(dataset, out[-1].columns, entry.columns) if out else None
+            out.append(
+                SchemaVersion(
+                    snapshot_id=sid,
+                    committed_at=self._manifest(sid).committed_at,
+                    columns=entry.columns,
+                    drift=drift,
+                )
+            )
+        return out
+
+    def quarantine(self) -> list[QuarantineEntry]:
+        """Failed writes kept in ``quarantine/``, oldest first (each with its reason.json)."""
+        return list_entries(self._layout.quarantine_dir)
+
+    def purge_quarantine(self, names: Sequence[str] | None = None) -> list[str]:
+        """Delete quarantine entries (all of them when ``names`` is None); return their names.
+
+        Raises:
+            InvalidNameError: a name is not a listed entry; nothing was deleted.
+        """
+        with self._writer("purge quarantine"):
+            targets = [e.name for e in self.quarantine()] if names is None else list(names)
+            return purge_entries(self._layout.quarantine_dir, targets)
+
+    def disk(self) -> DiskState:
+        """How full the vault's file system is, against the watermarks."""
+        return self._guard.state()
+
     def status(self) -> VaultStatus:
         """What the vault holds now: latest snapshot, datasets, tags, the writer lock."""
         committed = self._committed()
@@ -412,6 +505,13 @@ class Warehouse:
             datasets=tuple(datasets),
             tags=self.tags(),
             lock_holder=(record or {"unreadable": True}) if st is not None else None,
+            disk=self.disk(),
+            drift={
+                d.name: f"{h[-1].drift.summary()} (in {h[-1].snapshot_id})"
+                for d in datasets
+                if len(h := self.schema_history(d.name)) > 1 and h[-1].drift is not None
+            },
+            quarantined=len(self.quarantine()),
         )
 
     def close(self) -> None:
@@ -428,6 +528,14 @@ class Warehouse:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _policy(value: object) -> DriftPolicy:
+    if value not in DRIFT_POLICIES:
+        raise InvalidNameError(
+            kind="drift policy", value=value, rule=f"one of {', '.join(DRIFT_POLICIES)}"
+        )
+    return value  # type: ignore[return-value]
 
 
 def _years(years: Iterable[int]) -> frozenset[int]:

@@ -34,11 +34,13 @@ from wrdsvault._storage.atomic import (
     make_dirs,
     publish,
     remove_tree,
+    sha256_file,
 )
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout
 from wrdsvault._storage.lock import WriterLock
-from wrdsvault.errors import SyncError, VaultFormatError
+from wrdsvault._storage.quarantine import quarantine
+from wrdsvault.errors import SyncError, VaultFormatError, WrdsVaultError
 from wrdsvault.manifest import DatasetEntry, Manifest
 
 if TYPE_CHECKING:
@@ -188,6 +190,15 @@ class Writer:
             publish(staged.path, final)
             crashpoint(CrashPoint.PARTITION_RENAMED)
             crashpoint(CrashPoint.PARTITION_DIR_FSYNCED)
+            # Checked again after the rename, before the commit: what readers will open is what
+            # was hashed while writing (issue #5).
+            digest, size = sha256_file(final)
+            if (digest, size) != (staged.sha256, staged.size_bytes):
+                raise SyncError(
+                    dataset=staged.dataset,
+                    reason=f"{rel} changed between writing and publishing (sha256 {digest[:16]} "
+                    f"vs {staged.sha256[:16]}); the disk or another process altered it",
+                )
         self._staged.clear()
 
         now = datetime.now(timezone.utc)
@@ -303,9 +314,19 @@ def recover(layout: Layout, head_id: str | None) -> list[str]:
 
 @contextmanager
 def open_writer(
-    layout: Layout, settings: VaultSettings, *, operation: str, timeout_s: float
+    layout: Layout,
+    settings: VaultSettings,
+    *,
+    operation: str,
+    timeout_s: float,
+    quarantine_on_error: bool = False,
 ) -> Iterator[Writer]:
-    """Take the lock, recover, stage; remove the staging and release the lock on exit."""
+    """Take the lock, recover, stage; remove the staging and release the lock on exit.
+
+    With ``quarantine_on_error``, a failure moves the staging folder (with a reason.json) to
+    ``quarantine/`` instead of deleting it, and records the entry on the exception as
+    ``quarantine_path``.
+    """
     lock = WriterLock(
         layout.lock,
         operation=operation,
@@ -321,10 +342,38 @@ def open_writer(
             make_dirs(layout.tmp_dir, mode=settings.dir_mode)
             writer.staging.mkdir(mode=settings.dir_mode)
             crashpoint(CrashPoint.STAGING_CREATED)
-            yield writer
+            try:
+                yield writer
+            except Exception as exc:
+                if quarantine_on_error:
+                    _quarantine_failure(layout, settings, writer, operation, exc)
+                raise
         finally:
             remove_tree(writer.staging)
             crashpoint(CrashPoint.STAGING_REMOVED)
     finally:
         lock.release()
         crashpoint(CrashPoint.LOCK_RELEASED)
+
+
+def _quarantine_failure(
+    layout: Layout, settings: VaultSettings, writer: Writer, operation: str, exc: Exception
+) -> None:
+    label = getattr(exc, "dataset", None) or operation.split(" ", 1)[-1]
+    try:
+        path = quarantine(
+            layout.quarantine_dir,
+            writer.staging,
+            label=str(label),
+            operation=operation,
+            exc=exc,
+            file_mode=settings.file_mode,
+            dir_mode=settings.dir_mode,
+        )
+    except OSError:
+        log.exception("could not quarantine the failed write of %s", label)
+        return
+    log.warning("%s failed; staged files and reason kept in %s", operation, path)
+    if isinstance(exc, WrdsVaultError):
+        exc._evidence["quarantine_path"] = str(path)  # keeps it picklable
+    exc.quarantine_path = str(path)  # type: ignore[attr-defined]
