@@ -1,0 +1,163 @@
+"""Quarantine: failed writes are kept, with a machine-readable reason, never silently deleted.
+
+``quarantine/<when>-<label>/`` holds the staged files of the failed write and ``reason.json``:
+
+```json
+{"format": 1, "created_at": "...Z", "label": "crsp.msf", "operation": "sync crsp.msf",
+ "error": "ValidationFailedError", "message": "...", "evidence": {...},
+ "files": [{"name": "crsp.msf-2019.parquet", "size_bytes": 123}], "traceback": "..."}
+```
+
+Entries are removed only by an explicit purge (``wrdsvault quarantine purge``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from wrdsvault._storage.atomic import atomic_write_bytes, fsync_dir, make_dirs, remove_tree
+from wrdsvault.errors import InvalidNameError, WrdsVaultError
+
+REASON_FILE: Final = "reason.json"
+ENTRY_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[a-z0-9_.-]{1,80}-[0-9a-f]{4}$")
+
+
+@attrs.frozen(kw_only=True)
+class QuarantineEntry:
+    """One quarantined write: where it is and why it failed."""
+
+    name: str
+    path: Path
+    created_at: str
+    label: str
+    error: str
+    message: str
+    size_bytes: int
+    reason: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "created_at": self.created_at,
+            "label": self.label,
+            "error": self.error,
+            "message": self.message,
+            "size_bytes": self.size_bytes,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        if attrs.has(type(value)) and hasattr(value, "to_json"):
+            return value.to_json()
+        return repr(value)
+    return value
+
+
+def quarantine(
+    quarantine_dir: Path,
+    staging: Path,
+    *,
+    label: str,
+    operation: str,
+    exc: BaseException,
+    file_mode: int,
+    dir_mode: int,
+) -> Path:
+    """Move ``staging`` (the failed write's files) to a new quarantine entry with reason.json."""
+    now = datetime.now(timezone.utc)
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", label.lower()).strip("-")[:80] or "write"
+    name = f"{now:%Y%m%dT%H%M%SZ}-{slug}-{secrets.token_hex(2)}"
+    files = (
+        [{"name": p.name, "size_bytes": p.stat().st_size} for p in sorted(staging.iterdir())]
+        if staging.is_dir()
+        else []
+    )
+    evidence = getattr(exc, "_evidence", {}) if isinstance(exc, WrdsVaultError) else {}
+    reason = {
+        "format": 1,
+        "created_at": now.isoformat().replace("+00:00", "Z"),
+        "label": label,
+        "operation": operation,
+        "error": type(exc).__name__,
+        "message": str(exc),
+        "evidence": {k: _jsonable(v) for k, v in evidence.items()},
+        "files": files,
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+    make_dirs(quarantine_dir, mode=dir_mode)
+    target = quarantine_dir / name
+    if staging.is_dir():
+        os.replace(staging, target)
+    else:
+        target.mkdir(mode=dir_mode)
+    fsync_dir(quarantine_dir)
+    atomic_write_bytes(
+        target / REASON_FILE,
+        json.dumps(reason, indent=2, sort_keys=True).encode() + b"\n",
+        mode=file_mode,
+    )
+    return target
+
+
+def _entry(path: Path) -> QuarantineEntry:
+    try:
+        reason = json.loads((path / REASON_FILE).read_bytes())
+    except (OSError, ValueError):
+        reason = {"error": "unknown", "message": "reason.json is missing or unreadable"}
+    size = sum(p.stat().st_size for p in path.iterdir() if p.is_file() and not p.is_symlink())
+    return QuarantineEntry(
+        name=path.name,
+        path=path,
+        created_at=str(reason.get("created_at", "")),
+        label=str(reason.get("label", "")),
+        error=str(reason.get("error", "")),
+        message=str(reason.get("message", "")),
+        size_bytes=size,
+        reason=reason,
+    )
+
+
+def list_entries(quarantine_dir: Path) -> list[QuarantineEntry]:
+    """Every quarantine entry, oldest first."""
+    if not quarantine_dir.is_dir():
+        return []
+    return [
+        _entry(p)
+        for p in sorted(quarantine_dir.iterdir())
+        if p.is_dir() and not p.is_symlink() and ENTRY_RE.fullmatch(p.name)
+    ]
+
+
+def entry_path(quarantine_dir: Path, name: str) -> Path:
+    """The folder of the entry called ``name`` (validated; never outside the quarantine)."""
+    if not isinstance(name, str) or ENTRY_RE.fullmatch(name) is None:
+        raise InvalidNameError(
+            kind="quarantine entry", value=name, rule="a name listed by `wrdsvault quarantine list`"
+        )
+    path = quarantine_dir / name
+    if not path.is_dir():
+        raise InvalidNameError(kind="quarantine entry", value=name, rule="no such entry")
+    return path
+
+
+def purge(quarantine_dir: Path, names: list[str]) -> list[str]:
+    """Delete the named entries; return their names."""
+    paths = [entry_path(quarantine_dir, n) for n in names]
+    for p in paths:
+        remove_tree(p)
+    if paths:
+        fsync_dir(quarantine_dir)
+    return [p.name for p in paths]
