@@ -87,10 +87,19 @@ def atomic_write_bytes(
         crashpoint(points[3])
 
 
-def publish(src: Path, dst: Path) -> None:
-    """Move a staged, already fsynced file to its final name and make the new entry durable."""
+def publish(
+    src: Path, dst: Path, *, points: tuple[CrashPoint, CrashPoint] | None = None
+) -> None:
+    """Move a staged, already fsynced file to its final name and make the new entry durable.
+
+    ``points`` names the crash points hit after the rename and after the directory fsync.
+    """
     os.replace(src, dst)
+    if points:
+        crashpoint(points[0])
     fsync_dir(dst.parent)
+    if points:
+        crashpoint(points[1])
 
 
 def remove_tree(path: Path) -> None:

@@ -187,9 +187,11 @@ class Writer:
             final = self.layout.resolve_relpath(rel)
             make_dirs(final.parent, mode=self.settings.dir_mode)
             crashpoint(CrashPoint.PUBLISH_DIR_CREATED)
-            publish(staged.path, final)
-            crashpoint(CrashPoint.PARTITION_RENAMED)
-            crashpoint(CrashPoint.PARTITION_DIR_FSYNCED)
+            publish(
+                staged.path,
+                final,
+                points=(CrashPoint.PARTITION_RENAMED, CrashPoint.PARTITION_DIR_FSYNCED),
+            )
             # Checked again after the rename, before the commit: what readers will open is what
             # was hashed while writing (issue #5).
             digest, size = sha256_file(final)
