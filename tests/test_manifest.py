@@ -26,7 +26,7 @@ def entry(name: str, years: list[int], salt: str = "a") -> DatasetEntry:
         partitions=tuple(
             PartitionFile(
                 year=y,
-                path=f"data/{name.replace('.', '/')}/year={y}/{(salt * 16)[:16]}.parquet",
+                path=f"data/{name.replace('.', '/')}/{y}/{(salt * 16)[:16]}.parquet",
                 sha256=(salt * 64)[:64],
                 size_bytes=100 + y,
                 row_count=y,

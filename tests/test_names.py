@@ -227,7 +227,7 @@ def test_layout_partition_relpath_stays_under_data(
     assert isinstance(dataset, str) and re.fullmatch(S.DATASET_PATTERN, dataset)
     assert re.fullmatch(r"[0-9a-f]{64}", sha256)
     library, table = dataset.split(".")
-    part = "all" if year is None else f"year={year:04d}"
+    part = "all" if year is None else f"{year:04d}"
     assert rel == f"data/{library}/{table}/{part}/{sha256[:16]}.parquet"
     assert_inside(layout.resolve_relpath(rel), layout.data_dir)
 

@@ -63,7 +63,7 @@ class PinnedConnection:
 
     def __init__(
         self,
-        views: Mapping[str, Sequence[Path]],
+        views: Mapping[str, Sequence[str | Path]],
         *,
         union_by_name: frozenset[str] = frozenset(),
         threads: int | None = None,
@@ -80,7 +80,7 @@ class PinnedConnection:
 
     def _build(
         self,
-        views: Mapping[str, Sequence[Path]],
+        views: Mapping[str, Sequence[str | Path]],
         union_by_name: frozenset[str],
         threads: int | None,
         memory_limit: str | None,

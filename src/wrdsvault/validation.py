@@ -137,8 +137,10 @@ class PartitionData:
         """Run ``sql`` (trusted code: the rule's, not a user's) over the staged rows."""
         with self._lock:
             if self._con is None:
-                self._con = duckdb.connect(":memory:")
-                self._con.read_parquet(str(self.path)).create_view("partition")
+                # One validation database per thread; partitions of a thread are checked one
+                # after another, so the view is simply replaced (relation API: no SQL strings).
+                self._con = _session().cursor()
+                self._con.read_parquet(str(self.path)).create_view("partition", replace=True)
             return self._con.execute(sql, params or []).df()
 
     def finding(
@@ -160,8 +162,20 @@ class PartitionData:
     def close(self) -> None:
         with self._lock:
             if self._con is not None:
-                self._con.close()
+                self._con.execute("DROP VIEW IF EXISTS partition")
+                self._con.close()  # closes the cursor, not the thread's database
                 self._con = None
+
+
+_local = threading.local()
+
+
+def _session() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB per thread for validation (connecting costs ~11 ms; a cursor ~0)."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = _local.con = duckdb.connect(":memory:")
+    return con
 
 
 @runtime_checkable
