@@ -59,3 +59,31 @@ def crashpoint(point: CrashPoint) -> None:
     _hits[point.value] = _hits.get(point.value, 0) + 1
     if _hits[point.value] >= _ARMED[1]:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class BreakPoint(enum.Enum):
+    """Every step of breaking a stale writer lock (lock.py, protocol P2), in the order reached.
+
+    Armed through the same ``WRDSVAULT_TEST_CRASHPOINT`` variable as `CrashPoint`; the values carry
+    a ``break-`` prefix so the two enums never share a name. A breaker killed at any of them must
+    leave a vault whose next writer gets the lock within its wait (tests/lock/test_break_points.py).
+    """
+
+    STALE_JUDGED = "break-stale-judged"
+    CLAIM_WRITTEN = "break-claim-written"
+    DEAD_CLAIM_SKIPPED = "break-dead-claim-skipped"
+    CLAIM_LINKED = "break-claim-linked"
+    CLAIM_VERIFIED = "break-claim-verified"
+    RECORD_INSTALLED = "break-record-installed"
+    DIR_FSYNCED = "break-dir-fsynced"
+    EPOCH_PERSISTED = "break-epoch-persisted"
+    CLAIMS_REMOVED = "break-claims-removed"
+
+
+def breakpoint_hit(point: BreakPoint) -> None:
+    """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
+    if _ARMED is None or _ARMED[0] != point.value:
+        return
+    _hits[point.value] = _hits.get(point.value, 0) + 1
+    if _hits[point.value] >= _ARMED[1]:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,46 +1,88 @@
 """The writer lock: one writer per vault, a complete owner record, recovery from dead owners.
 
-Protocol (see docs/locking.md for the argument):
+Protocol (docs/locking.md has the argument why it is correct):
 
-* Acquire: write the owner record to a private temp file, fsync it, then ``link(temp, .lock)``.
-  ``link`` fails with EEXIST when the lock is held, and the name only ever appears with a complete
-  record behind it, so no contender judges a half-written record (the NFS-safe create of open(2)).
-* Stale: same host (host name, boot id and PID namespace all equal) and the owner process is gone
-  or its start time differs (a reused PID). A live owner is never broken. On another host, the lock
-  is stale only when its heartbeat (the file's mtime, touched by the holder) is older than
-  ``stale_after_s`` (4 hours by default, as ADR-012 says).
-* Break: breakers serialise on ``flock`` of a guard file that is never deleted, re-read the lock
-  under the guard and remove it only if it is still the same stale incarnation (same token). The
-  kernel drops the ``flock`` when a breaker dies, so a breaker killed halfway blocks nobody.
-* Fencing: before the commit point the writer checks that ``.lock`` still holds its token and inode.
+* **Acquire**: write the owner record to a private temp file, fsync it, ``link(temp, .lock)``.
+  ``link`` fails with EEXIST while the lock is held, and the name only ever appears with a complete
+  record behind it, so no contender judges a half-written record (the NFS-safe O_EXCL of open(2)).
+* **Stale**: same host (host name, boot id and PID namespace all equal) and the owner process is
+  gone, a zombie, or its start time differs (a reused PID). A live same-host owner is never
+  broken. On another host the lock is stale only when its heartbeat (the file's mtime, touched by
+  the holder) is older than ``stale_after_s`` by the *file server's* clock (the mtime of a probe
+  file we touch), never by ours. An unreadable record is held for `UNREADABLE_GRACE_S`.
+* **Break** (P2, one winner per stale incarnation): a breaker writes its own record to a temp file
+  and links it to ``.lock.claim.<nonce>.<k>`` (nonce = the stale record's token), k = 0, 1, ...; an
+  existing claim whose claimer is provably dead is skipped (k + 1), a live one makes us lose. The
+  claim winner re-reads ``.lock``: only if it is still the same incarnation (token and inode) and
+  still stale does it ``rename(claim, .lock)``, so the name is never empty and the winner holds the
+  lock at once. Claims of other incarnations are garbage that the next holder removes. No kernel
+  lock is needed, so this also holds on NFS without working ``flock``.
+* **Epoch**: each acquisition takes ``max(seen) + 1`` (``.lock.epoch``, never deleted, and any
+  record seen), checks after winning that no one persisted that epoch meanwhile, and persists it
+  (as the mtime of the empty ``.lock.epoch``: no file's content changes in a session that commits
+  nothing).
+* **Heartbeat**: a daemon thread ``futimens``-es an fd open on *our* inode every ``heartbeat_s``,
+  so it can never refresh a successor's lock; the record itself is never rewritten.
+* **Fencing**: before the commit point the writer checks `WriterLock.still_ours` (token and inode).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import socket
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import psutil
 
 from wrdsvault._storage.atomic import fsync_dir, temp_name
-from wrdsvault.errors import LockHeldError
+from wrdsvault._storage.crashpoints import BreakPoint, breakpoint_hit
+from wrdsvault.errors import LockHeldError, WrdsVaultError
 
 log = logging.getLogger(__name__)
 
+#: Heartbeat age after which another host's lock is stale (ADR-012).
 DEFAULT_STALE_AFTER_S: Final = 4 * 3600.0
-#: A record that cannot be parsed is treated as held for this long (a manual edit in progress).
+#: How often a holder touches its lock file.
+DEFAULT_HEARTBEAT_S: Final = 60.0
+#: A record that cannot be parsed is treated as held for this long (a manual edit, or a lock file
+#: from a tool that writes after O_EXCL); measured on the file server's clock.
 UNREADABLE_GRACE_S: Final = 30.0
+#: Longest sleep between two looks at a held lock.
+MAX_BACKOFF_S: Final = 0.5
+#: Owner record format (1: wrdsvault 0.1, no epoch; 2: epoch and heartbeat_s).
+RECORD_FORMAT: Final = 2
+#: More dead claimers than this for one stale incarnation is damage, not a crash.
+_MAX_CLAIMS: Final = 64
+#: Attempts in a row that found the state changed under them before we back off anyway.
+_MAX_IMMEDIATE_RETRIES: Final = 50
+_TOKEN_RE: Final = re.compile(r"[0-9a-f]{8,64}")
+#: ``.lock.epoch``'s mtime is this many seconds (2000-01-01T00:00:00Z) plus the last epoch: a date
+#: every file system can store, and a copy that resets mtimes to "now" only makes epochs jump up.
+_EPOCH_BASE_S: Final = 946_684_800
+
+
+class _Again:
+    """The lock changed under an attempt: look again at once."""
+
+
+_AGAIN: Final = _Again()
+_HELD: Final = True
+
+
+# -- process identity (RELIABILITY.md §1) --------------------------------------------------------
 
 
 @cache
@@ -59,54 +101,109 @@ def _pid_namespace() -> str:
         return ""
 
 
+def _parse_stat(stat: str) -> tuple[str, str]:
+    # comm (field 2) may contain spaces and ")": the fixed fields start after the last ")".
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[0], fields[19]  # state, starttime (clock ticks since boot)
+
+
 def process_start(pid: int) -> str | None:
-    """A stable start-time token for ``pid``, or None if no such process exists.
+    """A stable start-time token for ``pid``: None if no such process exists (or a zombie).
 
     On Linux this is the start time in clock ticks since boot from /proc (immune to wall-clock
-    steps, psutil #2526); elsewhere psutil's create_time rounded to 10 ms.
+    steps, psutil #2526); elsewhere psutil's create_time rounded to 10 ms. "unknown" when the
+    process exists but cannot be inspected (EPERM is not death): callers must treat it as alive.
     """
+    if pid <= 0:
+        return None
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by someone else
+    try:
+        state, ticks = _parse_stat(Path(f"/proc/{pid}/stat").read_text())
     except FileNotFoundError:
-        return None
-    except OSError:
-        stat = ""
-    if stat:
-        fields = stat[stat.rfind(")") + 2 :].split()
-        return f"ticks:{fields[19]}"
-    try:
-        return f"ct:{psutil.Process(pid).create_time():.2f}"
-    except psutil.NoSuchProcess:
-        return None
-    except psutil.AccessDenied:
+        if Path("/proc/self/stat").exists():
+            # Linux, but /proc hides the process (hidepid) or it exited since kill(0).
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None
+            except PermissionError:
+                pass
+            return "unknown"
+        try:
+            return f"ct:{psutil.Process(pid).create_time():.2f}"
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.AccessDenied:
+            return "unknown"
+    except (OSError, IndexError):
         return "unknown"
+    if state in ("Z", "X"):
+        # Exited, waiting to be reaped: dead, unless a thread-group leader whose threads run on.
+        try:
+            if len(os.listdir(f"/proc/{pid}/task")) <= 1:
+                return None
+        except OSError:
+            return None
+    return f"ticks:{ticks}"
+
+
+def _own_start() -> str | None:
+    # /proc/self, not /proc/<getpid()>: in a PID namespace whose /proc is the parent's, getpid()
+    # names another process there.
+    try:
+        return f"ticks:{_parse_stat(Path('/proc/self/stat').read_text())[1]}"
+    except (OSError, IndexError):
+        return process_start(os.getpid())
 
 
 def own_identity() -> dict[str, Any]:
     """The fields that identify this process to other processes."""
-    pid = os.getpid()
     return {
-        "pid": pid,
-        "start": process_start(pid),
+        "pid": os.getpid(),
+        "start": _own_start(),
         "host": socket.gethostname(),
         "boot_id": _boot_id(),
         "pid_ns": _pid_namespace(),
     }
 
 
+def _same_host(record: dict[str, Any]) -> bool:
+    me = own_identity()
+    return all(record.get(k) == me[k] for k in ("host", "boot_id", "pid_ns"))
+
+
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _iso(ts: float) -> str:
+    when = datetime.fromtimestamp(ts, timezone.utc)
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# -- the files -----------------------------------------------------------------------------------
+
+
 def read_record(path: Path) -> tuple[dict[str, Any] | None, os.stat_result | None]:
-    """Read a lock file: (record or None if unparseable, stat or None if absent)."""
+    """Read a lock file: (record or None if unparseable, stat or None if absent).
+
+    Opening the file revalidates its attributes on NFS (close-to-open), so the mtime is fresh.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None, None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None, path.lstat()
+        if exc.errno == errno.ELOOP:  # a symlink: judged as an unreadable record
+            try:
+                return None, path.lstat()
+            except FileNotFoundError:
+                return None, None
         raise
     try:
         st = os.fstat(fd)
@@ -120,32 +217,215 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, os.stat_result | Non
     return (record if isinstance(record, dict) else None), st
 
 
-def staleness(
-    record: dict[str, Any] | None, st: os.stat_result, *, stale_after_s: float
-) -> str | None:
-    """Why the lock described by ``record`` is stale, or None if it must be respected."""
-    age = time.time() - st.st_mtime
+def _valid(record: dict[str, Any] | None) -> bool:
     if record is None:
-        return f"unreadable owner record, {age:.0f} s old" if age > UNREADABLE_GRACE_S else None
-    me = own_identity()
-    same_host = all(record.get(k) == me[k] for k in ("host", "boot_id", "pid_ns"))
-    if same_host:
-        pid = record.get("pid")
-        if not isinstance(pid, int):
-            return "owner record has no pid"
+        return False
+    token, pid = record.get("token"), record.get("pid")
+    return (
+        isinstance(token, str)
+        and _TOKEN_RE.fullmatch(token) is not None
+        and isinstance(pid, int)
+        and not isinstance(pid, bool)
+        and pid > 0
+        and isinstance(record.get("host"), str)
+    )
+
+
+def incarnation(record: dict[str, Any] | None, st: os.stat_result) -> str:
+    """The name of one incarnation of the lock file: its token, or its inode if it has none."""
+    if _valid(record):
+        assert record is not None
+        return str(record["token"])
+    return f"ino{st.st_ino}"
+
+
+def record_epoch(record: dict[str, Any] | None) -> int:
+    epoch = (record or {}).get("epoch")
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch > 0 else 0
+
+
+def read_epoch(path: Path) -> int:
+    """The last epoch persisted in ``.lock.epoch`` (0 if none).
+
+    The epoch is the mtime of that empty, never-deleted file, in whole seconds after
+    `_EPOCH_BASE_S`; its content never changes, so a writer session that commits nothing leaves
+    every file of the vault byte-identical. Opened, not just stat-ed: on NFS, opening revalidates
+    the cached attributes (close-to-open).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return 0
+    try:
+        seconds = os.fstat(fd).st_mtime_ns // 1_000_000_000
+    finally:
+        os.close(fd)
+    return max(0, int(seconds) - _EPOCH_BASE_S)
+
+
+def _persist_epoch(path: Path, epoch: int, *, file_mode: int) -> None:
+    """Durably raise ``.lock.epoch`` to ``epoch`` (temp file, mtime, fsync, rename, dir fsync).
+
+    A fresh file that we own, not ``utime`` on the old one: setting an explicit mtime needs
+    ownership, and in a group-shared vault another member may own the old file.
+    """
+    if read_epoch(path) >= epoch:
+        return  # never lower it (only a holder paused past the timeout could try)
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode)
+    try:
+        os.fchmod(fd, file_mode)
+        os.utime(fd, (_EPOCH_BASE_S + epoch, _EPOCH_BASE_S + epoch))
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def server_now(lock_path: Path, *, file_mode: int = 0o600) -> float:
+    """The file server's clock: the mtime of a probe file touched just now on the lock's mount.
+
+    Heartbeats are mtimes set by that clock, so ages compare like with like however far the
+    clocks of the holder's host and ours drift apart.
+    """
+    probe = lock_path.with_name(lock_path.name + ".clock")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, file_mode)
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            os.utime(fd)
+            return os.fstat(fd).st_mtime
+        except OSError:
+            pass  # another user's probe in a group-shared vault: fall back to a private one
+        finally:
+            os.close(fd)
+    private = temp_name(lock_path)
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode)
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+        private.unlink(missing_ok=True)
+
+
+def staleness(
+    record: dict[str, Any] | None,
+    st: os.stat_result,
+    *,
+    stale_after_s: float,
+    now: Callable[[], float],
+) -> str | None:
+    """Why the lock described by ``record`` is stale, or None if it must be respected.
+
+    Args:
+        record: the parsed owner record (None: unreadable).
+        st: the lock file's stat (its mtime is the heartbeat).
+        stale_after_s: heartbeat age after which another host's lock is stale.
+        now: the file server's current time (called only when the answer depends on it).
+    """
+    if not _valid(record):
+        age = now() - st.st_mtime
+        if age > UNREADABLE_GRACE_S:
+            return f"unreadable owner record, {age:.0f} s old"
+        return None
+    assert record is not None
+    if _same_host(record):
+        pid = record["pid"]
         start = process_start(pid)
         if start is None:
             return f"owner process {pid} is gone"
         if start not in (record.get("start"), "unknown"):
             return f"owner pid {pid} now belongs to another process (start time differs)"
         return None
+    age = now() - st.st_mtime
     if age > stale_after_s:
-        return f"no heartbeat from host {record.get('host')!r} for {age:.0f} s"
+        where = f"host {record.get('host')!r} (PID namespace {record.get('pid_ns')})"
+        return f"no heartbeat from {where} for {age:.0f} s (limit {stale_after_s:g} s)"
     return None
 
 
+#: link(2) errors meaning "this file system has no hard links" (FAT, some SMB/CIFS mounts).
+_NO_LINKS: Final = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+def _publish(temp: _Temp, dst: Path, *, file_mode: int) -> int | None:
+    """Make ``dst`` appear with our complete record: its inode, or None if ``dst`` exists.
+
+    ``link(temp, dst)`` publishes the fsynced record in one step. Where the file system has no
+    hard links, fall back to O_CREAT|O_EXCL on ``dst`` and write the record into it: a contender
+    may then see it empty or torn, which counts as held for `UNREADABLE_GRACE_S`. Never stats
+    ``dst`` after a successful link: a claim may be swept by a new holder at any moment.
+    """
+    try:
+        os.link(temp.path, dst)
+    except FileExistsError:
+        # NFSv2/3: a retransmitted LINK whose first reply was lost fails with EEXIST although it
+        # worked; open(2) says to check the link count (we check that dst is our inode).
+        try:
+            return temp.ino if os.stat(dst).st_ino == temp.ino else None
+        except OSError:
+            return None
+    except FileNotFoundError:
+        return None  # our temp record was swept (by recovery, as garbage): try again
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        return _create_exclusive(dst, temp.data, file_mode=file_mode)
+    return temp.ino
+
+
+def _create_exclusive(dst: Path, data: bytes, *, file_mode: int) -> int | None:
+    try:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode)
+    except FileExistsError:
+        return None
+    try:
+        os.fchmod(fd, file_mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
+def _unlink_if_inode(path: Path, ino: int) -> None:
+    with contextlib.suppress(OSError):
+        if os.stat(path, follow_symlinks=False).st_ino == ino:
+            path.unlink()
+
+
+# -- the lock ------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Temp:
+    """Our owner record, written and fsynced to a private temp file."""
+
+    path: Path
+    data: bytes
+    ino: int
+
+
 class WriterLock:
-    """The vault's exclusive writer lock (``<root>/.lock``)."""
+    """The vault's exclusive writer lock (``<root>/.lock``).
+
+    Attributes:
+        token: the nonce of the current (or last) acquisition; new on every `acquire`.
+        epoch: the fencing epoch of the current acquisition (strictly increasing per vault).
+        broke: why the lock this acquisition replaced was stale (None: it was free).
+    """
 
     def __init__(
         self,
@@ -154,95 +434,262 @@ class WriterLock:
         operation: str,
         file_mode: int = 0o600,
         stale_after_s: float = DEFAULT_STALE_AFTER_S,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     ) -> None:
         self.path = path
-        self.guard_path = path.with_name(path.name + ".guard")
+        self.epoch_path = path.with_name(path.name + ".epoch")
         self.operation = operation
         self.file_mode = file_mode
         self.stale_after_s = stale_after_s
+        self.heartbeat_s = heartbeat_s
         self.token = secrets.token_hex(16)
+        self.epoch: int | None = None
+        self.broke: str | None = None
         self._inode: int | None = None
+        self._fd: int | None = None
+        self._fd_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seen_epoch = 0
+
+    def __repr__(self) -> str:
+        state = f"held, epoch {self.epoch}" if self.held else "not held"
+        return f"WriterLock({str(self.path)!r}, {state})"
 
     @property
     def held(self) -> bool:
         return self._inode is not None
 
+    def _now(self) -> float:
+        return server_now(self.path, file_mode=self.file_mode)
+
+    def _stale(self, record: dict[str, Any] | None, st: os.stat_result) -> str | None:
+        return staleness(record, st, stale_after_s=self.stale_after_s, now=self._now)
+
+    def _claim_path(self, nonce: str, k: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.claim.{nonce}.{k}")
+
+    # -- acquiring ---------------------------------------------------------------------------
+
     def acquire(self, *, timeout_s: float = 0.0) -> None:
-        """Take the lock, waiting up to ``timeout_s`` with backoff.
+        """Take the lock, waiting up to ``timeout_s`` with jittered exponential backoff.
 
         Raises:
-            LockHeldError: another live writer kept it for the whole wait.
+            LockHeldError: another live writer (or a live breaker of a stale lock) kept it for the
+                whole wait; ``holder`` is its owner record.
+            RuntimeError: this object already holds the lock.
         """
-        deadline = time.monotonic() + timeout_s
-        delay = 0.01
+        if self.held:
+            msg = f"{self.path} is already held by this WriterLock"
+            raise RuntimeError(msg)
+        self.token = secrets.token_hex(16)
+        self.broke = None
         started = time.monotonic()
+        deadline = started + timeout_s
+        delay = 0.01
+        immediate = 0
+        holder: dict[str, Any] = {}
         while True:
-            if self._try_create():
+            outcome = self._attempt()
+            if outcome is _HELD:
+                self._start_heartbeat()
                 return
-            record, st = read_record(self.path)
-            if st is not None:
-                why = staleness(record, st, stale_after_s=self.stale_after_s)
-                if why is not None:
-                    self._break(record, why)
-                    continue
-            if st is None:
-                continue  # released between our link and our read: try again at once
+            if isinstance(outcome, dict):
+                holder = outcome
+            elif immediate < _MAX_IMMEDIATE_RETRIES:
+                immediate += 1
+                continue
+            immediate = 0
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LockHeldError(
-                    lock_path=str(self.path),
-                    holder=record or {},
-                    waited_s=time.monotonic() - started,
+                    lock_path=str(self.path), holder=holder, waited_s=time.monotonic() - started
                 )
             time.sleep(min(delay, remaining) * (0.5 + secrets.randbelow(1000) / 1000))
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, MAX_BACKOFF_S)
 
-    def _try_create(self) -> bool:
+    def _attempt(self) -> bool | _Again | dict[str, Any]:
+        """One look at the lock: _HELD, _AGAIN, or the record of whoever keeps us out."""
+        record, st = read_record(self.path)
+        if st is None:
+            epoch = self._next_epoch(None)
+            temp = self._write_temp(epoch)
+            try:
+                ino = _publish(temp, self.path, file_mode=self.file_mode)
+                if ino is not None:
+                    return self._won(ino, epoch, broke=False)
+            finally:
+                temp.path.unlink(missing_ok=True)
+            return _AGAIN
+        self._seen_epoch = max(self._seen_epoch, record_epoch(record))
+        why = self._stale(record, st)
+        if why is None:
+            return record if _valid(record) else {"unreadable": True, **(record or {})}
+        return self._break(record, st, why)
+
+    def _next_epoch(self, record: dict[str, Any] | None) -> int:
+        return max(read_epoch(self.epoch_path), self._seen_epoch, record_epoch(record)) + 1
+
+    def _write_temp(self, epoch: int) -> _Temp:
+        """Write our full owner record to a fresh, fsynced temp file."""
         record = {
             "token": self.token,
             **own_identity(),
             "acquired_at": _now_iso(),
             "operation": self.operation,
-            "format": 1,
+            "epoch": epoch,
+            "heartbeat_s": self.heartbeat_s,
+            "format": RECORD_FORMAT,
         }
+        data = json.dumps(record, sort_keys=True).encode()
         tmp = temp_name(self.path)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, self.file_mode)
         try:
             os.fchmod(fd, self.file_mode)
-            os.write(fd, json.dumps(record, sort_keys=True).encode())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
-            st = os.fstat(fd)
-        finally:
+            ino = os.fstat(fd).st_ino
+        except BaseException:
             os.close(fd)
-        try:
-            os.link(tmp, self.path)
-        except FileExistsError:
-            return False
-        except FileNotFoundError:
-            return False  # our temp record vanished (a recovering writer swept it): try again
-        finally:
             tmp.unlink(missing_ok=True)
-        fsync_dir(self.path.parent)
-        self._inode = st.st_ino
-        return True
+            raise
+        os.close(fd)
+        return _Temp(path=tmp, data=data, ino=ino)
 
-    def _break(self, seen: dict[str, Any] | None, why: str) -> None:
-        fd = os.open(self.guard_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, self.file_mode)
+    def _break(
+        self, record: dict[str, Any] | None, st: os.stat_result, why: str, *, force: bool = False
+    ) -> bool | _Again | dict[str, Any]:
+        """Replace the stale incarnation at ``.lock`` by ours, unless another breaker wins (P2)."""
+        breakpoint_hit(BreakPoint.STALE_JUDGED)
+        nonce = incarnation(record, st)
+        epoch = self._next_epoch(record)
+        temp = self._write_temp(epoch)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            record, st = read_record(self.path)
-            if st is None:
-                return
-            # Same incarnation as the one judged stale, and still stale under the guard?
-            if (record or {}).get("token") != (seen or {}).get("token"):
-                return
-            if staleness(record, st, stale_after_s=self.stale_after_s) is None:
-                return
-            log.warning("breaking stale writer lock %s: %s", self.path, why)
+            breakpoint_hit(BreakPoint.CLAIM_WRITTEN)
+            claimed = self._claim(temp, nonce, force=force)
+            if not isinstance(claimed, tuple):
+                return claimed
+            claim, ino = claimed
+            breakpoint_hit(BreakPoint.CLAIM_LINKED)
+            now, now_st = read_record(self.path)
+            if now_st is None or now_st.st_ino != st.st_ino or incarnation(now, now_st) != nonce:
+                _unlink_if_inode(claim, ino)  # another breaker replaced it, or it was released
+                return _AGAIN
+            if not force and self._stale(now, now_st) is None:
+                _unlink_if_inode(claim, ino)  # a paused foreign holder came back and heartbeat
+                return now if _valid(now) else {"unreadable": True}
+            breakpoint_hit(BreakPoint.CLAIM_VERIFIED)
+            try:
+                os.replace(claim, self.path)
+            except FileNotFoundError:
+                # NFS: a retransmitted RENAME whose first reply was lost fails although it worked.
+                try:
+                    installed = os.stat(self.path).st_ino == ino
+                except OSError:
+                    installed = False
+                if not installed:
+                    return _AGAIN
+            breakpoint_hit(BreakPoint.RECORD_INSTALLED)
+            try:
+                fsync_dir(self.path.parent)
+            except BaseException:
+                self._give_back(ino)
+                raise
+            breakpoint_hit(BreakPoint.DIR_FSYNCED)
+            log.warning("broke the writer lock %s: %s", self.path, why)
+            self.broke = why
+            return self._won(ino, epoch, broke=True)
+        finally:
+            temp.path.unlink(missing_ok=True)
+
+    def _claim(
+        self, temp: _Temp, nonce: str, *, force: bool
+    ) -> tuple[Path, int] | _Again | dict[str, Any]:
+        """Link our record to the first free claim of ``nonce`` past provably dead claimers."""
+        k = 0
+        vanished = 0
+        while k < _MAX_CLAIMS:
+            claim = self._claim_path(nonce, k)
+            ino = _publish(temp, claim, file_mode=self.file_mode)
+            if ino is not None:
+                return claim, ino
+            crecord, cst = read_record(claim)
+            if cst is None:
+                vanished += 1  # installed or swept since our link: look at it again
+                if vanished > 3:
+                    return _AGAIN
+                continue
+            if (crecord or {}).get("token") == self.token:
+                _unlink_if_inode(claim, cst.st_ino)  # ours, left by an attempt that raised
+                continue
+            alive = self._stale(crecord, cst) is None
+            if alive and force:
+                # A human breaking by hand cannot wait hours for a foreign claimer's timeout;
+                # a live claimer on this host, or one still writing its record, goes on.
+                alive = not _valid(crecord) or _same_host(crecord or {})
+            if alive:
+                return {**(crecord or {"unreadable": True}), "state": "breaking a stale lock"}
+            breakpoint_hit(BreakPoint.DEAD_CLAIM_SKIPPED)
+            k += 1
+        return {"state": f"more than {_MAX_CLAIMS} dead breakers of one stale lock"}
+
+    def _won(self, ino: int, epoch: int, *, broke: bool) -> bool | _Again:
+        """``.lock`` names our inode: check the epoch is fresh, persist it, sweep old claims."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return _AGAIN
+        if os.fstat(fd).st_ino != ino:
+            os.close(fd)
+            return _AGAIN
+        try:
+            persisted = read_epoch(self.epoch_path)
+            if persisted >= epoch:
+                # Someone took and released the lock with this epoch between our read of
+                # .lock.epoch and our link. An epoch must never repeat: give this incarnation
+                # back and take another.
+                os.close(fd)
+                self._seen_epoch = max(self._seen_epoch, persisted)
+                self._give_back(ino)
+                return _AGAIN
+            self._fd = fd
+            self._inode = ino
+            self.epoch = epoch
+            _persist_epoch(self.epoch_path, epoch, file_mode=self.file_mode)
+            if broke:
+                breakpoint_hit(BreakPoint.EPOCH_PERSISTED)
+            self._sweep_claims()
+        except BaseException:
+            # ENOSPC, EIO, ...: the caller will not know it holds the lock, so do not keep it.
+            if self._fd is None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self.release()
+            self._give_back(ino)
+            raise
+        if broke:
+            breakpoint_hit(BreakPoint.CLAIMS_REMOVED)
+        return _HELD
+
+    def _give_back(self, ino: int) -> None:
+        """Remove ``.lock`` if it is our incarnation (token and inode)."""
+        record, st = read_record(self.path)
+        if st is not None and st.st_ino == ino and (record or {}).get("token") == self.token:
             self.path.unlink(missing_ok=True)
             fsync_dir(self.path.parent)
-        finally:
-            os.close(fd)  # releases the flock
+
+    def _sweep_claims(self) -> None:
+        """Remove claims of incarnations other than ours: no breaker of those can win any more."""
+        prefix = f"{self.path.name}.claim."
+        with os.scandir(self.path.parent) as entries:
+            names = [e.name for e in entries if e.name.startswith(prefix)]
+        for name in names:
+            if name[len(prefix) :].rsplit(".", 1)[0] != self.token:
+                (self.path.parent / name).unlink(missing_ok=True)
+
+    # -- holding -----------------------------------------------------------------------------
 
     def still_ours(self) -> bool:
         """Fencing check: the lock file still carries our token and inode."""
@@ -257,18 +704,193 @@ class WriterLock:
         )
 
     def heartbeat(self) -> None:
-        """Refresh the lock's mtime so hosts that cannot check our PID see us alive."""
-        if self._inode is not None:
-            with contextlib.suppress(OSError):
-                os.utime(self.path)
+        """Refresh our lock file's mtime so hosts that cannot check our PID see us alive.
+
+        Touches our own inode through an open fd, never the name: a holder whose lock was taken
+        over cannot refresh its successor's lock.
+        """
+        with self._fd_lock:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    os.utime(self._fd)
+
+    def _start_heartbeat(self) -> None:
+        if self.heartbeat_s <= 0:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._heartbeat_loop,
+            name=f"wrdsvault-lock-heartbeat-{self.token[:8]}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                ours = self.still_ours()
+            except OSError:
+                ours = True  # cannot tell (e.g. an NFS hiccup): keep beating our own inode
+            if not ours:
+                log.error(
+                    "the writer lock %s was taken over by another process (this one was paused "
+                    "past the stale-lock timeout); its commit will be refused",
+                    self.path,
+                )
+                return
+            self.heartbeat()
 
     def release(self) -> None:
-        """Release the lock if it is still ours. Idempotent."""
+        """Stop the heartbeat and remove the lock if it is still ours. Idempotent."""
         if self._inode is None:
             return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, 2 * self.heartbeat_s))
+            self._thread = None
+        with self._fd_lock:
+            if self._fd is not None:
+                # Close before unlinking: on NFS an open file that is unlinked is silly-renamed.
+                os.close(self._fd)
+                self._fd = None
         try:
             if self.still_ours():
                 self.path.unlink(missing_ok=True)
                 fsync_dir(self.path.parent)
         finally:
             self._inode = None
+
+    def __enter__(self) -> WriterLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# -- for the CLI ---------------------------------------------------------------------------------
+
+
+def describe_lock(
+    path: Path, *, stale_after_s: float = DEFAULT_STALE_AFTER_S
+) -> dict[str, Any] | None:
+    """Describe the writer lock at ``path`` for a human (``wrdsvault status`` / ``unlock``).
+
+    Returns:
+        None if the folder holding ``path`` does not exist. Otherwise a dict with ``state``:
+        ``"free"``, ``"held"`` or ``"stale: <why>"``; when a lock file exists, also the owner
+        record's fields (pid, host, acquired_at, operation, epoch, token, ...), ``heartbeat_at``
+        (the file's mtime, ISO UTC), ``heartbeat_age_s`` (by the file server's clock),
+        ``same_host``, ``unreadable``, ``incarnation`` (the token, or ``ino<inode>`` for an
+        unreadable record: what `force_unlock` takes as ``expect_token``) and ``breakers`` (claims
+        of breakers at work on it now).
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return None
+    epoch_path = path.with_name(path.name + ".epoch")
+    record, st = read_record(path)
+    if st is None:
+        return {"state": "free", "path": str(path), "last_epoch": read_epoch(epoch_path)}
+    now = server_now(path)
+    why = staleness(record, st, stale_after_s=stale_after_s, now=lambda: now)
+    valid = _valid(record)
+    nonce = incarnation(record, st)
+    prefix = f"{path.name}.claim.{nonce}."
+    with os.scandir(path.parent) as entries:
+        breakers = sorted(e.name for e in entries if e.name.startswith(prefix))
+    return {
+        **(record if valid and record is not None else {}),
+        "state": "held" if why is None else f"stale: {why}",
+        "path": str(path),
+        "unreadable": not valid,
+        "same_host": valid and _same_host(record or {}),
+        "heartbeat_at": _iso(st.st_mtime),
+        "heartbeat_age_s": round(now - st.st_mtime, 3),
+        "incarnation": nonce,
+        "breakers": breakers,
+    }
+
+
+def force_unlock(
+    path: Path,
+    *,
+    allow_live: bool = False,
+    expect_token: str | None = None,
+    stale_after_s: float = DEFAULT_STALE_AFTER_S,
+    timeout_s: float = 2.0,
+) -> dict[str, Any]:
+    """Break the writer lock by hand, after the caller has shown its owner to a human.
+
+    The lock is broken with the same claim protocol as an automatic break (so it never races a
+    breaker or a new holder), then released. A lock of another host younger than the heartbeat
+    timeout is broken (the human vouches that its writer is gone); a live owner on this host is
+    refused unless ``allow_live`` (its commit will then be refused by fencing).
+
+    Args:
+        path: the lock file (``<root>/.lock``).
+        allow_live: also break a lock whose owner is a live process on this host.
+        expect_token: break only this incarnation (the ``token`` shown to the human); if the lock
+            changed since, refuse rather than break a lock nobody has looked at.
+        stale_after_s: the heartbeat timeout used to describe the lock.
+        timeout_s: how long to wait for a breaker that is working on the same lock right now.
+
+    Returns:
+        ``describe_lock`` of the lock that was broken (``state`` says why it was or was not stale)
+        plus ``broken: True``; or ``{"state": "free", "broken": False, ...}`` if there was no lock.
+
+    Raises:
+        WrdsVaultError: the owner is alive on this host, or the lock changed since it was shown,
+            or another process kept breaking it for ``timeout_s``.
+    """
+    path = Path(path)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = describe_lock(path, stale_after_s=stale_after_s)
+        if shown is None or shown["state"] == "free":
+            if expect_token is not None:
+                raise _changed(path, expect_token, shown)
+            return {**(shown or {"state": "free", "path": str(path)}), "broken": False}
+        if expect_token is not None and shown["incarnation"] != expect_token:
+            raise _changed(path, expect_token, shown)
+        if shown["state"] == "held" and shown["same_host"] and not allow_live:
+            raise WrdsVaultError(
+                f"refusing to break the writer lock {path}: its owner, pid {shown.get('pid')} "
+                f"({shown.get('operation')}, since {shown.get('acquired_at')}), is alive on this "
+                "host. Stop that process first (or pass allow_live / --force: its commit will be "
+                "refused)",
+                lock_path=str(path),
+                holder=shown,
+            )
+        record, st = read_record(path)
+        if st is None:
+            continue
+        if expect_token is not None and incarnation(record, st) != expect_token:
+            raise _changed(path, expect_token, describe_lock(path, stale_after_s=stale_after_s))
+        breaker = WriterLock(
+            path, operation="wrdsvault unlock", stale_after_s=stale_after_s, heartbeat_s=0
+        )
+        outcome = breaker._break(record, st, f"broken by hand: {shown['state']}", force=True)
+        if outcome is _HELD:
+            breaker.release()
+            log.warning("broke the writer lock %s by hand: %s", path, shown)
+            return {**shown, "broken": True}
+        if time.monotonic() >= deadline:
+            blocker = outcome if isinstance(outcome, dict) else {}
+            raise WrdsVaultError(
+                f"could not break the writer lock {path}: another process is breaking or taking "
+                f"it right now ({blocker.get('state', 'held')}, pid {blocker.get('pid')}); run "
+                "`wrdsvault status` and try again",
+                lock_path=str(path),
+                holder=blocker,
+            )
+        time.sleep(0.05 if isinstance(outcome, dict) else 0.005)
+
+
+def _changed(path: Path, token: str, now: dict[str, Any] | None) -> WrdsVaultError:
+    return WrdsVaultError(
+        f"the writer lock {path} changed since it was shown (expected token {token}, now "
+        f"{(now or {}).get('state', 'free')}, token {(now or {}).get('token')}); nothing was "
+        "broken. Look at it again",
+        lock_path=str(path),
+        holder=now or {},
+    )

@@ -1,0 +1,110 @@
+"""`describe_lock` and `force_unlock`: what ``wrdsvault status`` and ``wrdsvault unlock`` call.
+
+`force_unlock` breaks a lock by hand with the same claim protocol as an automatic break, refuses a
+live owner on this host unless told otherwise, and refuses a lock that changed since it was shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from wrdsvault._storage.lock import WriterLock, describe_lock, force_unlock, own_identity
+from wrdsvault.errors import WrdsVaultError
+
+
+def test_describe_lock_says_free_held_or_stale_and_why(lock_path: Path, spawn, kit) -> None:
+    """describe_lock reports free, a live holder with its record, and a dead one as stale."""
+    assert describe_lock(lock_path.parent / "missing" / ".lock") is None
+    free = describe_lock(lock_path)
+    assert free is not None and free["state"] == "free" and free["last_epoch"] == 0
+
+    holder = spawn("hold", {"path": str(lock_path), "operation": "sync crsp.msf"})
+    held = holder.expect("held")
+    shown = describe_lock(lock_path)
+    assert shown is not None
+    assert shown["state"] == "held"
+    assert shown["pid"] == held["pid"] and shown["token"] == shown["incarnation"] == held["token"]
+    assert shown["host"] == own_identity()["host"] and shown["same_host"] is True
+    assert shown["operation"] == "sync crsp.msf" and shown["epoch"] == held["epoch"]
+    assert 0 <= shown["heartbeat_age_s"] < 60 and shown["heartbeat_at"].endswith("Z")
+    assert shown["breakers"] == [] and shown["unreadable"] is False
+
+    holder.proc.kill()
+    holder.wait()
+    stale = describe_lock(lock_path)
+    assert stale is not None and stale["state"] == f"stale: owner process {held['pid']} is gone"
+
+    kit.write_lock(lock_path, b"", age_s=5)
+    unreadable = describe_lock(lock_path)
+    assert unreadable is not None and unreadable["state"] == "held" and unreadable["unreadable"]
+    assert unreadable["incarnation"] == f"ino{lock_path.stat().st_ino}"
+
+
+def test_force_unlock_refuses_a_live_owner_on_this_host(lock_path: Path, spawn) -> None:
+    """A live same-host owner is refused; with allow_live it is broken and fails its fencing."""
+    holder = spawn("hold", {"path": str(lock_path), "operation": "sync crsp.msf"})
+    held = holder.expect("held")
+    with pytest.raises(WrdsVaultError, match=f"pid {held['pid']}.*alive on this host") as err:
+        force_unlock(lock_path)
+    assert err.value.holder["token"] == held["token"]
+    holder.send("check")
+    assert holder.expect("check")["ours"] is True
+
+    broken = force_unlock(lock_path, allow_live=True, expect_token=held["token"])
+    assert broken["broken"] is True and broken["pid"] == held["pid"]
+    assert not lock_path.exists()
+    holder.send("check")
+    assert holder.expect("check")["ours"] is False
+
+
+def test_force_unlock_breaks_a_dead_or_foreign_owner(lock_path: Path, kit) -> None:
+    """A dead owner, and another host's owner the human vouches for, are broken by hand."""
+    dead = kit.owner_record(pid=kit.reaped_pid())
+    kit.write_lock(lock_path, json.dumps(dead).encode())
+    result = force_unlock(lock_path, expect_token=dead["token"])
+    assert result["broken"] and result["state"].startswith("stale: owner process")
+    assert not lock_path.exists()
+
+    foreign = kit.owner_record(host="elsewhere.invalid", boot_id="other-boot")
+    kit.write_lock(lock_path, json.dumps(foreign).encode())  # heartbeat fresh: held
+    result = force_unlock(lock_path)
+    assert result["broken"] and result["state"] == "held" and result["same_host"] is False
+    assert not lock_path.exists()
+    assert force_unlock(lock_path)["broken"] is False
+
+    lock = WriterLock(lock_path, operation="after", heartbeat_s=0)
+    lock.acquire()
+    assert lock.epoch is not None and lock.epoch >= 3  # the manual breaks took epochs too
+    lock.release()
+
+
+def test_force_unlock_refuses_a_lock_that_changed_since_it_was_shown(lock_path: Path, kit) -> None:
+    """If another incarnation replaced the one the human saw, nothing is broken."""
+    shown = kit.owner_record(pid=kit.reaped_pid())
+    kit.write_lock(lock_path, json.dumps(shown).encode())
+    newer = kit.owner_record(pid=kit.reaped_pid())
+    kit.write_lock(lock_path, json.dumps(newer).encode())
+    with pytest.raises(WrdsVaultError, match="changed since it was shown"):
+        force_unlock(lock_path, expect_token=shown["token"])
+    assert json.loads(lock_path.read_bytes())["token"] == newer["token"]
+
+
+def test_force_unlock_steps_over_a_foreign_breaker_that_died(lock_path: Path, kit) -> None:
+    """A claim left by a breaker on another host does not stop a human from unlocking."""
+    stale = kit.owner_record(host="elsewhere.invalid", boot_id="other-boot")
+    kit.write_lock(lock_path, json.dumps(stale).encode())
+    claimer = kit.owner_record(host="third.invalid", boot_id="third-boot")
+    claim = lock_path.with_name(f".lock.claim.{stale['token']}.0")
+    kit.write_lock(claim, json.dumps(claimer).encode())
+    assert describe_lock(lock_path)["breakers"] == [claim.name]
+    started = time.monotonic()
+    assert force_unlock(lock_path)["broken"]
+    assert time.monotonic() - started < 1.0
+    assert not lock_path.exists()
+    assert not claim.exists()
+    assert not [n for n in os.listdir(lock_path.parent) if ".claim." in n]
