@@ -130,3 +130,47 @@ def test_demo_refuses_a_used_folder(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, _, err = run(capsys, "demo", str(tmp_path))
     assert code == 1
     assert "not empty" in err
+
+
+def _dead_lock(root: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from wrdsvault._storage.lock import WriterLock; "
+        "WriterLock(Path(sys.argv[1]), operation='dies', heartbeat_s=0).acquire()"
+    )
+    subprocess.run([sys.executable, "-c", code, str(root / ".lock")], check=True)
+
+
+def test_unlock_shows_refuses_live_and_breaks_dead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """unlock shows the lock; --force --yes breaks a dead owner's lock, never a live one's."""
+    from wrdsvault._storage.lock import WriterLock
+
+    vault = tmp_path / "v"
+    run(capsys, "sync", "ff.factors_monthly", "--vault", str(vault), *SAMPLE)
+    code, out, _ = run(capsys, "unlock", "--vault", str(vault))
+    assert (code, out) == (0, "the writer lock is free\n")
+
+    live = WriterLock(vault / ".lock", operation="live holder", heartbeat_s=0)
+    live.acquire()
+    try:
+        code, out, err = run(capsys, "unlock", "--vault", str(vault), "--force", "--yes")
+        assert code == 1
+        assert "alive on this host" in err
+        assert live.still_ours()
+    finally:
+        live.release()
+
+    _dead_lock(vault)
+    code, out, _ = run(capsys, "status", "--vault", str(vault))
+    assert "lock      stale" in out
+    code, out, _ = run(capsys, "unlock", "--vault", str(vault))
+    assert code == 1
+    assert "--force" in out
+    code, out, err = run(capsys, "unlock", "--vault", str(vault), "--force")
+    assert code == 1  # no terminal to ask on and no --yes
+    assert "--yes" in err
+    code, out, _ = run(capsys, "unlock", "--vault", str(vault), "--force", "--yes")
+    assert code == 0
+    assert "lock broken" in out
+    assert not (vault / ".lock").exists()

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = add("demo", "build a demo vault from synthetic WRDS-shaped data and query it")
     demo.add_argument("dir", nargs="?", help="a new or empty folder (default: a temp folder)")
-    demo.add_argument("--securities", type=int, default=1000, help="synthetic permnos (1000)")
+    demo.add_argument("--securities", type=int, default=2000, help="synthetic permnos (2000)")
 
     sync = add("sync", "pull datasets from a source and commit one new snapshot")
     sync.add_argument("datasets", nargs="+", metavar="DATASET", help="e.g. crsp.msf comp.funda")
@@ -93,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     verify = add("verify", "re-hash every file of a snapshot; exit 1 if any is damaged")
     verify.add_argument("--snapshot", default="latest", help="tag, id, 'latest' or ISO date")
     verify.add_argument("--all", action="store_true", help="every committed snapshot")
+
+    unlock = add("unlock", "show the writer lock; with --force break it by hand")
+    unlock.add_argument("--force", action="store_true", help="break the lock after asking")
+    unlock.add_argument("--yes", action="store_true", help="do not ask")
+
+    doctor = add("doctor", "report leftovers and damage; --repair removes provable garbage")
+    doctor.add_argument("--repair", action="store_true", help="remove garbage (takes the lock)")
 
     quarantine = add("quarantine", "list, show or purge failed writes kept in quarantine/")
     quarantine.add_argument("action", choices=["list", "show", "purge"])
@@ -231,14 +238,7 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
         out.write(
             "tags      " + ", ".join(f"{k} -> {v}" for k, v in sorted(st.tags.items())) + "\n"
         )
-    if st.lock_holder:
-        holder = st.lock_holder
-        out.write(
-            f"lock      held by pid {holder.get('pid')} on {holder.get('host')} since "
-            f"{holder.get('acquired_at')} ({holder.get('operation')})\n"
-        )
-    else:
-        out.write("lock      free\n")
+    out.write(f"lock      {_describe_lock(st.lock_holder)}\n")
     return 0
 
 
@@ -264,6 +264,65 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         out.write(report.summary() + "\n")
     return 0 if report.ok else 1
+
+
+def _describe_lock(lock: dict[str, Any] | None) -> str:
+    if not lock or lock.get("state") == "free":
+        return "free"
+    if lock.get("unreadable"):
+        return f"{lock['state']} (unreadable owner record)"
+    return (
+        f"{lock['state']}: pid {lock.get('pid')} on {lock.get('host')} since "
+        f"{lock.get('acquired_at')} ({lock.get('operation')}), last heartbeat "
+        f"{lock.get('heartbeat_age_s', 0):.0f} s ago"
+    )
+
+
+def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with _open(args) as wh:
+        lock = wh.lock_info()
+        if lock["state"] == "free":
+            if args.json:
+                _print_json({"state": "free", "broken": False}, out)
+            else:
+                out.write("the writer lock is free\n")
+            return 0
+        if not args.json:
+            out.write(f"writer lock {_describe_lock(lock)}\n")
+        if not args.force:
+            if not args.json:
+                out.write(
+                    "pass --force to break it by hand (refused while its owner is alive "
+                    "on this host)\n"
+                )
+            else:
+                _print_json({**lock, "broken": False}, out)
+            return 1
+        if not args.yes:
+            if not sys.stdin.isatty():
+                err.write("wrdsvault: not breaking the lock without a confirmation; pass --yes\n")
+                return 1
+            out.write("Break it? Only do this if that writer is really gone. [y/N] ")
+            out.flush()
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                out.write("left alone\n")
+                return 1
+        broken = wh.break_lock(expect_token=lock.get("incarnation"))
+    if args.json:
+        _print_json(broken, out)
+    else:
+        out.write("lock broken\n" if broken.get("broken") else "the lock was already free\n")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    with _open(args) as wh:
+        report = wh.doctor(repair=args.repair)
+    if args.json:
+        _print_json(report.to_json(), out)
+    else:
+        out.write(report.summary() + "\n")
+    return 0 if report.healthy else 1
 
 
 def _cmd_quarantine(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
@@ -329,6 +388,8 @@ _COMMANDS = {
     "tag": _cmd_tag,
     "verify": _cmd_verify,
     "quarantine": _cmd_quarantine,
+    "doctor": _cmd_doctor,
+    "unlock": _cmd_unlock,
 }
 
 

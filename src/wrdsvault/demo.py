@@ -69,7 +69,7 @@ order by year
 PINNED_CHECK: Final = "select count(*) as msf_rows, round(sum(ret), 6) as sum_ret from crsp.msf"
 
 
-def run_demo(root: Path, *, n_securities: int = 1000, out: TextIO | None) -> dict[str, Any]:
+def run_demo(root: Path, *, n_securities: int = 2000, out: TextIO | None) -> dict[str, Any]:
     """Run the demo in ``root`` (new or empty); print to ``out`` (None: quiet) and return facts.
 
     Raises:

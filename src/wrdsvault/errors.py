@@ -203,7 +203,9 @@ class LockHeldError(WrdsVaultError, TimeoutError):
         )
         super().__init__(
             f"the vault is locked by another writer ({who}); waited {waited_s:.1f} s. Wait for it "
-            f"to finish, or, if that process is gone, remove {lock_path} after checking it",
+            "to finish (pass wait=... / --wait), or, if that process is gone, run `wrdsvault "
+            f"unlock` to see the owner of {lock_path} and break it (a live owner on this host is "
+            "never broken)",
             lock_path=lock_path,
             holder=holder,
             waited_s=waited_s,

@@ -51,6 +51,7 @@ class VaultSettings:
             by default licensed WRDS data is private to the user (0600/0700).
         lock_timeout_s: how long a writer waits for the lock before `LockHeldError`.
         lock_stale_after_s: heartbeat age after which another host's lock is stale (4 h, ADR-012).
+        lock_heartbeat_s: how often a writer refreshes its lock's heartbeat (60 s).
         query_timeout_s: default time limit of one query (None: no limit).
         row_group_rows: rows per Parquet row group.
         compression: Parquet codec; ``compression_level`` its level (None: the codec's default).
@@ -67,6 +68,7 @@ class VaultSettings:
     lock_stale_after_s: float = attrs.field(
         default=4 * 3600.0, converter=float, validator=_positive
     )
+    lock_heartbeat_s: float = attrs.field(default=60.0, converter=float, validator=_positive)
     query_timeout_s: float | None = attrs.field(default=None, validator=_positive)
     row_group_rows: int = attrs.field(default=1_000_000, converter=int, validator=_positive)
     compression: str = attrs.field(default="zstd", validator=attrs.validators.in_(_COMPRESSIONS))

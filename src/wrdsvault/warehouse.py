@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
 from wrdsvault._storage.atomic import fsync_dir, make_dirs, temp_name
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id, validate_tag
-from wrdsvault._storage.lock import read_record
+from wrdsvault._storage.lock import describe_lock, force_unlock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
 from wrdsvault._storage.writer import Writer, committed_at_of, open_writer, read_head
@@ -69,6 +70,8 @@ class Warehouse:
         rules: extra validation rules per dataset (`wrdsvault.validation`), run on every staged
             partition after the built-in ones.
         disk_usage: ``path -> (total_bytes, free_bytes)``; psutil by default (tests inject one).
+        lock_timeout_s: how long writes wait for another writer before `LockHeldError`
+            (default: ``settings.lock_timeout_s``, 0); ``sync(wait=...)`` overrides it per call.
 
     Raises:
         VaultFormatError: the folder is not a vault (and not empty), or was written by a newer
@@ -89,12 +92,15 @@ class Warehouse:
         create: bool = True,
         rules: Mapping[str, Sequence[Rule]] | None = None,
         disk_usage: UsageProvider | None = None,
+        lock_timeout_s: float | None = None,
     ) -> None:
         if settings is not None and not isinstance(settings, VaultSettings):
             msg = f"settings must be a VaultSettings, not {type(settings).__name__}"
             raise TypeError(msg)
         self.source = source
         self._layout, self.settings = _open_root(Path(os.fspath(root)), settings, create=create)
+        if lock_timeout_s is not None:
+            self.settings = attrs.evolve(self.settings, lock_timeout_s=lock_timeout_s)
         self.rules: dict[str, list[Rule]] = {}
         for name, extra in (rules or {}).items():
             self.rules[validate_dataset(name)] = list(extra)
@@ -469,6 +475,74 @@ class Warehouse:
             targets = [e.name for e in self.quarantine()] if names is None else list(names)
             return purge_entries(self._layout.quarantine_dir, targets)
 
+    def doctor(self, *, repair: bool = False) -> DoctorReport:
+        """Report leftovers and damage; with ``repair``, remove what is provably garbage.
+
+        Read-only by default. The repair takes the writer lock (breaking a stale one) and removes
+        staging folders, temp files, uncommitted manifests and data files no committed snapshot
+        references. Quarantine entries, damaged manifests and symlinks are only reported.
+
+        Raises:
+            LockHeldError: ``repair`` and a live writer holds the lock.
+        """
+
+        def look() -> list[DoctorFinding]:
+            head = read_head(self._layout)
+            return examine(
+                self._layout,
+                head_id=head,
+                committed=[sid for sid, _ in self._committed()] if head else [],
+                load=self._manifest,
+                stale_after_s=self.settings.lock_stale_after_s,
+            )
+
+        findings = look()
+        if not repair:
+            return DoctorReport(findings=tuple(findings))
+        removed: list[str] = []
+        with self._writer("doctor --repair"):
+            # Taking the lock broke a stale lock and ran recovery (staging, temp files,
+            # uncommitted manifests); orphan data files are garbage now that no writer runs.
+            for f in look():
+                if f.kind == "orphan-file":
+                    path = self._layout.resolve_relpath(f.path)
+                    path.unlink(missing_ok=True)
+                    fsync_dir(path.parent)
+        after = {(f.kind, f.path) for f in look()}
+        removed = [
+            f.path
+            for f in findings
+            if (f.garbage or f.kind == "stale-lock") and (f.kind, f.path) not in after
+        ]
+        return DoctorReport(findings=tuple(findings), repaired=tuple(removed))
+
+    def lock_info(self) -> dict[str, Any]:
+        """The writer lock as a human needs to see it: ``state`` (``free``, ``held``,
+        ``stale: <why>``), the owner's pid, host, start, operation, heartbeat age, token."""
+        return describe_lock(self._layout.lock, stale_after_s=self.settings.lock_stale_after_s) or {
+            "state": "free"
+        }
+
+    def break_lock(self, *, expect_token: str | None = None) -> dict[str, Any]:
+        """Break the writer lock by hand (``wrdsvault unlock --force``).
+
+        Args:
+            expect_token: the ``incarnation`` shown by `lock_info`; if the lock changed since,
+                nothing is broken.
+
+        Returns:
+            What was broken (``broken`` is False if the lock was free).
+
+        Raises:
+            WrdsVaultError: the owner is a live process on this host (stop it first), or the
+                lock changed since it was shown.
+        """
+        return force_unlock(
+            self._layout.lock,
+            expect_token=expect_token,
+            stale_after_s=self.settings.lock_stale_after_s,
+        )
+
     def disk(self) -> DiskState:
         """How full the vault's file system is, against the watermarks."""
         return self._guard.state()
@@ -494,7 +568,7 @@ class Warehouse:
                         synced_at=e.synced_at,
                     )
                 )
-        record, st = read_record(self._layout.lock)
+        lock = self.lock_info()
         return VaultStatus(
             root=str(self.root),
             format_version=FORMAT_VERSION,
@@ -504,7 +578,7 @@ class Warehouse:
             fingerprint=latest.fingerprint if latest else None,
             datasets=tuple(datasets),
             tags=self.tags(),
-            lock_holder=(record or {"unreadable": True}) if st is not None else None,
+            lock_holder=None if lock["state"] == "free" else lock,
             disk=self.disk(),
             drift={
                 d.name: f"{h[-1].drift.summary()} (in {h[-1].snapshot_id})"

@@ -62,6 +62,12 @@ _HEAD_POINTS = (
 )
 
 
+TAKEN_OVER = (
+    "the writer lock was taken over by another process while this writer ran (it was paused "
+    "past the stale-lock timeout, or its lock was broken by hand); this writer commits nothing"
+)
+
+
 @attrs.frozen
 class StagedFile:
     """A partition written and fsynced under ``tmp/``, not yet visible."""
@@ -179,6 +185,7 @@ class Writer:
         Raises:
             SyncError: the lock is no longer ours (fencing); nothing was committed.
         """
+        self._fence(datasets)  # before anything becomes visible, and again before HEAD
         published = {p.path for e in datasets.values() for p in e.partitions}
         for staged in self._staged:
             rel = self.layout.partition_relpath(staged.dataset, staged.year, staged.sha256)
@@ -221,12 +228,7 @@ class Writer:
             mode=self.settings.file_mode,
             points=_MANIFEST_POINTS,
         )
-        if not self.lock.still_ours():
-            raise SyncError(
-                dataset=",".join(sorted(datasets)),
-                reason="the writer lock was taken over by another process before the commit "
-                "point (this writer was paused past the stale-lock timeout)",
-            )
+        self._fence(datasets)
         atomic_write_bytes(
             self.layout.head,
             manifest.snapshot_id.encode() + b"\n",
@@ -234,6 +236,11 @@ class Writer:
             points=_HEAD_POINTS,
         )
         return manifest
+
+    def _fence(self, datasets: Iterable[str]) -> None:
+        """Refuse to go on if the lock is no longer ours (a successor took it over)."""
+        if not self.lock.still_ours():
+            raise SyncError(dataset=",".join(sorted(datasets)), reason=TAKEN_OVER)
 
     def write_tag(self, name: str, snapshot_id: str) -> None:
         make_dirs(self.layout.tags_dir, mode=self.settings.dir_mode)
@@ -334,6 +341,7 @@ def open_writer(
         operation=operation,
         file_mode=settings.file_mode,
         stale_after_s=settings.lock_stale_after_s,
+        heartbeat_s=settings.lock_heartbeat_s,
     )
     lock.acquire(timeout_s=timeout_s)
     try:
@@ -347,6 +355,15 @@ def open_writer(
             try:
                 yield writer
             except Exception as exc:
+                taken_over = lock.held and not lock.still_ours()
+                if taken_over and getattr(exc, "reason", None) != TAKEN_OVER:
+                    # Whatever broke (often our staging, swept by the successor's recovery),
+                    # the cause is the takeover: say so.
+                    label = operation.split(" ", 1)[-1]
+                    fenced = SyncError(dataset=label, reason=TAKEN_OVER)
+                    if quarantine_on_error:
+                        _quarantine_failure(layout, settings, writer, operation, fenced)
+                    raise fenced from exc
                 if quarantine_on_error:
                     _quarantine_failure(layout, settings, writer, operation, exc)
                 raise

@@ -1,0 +1,108 @@
+"""wrdsvault doctor: reports leftovers read-only; --repair removes only provable garbage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import wrdsvault
+from wrdsvault.cli import main
+
+
+def files(root: Path) -> set[str]:
+    """The vault's files, without the lock's never-deleted support files (.lock.epoch, .lock.clock, ...)."""
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".lock")
+    }
+
+
+def litter(wh: wrdsvault.Warehouse) -> dict[str, Path]:
+    """Leave what a crashed writer leaves: staging, temp files, an uncommitted manifest, an orphan."""
+    root = wh.root
+    staging = root / "tmp" / "tx-deadbeef"
+    staging.mkdir(parents=True)
+    (staging / "crsp.msf-2020.parquet").write_bytes(b"partial")
+    temp = root / ".HEAD.123456.tmp"
+    temp.write_bytes(b"x")
+    head = (root / "HEAD").read_text().strip()
+    newer = root / "snapshots" / "29991231T000000000000Z-00000000.json"
+    newer.write_bytes((root / "snapshots" / f"{head}.json").read_bytes())
+    orphan = root / "data" / "crsp" / "msf" / "2020" / "0123456789abcdef.parquet"
+    orphan.write_bytes(b"PAR1 orphan")
+    return {"staging": staging, "temp": temp, "manifest": newer, "orphan": orphan}
+
+
+def test_doctor_reports_without_touching_anything(vault: wrdsvault.Warehouse) -> None:
+    """doctor is read-only: it lists each kind of leftover and changes no file."""
+    vault.sync("crsp.msf")
+    left = litter(vault)
+    before = files(vault.root)
+    report = vault.doctor()
+    kinds = {f.kind for f in report.findings}
+    assert {"staging", "temp-file", "uncommitted-manifest", "orphan-file"} <= kinds
+    assert not report.healthy
+    assert files(vault.root) == before
+    assert all(p.exists() for p in left.values())
+
+
+def test_doctor_repair_removes_only_garbage(vault: wrdsvault.Warehouse) -> None:
+    """--repair removes the leftovers; committed data, quarantine and snapshots stay."""
+    vault.sync("crsp.msf")
+    committed = files(vault.root)
+    left = litter(vault)
+    report = vault.doctor(repair=True)
+    assert not any(p.exists() for p in left.values())
+    assert set(report.repaired) >= {str(p.relative_to(vault.root)) for p in left.values()}
+    assert files(vault.root) == committed
+    assert vault.verify().ok
+    assert vault.doctor().healthy
+    assert vault.doctor().findings == ()
+
+
+def test_doctor_finds_stale_lock_and_repair_breaks_it(vault: wrdsvault.Warehouse) -> None:
+    """A lock left by a dead process is reported as stale and removed by --repair."""
+    vault.sync("ff.factors_monthly")
+    code = (
+        "import sys; from pathlib import Path; from wrdsvault._storage.lock import WriterLock; "
+        "WriterLock(Path(sys.argv[1]), operation='dies').acquire()"
+    )
+    subprocess.run([sys.executable, "-c", code, str(vault.root / ".lock")], check=True)
+    assert [f.kind for f in vault.doctor().findings] == ["stale-lock"]
+    report = vault.doctor(repair=True)
+    assert ".lock" in report.repaired
+    assert not (vault.root / ".lock").exists()
+
+
+def test_doctor_reports_quarantine_and_damage_but_keeps_them(
+    vault: wrdsvault.Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quarantine entries and damaged manifests are reported and never deleted by repair."""
+    vault.sync("ff.factors_monthly")
+    sid = vault.snapshot().id
+    (vault.root / "quarantine" / "20260101T000000Z-crsp.msf-abcd").mkdir(parents=True)
+    manifest = vault.root / "snapshots" / f"{sid}.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b'"row_count":', b'"row_count":7', 1))
+    fresh = wrdsvault.Warehouse(vault.root)
+    report = fresh.doctor(repair=True)
+    kinds = {f.kind for f in report.findings}
+    assert {"quarantine", "damaged-manifest"} <= kinds
+    assert (vault.root / "quarantine" / "20260101T000000Z-crsp.msf-abcd").is_dir()
+    assert manifest.exists()
+    assert main(["doctor", "--vault", str(vault.root), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["healthy"] is False
+
+
+def test_healthy_vault_exits_zero(
+    vault: wrdsvault.Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A clean vault: doctor prints that it is healthy and exits 0."""
+    vault.sync("ff.factors_monthly")
+    assert main(["doctor", "--vault", str(vault.root)]) == 0
+    assert "healthy" in capsys.readouterr().out
