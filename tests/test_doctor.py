@@ -14,7 +14,7 @@ from wrdsvault.cli import main
 
 
 def files(root: Path) -> set[str]:
-    """The vault's files, without the lock's never-deleted support files (.lock.epoch, .lock.clock, ...)."""
+    """The vault's files, without the lock's never-deleted support files (.lock.epoch, ...)."""
     return {
         str(p.relative_to(root))
         for p in root.rglob("*")
@@ -23,7 +23,7 @@ def files(root: Path) -> set[str]:
 
 
 def litter(wh: wrdsvault.Warehouse) -> dict[str, Path]:
-    """Leave what a crashed writer leaves: staging, temp files, an uncommitted manifest, an orphan."""
+    """Leave what a crashed writer leaves: staging, temp files, a newer manifest, an orphan."""
     root = wh.root
     staging = root / "tmp" / "tx-deadbeef"
     staging.mkdir(parents=True)
