@@ -170,8 +170,9 @@ def _sync_dataset(
     reused: list[int | None] = []
     rows_written = 0
     bytes_written = 0
-    for index, part in enumerate(parts):
-        if progress:
+
+    def tell(index: int, part: PartitionInfo, *, done: bool) -> None:
+        if progress is not None:
             progress(
                 Progress(
                     dataset=spec.name,
@@ -179,9 +180,12 @@ def _sync_dataset(
                     index=index,
                     total=len(parts),
                     rows=part.row_count,
-                    done=False,
+                    done=done,
                 )
             )
+
+    for index, part in enumerate(parts):
+        tell(index, part, done=False)
         old = prev.partition(part.year) if (prev is not None and same_schema) else None
         if not full and old is not None and part.marker is not None and old.marker == part.marker:
             new_parts[part.year] = old
@@ -221,17 +225,7 @@ def _sync_dataset(
                 written.append(part.year)
                 rows_written += staged.row_count
                 bytes_written += staged.size_bytes
-        if progress:
-            progress(
-                Progress(
-                    dataset=spec.name,
-                    year=part.year,
-                    index=index,
-                    total=len(parts),
-                    rows=part.row_count,
-                    done=True,
-                )
-            )
+        tell(index, part, done=True)
 
     if findings:
         raise ValidationFailedError(

@@ -167,6 +167,21 @@ class PartitionData:
                 self._con = None
 
 
+def _date_column(partition: PartitionData) -> str | None:
+    """The quoted partition column, or None if the dataset has none (rule does not apply)."""
+    col = partition.spec.partition_column
+    return _ident(col) if col is not None and col in partition.columns else None
+
+
+def _rows_finding(
+    partition: PartitionData, rule: str, rows: pd.DataFrame, message: str
+) -> Finding | None:
+    """A finding with ``rows`` as count and examples, or None when there are none."""
+    if len(rows) == 0:
+        return None
+    return partition.finding(rule, message, count=len(rows), examples=rows)
+
+
 _local = threading.local()
 
 
@@ -196,10 +211,7 @@ class SqlRule:
     message: str = "rows violate the rule"
 
     def check(self, partition: PartitionData) -> Finding | None:
-        bad = partition.query(self.sql)
-        if len(bad) == 0:
-            return None
-        return partition.finding(self.name, self.message, count=len(bad), examples=bad)
+        return _rows_finding(partition, self.name, partition.query(self.sql), self.message)
 
 
 @attrs.frozen
@@ -259,13 +271,8 @@ class UniqueKey:
             f"select {keys}, count(*) as copies from partition group by all having count(*) > 1 "
             f"order by copies desc"
         )
-        if len(dup) == 0:
-            return None
-        return partition.finding(
-            self.name,
-            f"{len(dup):,} key values ({', '.join(cols)}) occur more than once",
-            count=len(dup),
-            examples=dup,
+        return _rows_finding(
+            partition, self.name, dup, f"{len(dup):,} key values ({', '.join(cols)}) repeat"
         )
 
 
@@ -276,10 +283,9 @@ class DatesInYear:
     name: str = "dates_in_year"
 
     def check(self, partition: PartitionData) -> Finding | None:
-        col = partition.spec.partition_column
-        if col is None or partition.year is None or col not in partition.columns:
+        c = _date_column(partition)
+        if c is None or partition.year is None:
             return None
-        c = _ident(col)
         cond = f"{c} is null or year({c}) <> {int(partition.year)}"
         bad = partition.query(f"select * from partition where {cond} limit {_EXAMPLES}")
         if len(bad) == 0:
@@ -287,7 +293,7 @@ class DatesInYear:
         n = int(partition.query(f"select count(*) as n from partition where {cond}")["n"][0])
         return partition.finding(
             self.name,
-            f"{n:,} rows have {col} NULL or outside {partition.year}",
+            f"{n:,} rows have {c} NULL or outside {partition.year}",
             count=n,
             examples=bad,
         )
@@ -300,23 +306,17 @@ class MonthlyContinuity:
     name: str = "monthly_continuity"
 
     def check(self, partition: PartitionData) -> Finding | None:
-        col = partition.spec.partition_column
-        if col is None or col not in partition.columns:
+        c = _date_column(partition)
+        if c is None:
             return None
-        c = _ident(col)
         gaps = partition.query(
             f"with m as (select distinct date_trunc('month', {c}) as month from partition "
             f"where {c} is not null), "
             f"s as (select month, lead(month) over (order by month) as next from m) "
             f"select month, next from s where next > month + interval 1 month order by month"
         )
-        if len(gaps) == 0:
-            return None
-        return partition.finding(
-            self.name,
-            f"{len(gaps)} gap(s) between months of {col}",
-            count=len(gaps),
-            examples=gaps,
+        return _rows_finding(
+            partition, self.name, gaps, f"{len(gaps)} gap(s) between months of {c}"
         )
 
 
@@ -328,10 +328,9 @@ class MaxDateGap:
     name: str = "max_date_gap"
 
     def check(self, partition: PartitionData) -> Finding | None:
-        col = partition.spec.partition_column
-        if col is None or col not in partition.columns:
+        c = _date_column(partition)
+        if c is None:
             return None
-        c = _ident(col)
         gaps = partition.query(
             f"with d as (select distinct {c} as day from partition where {c} is not null), "
             f"s as (select day, lead(day) over (order by day) as next from d) "
@@ -339,13 +338,8 @@ class MaxDateGap:
             f"where datediff('day', day, next) > $1 order by day",
             [self.max_gap_days],
         )
-        if len(gaps) == 0:
-            return None
-        return partition.finding(
-            self.name,
-            f"{len(gaps)} gap(s) of more than {self.max_gap_days} days in {col}",
-            count=len(gaps),
-            examples=gaps,
+        return _rows_finding(
+            partition, self.name, gaps, f"{len(gaps)} gap(s) of more than {self.max_gap_days} days"
         )
 
 
