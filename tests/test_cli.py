@@ -80,12 +80,28 @@ def test_errors_exit_1_with_advice(tmp_path: Path, capsys: pytest.CaptureFixture
     assert json.loads(out)["error"] == "SnapshotNotFoundError"
 
 
-def test_wrds_source_is_not_pretended(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Until the WRDS source exists, sync --source wrds says so and writes nothing."""
-    code, _, err = run(capsys, "sync", "crsp.msf", "--vault", str(tmp_path / "v"))
+def test_wrds_source_failure_is_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """sync --source wrds, server unreachable: a SourceError, nothing committed."""
+    code, _, err = run(
+        capsys,
+        "sync",
+        "crsp.msf",
+        "--vault",
+        str(tmp_path / "v"),
+        "--wrds-hostname",
+        str(tmp_path / "no-server"),
+        "--wrds-username",
+        "nobody",
+    )
     assert code == 1
-    assert "--source sample" in err
-    assert not (tmp_path / "v").exists()
+    assert "source wrds failed" in err
+    assert wrdsvault_snapshots(tmp_path / "v") == []
+
+
+def wrdsvault_snapshots(root: Path) -> list[object]:
+    import wrdsvault
+
+    return wrdsvault.Warehouse(root).snapshots() if root.exists() else []
 
 
 def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

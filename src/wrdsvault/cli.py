@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
         help="years the sample source serves (2015-2024)",
     )
     sync.add_argument("--securities", type=int, default=1000, help="sample source only")
+    sync.add_argument("--wrds-username", help="WRDS user (default: $PGUSER / ~/.pgpass)")
+    sync.add_argument("--wrds-hostname", help="WRDS host (default: wrds-pgdata.wharton.upenn.edu)")
+    sync.add_argument("--wrds-port", type=int, help="WRDS port (default: 9737)")
+    sync.add_argument("--wrds-dbname", help="WRDS database (default: wrds)")
 
     add("snapshots", "list committed snapshots, oldest first")
 
@@ -141,20 +145,25 @@ def _open(args: argparse.Namespace, *, source: Any = None, create: bool = False)
 
 
 def _cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    source: Any
     if args.source == "wrds":
-        err.write(
-            "wrdsvault: the WRDS source is not in this version yet; use --source sample to try the "
-            "vault with synthetic WRDS-shaped data\n"
-        )
-        return 1
-    from wrdsvault.sources import SampleSource
+        from wrdsvault.sources import WrdsSource
 
-    source = SampleSource(
-        seed=args.seed,
-        years=args.sample_years,
-        vintage=args.vintage,
-        n_securities=args.securities,
-    )
+        connect = {
+            f"wrds_{k}": getattr(args, f"wrds_{k}")
+            for k in ("username", "hostname", "port", "dbname")
+            if getattr(args, f"wrds_{k}") is not None
+        }
+        source = WrdsSource(**connect)  # connects on first use: one login for the whole sync
+    else:
+        from wrdsvault.sources import SampleSource
+
+        source = SampleSource(
+            seed=args.seed,
+            years=args.sample_years,
+            vintage=args.vintage,
+            n_securities=args.securities,
+        )
     kwargs: dict[str, Any] = {}
     if args.date_column is not None:
         kwargs["date_column"] = None if args.date_column.lower() == "none" else args.date_column

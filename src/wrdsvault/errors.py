@@ -21,6 +21,8 @@ WrdsVaultError
 │  ├─ SchemaDriftError                  the source's columns changed and the policy refuses it
 │  └─ ValidationFailedError             a staged partition failed a validation rule
 └─ SourceError                         the data source failed (wraps the driver's error)
+   ├─ SourceUnavailableError            unreachable or the connection broke (retryable)
+   └─ SourceAuthError                   the login was refused (never echoes a secret)
 ```
 """
 
@@ -38,8 +40,10 @@ __all__ = [
     "QueryTimeoutError",
     "SchemaDriftError",
     "SnapshotNotFoundError",
+    "SourceAuthError",
     "SourceError",
     "SourceRequiredError",
+    "SourceUnavailableError",
     "SyncError",
     "UnknownDatasetError",
     "ValidationFailedError",
@@ -278,3 +282,17 @@ class SourceError(WrdsVaultError):
             reason=reason,
             retryable=retryable,
         )
+
+
+class SourceUnavailableError(SourceError):
+    """The source could not be reached, or the connection broke; running the sync again may work."""
+
+    def __init__(self, *, source: str, reason: str) -> None:
+        super().__init__(source=source, reason=reason, retryable=True)
+
+
+class SourceAuthError(SourceError):
+    """The source refused the login. The message never contains a secret."""
+
+    def __init__(self, *, source: str, reason: str) -> None:
+        super().__init__(source=source, reason=reason, retryable=False)

@@ -11,8 +11,9 @@ from wrdsvault.sources.base import PartitionInfo, Source, TableInfo
 
 if TYPE_CHECKING:
     from wrdsvault.sources.sample import SampleSource
+    from wrdsvault.sources.wrds import WrdsSource
 
-__all__ = ["PartitionInfo", "SampleSource", "Source", "TableInfo"]
+__all__ = ["PartitionInfo", "SampleSource", "Source", "TableInfo", "WrdsSource"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,5 +21,9 @@ def __getattr__(name: str) -> Any:
         from wrdsvault.sources.sample import SampleSource
 
         return SampleSource
+    if name == "WrdsSource":
+        from wrdsvault.sources.wrds import WrdsSource
+
+        return WrdsSource
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
