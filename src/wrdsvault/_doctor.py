@@ -97,6 +97,15 @@ def _size(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if not p.is_symlink() and p.is_file())
 
 
+def _first_commit(path: Path) -> bool:
+    """Whether ``path`` is the manifest of a first commit (what a crashed first sync leaves)."""
+    try:
+        manifest = Manifest.from_json(path.read_bytes(), where=str(path))
+    except (OSError, VaultFormatError):
+        return False
+    return manifest.parent is None and manifest.sequence == 1
+
+
 def examine(
     layout: Layout,
     *,
@@ -140,7 +149,21 @@ def examine(
     if layout.snapshots_dir.is_dir():
         for child in sorted(layout.snapshots_dir.glob("*.json")):
             sid = child.name.removesuffix(".json")
-            if SNAPSHOT_ID_RE.fullmatch(sid) and head_id is not None and sid > head_id:
+            if not SNAPSHOT_ID_RE.fullmatch(sid):
+                continue
+            if head_id is None and not _first_commit(child):
+                out.append(
+                    DoctorFinding(
+                        kind="damaged-manifest",
+                        path="HEAD",
+                        detail="HEAD is missing but committed snapshots exist",
+                        advice="restore HEAD from a backup, or write the newest snapshot id "
+                        "into it",
+                    )
+                )
+                break
+            # Without HEAD, only a crashed first sync's manifest can be here: uncommitted.
+            if head_id is None or sid > head_id:
                 out.append(
                     DoctorFinding(
                         kind="uncommitted-manifest",

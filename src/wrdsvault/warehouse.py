@@ -22,7 +22,7 @@ from wrdsvault._storage.lock import describe_lock, force_unlock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
 from wrdsvault._storage.writer import Writer, committed_at_of, open_writer, read_head
-from wrdsvault._sync import ProgressCallback, SyncOptions, run_sync
+from wrdsvault._sync import ProgressCallback, SyncOptions, os_error, run_sync
 from wrdsvault._verify import VerifyProgress
 from wrdsvault._verify import verify as verify_files
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec, validate_dataset
@@ -131,14 +131,21 @@ class Warehouse:
     ) -> Iterator[Writer]:
         """The single-writer context: lock, recovery, staging; staging removed on exit."""
         timeout = self.settings.lock_timeout_s if wait is None else float(wait)
-        with open_writer(
-            self._layout,
-            self.settings,
-            operation=operation,
-            timeout_s=timeout,
-            quarantine_on_error=quarantine_on_error,
-        ) as w:
-            yield w
+        try:
+            with open_writer(
+                self._layout,
+                self.settings,
+                operation=operation,
+                timeout_s=timeout,
+                quarantine_on_error=quarantine_on_error,
+            ) as w:
+                yield w
+        except WrdsVaultError:
+            raise  # LockHeldError is a TimeoutError, hence an OSError: keep it as it is
+        except OSError as exc:
+            # Taking the lock, recovery or cleanup failed (ENOSPC, EIO, EACCES, ...).
+            label = operation.split(" ", 1)[-1]
+            raise os_error(exc, dataset=label, root=self.root) from exc
 
     def sync(
         self,

@@ -756,7 +756,12 @@ class WriterLock:
         try:
             if self.still_ours():
                 self.path.unlink(missing_ok=True)
-                fsync_dir(self.path.parent)
+                try:
+                    fsync_dir(self.path.parent)
+                except OSError as exc:
+                    # The work is done (committed or rolled back); if the removal is lost in a
+                    # crash, the next writer finds a dead owner's lock and breaks it at once.
+                    log.warning("could not make the release of %s durable: %s", self.path, exc)
         finally:
             self._inode = None
 
