@@ -16,6 +16,7 @@ from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
 from wrdsvault.errors import (
+    CommitOutcomeUnknownError,
     DiskSpaceError,
     IntegrityError,
     InvalidNameError,
@@ -52,6 +53,7 @@ from wrdsvault.warehouse import Warehouse
 
 __all__ = [
     "BUILTIN_SPECS",
+    "CommitOutcomeUnknownError",
     "DatasetResult",
     "DatasetSpec",
     "DatasetSummary",

@@ -31,6 +31,8 @@ Kind = Literal[
     "held-lock",
     "quarantine",
     "damaged-manifest",
+    "damaged-tag",
+    "damaged-head",
     "symlink",
     "disk",
 ]
@@ -113,9 +115,24 @@ def examine(
     committed: list[str],
     load: Callable[[str], Manifest],
     stale_after_s: float,
+    damaged_tags: dict[str, str] | None = None,
+    head_damaged: bool = False,
 ) -> list[DoctorFinding]:
-    """Everything worth reporting in the vault, read-only."""
+    """Everything worth reporting in the vault, read-only.
+
+    With ``head_damaged`` nothing is judged garbage by its relation to HEAD (uncommitted
+    manifests, orphan files): without a trustworthy HEAD that cannot be proven.
+    """
     out: list[DoctorFinding] = []
+    for name, problem in sorted((damaged_tags or {}).items()):
+        out.append(
+            DoctorFinding(
+                kind="damaged-tag",
+                path=f"tags/{name}",
+                detail=problem,
+                advice="re-tag with `wrdsvault tag NAME REF --force`, or delete the file",
+            )
+        )
     root = layout.root
 
     def rel(p: Path) -> str:
@@ -149,12 +166,12 @@ def examine(
     if layout.snapshots_dir.is_dir():
         for child in sorted(layout.snapshots_dir.glob("*.json")):
             sid = child.name.removesuffix(".json")
-            if not SNAPSHOT_ID_RE.fullmatch(sid):
+            if not SNAPSHOT_ID_RE.fullmatch(sid) or head_damaged:
                 continue
             if head_id is None and not _first_commit(child):
                 out.append(
                     DoctorFinding(
-                        kind="damaged-manifest",
+                        kind="damaged-head",
                         path="HEAD",
                         detail="HEAD is missing but committed snapshots exist",
                         advice="restore HEAD from a backup, or write the newest snapshot id "
@@ -186,7 +203,7 @@ def examine(
                 )
             )
     referenced = {p.path for m in manifests for p in m.files()}
-    complete = len(manifests) == len(committed)
+    complete = len(manifests) == len(committed) and not head_damaged
     if layout.data_dir.is_dir():
         for dirpath, dirnames, filenames in os.walk(layout.data_dir):
             here = Path(dirpath)

@@ -17,6 +17,7 @@ WrdsVaultError
 ├─ IntegrityError                      a pinned file is missing, resized or altered
 ├─ LockHeldError(TimeoutError)         another writer holds the vault; names the holder
 ├─ DiskSpaceError                      not enough free space to write safely
+├─ CommitOutcomeUnknownError          HEAD names the new snapshot but its last fsync failed
 ├─ SyncError                           nothing was committed; the previous snapshot stays current
 │  ├─ SchemaDriftError                  the source's columns changed and the policy refuses it
 │  └─ ValidationFailedError             a staged partition failed a validation rule
@@ -31,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CommitOutcomeUnknownError",
     "DiskSpaceError",
     "IntegrityError",
     "InvalidNameError",
@@ -238,6 +240,23 @@ class SyncError(WrdsVaultError):
             f"sync of {dataset} failed: {reason}. Nothing was committed; the previous snapshot "
             "stays current",
             dataset=dataset,
+            reason=reason,
+        )
+
+
+class CommitOutcomeUnknownError(WrdsVaultError):
+    """The new HEAD is in place but the fsync that makes it durable failed (RELIABILITY.md §1).
+
+    Readers see the new snapshot now; after a power loss the vault may come back at the previous
+    one. Nothing is retried (after a failed fsync the data must be treated as lost).
+    """
+
+    def __init__(self, *, snapshot_id: str, reason: str) -> None:
+        super().__init__(
+            f"commit outcome unknown: HEAD names the new snapshot {snapshot_id}, but making it "
+            f"durable failed ({reason}). Check the disk; after a crash or power loss, run "
+            "`wrdsvault status` and sync again if the previous snapshot is current",
+            snapshot_id=snapshot_id,
             reason=reason,
         )
 

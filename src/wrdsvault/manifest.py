@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: The on-disk format this version of wrdsvault writes (docs/format.md).
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 
 
 def canonical_json(obj: object) -> bytes:
@@ -178,12 +178,18 @@ class DatasetEntry:
             synced_at=str(obj.get("synced_at", "")),
         )
 
-    def content(self) -> dict[str, Any]:
-        """What the fingerprint covers: the columns and every file's identity, nothing else."""
+    def content(self, format_version: int = FORMAT_VERSION) -> dict[str, Any]:
+        """What the fingerprint covers: the columns and every file's identity and path.
+
+        The path is derived from the dataset, year and sha256, so equal data still gives equal
+        fingerprints; covering it means an altered path breaks the fingerprint (a damaged
+        manifest must never make doctor call a real file an orphan).
+        """
         return {
             "columns": [[c.name, c.type] for c in self.columns],
             "partitions": sorted(
                 [p.year if p.year is not None else -1, p.sha256, p.size_bytes, p.row_count]
+                + ([p.path] if format_version >= 2 else [])  # format 1 left the path out
                 for p in self.partitions
             ),
         }
@@ -207,7 +213,9 @@ class Manifest:
         Two snapshots holding identical data have the same fingerprint whatever their ids and
         commit times, so a backtest can log it and check it later on any machine.
         """
-        content = {name: entry.content() for name, entry in self.datasets.items()}
+        content = {
+            name: entry.content(self.format_version) for name, entry in self.datasets.items()
+        }
         return hashlib.sha256(canonical_json(content)).hexdigest()
 
     def files(self) -> list[PartitionFile]:
@@ -236,7 +244,7 @@ class Manifest:
         try:
             obj = json.loads(raw)
             version = int(obj["format_version"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
             raise VaultFormatError(path=where, problem=f"not a wrdsvault manifest ({exc})") from exc
         if version > FORMAT_VERSION:
             raise VaultFormatError(
@@ -256,7 +264,7 @@ class Manifest:
                 },
                 format_version=version,
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise VaultFormatError(path=where, problem=f"malformed manifest ({exc})") from exc
         if obj.get("fingerprint") != manifest.fingerprint:
             raise VaultFormatError(

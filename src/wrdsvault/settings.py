@@ -28,6 +28,12 @@ def _positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) ->
         raise ValueError(msg)
 
 
+def _optional_int(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        msg = f"{attr.name} must be an int or null, got {value!r}"
+        raise TypeError(msg)
+
+
 def _fraction(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
     if not 0 < value <= 1:
         msg = f"{attr.name} must be in (0, 1], got {value!r}"
@@ -35,6 +41,9 @@ def _fraction(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
 
 
 def _policies(_inst: object, _attr: attrs.Attribute[Any], value: dict[str, str]) -> None:
+    if not isinstance(value, dict):
+        msg = f"drift_policies must be an object mapping datasets to policies, got {value!r}"
+        raise TypeError(msg)
     for name, policy in value.items():
         validate_dataset(name)
         if policy not in DRIFT_POLICIES:
@@ -72,7 +81,7 @@ class VaultSettings:
     query_timeout_s: float | None = attrs.field(default=None, validator=_positive)
     row_group_rows: int = attrs.field(default=1_000_000, converter=int, validator=_positive)
     compression: str = attrs.field(default="zstd", validator=attrs.validators.in_(_COMPRESSIONS))
-    compression_level: int | None = 1
+    compression_level: int | None = attrs.field(default=1, validator=_optional_int)
     batch_rows: int = attrs.field(default=131_072, converter=int, validator=_positive)
     disk_warn_fraction: float = attrs.field(default=0.80, converter=float, validator=_fraction)
     disk_critical_fraction: float = attrs.field(default=0.90, converter=float, validator=_fraction)
@@ -98,7 +107,7 @@ class VaultSettings:
         known = {a.name for a in attrs.fields(cls)}
         try:
             return cls(**{k: v for k, v in obj.items() if k in known})
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise VaultFormatError(path=where, problem=f"invalid settings ({exc})") from exc
 
     def with_env(self, environ: dict[str, str] | None = None) -> VaultSettings:

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
+
 from wrdsvault._query import LazyResult, Params, PinnedConnection
 from wrdsvault._storage.atomic import sha256_file
 from wrdsvault.datasets import validate_dataset
@@ -185,7 +187,14 @@ class Snapshot:
                 self._check_files(verify=False)
                 # Every partition of a dataset has the dataset's one schema (sync refuses to mix
                 # schemas across years), so no union_by_name: it costs ~9x at view creation.
-                self._con = PinnedConnection(self._paths)
+                try:
+                    self._con = PinnedConnection(self._paths)
+                except duckdb.Error as exc:  # a damaged footer fails when the views are built
+                    raise IntegrityError(
+                        path="a pinned Parquet file",
+                        problem=f"DuckDB cannot read it ({str(exc).splitlines()[0]})",
+                        snapshot_id=self.id,
+                    ) from exc
                 self._finalizer = weakref.finalize(self, self._con.close)
             return self._con
 

@@ -322,20 +322,29 @@ class Warehouse:
         return [(sid, committed_at_of(sid)) for sid in ids]
 
     def tags(self) -> dict[str, str]:
-        """Tag name -> snapshot id."""
-        out: dict[str, str] = {}
+        """Tag name -> snapshot id (damaged tag files are left out; `doctor` reports them)."""
+        return self._scan_tags()[0]
+
+    def _scan_tags(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(tag -> snapshot id, damaged tag -> what is wrong with its file)."""
+        good: dict[str, str] = {}
+        damaged: dict[str, str] = {}
         try:
             names = sorted(os.listdir(self._layout.tags_dir))
         except FileNotFoundError:
-            return out
+            return good, damaged
         for name in names:
             try:
                 path = self._layout.tag(name)
             except InvalidNameError:
                 continue  # temp files and strangers are not tags
-            with contextlib.suppress(FileNotFoundError, InvalidNameError):
-                out[name] = validate_snapshot_id(path.read_text().strip())
-        return out
+            try:
+                good[name] = validate_snapshot_id(path.read_bytes().decode("ascii").strip())
+            except FileNotFoundError:
+                continue  # removed while we listed
+            except (OSError, ValueError) as exc:  # InvalidNameError and UnicodeError included
+                damaged[name] = f"unreadable tag file ({type(exc).__name__})"
+        return good, damaged
 
     def _resolve(self, ref: str) -> str:
         return resolve_ref(ref, tags=self.tags(), snapshots=self._committed())
@@ -494,13 +503,34 @@ class Warehouse:
         """
 
         def look() -> list[DoctorFinding]:
-            head = read_head(self._layout)
-            return examine(
+            try:
+                head = read_head(self._layout)
+                committed = [sid for sid, _ in self._committed()] if head else []
+            except VaultFormatError as exc:
+                head, committed = None, []
+                damaged_head = [
+                    DoctorFinding(
+                        kind="damaged-head",
+                        path="HEAD",
+                        detail=exc.problem,
+                        advice="restore HEAD from a backup, or write the newest snapshot id "
+                        "into it; nothing is repaired until then",
+                    )
+                ]
+            else:
+                damaged_head = []
+            good, damaged = self._scan_tags()
+            for name, sid in good.items():
+                if not damaged_head and sid not in committed:
+                    damaged[name] = f"names snapshot {sid}, which is not committed"
+            return damaged_head + examine(
                 self._layout,
                 head_id=head,
-                committed=[sid for sid, _ in self._committed()] if head else [],
+                committed=committed,
                 load=self._manifest,
                 stale_after_s=self.settings.lock_stale_after_s,
+                damaged_tags=damaged,
+                head_damaged=bool(damaged_head),
             )
 
         findings = look()
@@ -667,7 +697,7 @@ def _open_root(
         stored = obj.get("settings", {})
         if not isinstance(stored, dict):
             raise TypeError("settings is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         raise VaultFormatError(
             path=str(layout.vault_json), problem=f"unreadable vault.json ({exc})"
         ) from exc

@@ -36,6 +36,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -207,12 +208,14 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, os.stat_result | Non
         raise
     try:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a folder (or worse) at .lock: an unreadable record
+            return None, st
         raw = os.read(fd, 65536)
     finally:
         os.close(fd)
     try:
         record = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, st
     return (record if isinstance(record, dict) else None), st
 

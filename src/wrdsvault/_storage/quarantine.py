@@ -115,7 +115,9 @@ def quarantine(
 def _entry(path: Path) -> QuarantineEntry:
     try:
         reason = json.loads((path / REASON_FILE).read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        reason = None
+    if not isinstance(reason, dict):
         reason = {"error": "unknown", "message": "reason.json is missing or unreadable"}
     size = sum(p.stat().st_size for p in path.iterdir() if p.is_file() and not p.is_symlink())
     return QuarantineEntry(

@@ -40,7 +40,12 @@ from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout
 from wrdsvault._storage.lock import WriterLock
 from wrdsvault._storage.quarantine import quarantine
-from wrdsvault.errors import SyncError, VaultFormatError, WrdsVaultError
+from wrdsvault.errors import (
+    CommitOutcomeUnknownError,
+    SyncError,
+    VaultFormatError,
+    WrdsVaultError,
+)
 from wrdsvault.manifest import DatasetEntry, Manifest
 
 if TYPE_CHECKING:
@@ -229,12 +234,23 @@ class Writer:
             points=_MANIFEST_POINTS,
         )
         self._fence(datasets)
-        atomic_write_bytes(
-            self.layout.head,
-            manifest.snapshot_id.encode() + b"\n",
-            mode=self.settings.file_mode,
-            points=_HEAD_POINTS,
-        )
+        try:
+            atomic_write_bytes(
+                self.layout.head,
+                manifest.snapshot_id.encode() + b"\n",
+                mode=self.settings.file_mode,
+                points=_HEAD_POINTS,
+            )
+        except OSError as exc:
+            try:
+                visible = read_head(self.layout) == manifest.snapshot_id
+            except (OSError, VaultFormatError):
+                visible = False
+            if visible:  # only the directory fsync after the rename can fail this late
+                raise CommitOutcomeUnknownError(
+                    snapshot_id=manifest.snapshot_id, reason=f"{type(exc).__name__}: {exc}"
+                ) from exc
+            raise
         return manifest
 
     def _fence(self, datasets: Iterable[str]) -> None:
@@ -364,7 +380,7 @@ def open_writer(
                     if quarantine_on_error:
                         _quarantine_failure(layout, settings, writer, operation, fenced)
                     raise fenced from exc
-                if quarantine_on_error:
+                if quarantine_on_error and not isinstance(exc, CommitOutcomeUnknownError):
                     _quarantine_failure(layout, settings, writer, operation, exc)
                 raise
         finally:
