@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import attrs
 
-from wrdsvault._storage.layout import SHA256_RE, validate_snapshot_id
+from wrdsvault._storage.layout import SHA256_RE, partition_relpath, validate_snapshot_id
 from wrdsvault.datasets import validate_dataset
 from wrdsvault.errors import VaultFormatError
 
@@ -266,6 +266,17 @@ class Manifest:
             )
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise VaultFormatError(path=where, problem=f"malformed manifest ({exc})") from exc
+        for name, entry in manifest.datasets.items():
+            for part in entry.partitions:
+                allowed = {partition_relpath(name, part.year, part.sha256)}
+                if version < 2:  # format 1 wrote year=<YYYY> folders (and later <YYYY>)
+                    allowed.add(partition_relpath(name, part.year, part.sha256, hive=True))
+                if part.path not in allowed:
+                    raise VaultFormatError(
+                        path=where,
+                        problem=f"{name} {part.year}: path {part.path!r} does not follow from the "
+                        "dataset, year and sha256 (altered or damaged); run `wrdsvault verify`",
+                    )
         if obj.get("fingerprint") != manifest.fingerprint:
             raise VaultFormatError(
                 path=where,

@@ -44,6 +44,24 @@ def validate_tag(value: object) -> str:
     return value
 
 
+def partition_relpath(dataset: str, year: int | None, sha256: str, *, hive: bool = False) -> str:
+    """``data/<library>/<table>/<YYYY or all>/<sha256[:16]>.parquet`` (pure, validated).
+
+    ``hive=True`` gives format 1's folder name ``year=<YYYY>`` (read, never written).
+    """
+    library, table = validate_dataset(dataset).split(".")
+    if SHA256_RE.fullmatch(sha256) is None:
+        raise InvalidNameError(kind="sha256", value=sha256, rule="64 lower-case hex digits")
+    if year is None:
+        part = UNPARTITIONED
+    elif isinstance(year, int) and not isinstance(year, bool) and 0 < year < 10_000:
+        # Not "year=YYYY" (format 1): engines that detect hive folders add a "year" column.
+        part = f"year={year:04d}" if hive else f"{year:04d}"
+    else:
+        raise InvalidNameError(kind="year", value=year, rule="an int from 1 to 9999, or None")
+    return f"data/{library}/{table}/{part}/{sha256[:16]}.parquet"
+
+
 @attrs.frozen
 class Layout:
     """Paths of one vault. ``root`` must already be an absolute, symlink-free real path."""
@@ -90,16 +108,7 @@ class Layout:
 
     def partition_relpath(self, dataset: str, year: int | None, sha256: str) -> str:
         """The path of a partition file relative to the root, as recorded in manifests."""
-        library, table = validate_dataset(dataset).split(".")
-        if SHA256_RE.fullmatch(sha256) is None:
-            raise InvalidNameError(kind="sha256", value=sha256, rule="64 lower-case hex digits")
-        if year is None:
-            part = UNPARTITIONED
-        elif isinstance(year, int) and not isinstance(year, bool) and 0 < year < 10_000:
-            part = f"{year:04d}"  # not "year=YYYY": engines would add a hive column "year"
-        else:
-            raise InvalidNameError(kind="year", value=year, rule="an int from 1 to 9999, or None")
-        return f"data/{library}/{table}/{part}/{sha256[:16]}.parquet"
+        return partition_relpath(dataset, year, sha256)
 
     def resolve_relpath(self, relpath: str) -> Path:
         """Turn a manifest's relative path into an absolute one, refusing anything outside data/."""
