@@ -28,7 +28,6 @@ this module found is fixed; the mechanism stays for the next one).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -38,7 +37,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any, NamedTuple
 
 import pytest
@@ -53,20 +51,8 @@ from wrdsvault import (
 )
 from wrdsvault.cli import main as cli_main
 
-
-def load_support() -> ModuleType:
-    """Import tests/reliability/_support.py once per process, by path (importlib mode)."""
-    name = "wrdsvault_reliability_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_support.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = load_support()
+# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
+S = sys.modules["wrdsvault_reliability_support"]
 READ_CHILD = Path(__file__).with_name("_read_child.py")
 
 

@@ -25,32 +25,18 @@ once; each test waits for its own), which halves the run time on 2 cores.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-
-def load_support() -> ModuleType:
-    """Import tests/reliability/_support.py once per process, by path (importlib mode)."""
-    name = "wrdsvault_reliability_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_support.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = load_support()
+# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
+S = sys.modules["wrdsvault_reliability_support"]
 
 pytestmark = pytest.mark.skipif(
     shutil.which("strace") is None,

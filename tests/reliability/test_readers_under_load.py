@@ -21,29 +21,15 @@ rewrites a pinned Parquet file in place after each commit: the checker must repo
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from wrdsvault import Warehouse
 
-
-def load_support() -> ModuleType:
-    """Import tests/reliability/_support.py once per process, by path (importlib mode)."""
-    name = "wrdsvault_reliability_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_support.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = load_support()
+# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
+S = sys.modules["wrdsvault_reliability_support"]
 
 pytestmark = pytest.mark.slow
 

@@ -21,25 +21,12 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-
-def load_support() -> ModuleType:
-    """Import tests/reliability/_support.py once per process, by path (importlib mode)."""
-    name = "wrdsvault_reliability_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_support.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-S = load_support()
+# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
+S = sys.modules["wrdsvault_reliability_support"]
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
 if S.SOAK_MINUTES and importlib.util.find_spec("pytest_timeout") is not None:
