@@ -10,7 +10,6 @@ import hashlib
 import io
 import os
 import secrets
-from collections.abc import Iterable
 from pathlib import Path
 
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
@@ -166,15 +165,3 @@ def sha256_file(path: Path, *, chunk_bytes: int = 1 << 20) -> tuple[str, int]:
             size += n
     return h.hexdigest(), size
 
-
-def iter_files(path: Path) -> Iterable[Path]:
-    """Every regular file below ``path`` (no symlink is followed)."""
-    if not path.is_dir() or path.is_symlink():
-        return
-    for child in path.iterdir():
-        if child.is_symlink():
-            continue
-        if child.is_dir():
-            yield from iter_files(child)
-        elif child.is_file():
-            yield child
