@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import attrs
 
+from wrdsvault._storage.checkpoint import Checkpoints
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout
 from wrdsvault._storage.lock import describe_lock
 from wrdsvault._storage.quarantine import list_entries
@@ -24,6 +25,7 @@ from wrdsvault.manifest import Manifest
 
 Kind = Literal[
     "staging",
+    "checkpoint",
     "temp-file",
     "uncommitted-manifest",
     "orphan-file",
@@ -69,7 +71,7 @@ class DoctorReport:
     def healthy(self) -> bool:
         """No finding left that needs attention (after a repair, only what it could not fix)."""
         left = [f for f in self.findings if f.path not in self.repaired]
-        return not [f for f in left if f.kind not in ("quarantine", "disk")]
+        return not [f for f in left if f.kind not in ("quarantine", "disk", "checkpoint")]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,8 +140,22 @@ def examine(
     def rel(p: Path) -> str:
         return str(p.relative_to(root))
 
+    checkpoints = Checkpoints(layout)
+    for dataset, folder, size in checkpoints.entries():
+        out.append(
+            DoctorFinding(
+                kind="checkpoint",
+                path=rel(folder),
+                size_bytes=size,
+                detail=f"years of {dataset} staged by a sync that did not finish",
+                advice=f"kept so that `wrdsvault sync {dataset}` resumes without downloading "
+                "them again; removed by that sync's commit or after a week",
+            )
+        )
     if layout.tmp_dir.is_dir():
         for child in sorted(layout.tmp_dir.iterdir()):
+            if child == checkpoints.root:
+                continue
             out.append(
                 DoctorFinding(
                     kind="staging",

@@ -16,17 +16,19 @@ All datasets of one call land in one commit; if any dataset fails, nothing is co
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Literal
 
 import attrs
 import psutil
 import pyarrow as pa
 
+from wrdsvault._storage.checkpoint import CheckpointRecord, columns_digest
 from wrdsvault._storage.diskguard import DiskGuard
 from wrdsvault._storage.writer import Writer
 from wrdsvault.datasets import DatasetSpec
@@ -59,9 +61,34 @@ from wrdsvault.validation import (
 log = logging.getLogger(__name__)
 
 
+#: What happened to a finished partition: streamed from the source, kept as it was (its marker
+#: is unchanged), or taken from the checkpoint of an interrupted sync.
+PartitionAction = Literal["read", "reused", "resumed"]
+
+
 @attrs.frozen(kw_only=True)
 class Progress:
-    """One progress event: a partition of a dataset started or finished."""
+    """One progress event of `Warehouse.sync`.
+
+    Three kinds, told apart by ``done`` and ``rows_read``: a partition started (``done=False``,
+    ``rows_read=0``), rows of it arrived (``done=False``, after each batch), it finished
+    (``done=True``, with ``action``).
+
+    Attributes:
+        dataset: the dataset's name.
+        year: the partition's year (``None`` for an unpartitioned dataset).
+        index: the partition's position among the dataset's partitions to sync, from 0.
+        total: how many partitions of the dataset this sync looks at.
+        rows: the partition's exact row count from the source, ``None`` if unknown.
+        done: the partition is finished.
+        rows_read: rows of this partition streamed so far.
+        dataset_rows_done: rows of the dataset's finished partitions (read, reused or resumed).
+        dataset_rows_total: rows of all the partitions this sync looks at (exact counts from the
+            source, else its row estimate); ``None`` if unknown. For an ETA.
+        dataset_index: the dataset's position among the datasets of this sync, from 0.
+        dataset_total: how many datasets this sync looks at.
+        action: on ``done`` events, what happened to the partition.
+    """
 
     dataset: str
     year: int | None
@@ -69,6 +96,12 @@ class Progress:
     total: int
     rows: int | None
     done: bool
+    rows_read: int = 0
+    dataset_rows_done: int = 0
+    dataset_rows_total: int | None = None
+    dataset_index: int = 0
+    dataset_total: int = 1
+    action: PartitionAction | None = None
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -108,6 +141,25 @@ class SyncOptions:
         return self.drift.get(dataset, self.default_drift)
 
 
+def source_partitions(
+    source: Source, spec: DatasetSpec, years: frozenset[int] | None
+) -> Sequence[PartitionInfo]:
+    """``source.partitions(spec, years=years)``, for sources written before the ``years`` hint.
+
+    The hint lets a source skip work for years the sync will not look at (WRDS: hashing the whole
+    table to sync one year); a source may ignore it, the sync filters anyway.
+    """
+    if years is None:
+        return source.partitions(spec)
+    try:
+        params = inspect.signature(source.partitions).parameters.values()
+    except (TypeError, ValueError):  # builtins, C extensions: no signature to read
+        params = []
+    if any(p.name == "years" or p.kind is p.VAR_KEYWORD for p in params):
+        return source.partitions(spec, years=years)
+    return source.partitions(spec)
+
+
 #: Bytes per row assumed for the disk check before a dataset was ever synced (a wide CRSP row).
 _DEFAULT_BYTES_PER_ROW: Final = 64
 
@@ -118,6 +170,7 @@ def _sync_dataset(
     spec: DatasetSpec,
     prev: DatasetEntry | None,
     opts: SyncOptions,
+    position: tuple[int, int] = (0, 1),
 ) -> tuple[DatasetEntry | None, DatasetResult]:
     years, full, progress = opts.years, opts.full, opts.progress
     info = source.describe(spec)
@@ -143,7 +196,7 @@ def _sync_dataset(
     drift = diff(spec.name, prev.columns, columns) if prev is not None else None
     if drift is not None and not drift.allowed_by(opts.policy(spec.name)):
         raise SchemaDriftError(dataset=spec.name, drift=drift, policy=opts.policy(spec.name))
-    parts: Sequence[PartitionInfo] = source.partitions(spec)
+    parts: Sequence[PartitionInfo] = source_partitions(source, spec, years)
     if years is not None:
         if not spec.partitioned:
             raise SyncError(
@@ -151,7 +204,7 @@ def _sync_dataset(
             )
         parts = [p for p in parts if p.year in years]
     if prev is not None and not same_schema:
-        kept = prev_years - {p.year for p in parts}
+        kept = prev_years - years if years is not None else set()
         if kept:
             raise SyncError(
                 dataset=spec.name,
@@ -159,19 +212,22 @@ def _sync_dataset(
                 "keep the old ones; sync all years (omit years=) to rewrite the whole dataset",
             )
 
+    rows_total = sum(p.row_count or 0 for p in parts) or (info.row_estimate or 0)
     if opts.guard is not None:
-        rows = sum(p.row_count or 0 for p in parts) or (info.row_estimate or 0)
         per_row = (prev.size_bytes / prev.row_count) if prev and prev.row_count else None
-        opts.guard.check(int(rows * (per_row or _DEFAULT_BYTES_PER_ROW)))
+        opts.guard.check(int(rows_total * (per_row or _DEFAULT_BYTES_PER_ROW)))
     rules = [*default_rules(spec), *opts.rules.get(spec.name, ())] if opts.validate else []
+    digest = columns_digest(columns)
     findings: list[Finding] = []
     new_parts: dict[int | None, PartitionFile] = {}
     written: list[int | None] = []
     reused: list[int | None] = []
+    resumed: list[int | None] = []
     rows_written = 0
     bytes_written = 0
+    rows_done = 0
 
-    def tell(index: int, part: PartitionInfo, *, done: bool) -> None:
+    def tell(index: int, part: PartitionInfo, *, read: int = 0, action: Any = None) -> None:
         if progress is not None:
             progress(
                 Progress(
@@ -180,52 +236,92 @@ def _sync_dataset(
                     index=index,
                     total=len(parts),
                     rows=part.row_count,
-                    done=done,
+                    done=action is not None,
+                    rows_read=read,
+                    dataset_rows_done=rows_done,
+                    dataset_rows_total=rows_total or None,
+                    dataset_index=position[0],
+                    dataset_total=position[1],
+                    action=action,
                 )
             )
 
+    def counted(index: int, part: PartitionInfo) -> Iterator[pa.RecordBatch]:
+        read = 0
+        for batch in source.read_partition(spec, part.year, batch_rows=writer.settings.batch_rows):
+            yield batch
+            read += batch.num_rows
+            tell(index, part, read=read)
+
     for index, part in enumerate(parts):
-        tell(index, part, done=False)
+        tell(index, part)
         old = prev.partition(part.year) if (prev is not None and same_schema) else None
+        action: PartitionAction
         if not full and old is not None and part.marker is not None and old.marker == part.marker:
             new_parts[part.year] = old
             reused.append(part.year)
+            rows_done += old.row_count
+            tell(index, part, action="reused")
+            continue
+        want = CheckpointRecord(
+            dataset=spec.name,
+            year=part.year,
+            source=source.name,
+            columns_digest=digest,
+            change_marker=info.change_marker,
+            marker=part.marker,
+            sha256="",
+            size_bytes=0,
+            row_count=-1 if part.row_count is None else part.row_count,
+        )
+        staged = writer.resume_partition(want)
+        if staged is not None:
+            action = "resumed"
+            log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
         else:
-            staged = writer.stage_partition(
-                spec.name,
-                part.year,
-                info.schema,
-                source.read_partition(spec, part.year, batch_rows=writer.settings.batch_rows),
-            )
-            findings += run_rules(
-                rules,
-                PartitionData(
-                    spec=spec,
-                    year=part.year,
-                    path=staged.path,
-                    row_count=staged.row_count,
-                    source_row_count=part.row_count,
-                    previous=prev.partition(part.year) if prev is not None else None,
-                    columns=[c.name for c in columns],
-                ),
-            )
-            if old is not None and old.sha256 == staged.sha256:
-                writer.discard(staged)
-                new_parts[part.year] = attrs.evolve(old, marker=part.marker)
-                reused.append(part.year)
-            else:
-                new_parts[part.year] = PartitionFile(
-                    year=part.year,
-                    path=writer.layout.partition_relpath(spec.name, part.year, staged.sha256),
+            action = "read"
+            staged = writer.stage_partition(spec.name, part.year, info.schema, counted(index, part))
+            writer.checkpoint(
+                staged,
+                attrs.evolve(
+                    want,
                     sha256=staged.sha256,
                     size_bytes=staged.size_bytes,
                     row_count=staged.row_count,
-                    marker=part.marker,
-                )
-                written.append(part.year)
-                rows_written += staged.row_count
-                bytes_written += staged.size_bytes
-        tell(index, part, done=True)
+                ),
+            )
+        findings += run_rules(
+            rules,
+            PartitionData(
+                spec=spec,
+                year=part.year,
+                path=staged.path,
+                row_count=staged.row_count,
+                source_row_count=part.row_count,
+                previous=prev.partition(part.year) if prev is not None else None,
+                columns=[c.name for c in columns],
+            ),
+        )
+        if old is not None and old.sha256 == staged.sha256:
+            writer.discard(staged)
+            new_parts[part.year] = attrs.evolve(old, marker=part.marker)
+            reused.append(part.year)
+        else:
+            new_parts[part.year] = PartitionFile(
+                year=part.year,
+                path=writer.layout.partition_relpath(spec.name, part.year, staged.sha256),
+                sha256=staged.sha256,
+                size_bytes=staged.size_bytes,
+                row_count=staged.row_count,
+                marker=part.marker,
+            )
+            written.append(part.year)
+            if action == "resumed":
+                resumed.append(part.year)
+            rows_written += staged.row_count
+            bytes_written += staged.size_bytes
+        rows_done += staged.row_count
+        tell(index, part, action=action)
 
     if findings:
         raise ValidationFailedError(
@@ -236,7 +332,7 @@ def _sync_dataset(
         for old in prev.partitions:
             if old.year in new_parts:
                 continue
-            if years is None:
+            if years is None or old.year in years:
                 removed.append(old.year)  # the source no longer has this year
             else:
                 new_parts[old.year] = old  # outside the requested years: keep
@@ -272,6 +368,7 @@ def _sync_dataset(
         years_written=tuple(written),
         years_reused=tuple(reused),
         years_removed=tuple(removed),
+        years_resumed=tuple(resumed),
         rows_written=rows_written,
         bytes_written=bytes_written,
         row_count=entry.row_count,
@@ -299,7 +396,7 @@ def run_sync(
     results = []
     current = "(commit)"
     try:
-        for spec in specs:
+        for number, spec in enumerate(specs):
             current = spec.name
             entry, result = _sync_dataset(
                 writer,
@@ -307,6 +404,7 @@ def run_sync(
                 spec,
                 head.datasets.get(spec.name) if head else None,
                 opts,
+                (number, len(specs)),
             )
             results.append(result)
             if entry is not None:
@@ -315,6 +413,11 @@ def run_sync(
         current = ",".join(s.name for s in specs)
         changed = any(r.status != "unchanged" for r in results)
         manifest = writer.commit(head, datasets) if changed else None
+        for spec in specs:  # committed (or nothing to commit): no sync will resume from them
+            try:
+                writer.checkpoints.clear(spec.name)
+            except OSError as exc:
+                log.warning("could not remove the checkpoints of %s: %s", spec.name, exc)
     except WrdsVaultError:
         raise
     except OSError as exc:

@@ -35,6 +35,8 @@ class DatasetResult:
     years_written: tuple[int | None, ...] = ()
     years_reused: tuple[int | None, ...] = ()
     years_removed: tuple[int | None, ...] = ()
+    #: Years of ``years_written`` taken from the checkpoint of an interrupted sync (not read).
+    years_resumed: tuple[int | None, ...] = ()
     rows_written: int = 0
     bytes_written: int = 0
     row_count: int = 0
@@ -49,6 +51,7 @@ class DatasetResult:
             "years_written": list(self.years_written),
             "years_reused": list(self.years_reused),
             "years_removed": list(self.years_removed),
+            "years_resumed": list(self.years_resumed),
             "rows_written": self.rows_written,
             "bytes_written": self.bytes_written,
             "row_count": self.row_count,
@@ -106,6 +109,8 @@ class SyncReport:
                 )
                 if d.years_removed:
                     detail += f"; removed {len(d.years_removed)}"
+                if d.years_resumed:
+                    detail += f" ({len(d.years_resumed)} resumed from an interrupted sync)"
             if d.drift is not None:
                 detail += f" (schema drift accepted: {d.drift.summary()})"
             lines.append(f"{d.dataset}: {d.status}{detail}")

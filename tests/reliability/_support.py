@@ -226,7 +226,13 @@ def leftovers(root: Path) -> dict[str, list[str]]:
     tmp = root / "tmp"
     head = read_head(root)
     return {
-        "staging": sorted(p.name for p in tmp.iterdir()) if tmp.is_dir() else [],
+        "staging": sorted(p.name for p in tmp.iterdir() if p.name != "resume")
+        if tmp.is_dir()
+        else [],
+        # per-year checkpoints (kept on purpose: the next sync resumes from them)
+        "checkpoint": sorted(
+            str(p.relative_to(tmp / "resume")) for p in (tmp / "resume").rglob("*.parquet")
+        ),
         "temp": sorted(
             str(p.relative_to(root))
             for p in root.rglob("*.tmp")
@@ -527,6 +533,10 @@ class MisreportedCommit(AssertionError):
 
 #: What a fault at each phase of a sync must leave (see `check_fault_case`), in protocol order.
 PHASES = ("lock", "staging", "publish", "manifest", "manifest-dir", "head", "head-dir", "release")
+#: Calls outside the commit protocol's order: per-year checkpoints (``tmp/resume/``), written
+#: during staging and removed after the commit. A fault there costs only the checkpoint: the
+#: sync goes on and commits.
+SIDE_PHASES = ("checkpoint",)
 
 
 def _paths(args: str) -> list[str]:
@@ -548,13 +558,21 @@ def classify(occurrences: list[tuple[str, int, str]], root: Path) -> list[dict[s
     prefix = str(root) + "/"
     out = []
     root_fsyncs = 0
+    seen: dict[tuple[str, str], int] = {}
     for syscall, k, args in occurrences:
         family = next(f for f, names in FAMILIES.items() if syscall in names)
         paths = _paths(args)
-        path = paths[0] if paths else ""
+        # link(staged, checkpoint): named by where it links to
+        resume = str(root / "tmp" / "resume") + "/"
+        path = next((p for p in paths if p.startswith(resume)), paths[0] if paths else "")
         rel = "" if path == str(root) else path.removeprefix(prefix)
         name = rel.rsplit("/", 1)[-1]
-        if name.startswith("..lock.epoch."):
+        if rel == "tmp" or rel.startswith("tmp/resume"):
+            # .2021.json.<hex>.tmp -> 2021.json; numbered, as one folder is fsynced many times
+            short = re.sub(r"/\.([^/]+)\.[0-9a-f]+\.tmp$", r"/\1", rel)
+            count = seen[(family, short)] = seen.get((family, short), 0) + 1
+            target, phase = f"checkpoint:{short}#{count}", "checkpoint"
+        elif name.startswith("..lock.epoch."):
             target, phase = "lock-epoch", "lock"
         elif name.startswith("..lock."):
             target, phase = "lock-record", "lock"
@@ -656,7 +674,12 @@ def _fsync_rules(log: str, root: Path, phase: str) -> list[str]:
         if lm is None:
             continue
         name, args = lm.group(2), lm.group(3)
-        if name in FAMILIES["rename"] and head in args and "= 0" in args and phase != "release":
+        if (
+            name in FAMILIES["rename"]
+            and head in args
+            and "= 0" in args
+            and phase not in ("release", *SIDE_PHASES)
+        ):
             problems.append(f"HEAD was replaced after the failed fsync: {line}")
         if (
             name in ("fsync", "fdatasync")
@@ -696,6 +719,9 @@ def check_fault_case(
     committed = head != old_id
     if phase in ("head-dir", "release"):
         assert committed, f"the fault came after the HEAD rename, HEAD must be new: {where}"
+    elif phase in SIDE_PHASES:
+        assert committed, f"a fault in a checkpoint must not stop the commit: {where}"
+        assert result["ok"], f"a fault in a checkpoint must not fail the sync: {where}"
     elif phase != "unknown":
         assert not committed, f"HEAD moved although the fault came before the commit: {where}"
         assert not result["ok"], f"the sync claims success although it did not commit: {where}"
@@ -705,6 +731,11 @@ def check_fault_case(
     assert left["lock"] == [], f"the lock was not released: {where}"
     assert left["staging"] == [], f"staging left in tmp/: {left}; {where}"
     assert left["temp"] == [], f"temp files left: {left}; {where}"
+    if not committed and phase in ("publish", "manifest", "manifest-dir", "head"):
+        # every year was staged before the fault: a retry must not download any of them again
+        assert len(left["checkpoint"]) == 4, f"checkpoints missing: {left}; {where}"
+    if result["ok"] and phase not in SIDE_PHASES:
+        assert left["checkpoint"] == [], f"a commit left checkpoints: {left}; {where}"
     if family == "fsync":
         problems = _fsync_rules(run["log"], root, phase)
         assert not problems, f"{problems}; {where}"
@@ -731,7 +762,8 @@ def check_fault_case(
                 names = [f["name"] for f in entry.reason["files"]]
                 assert any(n.endswith(".parquet") for n in names), (entry.reason, where)
         kinds = {f.kind for f in wh.doctor().findings}
-        allowed = {"quarantine", "orphan-file", "uncommitted-manifest"}
+        # checkpoint: the finished years of a failed sync, kept so that the retry resumes
+        allowed = {"quarantine", "orphan-file", "uncommitted-manifest", "checkpoint"}
         assert kinds <= allowed, f"doctor found {kinds}; {where}"
         if phase in ("manifest-dir", "head"):
             assert "uncommitted-manifest" in kinds, (kinds, where)
@@ -743,12 +775,19 @@ def check_fault_case(
         assert [e.name for e in wh.quarantine()] == [e.name for e in entries], "repair purged"
         after = wh.doctor()
         assert after.healthy, f"not healthy after repair: {after.summary()}; {where}"
-        assert {f.kind for f in after.findings} <= {"quarantine"}, (after.summary(), where)
+        # repair keeps checkpoints: they are a failed sync's finished work, not garbage
+        assert {f.kind for f in after.findings} <= {"quarantine", "checkpoint"}, (
+            after.summary(),
+            where,
+        )
         assert manifests_on_disk(root) == listed, "repair must keep every committed manifest"
     # A retry without injection succeeds and converges on the new data.
     with Warehouse(root, source=sample_source(SMALL, 2)) as wh:
         retry = wh.sync(list(DATASETS))
         assert retry.committed == (not committed), (retry, where)
+        if not committed and phase in ("publish", "manifest", "manifest-dir", "head"):
+            for d in retry.datasets:  # resumed from the checkpoints, not read again
+                assert d.years_resumed == d.years_written != (), (d, where)
         final = read_head(root)
         assert [s.id for s in wh.snapshots()] == [old_id, final], where
         with wh.snapshot("latest", verify=True) as snap:
@@ -791,7 +830,14 @@ class DoctorMissed(AssertionError):
 
 
 #: What a dead writer (or two) may leave, as doctor names it.
-CRASH_LEFTOVERS = {"stale-lock", "staging", "temp-file", "uncommitted-manifest", "orphan-file"}
+CRASH_LEFTOVERS = {
+    "stale-lock",
+    "staging",
+    "temp-file",
+    "uncommitted-manifest",
+    "orphan-file",
+    "checkpoint",  # not garbage: the next sync resumes from it
+}
 
 
 def kill_during_recovery(root: Path, vintage: int, *, pad_files: int = 20_000) -> dict[str, Any]:
@@ -904,13 +950,15 @@ def check_converges(
                 ("lock", "stale-lock"),
                 ("staging", "staging"),
                 ("uncommitted", "uncommitted-manifest"),
+                ("checkpoint", "checkpoint"),
             )
             if left[key] and what not in kinds
         ]
         if repair_first:
             wh.doctor(repair=True)
             after = wh.doctor()
-            assert after.healthy and not after.findings, after.summary()
+            assert after.healthy, after.summary()
+            assert {f.kind for f in after.findings} <= {"checkpoint"}, after.summary()
             assert [s.id for s in wh.snapshots()] == listed
     with Warehouse(root, source=sample_source(SMALL, vintage)) as wh:
         report = wh.sync(list(DATASETS))
@@ -930,7 +978,9 @@ def check_converges(
         report_after = wh.doctor()
         assert {f.kind for f in report_after.findings} <= {"quarantine"}, report_after.summary()
     left = leftovers(root)
-    assert left == {"staging": [], "temp": [], "lock": [], "uncommitted": []}, left
+    assert left == {"staging": [], "checkpoint": [], "temp": [], "lock": [], "uncommitted": []}, (
+        left
+    )
     if missed:
         raise DoctorMissed("; ".join(missed))
     return {"committed_by_crashed": committed, "kinds": sorted(kinds)}
@@ -944,6 +994,8 @@ PER_PARTITION = (
     "partition-written",
     "partition-fsynced",
     "partition-staged",
+    "checkpoint-linked",
+    "checkpoint-recorded",
     "publish-dir-created",
     "partition-renamed",
     "partition-dir-fsynced",

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from wrdsvault import Warehouse
-from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
+from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec
 from wrdsvault.errors import SourceError, UnknownDatasetError
 from wrdsvault.sources import SampleSource, WrdsSource
 from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, TableInfo
@@ -481,6 +481,86 @@ def test_connection_killed_mid_partition_commits_nothing(
             killer.read_partition = killer.inner.read_partition  # type: ignore[method-assign]
             report = wh.sync("big.t", date_column="d")
             assert report["big.t"].rows_written == 300_000
+
+
+class KillYear(KillAfterFirstBatch):
+    """Kills the COPY backend after the first batch of one year only."""
+
+    def __init__(self, inner: WrdsSource, rep: WrdsReplica, year: int) -> None:
+        super().__init__(inner, rep)
+        self.year = year
+        self.read: list[int | None] = []
+
+    def read_partition(
+        self, spec: DatasetSpec, year: int | None, *, batch_rows: int = 131_072
+    ) -> Iterator[pa.RecordBatch]:
+        self.read.append(year)
+        if year == self.year:
+            return super().read_partition(spec, year, batch_rows=batch_rows)
+        return self.inner.read_partition(spec, year, batch_rows=batch_rows)
+
+
+def test_sync_interrupted_by_a_dropped_connection_resumes(
+    make_replica: MakeReplica, vault_dir: Path
+) -> None:
+    """2020-2021 staged, the backend killed mid-2022: the retry reads only 2022 (and a year
+    changed meanwhile), resumes the rest, and ends equal to PostgreSQL."""
+    with make_replica(datasets=["ff.factors_monthly"]) as rep:
+        rep.execute("CREATE SCHEMA big_all")
+        rep.execute("CREATE SCHEMA big")
+        rep.execute(
+            "CREATE TABLE big_all.t AS SELECT g AS id, DATE '2019-01-01' + (g % 1461) AS d, "
+            "repeat(md5(g::text), 6) AS pad FROM generate_series(1, 1200000) AS g"
+        )
+        rep.execute("CREATE VIEW big.t AS SELECT * FROM big_all.t")
+        killer = KillYear(rep.source(retry_backoff_s=0.01), rep, 2022)
+        with Warehouse(vault_dir, source=killer) as wh:
+            with pytest.raises(SourceError, match="never resumed halfway"):
+                wh.sync("big.t", date_column="d")
+            assert killer.killed == 1
+            assert wh.snapshots() == []
+        assert killer.read == [2019, 2020, 2021, 2022]
+        rep.execute("UPDATE big_all.t SET pad = 'changed' WHERE id = 7")  # a 2019 row
+        offset = log_statements(rep)
+        with Warehouse(vault_dir, source=rep.source()) as wh:
+            report = wh.sync("big.t", date_column="d")
+            log = statements_since(rep, offset)
+            result = report["big.t"]
+            assert result.years_written == (2019, 2020, 2021, 2022)
+            assert result.years_resumed == (2020, 2021)
+            assert log.count("COPY (") == 2  # 2019 (changed) and 2022 (never finished)
+            assert "'2022-01-01'" in log and "'2019-01-01'" in log
+            assert "'2020-01-01' AND" not in log
+            assert wh.snapshot().arrow("SELECT pad FROM big.t WHERE id = 7").to_pylist() == [
+                {"pad": "changed"}
+            ]
+            assert wh.snapshot().arrow("SELECT count(*) AS n FROM big.t").to_pylist() == [
+                {"n": 1_200_000}
+            ]
+        assert not (vault_dir / "tmp" / "resume").exists()
+
+
+def test_years_hint_hashes_only_the_years_synced(
+    make_replica: MakeReplica, vault_dir: Path
+) -> None:
+    """sync(years=[2022]) counts and hashes 2022 only, not the whole table."""
+    with make_replica(datasets=["crsp.dsf"]) as rep:
+        source = rep.source()
+        spec = builtin_spec("crsp.dsf")
+        every = {p.year: p for p in source.partitions(spec)}
+        some = source.partitions(spec, years=[2021, 2023])
+        assert [p.year for p in some] == [2021, 2023]
+        assert all(p == every[p.year] for p in some)
+        assert source.partitions(spec, years=[1900]) == []
+        source.close()
+        offset = log_statements(rep)
+        with Warehouse(vault_dir, source=rep.source()) as wh:
+            report = wh.sync("crsp.dsf", years=[2022])
+        log = statements_since(rep, offset)
+        assert report["crsp.dsf"].years_written == (2022,)
+        hashing = [line for line in log.splitlines() if "hash_record_extended" in line]
+        assert len(hashing) == 1
+        assert "'2022-01-01'" in hashing[0] and "'2023-01-01'" in hashing[0]
 
 
 def test_connection_lost_before_first_batch_is_retried(

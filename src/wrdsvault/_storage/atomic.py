@@ -86,9 +86,7 @@ def atomic_write_bytes(
         crashpoint(points[3])
 
 
-def publish(
-    src: Path, dst: Path, *, points: tuple[CrashPoint, CrashPoint] | None = None
-) -> None:
+def publish(src: Path, dst: Path, *, points: tuple[CrashPoint, CrashPoint] | None = None) -> None:
     """Move a staged, already fsynced file to its final name and make the new entry durable.
 
     ``points`` names the crash points hit after the rename and after the directory fsync.
@@ -164,4 +162,3 @@ def sha256_file(path: Path, *, chunk_bytes: int = 1 << 20) -> tuple[str, int]:
             h.update(view[:n])
             size += n
     return h.hexdigest(), size
-

@@ -25,6 +25,8 @@ class CrashPoint(enum.Enum):
     PARTITION_WRITTEN = "partition-written"
     PARTITION_FSYNCED = "partition-fsynced"
     PARTITION_STAGED = "partition-staged"
+    CHECKPOINT_LINKED = "checkpoint-linked"
+    CHECKPOINT_RECORDED = "checkpoint-recorded"
     PUBLISH_DIR_CREATED = "publish-dir-created"
     PARTITION_RENAMED = "partition-renamed"
     PARTITION_DIR_FSYNCED = "partition-dir-fsynced"

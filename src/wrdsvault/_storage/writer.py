@@ -36,6 +36,7 @@ from wrdsvault._storage.atomic import (
     remove_tree,
     sha256_file,
 )
+from wrdsvault._storage.checkpoint import CheckpointRecord, Checkpoints
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout
 from wrdsvault._storage.lock import WriterLock
@@ -103,6 +104,9 @@ class Writer:
         self.settings = settings
         self.lock = lock
         self.staging = layout.tmp_dir / f"tx-{secrets.token_hex(8)}"
+        self.checkpoints = Checkpoints(
+            layout, file_mode=settings.file_mode, dir_mode=settings.dir_mode
+        )
         self._staged: list[StagedFile] = []
 
     # -- staging ---------------------------------------------------------------------------
@@ -175,6 +179,40 @@ class Writer:
         )
         self._staged.append(staged)
         crashpoint(CrashPoint.PARTITION_STAGED)
+        return staged
+
+    def checkpoint(self, staged: StagedFile, record: CheckpointRecord) -> None:
+        """Keep a staged year for a later sync if this one fails (see `Checkpoints`).
+
+        Best effort: a checkpoint is a cache outside the commit protocol, so an I/O error here
+        only costs a later download (the commit's own fsyncs catch a failing disk).
+        """
+        try:
+            self.checkpoints.save(staged.path, record)
+        except OSError as exc:
+            log.warning(
+                "could not checkpoint %s %s (%s); an interrupted sync would read it again",
+                record.dataset,
+                record.year,
+                exc,
+            )
+            self.checkpoints.forget(record.dataset, record.year)
+
+    def resume_partition(self, want: CheckpointRecord) -> StagedFile | None:
+        """Stage a year from the checkpoint of an interrupted sync, if it is still current."""
+        path = self.staging / f"{want.dataset}-{'all' if want.year is None else want.year}.parquet"
+        have = self.checkpoints.take(want, link_to=path)
+        if have is None:
+            return None
+        staged = StagedFile(
+            dataset=want.dataset,
+            year=want.year,
+            path=path,
+            sha256=have.sha256,
+            size_bytes=have.size_bytes,
+            row_count=have.row_count,
+        )
+        self._staged.append(staged)
         return staged
 
     def discard(self, staged: StagedFile) -> None:
@@ -297,7 +335,9 @@ def recover(layout: Layout, head_id: str | None) -> list[str]:
     """Clean what a crashed writer left behind. Run under the lock; idempotent.
 
     Removes staging folders, temp files of atomic writes, and manifests newer than ``HEAD`` (written
-    by a writer that died before its commit point; never visible as snapshots). Returns what it did.
+    by a writer that died before its commit point; never visible as snapshots). Keeps the
+    checkpoints of finished years under ``tmp/resume/`` (dropping incomplete or week-old ones).
+    Returns what it did.
 
     Raises:
         VaultFormatError: HEAD is missing although committed manifests exist (damage, not a crash).
@@ -312,10 +352,14 @@ def recover(layout: Layout, head_id: str | None) -> list[str]:
                     problem="HEAD is missing but committed snapshots exist; the vault is damaged. "
                     "Restore HEAD from a backup or write the newest snapshot id into it",
                 )
+    checkpoints = Checkpoints(layout)
     if layout.tmp_dir.is_dir():
         for child in layout.tmp_dir.iterdir():
+            if child == checkpoints.root and child.is_dir() and not child.is_symlink():
+                continue  # finished years of an interrupted sync: the next sync resumes from them
             remove_tree(child)
             actions.append(f"removed staging {child.name}")
+    actions += checkpoints.clean()
     for folder in (layout.root, layout.snapshots_dir, layout.tags_dir):
         if not folder.is_dir():
             continue

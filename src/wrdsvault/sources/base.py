@@ -7,7 +7,7 @@ A source answers four questions about a dataset, and nothing else:
    marker (WRDS: the table comment, e.g. ``"Monthly Stock - Securities (Updated 2025-02-08)"``) and
    a row estimate for progress and disk checks.
 2. `Source.partitions`: which calendar years exist, with an exact row count and, where the source
-   can give one cheaply, a per-year content marker.
+   can give one cheaply, a per-year content marker (``years=`` asks only about some years).
 3. `Source.read_partition`: the rows of one year as a stream of Arrow record batches that all have
    exactly the schema from `describe` (memory is bounded by a batch, not by the year).
 4. `Source.close`: release connections.
@@ -19,7 +19,7 @@ it may change it without a data change (that costs only a re-read).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
@@ -88,8 +88,15 @@ class Source(Protocol):
         """
         ...
 
-    def partitions(self, spec: DatasetSpec) -> Sequence[PartitionInfo]:
-        """Return the dataset's partitions (years), oldest first."""
+    def partitions(
+        self, spec: DatasetSpec, *, years: Collection[int] | None = None
+    ) -> Sequence[PartitionInfo]:
+        """Return the dataset's partitions (years), oldest first.
+
+        ``years`` is a hint: the sync looks only at these years, so a source may skip the work
+        of counting and hashing the others (it may also ignore the hint: the sync filters).
+        Sources written without the parameter still work; the sync then does not pass it.
+        """
         ...
 
     def read_partition(

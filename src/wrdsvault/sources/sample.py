@@ -33,7 +33,7 @@ import re
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any, Final
 
@@ -1837,13 +1837,21 @@ class SampleSource:
             comment=self._comment(table),
         )
 
-    def partitions(self, spec: DatasetSpec) -> Sequence[PartitionInfo]:
+    def partitions(
+        self, spec: DatasetSpec, *, years: Collection[int] | None = None
+    ) -> Sequence[PartitionInfo]:
         """Return the dataset's non-empty years, oldest first (one ``None`` year if unpartitioned).
+
+        ``years`` keeps only those years (an unpartitioned table's ``None`` year is kept).
 
         Raises:
             UnknownDatasetError: the dataset is not one of `datasets`.
         """
-        return self._partition_infos(self._table(spec))
+        infos = self._partition_infos(self._table(spec))
+        if years is None:
+            return infos
+        wanted = set(years)
+        return [p for p in infos if p.year is None or p.year in wanted]
 
     def read_partition(
         self, spec: DatasetSpec, year: int | None, *, batch_rows: int = 131_072

@@ -37,7 +37,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -574,6 +574,32 @@ def _slices(batch: pa.RecordBatch, rows: int) -> Iterator[pa.RecordBatch]:
 # --------------------------------------------------------------------------------------------
 
 
+def _year_range(date: Any, first: int, last: int) -> Any:
+    """``date`` within the calendar years ``first..last`` (a range the planner can index)."""
+    from psycopg2 import sql
+
+    cond = sql.SQL("{} >= {}").format(date, sql.Literal(dt.date(first, 1, 1)))
+    if last < 9999:
+        cond = sql.SQL("{} AND {} < {}").format(cond, date, sql.Literal(dt.date(last + 1, 1, 1)))
+    return cond
+
+
+def _years_filter(date: Any, years: Collection[int]) -> Any:
+    """`` WHERE`` clause keeping the rows of ``years``: one date range per run of years."""
+    from psycopg2 import sql
+
+    runs: list[list[int]] = []
+    for y in sorted({int(y) for y in years if 1 <= int(y) <= 9999}):
+        if runs and y == runs[-1][1] + 1:
+            runs[-1][1] = y
+        else:
+            runs.append([y, y])
+    if not runs:
+        return sql.SQL(" WHERE false")
+    ranges = [sql.SQL("({})").format(_year_range(date, a, b)) for a, b in runs]
+    return sql.SQL(" WHERE {}").format(sql.SQL(" OR ").join(ranges))
+
+
 class WrdsSource:
     """Rows, schemas and change markers from WRDS's PostgreSQL server.
 
@@ -844,11 +870,15 @@ class WrdsSource:
 
     # -- partitions ------------------------------------------------------------------------
 
-    def partitions(self, spec: DatasetSpec) -> Sequence[PartitionInfo]:
+    def partitions(
+        self, spec: DatasetSpec, *, years: Collection[int] | None = None
+    ) -> Sequence[PartitionInfo]:
         """Return each year's exact row count and content marker, oldest first.
 
         One query over the table: ``count(*)`` and, on PostgreSQL >= 14, the sum of
-        ``hash_record_extended(row, 0)`` per year, computed on the server.
+        ``hash_record_extended(row, 0)`` per year, computed on the server. With ``years``, only
+        rows of those years are counted and hashed (a date-range filter per run of consecutive
+        years): syncing one year of ``crsp.dsf`` does not hash the other ninety-nine.
 
         Raises:
             SourceError: rows have a NULL date (they cannot be placed in a year), the date
@@ -866,6 +896,8 @@ class WrdsSource:
             column = self._partition_column(spec, table)
             year = sql.SQL("extract(year FROM {})::integer").format(_utc(column))
             tail = sql.SQL(" GROUP BY 1 ORDER BY 1 NULLS LAST")
+            if years is not None:
+                tail = sql.SQL("{}{}").format(_years_filter(_utc(column), years), tail)
         rows = None
         if self.year_markers and self._row_hash is not False:
             rows = self._try_row_hash(
@@ -971,11 +1003,7 @@ class WrdsSource:
         if year is not None:
             # Years as partitions() counts them (timestamptz: in UTC).
             date = _utc(self._partition_column(spec, table))
-            where = sql.SQL(" WHERE {} >= {}").format(date, sql.Literal(dt.date(year, 1, 1)))
-            if year < 9999:
-                where = sql.SQL("{} AND {} < {}").format(
-                    where, date, sql.Literal(dt.date(year + 1, 1, 1))
-                )
+            where = sql.SQL(" WHERE {}").format(_year_range(date, year, year))
         query = sql.SQL("COPY (SELECT {} FROM {}.{} AS {}{}{}) TO STDOUT WITH (FORMAT csv)").format(
             sql.SQL(", ").join(_utc(c) for c in table.columns),
             sql.Identifier(table.library),
