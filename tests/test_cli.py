@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from wrdsvault.cli import main
+from wrdsvault import Progress
+from wrdsvault.cli import _summary, _SyncProgress, main
+from wrdsvault.manifest import ColumnSchema
+from wrdsvault.reports import DatasetResult, SyncReport
+from wrdsvault.schema import diff
 
 SAMPLE = ["--source", "sample", "--sample-years", "2020-2022", "--securities", "40"]
 
@@ -190,3 +198,369 @@ def test_unlock_shows_refuses_live_and_breaks_dead(
     assert code == 0
     assert "lock broken" in out
     assert not (vault / ".lock").exists()
+
+
+# -- sync progress and summary ---------------------------------------------------------------
+
+
+class Tty(io.StringIO):
+    """A terminal as the progress display sees it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def event(dataset: str = "crsp.dsf", **fields: Any) -> Progress:
+    base: dict[str, Any] = {"year": 2020, "index": 0, "total": 3, "rows": None, "done": False}
+    return Progress(dataset=dataset, **{**base, **fields})
+
+
+#: One dataset, three years of 1,000,000 rows (the source's estimate): 2020 is reused, 2021 and
+#: 2022 are read at 500k rows/s. (time, event) pairs.
+DSF: list[tuple[float, Progress]] = [
+    (0.0, event(year=2020, index=0, dataset_rows_total=3_000_000)),
+    (
+        0.0,
+        event(
+            year=2020,
+            index=0,
+            done=True,
+            action="reused",
+            rows=1_000_000,
+            dataset_rows_done=1_000_000,
+            dataset_rows_total=3_000_000,
+        ),
+    ),
+    (0.0, event(year=2021, index=1, dataset_rows_done=1_000_000, dataset_rows_total=3_000_000)),
+    *(
+        (
+            t,
+            event(
+                year=2021,
+                index=1,
+                rows_read=r,
+                dataset_rows_done=1_000_000,
+                dataset_rows_total=3_000_000,
+            ),
+        )
+        for t, r in ((1.0, 500_000), (1.05, 600_000))
+    ),
+    (
+        2.0,
+        event(
+            year=2021,
+            index=1,
+            done=True,
+            action="read",
+            dataset_rows_done=2_000_000,
+            dataset_rows_total=3_000_000,
+        ),
+    ),
+    (2.0, event(year=2022, index=2, dataset_rows_done=2_000_000, dataset_rows_total=3_000_000)),
+    (
+        4.0,
+        event(
+            year=2022,
+            index=2,
+            done=True,
+            action="read",
+            dataset_rows_done=3_000_000,
+            dataset_rows_total=3_000_000,
+        ),
+    ),
+]
+
+
+def feed(stream: io.StringIO, events: list[tuple[float, Progress]], **kwargs: Any) -> str:
+    clock = Clock()
+    display = _SyncProgress(stream, clock=clock, **kwargs)
+    for t, ev in events:
+        clock.now = t
+        display.render(ev)
+    display.close()
+    return stream.getvalue()
+
+
+def frames(text: str) -> list[str]:
+    """The successive states of a redrawn line."""
+    assert text.startswith("\r")
+    states = text.removeprefix("\r").split("\r")
+    assert all(s.endswith(("\x1b[K", "\x1b[K\n")) for s in states)  # each clears what was left
+    return [s.replace("\x1b[K", "") for s in states]
+
+
+def bar(full: int, width: int = 20) -> str:
+    return "█" * full + "░" * (width - full)
+
+
+def test_tty_redraws_one_line_with_rows_rate_and_eta() -> None:
+    """On a terminal one line is redrawn in place; rate and ETA count only the rows read."""
+    out = feed(Tty(), DSF, name_width=8, columns=120)
+    total = "3,000,000 rows"
+    assert frames(out) == [
+        f"crsp.dsf  2020 [1/3]  {bar(0)}  0 / {total}",
+        f"crsp.dsf  2020 [1/3]  {bar(7)}  1,000,000 / {total}",  # reused: no rate yet
+        f"crsp.dsf  2021 [2/3]  {bar(7)}  1,000,000 / {total}",
+        f"crsp.dsf  2021 [2/3]  {bar(10)}  1,500,000 / {total}  500k rows/s  ETA 3s",
+        # 1.05 s: a batch 50 ms after the last drawing is not drawn
+        f"crsp.dsf  2021 [2/3]  {bar(13)}  2,000,000 / {total}  500k rows/s  ETA 2s",
+        f"crsp.dsf  2022 [3/3]  {bar(13)}  2,000,000 / {total}  500k rows/s  ETA 2s",
+        f"crsp.dsf  2020-2022  {bar(20)}  3,000,000 rows  "
+        "done: 2 years read, 1 reused, 4.0s (500k rows/s)\n",
+    ]
+    assert out.count("\n") == 1  # one line for the dataset, ended when it finished
+
+
+def test_plain_stream_gets_one_line_per_partition() -> None:
+    """Off a terminal: one plain line per finished partition, no \\r, bar or escape."""
+    out = feed(io.StringIO(), DSF, name_width=8)
+    assert out.splitlines() == [
+        "  crsp.dsf 2020 [1/3] reused, 1,000,000 rows",
+        "  crsp.dsf 2021 [2/3] read, 1,000,000 rows, 500k rows/s, ETA 2s",
+        "  crsp.dsf 2022 [3/3] read, 1,000,000 rows, 500k rows/s; "
+        "done: 2 years read, 1 reused, 4.0s (500k rows/s)",
+    ]
+    assert not {"\r", "\x1b", "█", "░"} & set(out)
+
+
+def test_throttle_drops_batches_never_starts_or_dones() -> None:
+    """Batches closer than 0.1 s to the last drawing are not drawn; starts and dones always are."""
+    events: list[tuple[float, Progress]] = []
+    for index, year in enumerate((2020, 2021)):
+        start = 0.15 * index
+        rows: dict[str, Any] = {"dataset_rows_done": 1000 * index, "dataset_rows_total": 2000}
+        events.append((start, event(year=year, index=index, total=2, **rows)))
+        events += [  # 100 batches of 10 rows, 1.5 ms apart
+            (start + k * 0.0015, event(year=year, index=index, total=2, rows_read=10 * k, **rows))
+            for k in range(1, 101)
+        ]
+        rows["dataset_rows_done"] += 1000
+        done = event(year=year, index=index, total=2, done=True, action="read", **rows)
+        events.append((start + 0.15, done))
+    drawn = frames(feed(Tty(), events, columns=120))
+    shown = [re.search(r"  ([\d,]+)(?: / 2,000)? rows", f)[1] for f in drawn]  # type: ignore[index]
+    # start, the batch 100.5 ms later, done; the same for 2021, whose done ends the line
+    assert shown == ["0", "670", "1,000", "1,000", "1,670", "2,000"]
+    assert drawn[2].startswith("crsp.dsf  2020 [1/2]")
+    assert drawn[3].startswith("crsp.dsf  2021 [2/2]")
+    assert drawn[-1].endswith("  2,000 rows  done: 2 years read, 0.3s (7k rows/s)\n")
+
+
+def test_without_row_estimate_eta_comes_from_partition_counts() -> None:
+    """No dataset_rows_total: the bar and the ETA count partitions; rows still show."""
+    events = [
+        (0.0, event(dataset="crsp.msf", total=4)),
+        (1.0, event(dataset="crsp.msf", total=4, rows_read=100_000)),
+        (2.0, event(dataset="crsp.msf", total=4, done=True, action="read")),
+    ]
+    drawn = frames(feed(Tty(), events, columns=120))
+    assert drawn[-1] == f"crsp.msf  2020 [1/4]  {bar(5)}  100,000 rows  50k rows/s  ETA 6s\n"
+    out = feed(io.StringIO(), events)
+    assert out == "  crsp.msf 2020 [1/4] read, 100,000 rows, 50k rows/s, ETA 6s\n"
+
+
+def test_unpartitioned_dataset_and_events_without_action() -> None:
+    """year=None shows as 'all'; events of an older emitter (no action, no totals) still work."""
+    events = [
+        (0.0, event(dataset="ff.factors_monthly", year=None, total=1)),
+        (0.5, event(dataset="ff.factors_monthly", year=None, total=1, rows=1200, done=True)),
+    ]
+    drawn = frames(feed(Tty(), events, name_width=18, columns=120))
+    assert drawn[0].startswith("ff.factors_monthly  all [1/1]  ")
+    assert drawn[-1] == (
+        f"ff.factors_monthly  all  {bar(20)}  1,200 rows  done: 1 partition finished, 0.5s\n"
+    )
+    assert feed(io.StringIO(), events) == (
+        "  ff.factors_monthly all [1/1] 1,200 rows; done: 1 partition finished, 0.5s\n"
+    )
+
+
+def test_narrow_terminal_keeps_the_eta() -> None:
+    """A narrow terminal loses the bar, the rate, the exact rows, never the ETA; no wrapping."""
+    drawn = frames(feed(Tty(), DSF, name_width=8, columns=50))
+    assert all(len(f.rstrip("\n")) <= 49 for f in drawn)
+    assert drawn[3] == "crsp.dsf  2021 [2/3]  1.5M / 3.0M rows  ETA 3s"
+    drawn = frames(feed(Tty(), DSF, name_width=8, columns=60))
+    assert drawn[3] == "crsp.dsf  2021 [2/3]  1,500,000 / 3,000,000 rows  ETA 3s"
+    assert drawn[-1] == "crsp.dsf  2020-2022  done: 2 years read, 1 reused, 4.0s\n"
+
+
+def test_next_dataset_and_close_end_an_open_line() -> None:
+    """A line left open (a failed dataset, an interrupt) is ended before anything else."""
+    stream = Tty()
+    display = _SyncProgress(stream, columns=120, clock=Clock())
+    display.render(event(dataset="crsp.msf"))
+    display.render(event(dataset="comp.funda"))
+    assert stream.getvalue().count("\n") == 1
+    display.close()
+    display.close()
+    assert stream.getvalue().endswith("\x1b[K\n")
+    assert stream.getvalue().count("\n") == 2
+
+
+def test_bar_falls_back_to_ascii() -> None:
+    """A terminal that cannot encode the block characters gets # and -."""
+
+    class AsciiTty(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    stream = AsciiTty(io.BytesIO(), encoding="ascii")
+    display = _SyncProgress(stream, columns=120, clock=Clock())
+    display.render(event(total=2, done=True, action="read", rows=5, dataset_rows_total=10))
+    stream.seek(0)
+    assert "##########----------" in stream.read()
+
+
+def test_a_failing_display_never_fails_the_sync(caplog: pytest.LogCaptureFixture) -> None:
+    """Calling the display swallows its errors (once, with a warning); render() raises."""
+
+    class Broken(Tty):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    display = _SyncProgress(Broken(), columns=120)
+    with pytest.raises(BrokenPipeError):
+        display.render(event())
+    with caplog.at_level(logging.WARNING, logger="wrdsvault.cli"):
+        display(event())
+        display(event(done=True, action="read"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "progress display stopped (BrokenPipeError: [Errno 32] Broken pipe); the sync goes on"
+    ]
+    display.close()  # no error either
+
+
+def table(out: str) -> dict[str, dict[str, str]]:
+    """The summary's table as {dataset: {column: cell}}."""
+    lines = out.splitlines()
+    header = re.split(r"\s{2,}", lines[0])
+    rows = {}
+    for line in lines[1:]:
+        if line.startswith(" ") or " " not in line or line.startswith(("committed", "unchanged")):
+            continue
+        cells = re.split(r"\s{2,}", line)
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def test_sync_summary_says_what_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The summary has a row per dataset: status, years written/reused, rows, vintage, commit."""
+    vault = str(tmp_path / "v")
+    code, out, err = run(
+        capsys, "sync", "crsp.msf", "ff.factors_monthly", "--vault", vault, *SAMPLE
+    )
+    assert code == 0, err
+    rows = table(out)
+    assert rows["crsp.msf"]["status"] == "added"
+    assert rows["crsp.msf"]["years written"] == "2020-2022"
+    assert rows["crsp.msf"]["reused"] == "-"
+    assert rows["crsp.msf"]["rows written"] == rows["crsp.msf"]["total rows"] == "965"
+    assert rows["ff.factors_monthly"]["rows written"] == "35"
+    assert rows["ff.factors_monthly"]["size written"].endswith("kB")
+    assert "  crsp.msf: source vintage 'sample:" in out
+    assert out.splitlines()[-1].startswith("committed snapshot ")
+    assert "2 of 2 datasets changed, 1,000 rows and" in out
+    assert "  crsp.msf 2022 [3/3] read, 308 rows, " in err
+    assert "; done: 3 years read, " in err
+
+    code, out, err = run(capsys, "sync", "crsp.msf", "--vault", vault, *SAMPLE, "--vintage", "2")
+    assert code == 0, err
+    row = table(out)["crsp.msf"]
+    assert row["status"] == "updated"
+    assert (row["years written"], row["reused"], row["removed"]) == ("2020, 2022", "2021", "-")
+    assert (row["rows written"], row["total rows"]) == ("657", "993")
+    assert "  crsp.msf 2021 [2/3] reused, 336 rows" in err
+
+    code, out, err = run(capsys, "sync", "crsp.msf", "--vault", vault, *SAMPLE, "--vintage", "2")
+    assert table(out)["crsp.msf"] == {
+        "dataset": "crsp.msf",
+        "status": "unchanged",
+        "years written": "-",
+        "reused": "2020-2022",
+        "removed": "-",
+        "rows written": "-",
+        "size written": "-",
+        "total rows": "993",
+    }
+    assert "vintage" not in out
+    assert out.splitlines()[-1].startswith("unchanged: no new snapshot; ")
+    assert err == ""  # an unchanged dataset is skipped without a partition event
+
+
+def test_sync_quiet_and_json_show_no_progress(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--quiet and --json silence the progress display; --quiet keeps the summary."""
+    code, out, err = run(capsys, "sync", "crsp.msf", "--vault", str(tmp_path / "a"), *SAMPLE, "-q")
+    assert (code, err) == (0, "")
+    assert "committed snapshot" in out
+    code, out, err = run(
+        capsys, "sync", "crsp.msf", "--vault", str(tmp_path / "b"), *SAMPLE, "--json"
+    )
+    assert (code, err) == (0, "")
+    assert json.loads(out)["committed"] is True
+
+
+def test_summary_notes_recorded_vintage_drift_and_long_year_lists() -> None:
+    """A recorded vintage, accepted drift and scattered years read well in the summary."""
+    drift = diff(
+        "comp.funda",
+        [ColumnSchema(name="gvkey", type="string")],
+        [ColumnSchema(name="gvkey", type="string"), ColumnSchema(name="at", type="double")],
+    )
+    report = SyncReport(
+        snapshot_id="s2",
+        parent_id="s1",
+        committed=True,
+        duration_s=1.5,
+        datasets=(
+            DatasetResult(
+                dataset="crsp.dsf",
+                status="recorded",
+                years_reused=(2020, 2021),
+                row_count=10,
+                change_marker="Daily Stock - Securities (Updated 2025-02-08)",
+            ),
+            DatasetResult(
+                dataset="comp.funda",
+                status="updated",
+                years_written=(1990, 1992, 1994, 1996, 1998),
+                years_removed=(None,),
+                rows_written=1234,
+                bytes_written=2_500_000,
+                row_count=5000,
+                change_marker="Company (Updated 2026-02-24) " + "x" * 80,
+                drift=drift,
+            ),
+        ),
+    )
+    lines = _summary(report).splitlines()
+    assert lines[:3] == [
+        "dataset     status    years written       reused     removed  rows written  "
+        "size written  total rows",
+        "crsp.dsf    recorded  -                   2020-2021  -                   -  "
+        "           -          10",
+        "comp.funda  updated   5 years, 1990-1998  -          all             1,234  "
+        "      2.5 MB       5,000",
+    ]
+    assert lines[3] == (
+        "  crsp.dsf: new source vintage 'Daily Stock - Securities (Updated 2025-02-08)' "
+        "recorded; data identical"
+    )
+    assert lines[4].startswith("  comp.funda: source vintage 'Company (Updated 2026-02-24) xxx")
+    assert lines[4].endswith("...'")
+    assert lines[5] == "  comp.funda: schema drift accepted: added at"
+    assert lines[6] == (
+        "committed snapshot s2 in 1.50 s: 2 of 2 datasets changed, 1,234 rows and 2.5 MB written"
+    )
