@@ -1,25 +1,37 @@
-"""Benchmark fixtures: one sample vault built once per session, and a bare-DuckDB twin of it.
+"""Benchmark fixtures: the scale knob, the session vault, a bare-DuckDB twin, the WRDS replica.
 
-The vault holds ``crsp.dsf``, ``crsp.msf``, ``crsp.ccmxpf_lnkhist``, ``comp.funda``,
-``crsp.msenames`` and ``crsp.msedelist`` from `SampleSource`, sized by two environment variables:
+Sizes come from ``WRDSVAULT_BENCH_SCALE`` (``smoke``, the default, or ``full``); each
+``WRDSVAULT_BENCH_*`` size variable overrides its part of the scale (see `SCALES`):
 
-* ``WRDSVAULT_BENCH_SECURITIES`` (default 500): permnos in the sample universe;
-* ``WRDSVAULT_BENCH_YEARS`` (default 4): calendar years, ending in 2023.
+* ``WRDSVAULT_BENCH_SECURITIES`` (smoke 500, full 12,600): permnos of the query vault;
+* ``WRDSVAULT_BENCH_YEARS`` (4, 5): its calendar years, ending in 2023;
+* ``WRDSVAULT_BENCH_SYNC_ROWS`` (200,000, 5,000,000): ``crsp.dsf`` rows of the WRDS replica;
+* ``WRDSVAULT_BENCH_SYNC_ROUNDS`` (1, 1): runs of each sync path; the median one is reported;
+* ``WRDSVAULT_BENCH_VERIFY_MB`` (64, 1,024): MB of incompressible Parquet for verify;
+* ``WRDSVAULT_BENCH_OPEN_DATASETS`` (100, 100): datasets x 60 years for snapshot open.
 
-The defaults give about 0.34M ``crsp.dsf`` rows and build in about a second, so the whole
-``pytest benchmarks`` run stays under two minutes on a 2-core machine. About 63% of the universe
-is listed in any given year, so ``crsp.dsf`` has ~160 rows per security and year:
-``WRDSVAULT_BENCH_SECURITIES=8000 WRDSVAULT_BENCH_YEARS=5`` gives ~6.3M rows and
-``WRDSVAULT_BENCH_SECURITIES=12600 WRDSVAULT_BENCH_YEARS=5`` the ~10M-row reference size of
-PERFORMANCE.md.
+The smoke sizes keep ``pytest benchmarks`` (timed) under about a minute and a half on a 2-core
+machine. The query vault holds ``crsp.dsf``, ``crsp.msf``, ``crsp.ccmxpf_lnkhist``,
+``comp.funda``, ``crsp.msenames`` and ``crsp.msedelist`` from `SampleSource`. About 63% of the
+universe is listed in any given year, so ``crsp.dsf`` has ~160 rows per security and year:
+12,600 securities x 5 years is the ~10M-row reference size of PERFORMANCE.md. Larger than smoke
+sizes lift pytest-timeout's 300 s limit to `SCALED_TIMEOUT_S` per benchmark.
+
+Helper modules of this folder (``_measure.py``) are loaded by path (`load_helper`): pytest runs
+with ``--import-mode=importlib``, so they are not importable by name.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Final
 
 import duckdb
@@ -40,18 +52,154 @@ DATASETS: Final = (
 )
 LAST_YEAR: Final = 2023
 
+# --------------------------------------------------------------------------------------------
+# The scale knob
+# --------------------------------------------------------------------------------------------
+
+SCALE_VAR: Final = "WRDSVAULT_BENCH_SCALE"
+#: Size variable -> (field of `BenchSizes`, minimum).
+SIZE_VARS: Final = {
+    "WRDSVAULT_BENCH_SECURITIES": ("securities", 10),
+    "WRDSVAULT_BENCH_YEARS": ("years", 2),
+    "WRDSVAULT_BENCH_SYNC_ROWS": ("sync_rows", 10_000),
+    "WRDSVAULT_BENCH_SYNC_ROUNDS": ("sync_rounds", 1),
+    "WRDSVAULT_BENCH_VERIFY_MB": ("verify_mb", 16),
+    "WRDSVAULT_BENCH_OPEN_DATASETS": ("open_datasets", 1),
+}
+#: The named scales. ``full`` is the reference size of the issue and PERFORMANCE.md.
+SCALES: Final = {
+    "smoke": {
+        "securities": 500,
+        "years": 4,
+        "sync_rows": 200_000,
+        "sync_rounds": 1,
+        "verify_mb": 64,
+        "open_datasets": 100,
+    },
+    "full": {
+        "securities": 12_600,
+        "years": 5,
+        "sync_rows": 5_000_000,
+        "sync_rounds": 1,
+        "verify_mb": 1024,
+        "open_datasets": 100,
+    },
+}
+#: pytest-timeout's limit per benchmark when any size is above smoke (raw_sql of 10M rows alone
+#: takes ~5 minutes on 2 cores); the ini's 300 s stays for smoke sizes.
+SCALED_TIMEOUT_S: Final = 4 * 3600
+
+
+@dataclass(frozen=True)
+class BenchSizes:
+    """The sizes of this run (see the module docstring); ``explicit``: variables that were set."""
+
+    scale: str
+    securities: int
+    years: int
+    sync_rows: int
+    sync_rounds: int
+    verify_mb: int
+    open_datasets: int
+    explicit: tuple[str, ...] = ()
+
+    @property
+    def above_smoke(self) -> bool:
+        smoke = SCALES["smoke"]
+        return any(getattr(self, field) > smoke[field] for field in smoke)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["explicit"] = list(self.explicit)
+        return out
+
 
 def _env_int(name: str, default: int, *, minimum: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = int(raw.replace("_", ""))
     except ValueError:
         raise pytest.UsageError(f"{name} must be an integer, not {raw!r}") from None
     if value < minimum:
         raise pytest.UsageError(f"{name} must be at least {minimum}, not {value}")
     return value
+
+
+def resolve_sizes() -> BenchSizes:
+    """Read ``WRDSVAULT_BENCH_SCALE`` and the size variables that override it."""
+    scale = os.environ.get(SCALE_VAR, "").strip().lower() or "smoke"
+    if scale not in SCALES:
+        raise pytest.UsageError(f"{SCALE_VAR} must be one of {sorted(SCALES)}, not {scale!r}")
+    values: dict[str, int] = {}
+    explicit = []
+    for var, (field, minimum) in SIZE_VARS.items():
+        values[field] = _env_int(var, SCALES[scale][field], minimum=minimum)
+        if os.environ.get(var, "").strip():
+            explicit.append(var)
+    return BenchSizes(scale=scale, explicit=tuple(explicit), **values)
+
+
+_SIZES_KEY: Final = pytest.StashKey[BenchSizes]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Resolve the sizes once, before collection: a bad variable is a usage error."""
+    config.stash[_SIZES_KEY] = resolve_sizes()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    s = config.stash[_SIZES_KEY]
+    return (
+        f"wrdsvault bench scale: {s.scale} (sync {s.sync_rows:,} rows; query vault "
+        f"{s.securities:,} securities x {s.years} years; verify {s.verify_mb:,} MB; "
+        f"sync rounds {s.sync_rounds}; "
+        f"snapshot-open {s.open_datasets} datasets)"
+        + (f"; overridden: {', '.join(s.explicit)}" if s.explicit else "")
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Above smoke sizes, give each benchmark `SCALED_TIMEOUT_S` instead of the ini's 300 s."""
+    if config.stash[_SIZES_KEY].above_smoke:
+        for item in items:
+            item.add_marker(pytest.mark.timeout(SCALED_TIMEOUT_S))
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Record the sizes of the run in the JSON report (``machine_info.wrdsvault_bench``)."""
+    machine_info["wrdsvault_bench"] = config.stash[_SIZES_KEY].to_json()
+
+
+@pytest.fixture(scope="session")
+def bench_sizes(request: pytest.FixtureRequest) -> BenchSizes:
+    """The sizes of this run (scale plus overrides)."""
+    return request.config.stash[_SIZES_KEY]
+
+
+def load_helper(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` by path (``--import-mode=importlib``: not by name)."""
+    key = f"wrdsvault_bench_{name.lstrip('_')}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def measure() -> ModuleType:
+    """``_measure.py``: run one sync path in a fresh subprocess, time it, sample its RSS."""
+    return load_helper("_measure")
+
+
+# --------------------------------------------------------------------------------------------
+# The query vault
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -66,11 +214,12 @@ class BenchVault:
 
 
 @pytest.fixture(scope="session")
-def bench_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchVault]:
+def bench_vault(
+    tmp_path_factory: pytest.TempPathFactory, bench_sizes: BenchSizes
+) -> Iterator[BenchVault]:
     """Build the sample vault once: every benchmark dataset, one sync, one snapshot."""
-    n_securities = _env_int("WRDSVAULT_BENCH_SECURITIES", 500, minimum=10)
-    n_years = _env_int("WRDSVAULT_BENCH_YEARS", 4, minimum=2)
-    years = range(LAST_YEAR - n_years + 1, LAST_YEAR + 1)
+    n_securities = bench_sizes.securities
+    years = range(LAST_YEAR - bench_sizes.years + 1, LAST_YEAR + 1)
     source = SampleSource(seed=0, years=years, vintage=1, n_securities=n_securities)
     root = tmp_path_factory.mktemp("bench") / "vault"
     started = time.perf_counter()
@@ -180,3 +329,52 @@ def assert_same_frame(got: pd.DataFrame, expected: pd.DataFrame) -> None:
 def same_frame() -> Callable[[pd.DataFrame, pd.DataFrame], None]:
     """The result comparison both halves of a query benchmark use."""
     return assert_same_frame
+
+
+# --------------------------------------------------------------------------------------------
+# The WRDS replica (test_sync.py, test_resync.py)
+# --------------------------------------------------------------------------------------------
+
+SYNC_DATASET: Final = "crsp.dsf"
+SYNC_YEARS: Final = range(2020, 2024)
+#: crsp.dsf rows per sample security over SYNC_YEARS (about 157 rows a year: not every security
+#: trades every day of every year), rounded down so the table has at least the rows asked for.
+ROWS_PER_SECURITY: Final = 620
+
+
+@dataclass(frozen=True)
+class DsfReplica:
+    """A local WRDS replica holding one crsp.dsf (profile-2025 types) of ~sync_rows rows.
+
+    ``rep`` is the `WrdsReplica` (``rep.execute(sql)`` runs admin SQL), ``connect`` the
+    `WrdsSource`/``wrds.Connection`` keyword arguments, ``counts`` the rows of each year.
+    """
+
+    rep: Any
+    connect: dict[str, Any]
+    counts: dict[int, int]
+    n_securities: int
+    build_s: float
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts.values())
+
+
+@pytest.fixture(scope="session")
+def dsf_replica(bench_sizes: BenchSizes) -> Iterator[DsfReplica]:
+    """One replica for the session: test_resync.py changes one year's ``ret`` values and the
+    table comment (row counts stay the same); test_sync.py syncs into empty vaults only."""
+    from wrdsvault.testing import WrdsReplica
+
+    n_securities = max(10, math.ceil(bench_sizes.sync_rows / ROWS_PER_SECURITY))
+    source = SampleSource(seed=0, years=SYNC_YEARS, n_securities=n_securities, profile="2025")
+    started = time.perf_counter()
+    with WrdsReplica.start(source=source, datasets=[SYNC_DATASET]) as rep:
+        counts = dict(
+            rep.execute(
+                f"SELECT extract(year FROM date)::int, count(*) FROM {SYNC_DATASET} GROUP BY 1"
+            )
+        )
+        build_s = time.perf_counter() - started
+        yield DsfReplica(rep, rep.connect_kwargs(), counts, n_securities, build_s)

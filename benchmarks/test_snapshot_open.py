@@ -1,7 +1,8 @@
 """Opening snapshots of a wide vault: `Warehouse.snapshot` and the first query after it.
 
 The vault holds 100 datasets (``bench.t000`` .. ``bench.t099``) x 60 yearly partitions of three
-rows: 6,000 Parquet files in one manifest, served by `TinySource`, a minimal `Source` defined
+rows: 6,000 Parquet files in one manifest (``WRDSVAULT_BENCH_OPEN_DATASETS`` sets the number of
+datasets; ``benchmarks/full_run.py`` scales it), served by `TinySource`, a minimal `Source` defined
 here. Opening a snapshot reads HEAD and the manifest, then checks every pinned file (exists,
 regular, size); the first query builds the DuckDB connection with one view per dataset.
 
@@ -12,7 +13,8 @@ A second vault of ~200 small snapshots of one dataset times as-of resolution
 (``wh.snapshot("<ISO datetime>")``). It is skipped if committing them takes more than 30 s.
 
 Under ``--benchmark-disable`` (the CI smoke run) both vaults are built small (10 datasets x 6
-years, 20 snapshots): the smoke run checks that the code paths work, not how fast they are.
+years, 20 snapshots), unless ``WRDSVAULT_BENCH_OPEN_DATASETS`` is set: the smoke run checks that
+the code paths work, not how fast they are.
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ from wrdsvault import DatasetSpec, Snapshot, VaultSettings, Warehouse
 from wrdsvault.sources import PartitionInfo, Source, TableInfo
 from wrdsvault.sources.base import SOURCE_TYPE_KEY
 
-#: Full size (timed runs): PERFORMANCE.md's 100 datasets x 60 files.
-WIDE_DATASETS: Final = 100
+#: Full size (timed runs): PERFORMANCE.md's 100 datasets (``bench_sizes.open_datasets``) x 60 files.
 WIDE_YEARS: Final = 60
 #: Smoke size (``--benchmark-disable``).
 SMOKE_DATASETS: Final = 10
@@ -135,11 +136,12 @@ def _disabled(config: pytest.Config) -> bool:
 
 @pytest.fixture(scope="module")
 def wide_vault(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, bench_sizes: Any
 ) -> WideVault:
     """Sync 100 datasets x 60 years (6,000 files) into one snapshot (smoke: 10 x 6)."""
-    smoke = _disabled(request.config)
-    n_datasets = SMOKE_DATASETS if smoke else WIDE_DATASETS
+    explicit = "WRDSVAULT_BENCH_OPEN_DATASETS" in bench_sizes.explicit
+    smoke = _disabled(request.config) and not explicit
+    n_datasets = SMOKE_DATASETS if smoke else bench_sizes.open_datasets
     n_years = SMOKE_YEARS if smoke else WIDE_YEARS
     source = TinySource(first_year=FIRST_YEAR, n_years=n_years)
     assert isinstance(source, Source)

@@ -1,0 +1,208 @@
+"""Measure one sync path in a fresh interpreter: wall time, peak memory, the SyncReport.
+
+Shared by ``test_sync.py`` and ``test_resync.py``. The parent (`measure`) starts this file as a
+script with one JSON argument, samples the child's RSS with psutil every ~50 ms while it runs, and
+reads back the one JSON line the child prints last. The child (`child`) runs exactly one path:
+
+* ``raw_sql``: ``wrds.Connection.raw_sql("SELECT * FROM crsp.dsf ...", date_cols=["date"])``;
+* ``sync``: `Warehouse.sync` through `WrdsSource` (per-year markers on), default settings;
+* ``sync_without_year_markers``: the same with ``WrdsSource(year_markers=False)``.
+
+Both log in before the clock starts. Two peak-memory figures come back:
+
+* ``peak_rss_bytes``: the child's own high-water mark, ``VmHWM`` of ``/proc/self/status``
+  (exact, read at the end of the child). Not ``ru_maxrss``: on Linux ``getrusage`` carries the
+  peak RSS of the pre-``exec`` image over into the new program, so a child started by a 300 MB
+  pytest process reports at least 300 MB whatever it does. Where ``/proc`` is missing (macOS) the
+  child falls back to ``ru_maxrss``.
+* ``sampled_peak_rss_bytes``: the largest RSS the parent saw while sampling (psutil; can miss a
+  spike shorter than the sampling interval, so it is a lower bound of the first).
+
+``start_rss_bytes`` is the child's RSS when its clock started (interpreter, imports, login: the
+floor under every peak).
+
+pytest runs with ``--import-mode=importlib``, so the test modules load this file by path
+(`load_helper` in ``conftest.py``), never as ``import _measure``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Final
+
+DATASET: Final = "crsp.dsf"
+#: How often the parent samples the child's RSS.
+SAMPLE_INTERVAL_S: Final = 0.05
+#: A child that runs longer than this is killed (the largest scaled run takes minutes).
+CHILD_TIMEOUT_S: Final = 3 * 3600
+
+
+# --------------------------------------------------------------------------------------------
+# The child
+# --------------------------------------------------------------------------------------------
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS: ``VmHWM`` (Linux), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+
+
+def rss_bytes() -> int:
+    """This process's current RSS (``VmRSS``; 0 where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def child(args: dict[str, Any]) -> dict[str, Any]:
+    """Run one path in this (fresh) process; return rows, seconds, peak RSS, the report."""
+    kwargs = args["connect"]
+    year = args.get("year")
+    out: dict[str, Any] = {}
+    if args["path"] == "raw_sql":
+        import wrds
+
+        # Prints "Loading library list..." to stdout: the parent reads only the last line.
+        db = wrds.Connection(**kwargs)
+        where = (
+            "" if year is None else (f" WHERE date >= '{year}-01-01' AND date < '{year + 1}-01-01'")
+        )
+        start_rss = rss_bytes()
+        started = time.perf_counter()
+        frame = db.raw_sql(f"SELECT * FROM {DATASET}{where}", date_cols=["date"])
+        seconds = time.perf_counter() - started
+        rows = len(frame)
+        db.close()
+    elif args["path"] in ("sync", "sync_without_year_markers"):
+        from wrdsvault import VaultSettings, Warehouse
+        from wrdsvault.sources import WrdsSource
+
+        source = WrdsSource(**kwargs, year_markers=args["path"] == "sync")
+        source.db  # noqa: B018 - log in before the clock starts, as raw_sql's Connection did
+        with Warehouse(args["vault"], source=source, settings=VaultSettings()) as wh:
+            start_rss = rss_bytes()
+            started = time.perf_counter()
+            report = wh.sync(DATASET, years=None if year is None else [year])
+            seconds = time.perf_counter() - started
+        result = report[DATASET]
+        rows = result.rows_written
+        out["report"] = result.to_json()
+        out["committed"] = report.committed
+        out["snapshot_id"] = report.snapshot_id
+    else:
+        raise ValueError(f"unknown path {args['path']!r}")
+    out.update(
+        rows=rows, seconds=seconds, peak_rss_bytes=peak_rss_bytes(), start_rss_bytes=start_rss
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The parent
+# --------------------------------------------------------------------------------------------
+
+
+def run_child(script: Path, args: dict[str, Any], *, timeout: float = CHILD_TIMEOUT_S) -> dict:
+    """Run ``python script '<json args>'``; sample its RSS; return its last stdout line, parsed.
+
+    Adds ``sampled_peak_rss_bytes``, ``rss_samples`` and ``process_seconds`` (the child's whole
+    life: interpreter start, imports, login, the measured call).
+    """
+    import psutil
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, str(script), json.dumps(args)], stdout=out, stderr=err, text=True
+        )
+        peak = samples = 0
+        try:
+            # Popen returns once the child has exec'ed: from here on its RSS is its own.
+            watched: psutil.Process | None = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            watched = None
+        try:
+            while True:
+                if watched is not None:
+                    try:
+                        peak = max(peak, watched.memory_info().rss)
+                        samples += 1
+                    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                        watched = None
+                try:
+                    proc.wait(timeout=SAMPLE_INTERVAL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.perf_counter() - started > timeout:
+                        msg = f"{args.get('path')}: child ran over {timeout} s"
+                        raise AssertionError(msg) from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        process_seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0 or not stdout.strip():
+        raise AssertionError(
+            f"{args.get('path')} {args.get('year')}: child failed "
+            f"(exit {proc.returncode}):\n{stderr[-4000:]}"
+        )
+    result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    result["sampled_peak_rss_bytes"] = peak
+    result["rss_samples"] = samples
+    result["process_seconds"] = process_seconds
+    return result
+
+
+def measure(path: str, year: int | None, connect: dict[str, Any], vault: Path) -> dict[str, Any]:
+    """Run one sync path (see the module docstring) in a fresh interpreter; add rows/s."""
+    args = {"path": path, "year": year, "connect": connect, "vault": str(vault)}
+    result = run_child(Path(__file__), args)
+    result["rows_per_s"] = result["rows"] / result["seconds"] if result["seconds"] > 0 else 0.0
+    return result
+
+
+def median_of(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median ``seconds`` (the lower middle one of an even count), with every
+    round's seconds in ``seconds_all``."""
+    ranked = sorted(results, key=lambda r: r["seconds"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["seconds_all"] = [r["seconds"] for r in results]
+    return chosen
+
+
+def record(info: dict[str, Any], name: str, result: dict[str, Any]) -> None:
+    """Put one measured path's numbers into ``benchmark.extra_info`` under ``name_*``."""
+    info[f"{name}_seconds"] = round(result["seconds"], 4)
+    info[f"{name}_rows_per_s"] = round(result["rows_per_s"])
+    info[f"{name}_peak_rss_mb"] = round(result["peak_rss_bytes"] / 2**20, 1)
+    info[f"{name}_sampled_peak_rss_mb"] = round(result["sampled_peak_rss_bytes"] / 2**20, 1)
+    info[f"{name}_start_rss_mb"] = round(result["start_rss_bytes"] / 2**20, 1)
+    info[f"{name}_process_seconds"] = round(result["process_seconds"], 3)
+    if len(result.get("seconds_all", ())) > 1:
+        info[f"{name}_seconds_all"] = [round(x, 4) for x in result["seconds_all"]]
+
+
+if __name__ == "__main__":
+    print(json.dumps(child(json.loads(sys.argv[1]))))
