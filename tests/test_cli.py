@@ -481,6 +481,7 @@ def test_sync_summary_says_what_changed(tmp_path: Path, capsys: pytest.CaptureFi
     assert (row["years written"], row["reused"], row["removed"]) == ("2020, 2022", "2021", "-")
     assert (row["rows written"], row["total rows"]) == ("657", "993")
     assert "  crsp.msf 2021 [2/3] reused, 336 rows" in err
+    assert "  crsp.msf: new source vintage 'sample:" in out and "(was 'sample:" in out
 
     code, out, err = run(capsys, "sync", "crsp.msf", "--vault", vault, *SAMPLE, "--vintage", "2")
     assert table(out)["crsp.msf"] == {
@@ -531,6 +532,7 @@ def test_summary_notes_recorded_vintage_drift_and_long_year_lists() -> None:
                 years_reused=(2020, 2021),
                 row_count=10,
                 change_marker="Daily Stock - Securities (Updated 2025-02-08)",
+                previous_change_marker="Daily Stock - Securities (Updated 2024-12-31)",
             ),
             DatasetResult(
                 dataset="comp.funda",
@@ -556,7 +558,7 @@ def test_summary_notes_recorded_vintage_drift_and_long_year_lists() -> None:
     ]
     assert lines[3] == (
         "  crsp.dsf: new source vintage 'Daily Stock - Securities (Updated 2025-02-08)' "
-        "recorded; data identical"
+        "(was 'Daily Stock - Securities (Updated 2024-12-31)') recorded; data identical"
     )
     assert lines[4].startswith("  comp.funda: source vintage 'Company (Updated 2026-02-24) xxx")
     assert lines[4].endswith("...'")

@@ -81,13 +81,16 @@ class Progress:
         total: how many partitions of the dataset this sync looks at.
         rows: the partition's exact row count from the source, ``None`` if unknown.
         done: the partition is finished.
-        rows_read: rows of this partition streamed so far.
+        rows_read: rows of this partition streamed from the source so far (on ``done``
+            events: all of them, or 0 for a year reused or resumed without reading).
         dataset_rows_done: rows of the dataset's finished partitions (read, reused or resumed).
         dataset_rows_total: rows of all the partitions this sync looks at (exact counts from the
             source, else its row estimate); ``None`` if unknown. For an ETA.
         dataset_index: the dataset's position among the datasets of this sync, from 0.
         dataset_total: how many datasets this sync looks at.
-        action: on ``done`` events, what happened to the partition.
+        action: on ``done`` events, what happened to the partition: ``"read"`` from the
+            source (its file may still turn out identical and be reused), ``"reused"`` without
+            reading (marker unchanged), ``"resumed"`` from an interrupted sync's checkpoint.
     """
 
     dataset: str
@@ -189,6 +192,7 @@ def _sync_dataset(
             years_reused=tuple(p.year for p in prev.partitions),
             row_count=prev.row_count,
             change_marker=prev.change_marker,
+            previous_change_marker=prev.change_marker,
         )
 
     columns = columns_of(info.schema)
@@ -321,7 +325,7 @@ def _sync_dataset(
             rows_written += staged.row_count
             bytes_written += staged.size_bytes
         rows_done += staged.row_count
-        tell(index, part, action=action)
+        tell(index, part, read=staged.row_count if action == "read" else 0, action=action)
 
     if findings:
         raise ValidationFailedError(
@@ -369,6 +373,7 @@ def _sync_dataset(
         years_reused=tuple(reused),
         years_removed=tuple(removed),
         years_resumed=tuple(resumed),
+        previous_change_marker=prev.change_marker if prev is not None else None,
         rows_written=rows_written,
         bytes_written=bytes_written,
         row_count=entry.row_count,

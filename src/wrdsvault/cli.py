@@ -472,8 +472,17 @@ def _notes(d: DatasetResult) -> list[str]:
     if marker is not None and d.status != "unchanged":
         if len(marker) > _MARKER_CHARS:
             marker = marker[: _MARKER_CHARS - 3] + "..."
+        was = d.previous_change_marker
+        changed = was is not None and was != d.change_marker
+        if was is not None and len(was) > _MARKER_CHARS:
+            was = was[: _MARKER_CHARS - 3] + "..."
+        since = f" (was {was!r})" if changed else ""
         if d.status == "recorded":
-            notes.append(f"{d.dataset}: new source vintage {marker!r} recorded; data identical")
+            notes.append(
+                f"{d.dataset}: new source vintage {marker!r}{since} recorded; data identical"
+            )
+        elif changed:
+            notes.append(f"{d.dataset}: new source vintage {marker!r}{since}")
         else:
             notes.append(f"{d.dataset}: source vintage {marker!r}")
     if d.drift is not None:

@@ -42,6 +42,8 @@ class DatasetResult:
     row_count: int = 0
     change_marker: str | None = None
     drift: SchemaDrift | None = None
+    #: The change marker recorded before this sync (``None``: a new dataset, or none recorded).
+    previous_change_marker: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class DatasetResult:
             "bytes_written": self.bytes_written,
             "row_count": self.row_count,
             "change_marker": self.change_marker,
+            "previous_change_marker": self.previous_change_marker,
         }
 
 
