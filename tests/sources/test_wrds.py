@@ -643,6 +643,16 @@ def test_not_subscribed_library_is_a_clear_error(loaded: WrdsReplica, vault_dir:
         assert wh.sync("ff.factors_monthly").committed  # the account reads what it has
 
 
+def test_sas_only_library_is_a_clear_error(loaded: WrdsReplica, vault_dir: Path) -> None:
+    """TAQ lives only in SAS on the WRDS Cloud: say so, instead of 'no such library'."""
+    with Warehouse(vault_dir, source=loaded.source()) as wh:
+        with pytest.raises(SourceError, match="only as SAS data sets") as caught:
+            wh.sync("taqmsec.ctm_20200102", date_column="date")
+        assert not caught.value.retryable
+        assert "TAQ" in str(caught.value)
+        assert wh.snapshots() == []
+
+
 def test_wrong_password_fails_once_without_prompt(
     loaded: WrdsReplica, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -88,6 +88,13 @@ _COPY_SETUP: Final = (
     "BEGIN READ ONLY; SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 3"
 )
 #: SQLSTATEs after which a reconnect and retry can help (class 08 is matched by prefix).
+#: Libraries WRDS serves only as SAS data sets on the WRDS Cloud, never through PostgreSQL
+#: (../shared/wrds_datasets.md §7.4: TAQ is readable only through SAS).
+SAS_ONLY_LIBRARIES: Final = {
+    "taqmsec": "TAQ millisecond trades and quotes",
+    "taq": "monthly TAQ",
+    "taqmsamp": "TAQ millisecond samples",
+}
 _RETRYABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
 _AUTH_HINTS: Final = (
     "password authentication failed",
@@ -780,6 +787,15 @@ class WrdsSource:
             (spec.library, spec.table),
         )
         has_schema, usage, oid, comment, can_select = rows[0]
+        if not has_schema and spec.library in SAS_ONLY_LIBRARIES:
+            raise SourceError(
+                source=_NAME,
+                reason=f"{spec.name}: WRDS serves {SAS_ONLY_LIBRARIES[spec.library]} (library "
+                f"{spec.library!r}) only as SAS data sets on the WRDS Cloud, not through its "
+                "PostgreSQL server, which is what wrdsvault (and the wrds package) reads. Work "
+                "with it on the WRDS Cloud (SAS, or Python there), or export the slice you need "
+                "to Parquet there",
+            )
         if not has_schema:
             libraries = [
                 r[0]
