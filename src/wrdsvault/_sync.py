@@ -331,6 +331,18 @@ def _sync_dataset(
         raise ValidationFailedError(
             dataset=spec.name, report=ValidationReport(dataset=spec.name, findings=tuple(findings))
         )
+    if info.change_marker is not None and (written or resumed):
+        # The markers were read before the rows: if the source was updated while its rows were
+        # read, the snapshot could pair new rows with old markers (or a mix of both versions)
+        # and later syncs would skip the difference. Ask again; a retry resumes what it can.
+        now = source.describe(spec).change_marker
+        if now != info.change_marker:
+            raise SyncError(
+                dataset=spec.name,
+                reason=f"the source was updated while it was being read (its change marker "
+                f"went from {info.change_marker!r} to {now!r}); run the sync again (finished "
+                "years that did not change are resumed, not downloaded again)",
+            )
     removed: list[int | None] = []
     if prev is not None:
         for old in prev.partitions:

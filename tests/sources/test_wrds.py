@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from wrdsvault import Warehouse
+from wrdsvault import Progress, Warehouse
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec
-from wrdsvault.errors import SourceError, UnknownDatasetError
+from wrdsvault.errors import SourceError, SyncError, UnknownDatasetError
 from wrdsvault.sources import SampleSource, WrdsSource
 from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, TableInfo
 from wrdsvault.sources.wrds import arrow_type, connect, parse_comment
@@ -538,6 +538,35 @@ def test_sync_interrupted_by_a_dropped_connection_resumes(
                 {"n": 1_200_000}
             ]
         assert not (vault_dir / "tmp" / "resume").exists()
+
+
+def test_table_updated_during_the_sync_is_not_committed(
+    make_replica: MakeReplica, vault_dir: Path
+) -> None:
+    """WRDS replaces a table while its years are being read: nothing is committed, the retry
+    resumes the unchanged years and records the new vintage."""
+    new_comment = "Monthly Stock - Securities (Updated 2026-02-08)"
+
+    def update_midway(event: Progress) -> None:
+        if event.year == 2022 and not event.done and event.rows_read == 0:
+            rep.execute(
+                "UPDATE crsp_a_stock.msf SET ret = 0.5 WHERE date >= '2023-01-01' AND permno = "
+                "(SELECT min(permno) FROM crsp_a_stock.msf)"
+            )
+            rep.execute(f"COMMENT ON VIEW crsp.msf IS '{new_comment}'")
+
+    with (
+        make_replica(datasets=["crsp.msf"]) as rep,
+        Warehouse(vault_dir, source=rep.source()) as wh,
+    ):
+        with pytest.raises(SyncError, match="updated while it was being read"):
+            wh.sync("crsp.msf", progress=update_midway)
+        assert wh.snapshots() == []
+        report = wh.sync("crsp.msf")
+        result = report["crsp.msf"]
+        assert result.change_marker == new_comment
+        assert result.years_resumed == (2021, 2022)  # 2023 changed: read again
+        assert_same_table(rep, wh, "crsp.msf")
 
 
 def test_years_hint_hashes_only_the_years_synced(
