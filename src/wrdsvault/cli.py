@@ -76,7 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--source", choices=["sample", "wrds"], default="wrds")
     sync.add_argument("--years", type=_years, help="only these years, e.g. 2000-2024")
     sync.add_argument("--full", action="store_true", help="compare every year's content")
-    sync.add_argument("--date-column", help="partition column of a table without a built-in spec")
+    sync.add_argument(
+        "--date-column",
+        help="partition column of a table without a built-in spec ('auto' to detect it, 'none' "
+        "for one partition)",
+    )
     sync.add_argument("--wait", type=float, help="seconds to wait for another writer")
     sync.add_argument("-q", "--quiet", action="store_true", help="show no progress")
     sync.add_argument("--vintage", type=int, default=1, choices=[1, 2], help="sample source only")

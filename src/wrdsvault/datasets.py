@@ -8,11 +8,14 @@ names under ``data/``, so nothing else may get through.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from wrdsvault.errors import InvalidNameError, UnknownDatasetError
+from wrdsvault.errors import InvalidNameError, SyncError, UnknownDatasetError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["BUILTIN_SPECS", "DATASET_NAME_RE", "DatasetSpec", "builtin_spec", "validate_dataset"]
 
@@ -185,3 +188,52 @@ def builtin_spec(name: str) -> DatasetSpec:
             hint="Pass date_column='...' (or date_column=None for one partition) to sync any "
             "other table",
         ) from None
+
+
+#: Date columns WRDS tables are conventionally keyed by, most specific first: CRSP ``date``,
+#: Compustat ``datadate``, CRSP index ``caldt``, IBES ``statpers``/``anndats``, TFN ``fdate``,
+#: ``rdate``, Fama-French ``dateff``.
+DATE_COLUMN_NAMES: Final = (
+    "date",
+    "datadate",
+    "caldt",
+    "statpers",
+    "anndats",
+    "fdate",
+    "rdate",
+    "dateff",
+)
+
+#: ``sync(..., date_column=AUTO_DATE_COLUMN)``: pick the date column from the table's columns.
+AUTO_DATE_COLUMN: Final = "auto"
+
+
+def detect_date_column(name: str, schema: pa.Schema) -> str | None:
+    """Choose the partition column of a table without a built-in spec.
+
+    The first of `DATE_COLUMN_NAMES` that is a date or timestamp column; else the table's only
+    date or timestamp column; ``None`` (one partition) when it has none.
+
+    Raises:
+        SyncError: several date columns and none of the conventional names; the message lists
+            them so that ``date_column=`` can pick one.
+    """
+    import pyarrow as pa
+
+    dates = [
+        f.name
+        for f in schema
+        if (pa.types.is_date(f.type) or pa.types.is_timestamp(f.type))
+        and _COLUMN_RE.fullmatch(f.name)
+    ]
+    for candidate in DATE_COLUMN_NAMES:
+        if candidate in dates:
+            return candidate
+    if len(dates) <= 1:
+        return dates[0] if dates else None
+    raise SyncError(
+        dataset=name,
+        reason=f"date_column='auto' cannot choose: the table has several date columns "
+        f"({', '.join(dates)}) and none is a conventional partition column; pass "
+        "date_column='<one of them>' (or None for one partition)",
+    )

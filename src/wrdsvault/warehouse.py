@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import stat
 import threading
@@ -25,7 +26,14 @@ from wrdsvault._storage.writer import Writer, committed_at_of, open_writer, read
 from wrdsvault._sync import ProgressCallback, SyncOptions, os_error, run_sync
 from wrdsvault._verify import VerifyProgress
 from wrdsvault._verify import verify as verify_files
-from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec, validate_dataset
+from wrdsvault.datasets import (
+    AUTO_DATE_COLUMN,
+    BUILTIN_SPECS,
+    DatasetSpec,
+    builtin_spec,
+    detect_date_column,
+    validate_dataset,
+)
 from wrdsvault.errors import (
     InvalidNameError,
     SourceRequiredError,
@@ -55,6 +63,8 @@ if TYPE_CHECKING:
     from wrdsvault.validation import Rule
 
 __all__ = ["Warehouse"]
+
+log = logging.getLogger(__name__)
 
 _UNSET: Final[Any] = object()
 
@@ -170,7 +180,9 @@ class Warehouse:
             years: only these calendar years (others keep their current files).
             full: ignore change markers and compare every year's content.
             date_column: for a table without a built-in spec, the date column that picks the
-                year (``None``: store the table as one partition).
+                year (``None``: store the table as one partition; ``"auto"``: the first of
+                `DATE_COLUMN_NAMES` the table has, else its only date column, else one
+                partition).
             wait: seconds to wait for another writer (default: ``settings.lock_timeout_s``).
             progress: called with a `Progress` event before and after each partition.
             drift: what to do if the source's columns changed since the last commit:
@@ -237,12 +249,16 @@ class Warehouse:
             out[validate_dataset(k)] = _policy(v)
         return out
 
-    @staticmethod
-    def _spec(name: str, date_column: str | None) -> DatasetSpec:
+    def _spec(self, name: str, date_column: str | None) -> DatasetSpec:
         validate_dataset(name)
         if date_column is _UNSET:
             return builtin_spec(name)
         base = BUILTIN_SPECS.get(name)
+        if date_column == AUTO_DATE_COLUMN:
+            assert self.source is not None
+            probe = DatasetSpec(name=name, partition_column=None)
+            date_column = detect_date_column(name, self.source.describe(probe).schema)
+            log.info("%s: date_column=%r (auto)", name, date_column)
         return DatasetSpec(
             name=name,
             partition_column=date_column,

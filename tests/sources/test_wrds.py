@@ -755,6 +755,37 @@ def test_any_table_by_date_column_or_as_one_partition(loaded: WrdsReplica, tmp_p
         assert wh.sync("mylib.empty", date_column="d")["mylib.empty"].row_count == 0
 
 
+def test_date_column_auto_detects_the_partition_column(
+    make_replica: MakeReplica, tmp_path: Path
+) -> None:
+    """date_column='auto': a conventional name first, else the only date column, else one
+    partition; several unconventional date columns are refused with their names."""
+    with make_replica(datasets=["ff.factors_monthly"]) as rep:
+        rep.execute("CREATE SCHEMA autolib")
+        rep.execute("CREATE TABLE autolib.conv (gvkey text, anndt date, datadate date, x int)")
+        rep.execute("CREATE TABLE autolib.one (id int, ts timestamp, x int)")
+        rep.execute("CREATE TABLE autolib.none (id int, x text)")
+        rep.execute("CREATE TABLE autolib.two (id int, start_d date, end_d date)")
+        for table, values in (
+            ("conv", "('001', '2019-05-01', '2020-12-31', 1), ('002', NULL, '2021-06-30', 2)"),
+            ("one", "(1, '2020-01-01 10:00', 1), (2, '2022-01-01 10:00', 2)"),
+            ("none", "(1, 'a')"),
+            ("two", "(1, '2020-01-01', '2021-01-01')"),
+        ):
+            rep.execute(f"INSERT INTO autolib.{table} VALUES {values}")
+        with Warehouse(tmp_path / "v", source=rep.source()) as wh:
+            report = wh.sync(["autolib.conv", "autolib.one", "autolib.none"], date_column="auto")
+            assert report.committed
+            entries = {d: wh.snapshot().dataset(d) for d in wh.snapshot().datasets}
+            with pytest.raises(SyncError, match=r"several date columns \(start_d, end_d\)"):
+                wh.sync("autolib.two", date_column="auto")
+    assert entries["autolib.conv"].partition_column == "datadate"  # not anndt: convention
+    assert [p.year for p in entries["autolib.conv"].partitions] == [2020, 2021]
+    assert entries["autolib.one"].partition_column == "ts"
+    assert [p.year for p in entries["autolib.one"].partitions] == [2020, 2022]
+    assert entries["autolib.none"].partition_column is None
+
+
 def test_passed_connection_is_reused_and_left_open(loaded: WrdsReplica, vault_dir: Path) -> None:
     """WrdsSource(db=...) uses that one connection and does not close it; its own, it does."""
     db = loaded.connection(user=REPLICA_USER)
