@@ -62,7 +62,9 @@ class VaultSettings:
         lock_stale_after_s: heartbeat age after which another host's lock is stale (4 h, ADR-012).
         lock_heartbeat_s: how often a writer refreshes its lock's heartbeat (60 s).
         query_timeout_s: default time limit of one query (None: no limit).
-        row_group_rows: rows per Parquet row group.
+        row_group_rows: rows per Parquet row group (262,144). A sync holds one row group in
+            memory; 1M-row groups make files ~10% smaller but the sync's peak memory grows with
+            the year (docs/performance.md).
         compression: Parquet codec; ``compression_level`` its level (None: the codec's default).
         batch_rows: rows per batch asked of the source.
         disk_warn_fraction, disk_critical_fraction, disk_refuse_fraction: file-system fill
@@ -79,7 +81,7 @@ class VaultSettings:
     )
     lock_heartbeat_s: float = attrs.field(default=60.0, converter=float, validator=_positive)
     query_timeout_s: float | None = attrs.field(default=None, validator=_positive)
-    row_group_rows: int = attrs.field(default=1_000_000, converter=int, validator=_positive)
+    row_group_rows: int = attrs.field(default=262_144, converter=int, validator=_positive)
     compression: str = attrs.field(default="zstd", validator=attrs.validators.in_(_COMPRESSIONS))
     compression_level: int | None = attrs.field(default=1, validator=_optional_int)
     batch_rows: int = attrs.field(default=131_072, converter=int, validator=_positive)
