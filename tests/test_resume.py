@@ -249,3 +249,15 @@ def test_requested_year_gone_from_the_source_is_removed(tmp_path: Path) -> None:
                 2021,
                 2022,
             ]
+
+
+def test_full_sync_does_not_resume(tmp_path: Path) -> None:
+    """full=True trusts no marker, so it reads every year even where a checkpoint exists."""
+    root = tmp_path / "vault"
+    fail_at("crsp.dsf", 2021, root)
+    retry = Counting(sample())
+    with wrdsvault.Warehouse(root, source=retry) as wh:
+        report = wh.sync("crsp.dsf", full=True)
+    assert report["crsp.dsf"].years_resumed == ()
+    assert retry.read == list(YEARS)
+    assert checkpoints(root) == []

@@ -278,7 +278,8 @@ def _sync_dataset(
             size_bytes=0,
             row_count=-1 if part.row_count is None else part.row_count,
         )
-        staged = writer.resume_partition(want)
+        # full=True trusts no marker, so no checkpoint either (their validity rests on markers)
+        staged = None if full else writer.resume_partition(want)
         if staged is not None:
             action = "resumed"
             log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
