@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import attrs
 import psutil
@@ -231,7 +231,9 @@ def _sync_dataset(
     bytes_written = 0
     rows_done = 0
 
-    def tell(index: int, part: PartitionInfo, *, read: int = 0, action: Any = None) -> None:
+    def tell(
+        index: int, part: PartitionInfo, *, read: int = 0, action: PartitionAction | None = None
+    ) -> None:
         if progress is not None:
             progress(
                 Progress(

@@ -27,8 +27,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
@@ -41,8 +42,9 @@ from wrdsvault._storage.atomic import (
     temp_name,
 )
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
-from wrdsvault._storage.layout import SHA256_RE, UNPARTITIONED, Layout
+from wrdsvault._storage.layout import SHA256_RE, Layout, partition_name
 from wrdsvault.datasets import validate_dataset
+from wrdsvault.manifest import ColumnSchema, canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +105,7 @@ class Checkpoints:
 
     def _paths(self, dataset: str, year: int | None) -> tuple[Path, Path]:
         library, table = validate_dataset(dataset).split(".")
-        if year is None:
-            stem = UNPARTITIONED
-        elif isinstance(year, int) and not isinstance(year, bool) and 0 < year < 10_000:
-            stem = f"{year:04d}"
-        else:
-            msg = f"year must be an int from 1 to 9999 or None, got {year!r}"
-            raise ValueError(msg)
+        stem = partition_name(year)
         folder = self.root / library / table
         return folder / f"{stem}.parquet", folder / f"{stem}.json"
 
@@ -248,7 +244,6 @@ def _rmdir_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def columns_digest(columns: Any) -> str:
+def columns_digest(columns: Iterable[ColumnSchema]) -> str:
     """A stable digest of a dataset's column list (`columns_of` output)."""
-    body = [attrs.asdict(c) for c in columns]
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(canonical_json([c.to_json() for c in columns])).hexdigest()

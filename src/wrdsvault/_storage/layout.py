@@ -52,14 +52,22 @@ def partition_relpath(dataset: str, year: int | None, sha256: str, *, hive: bool
     library, table = validate_dataset(dataset).split(".")
     if SHA256_RE.fullmatch(sha256) is None:
         raise InvalidNameError(kind="sha256", value=sha256, rule="64 lower-case hex digits")
-    if year is None:
-        part = UNPARTITIONED
-    elif isinstance(year, int) and not isinstance(year, bool) and 0 < year < 10_000:
-        # Not "year=YYYY" (format 1): engines that detect hive folders add a "year" column.
-        part = f"year={year:04d}" if hive else f"{year:04d}"
-    else:
-        raise InvalidNameError(kind="year", value=year, rule="an int from 1 to 9999, or None")
+    part = partition_name(year)
+    if hive and year is not None:
+        part = f"year={part}"
     return f"data/{library}/{table}/{part}/{sha256[:16]}.parquet"
+
+
+def partition_name(year: int | None) -> str:
+    """A partition's name in paths: the year in four digits (``2019``), or ``all`` (validated).
+
+    Not ``year=YYYY`` (format 1): engines that detect hive folders add a ``year`` column.
+    """
+    if year is None:
+        return UNPARTITIONED
+    if isinstance(year, int) and not isinstance(year, bool) and 0 < year < 10_000:
+        return f"{year:04d}"
+    raise InvalidNameError(kind="year", value=year, rule="an int from 1 to 9999, or None")
 
 
 @attrs.frozen

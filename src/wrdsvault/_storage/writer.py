@@ -38,7 +38,7 @@ from wrdsvault._storage.atomic import (
 )
 from wrdsvault._storage.checkpoint import CheckpointRecord, Checkpoints
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
-from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout
+from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, partition_name
 from wrdsvault._storage.lock import WriterLock
 from wrdsvault._storage.quarantine import quarantine
 from wrdsvault.errors import (
@@ -126,8 +126,7 @@ class Writer:
         Raises:
             SyncError: a batch does not have the declared schema.
         """
-        name = f"{dataset}-{'all' if year is None else year}.parquet"
-        path = self.staging / name
+        path = self._staged_path(dataset, year)
         crashpoint(CrashPoint.PARTITION_WRITE_STARTED)
         out = HashingWriter(path, mode=self.settings.file_mode)
         rows = 0
@@ -181,6 +180,9 @@ class Writer:
         crashpoint(CrashPoint.PARTITION_STAGED)
         return staged
 
+    def _staged_path(self, dataset: str, year: int | None) -> Path:
+        return self.staging / f"{dataset}-{partition_name(year)}.parquet"
+
     def checkpoint(self, staged: StagedFile, record: CheckpointRecord) -> None:
         """Keep a staged year for a later sync if this one fails (see `Checkpoints`).
 
@@ -200,7 +202,7 @@ class Writer:
 
     def resume_partition(self, want: CheckpointRecord) -> StagedFile | None:
         """Stage a year from the checkpoint of an interrupted sync, if it is still current."""
-        path = self.staging / f"{want.dataset}-{'all' if want.year is None else want.year}.parquet"
+        path = self._staged_path(want.dataset, want.year)
         have = self.checkpoints.take(want, link_to=path)
         if have is None:
             return None
