@@ -31,10 +31,12 @@ from wrdsvault.errors import (
     SourceRequiredError,
     SourceUnavailableError,
     SyncError,
+    TagExistsError,
     UnknownDatasetError,
     ValidationFailedError,
     VaultFormatError,
     WrdsVaultError,
+    WriteError,
 )
 from wrdsvault.manifest import FORMAT_VERSION
 from wrdsvault.reports import (
@@ -80,6 +82,7 @@ __all__ = [
     "SourceUnavailableError",
     "SyncError",
     "SyncReport",
+    "TagExistsError",
     "UnknownDatasetError",
     "ValidationFailedError",
     "VaultFormatError",
@@ -88,5 +91,6 @@ __all__ = [
     "VerifyReport",
     "Warehouse",
     "WrdsVaultError",
+    "WriteError",
     "__version__",
 ]
