@@ -133,7 +133,7 @@ def _head_findings(catalog: Catalog) -> tuple[list[DoctorFinding], BeyondHead | 
         path="HEAD",
         detail=f"{was}, but snapshots were committed after it: {beyond.evidence()}",
         advice=f"HEAD was moved back or lost (edited, or restored from an older copy); write "
-        f"{beyond.newest} into HEAD to make the newest committed snapshot current again. Until "
+        f"{beyond.newest} into HEAD to make the newest snapshot current again. Until "
         "then writes are refused and nothing newer than HEAD is removed",
     )
     return [behind], beyond

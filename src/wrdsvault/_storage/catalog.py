@@ -122,10 +122,15 @@ class BeyondHead:
 
     @property
     def newest(self) -> str | None:
-        """The id to write back into ``HEAD``: the newest proven committed, else the newest."""
-        if self.committed:
-            return self.committed[-1]
-        return self.stranded[-1] if self.stranded else None
+        """The id to write back into ``HEAD``: the newest readable manifest newer than it.
+
+        Not only the newest *proven* one: the tip of a chain (``s1 <- s2 <- s3`` with HEAD moved
+        back to ``s1``) is named by nothing, yet it was most likely HEAD before; once ``s2`` were
+        written back, ``s3`` would look like a dead writer's leftover and be removed. Every
+        manifest is complete once it exists (its files were published first), so naming the
+        newest never loses a snapshot.
+        """
+        return max((*self.committed, *self.stranded), default=None)
 
     def evidence(self) -> str:
         """Why HEAD is behind, in words (``X (tag paper), Y (parent of X)``)."""
@@ -150,8 +155,8 @@ class BeyondHead:
             was = f"HEAD names {self.head} but snapshots were committed after it"
         return (
             f"{was}: {self.evidence()}. HEAD was moved back or lost (edited, or restored from an "
-            f"older copy). Write {self.newest} into HEAD to make the newest committed snapshot "
-            "current again, then retry (`wrdsvault doctor` shows the details); nothing is "
+            f"older copy). Write {self.newest} into HEAD to make the newest snapshot current "
+            "again, then retry (`wrdsvault doctor` shows the details); nothing is "
             "written or removed until then"
         )
 
