@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +123,56 @@ def test_healthy_vault_exits_zero(
     vault.sync("ff.factors_monthly")
     assert main(["doctor", "--vault", str(vault.root)]) == 0
     assert "healthy" in capsys.readouterr().out
+
+
+def test_os_error_while_tagging_names_the_tag(
+    vault: wrdsvault.Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OS error while writing a tag raises WriteError naming the tag, not a failed sync."""
+    vault.sync("ff.factors_monthly")
+    (vault.root / "tags").write_bytes(b"a file where the tags folder belongs")
+    with pytest.raises(wrdsvault.WriteError) as info:
+        vault.tag("paper")
+    assert info.value.operation == "tag paper"
+    assert str(info.value).startswith("tag paper failed: NotADirectoryError")
+    assert "sync" not in str(info.value)
+    assert main(["tag", "paper", "--vault", str(vault.root)]) == 1
+    assert capsys.readouterr().err.startswith("wrdsvault: tag paper failed")
+
+
+REPAIR_UNDER_STRACE = """
+import sys
+from wrdsvault import Warehouse
+try:
+    Warehouse(sys.argv[1], create=False).doctor(repair=True)
+    print("repaired")
+except Exception as exc:
+    print(f"{type(exc).__name__}|{exc}")
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to inject I/O errors")
+def test_os_error_during_repair_names_the_repair(vault: wrdsvault.Warehouse) -> None:
+    """EIO while doctor --repair removes an orphan: WriteError about the repair, data intact."""
+    vault.sync("crsp.msf")
+    committed = files(vault.root)
+    orphan = litter(vault)["orphan"]
+    proc = subprocess.run(
+        [
+            *("strace", "-f", "-qq", "-o", os.devnull, "-P", str(orphan)),
+            *("-e", "trace=unlink,unlinkat", "-e", "inject=unlink,unlinkat:error=EIO"),
+            *(sys.executable, "-c", REPAIR_UNDER_STRACE, str(vault.root)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kind, message = proc.stdout.strip().splitlines()[-1].split("|", 1)
+    assert kind == "WriteError", message
+    assert message.startswith("doctor --repair failed: OSError: [Errno 5]"), message
+    assert "Committed snapshots are untouched" in message
+    assert orphan.exists()
+    assert committed <= files(vault.root)
+    assert vault.verify().ok
