@@ -327,7 +327,8 @@ class Warehouse:
         Raises:
             SnapshotNotFoundError: nothing matches; the message lists tags and newest ids.
             InvalidNameError: ``ref`` cannot be a ref.
-            IntegrityError: a pinned file is missing, resized, a symlink, or (verify) altered.
+            IntegrityError: a pinned file is missing, resized, a symlink (or behind a symlinked
+                folder), unreadable (EIO, EACCES), or (verify) altered.
         """
         snapshot_id = self._resolve(ref)
         return Snapshot(
@@ -385,7 +386,10 @@ class Warehouse:
         all_snapshots: bool = False,
         progress: VerifyProgress | None = None,
     ) -> VerifyReport:
-        """Re-hash every file a snapshot (or every committed snapshot) references.
+        """Check and re-hash every file a snapshot (or every committed snapshot) references.
+
+        Runs the checks a reader runs when it opens the snapshot (no symlinked folder on the
+        way, a regular file of the recorded size), then hashes every file that passes them.
 
         Reads every byte (DuckDB does not check Parquet page checksums, so the manifest SHA-256
         is the only end-to-end guard); files shared by snapshots are hashed once.
