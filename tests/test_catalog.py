@@ -201,3 +201,22 @@ def test_unreadable_manifest_newer_than_head_keeps_everything(
         with pytest.raises(VaultFormatError, match=f"{s2}.json"):
             wh.sync("crsp.msf")
     assert committed(root) == before
+
+
+def test_nothing_is_judged_while_heads_manifest_is_missing(
+    tmp_path: Path, make_source: Source
+) -> None:
+    """HEAD names a lost manifest: the manifest on top of it is kept, and so are all files."""
+    root = tmp_path / "vault"
+    _, s2 = build(root, make_source, 2)
+    s3 = child_of(root, s2, s2[:-8] + "ffffffff")
+    s3_path = root / "snapshots" / f"{s3.snapshot_id}.json"
+    s3_path.write_bytes(s3.to_json())
+    (root / "snapshots" / f"{s2}.json").unlink()
+    before = committed(root)
+    with Warehouse(root, source=make_source(2)) as wh:
+        report = wh.doctor(repair=True)
+        assert {f.kind for f in report.findings} == {"damaged-head"}, report.summary()
+        with pytest.raises(VaultFormatError, match="manifest is missing"):
+            wh.sync("ff.factors_monthly")
+    assert committed(root) == before

@@ -374,7 +374,7 @@ def find_garbage(
       that do not hold the writer lock, ``.lock.*`` and ``.vault.json.*``, only once older than
       `LOCKLESS_TEMP_GRACE_S`);
     * ``uncommitted-manifest``: the single manifest of a writer that died before its commit
-      point (`Catalog.beyond_head`); nothing while HEAD is damaged;
+      point (`Catalog.beyond_head`); nothing while HEAD is damaged or its manifest is missing;
     * ``orphan-file`` (with ``orphans``): a data file no manifest references, judged only while
       the catalog is consistent: HEAD readable, its manifest present, every manifest readable,
       HEAD not behind. Files of every manifest but the leftover count as referenced.
@@ -400,6 +400,7 @@ def find_garbage(
             yield Garbage("temp-file", child, "temp file of an interrupted atomic write")
     try:
         beyond = catalog.beyond_head()
+        catalog.committed()  # HEAD's own manifest exists
     except VaultFormatError:
         return  # HEAD is damaged: nothing can be judged by its relation to HEAD
     if beyond.leftover is not None:
@@ -412,7 +413,6 @@ def find_garbage(
         return
     referenced: set[str] = set()
     try:
-        catalog.committed()  # HEAD's manifest exists
         for sid in catalog.manifest_ids():
             if sid != beyond.leftover:
                 referenced.update(p.path for p in catalog.manifest(sid).files())
