@@ -10,7 +10,7 @@ Commit protocol (docs/design/commit-protocol.md), every step a named crash point
 
 A crash before step 5 leaves the old snapshot current; files from steps 2-3 are unreferenced
 (manifests newer than ``HEAD`` are not listed as snapshots and are removed by the next writer's
-recovery; data files are reported as orphans and removed only by GC).
+recovery; data files are orphans that only ``doctor --repair`` removes).
 """
 
 from __future__ import annotations
