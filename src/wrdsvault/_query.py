@@ -1,6 +1,6 @@
 """The sandboxed, pinned-manifest DuckDB connection behind `Snapshot.query`.
 
-Two walls (RELIABILITY.md §1):
+Two walls (docs/design/sandbox.md says why both are needed):
 
 1. Statement allow-list: DuckDB's own parser splits the input; exactly one statement of type
    SELECT is accepted, and only that parsed statement's text runs. EXPLAIN (``EXPLAIN ANALYZE COPY``

@@ -245,7 +245,7 @@ class SyncError(WrdsVaultError):
 
 
 class CommitOutcomeUnknownError(WrdsVaultError):
-    """The new HEAD is in place but the fsync that makes it durable failed (RELIABILITY.md §1).
+    """HEAD names the new snapshot but the fsync that makes it durable failed (see docs/design).
 
     Readers see the new snapshot now; after a power loss the vault may come back at the previous
     one. Nothing is retried (after a failed fsync the data must be treated as lost).

@@ -59,7 +59,7 @@ class VaultSettings:
         group_access: make files readable (0640) and folders enterable (0750) by the owner's group;
             by default licensed WRDS data is private to the user (0600/0700).
         lock_timeout_s: how long a writer waits for the lock before `LockHeldError`.
-        lock_stale_after_s: heartbeat age after which another host's lock is stale (4 h, ADR-012).
+        lock_stale_after_s: heartbeat age after which another host's lock is stale (4 h).
         lock_heartbeat_s: how often a writer refreshes its lock's heartbeat (60 s).
         query_timeout_s: default time limit of one query (None: no limit).
         row_group_rows: rows per Parquet row group (262,144). A sync holds one row group in

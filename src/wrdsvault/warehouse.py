@@ -108,7 +108,9 @@ class Warehouse:
             msg = f"settings must be a VaultSettings, not {type(settings).__name__}"
             raise TypeError(msg)
         self.source = source
-        self._layout, self.settings = _open_root(Path(os.fspath(root)), settings, create=create)
+        self._layout, self.settings, self._format_version = _open_root(
+            Path(os.fspath(root)), settings, create=create
+        )
         if lock_timeout_s is not None:
             self.settings = attrs.evolve(self.settings, lock_timeout_s=lock_timeout_s)
         self.rules: dict[str, list[Rule]] = {}
@@ -624,7 +626,7 @@ class Warehouse:
         lock = self.lock_info()
         return VaultStatus(
             root=str(self.root),
-            format_version=FORMAT_VERSION,
+            format_version=self._format_version,
             snapshot_count=len(committed),
             latest_id=latest.snapshot_id if latest else None,
             latest_committed_at=latest.committed_at if latest else None,
@@ -680,8 +682,8 @@ def _years(years: Iterable[int]) -> frozenset[int]:
 
 def _open_root(
     path: Path, settings: VaultSettings | None, *, create: bool
-) -> tuple[Layout, VaultSettings]:
-    """Open or create the vault at ``path``; return its layout and effective settings."""
+) -> tuple[Layout, VaultSettings, int]:
+    """Open or create the vault at ``path``; return its layout, settings and format version."""
     initial = settings or VaultSettings()
     path = path.expanduser()
     try:
@@ -725,7 +727,7 @@ def _open_root(
         )
     if settings is None:
         settings = VaultSettings.from_json(stored, where=str(layout.vault_json)).with_env()
-    return layout, settings
+    return layout, settings, version
 
 
 def _create_vault_json(layout: Layout, settings: VaultSettings) -> None:
