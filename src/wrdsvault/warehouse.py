@@ -33,10 +33,12 @@ from wrdsvault.datasets import (
     builtin_spec,
     detect_date_column,
     validate_dataset,
+    validate_new_dataset,
 )
 from wrdsvault.errors import (
     InvalidNameError,
     SourceRequiredError,
+    UnknownDatasetError,
     VaultFormatError,
     WrdsVaultError,
 )
@@ -250,7 +252,7 @@ class Warehouse:
         return out
 
     def _spec(self, name: str, date_column: str | None) -> DatasetSpec:
-        validate_dataset(name)
+        validate_new_dataset(name)
         if date_column is _UNSET:
             return builtin_spec(name)
         base = BUILTIN_SPECS.get(name)
@@ -265,6 +267,56 @@ class Warehouse:
             primary_key=base.primary_key if base else (),
             title=base.title if base else "",
         )
+
+    def drop(self, datasets: str | Iterable[str], *, wait: float | None = None) -> str:
+        """Commit a new snapshot that holds everything the latest one does but ``datasets``.
+
+        The way out for a dataset that should not be in the vault, for example one committed
+        under a library name DuckDB reserves (``main.x``), which no query can reach. Older
+        snapshots keep it, files included (pinned backtests still read it); the commit follows
+        the same protocol as a sync, under the writer lock.
+
+        Args:
+            datasets: ``"crsp.msf"`` or a list of names, each held by the latest snapshot.
+            wait: seconds to wait for another writer (default: ``settings.lock_timeout_s``).
+
+        Returns:
+            The id of the new snapshot.
+
+        Raises:
+            InvalidNameError: a malformed name, an empty list, or a name given twice.
+            UnknownDatasetError: the latest snapshot does not hold a dataset (or there is none);
+                nothing was committed.
+            LockHeldError: another writer kept the lock for the whole wait.
+        """
+        given: object = datasets  # typed callers cannot pass bytes; untyped ones can
+        if isinstance(given, (bytes, bytearray)):
+            msg = "datasets must be a str or an iterable of str, not bytes"
+            raise TypeError(msg)
+        names = [datasets] if isinstance(datasets, str) else list(datasets)
+        for name in names:
+            validate_dataset(name)
+        if not names or len(set(names)) != len(names):
+            raise InvalidNameError(
+                kind="dataset list",
+                value=names,
+                rule="drop() needs at least one dataset name, each named once",
+            )
+        with self._writer(f"drop {' '.join(names)}", wait=wait) as writer:
+            head_id = read_head(self._layout)
+            head = self._manifest(head_id) if head_id else None
+            held = dict(head.datasets) if head is not None else {}
+            for name in names:
+                if name not in held:
+                    raise UnknownDatasetError(
+                        dataset=name,
+                        known=sorted(held),
+                        hint="the latest snapshot does not hold it; nothing was dropped",
+                    )
+                del held[name]
+            manifest = writer.commit(head, held)
+        log.info("dropped %s in snapshot %s", ", ".join(names), manifest.snapshot_id)
+        return manifest.snapshot_id
 
     def tag(self, name: str, ref: str = "latest", *, force: bool = False) -> str:
         """Give a snapshot a name backtests can pin (``wh.snapshot("paper-v1")``).
