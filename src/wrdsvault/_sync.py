@@ -8,7 +8,7 @@ For each dataset:
   reading; any other year is streamed into a staged Parquet file whose SHA-256 is computed while
   writing. If that hash equals the current file's, the staged copy is dropped and the file reused.
 * Years the source no longer has are dropped from the new manifest (their files stay on disk for
-  older snapshots).
+  older snapshots), if the `RemovedYears` rule lets them go (by default no year with rows may).
 
 All datasets of one call land in one commit; if any dataset fails, nothing is committed.
 """
@@ -52,6 +52,7 @@ from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, Source
 from wrdsvault.validation import (
     Finding,
     PartitionData,
+    RemovedYears,
     Rule,
     ValidationReport,
     default_rules,
@@ -139,6 +140,8 @@ class SyncOptions:
     rules: Mapping[str, Sequence[Rule]] = attrs.field(factory=dict)  # extra rules per dataset
     validate: bool = True
     guard: DiskGuard | None = None
+    #: the `RemovedYears` threshold; None lets years go without a check (allow_removal=True)
+    max_removed_fraction: float | None = 0.0
 
     def policy(self, dataset: str) -> DriftPolicy:
         return self.drift.get(dataset, self.default_drift)
@@ -330,6 +333,24 @@ def _sync_dataset(
         rows_done += staged.row_count
         tell(index, part, read=staged.row_count if action == "read" else 0, action=action)
 
+    removed: list[int | None] = []
+    if prev is not None:
+        for old in prev.partitions:
+            if old.year in new_parts:
+                continue
+            if years is None or old.year in years:
+                removed.append(old.year)  # the source no longer has this year
+            else:
+                new_parts[old.year] = old  # outside the requested years: keep
+    partitions = tuple(
+        new_parts[y] for y in sorted(new_parts, key=lambda y: -1 if y is None else y)
+    )
+    if prev is not None and opts.validate and opts.max_removed_fraction is not None:
+        loss = RemovedYears(opts.max_removed_fraction).check(
+            prev, partitions, spec.partition_column
+        )
+        if loss is not None:
+            findings.append(loss)
     if findings:
         raise ValidationFailedError(
             dataset=spec.name, report=ValidationReport(dataset=spec.name, findings=tuple(findings))
@@ -346,23 +367,12 @@ def _sync_dataset(
                 f"went from {info.change_marker!r} to {now!r}); run the sync again (finished "
                 "years that did not change are resumed, not downloaded again)",
             )
-    removed: list[int | None] = []
-    if prev is not None:
-        for old in prev.partitions:
-            if old.year in new_parts:
-                continue
-            if years is None or old.year in years:
-                removed.append(old.year)  # the source no longer has this year
-            else:
-                new_parts[old.year] = old  # outside the requested years: keep
     entry = DatasetEntry(
         name=spec.name,
         partition_column=spec.partition_column,
         primary_key=spec.primary_key,
         columns=columns,
-        partitions=tuple(
-            new_parts[y] for y in sorted(new_parts, key=lambda y: -1 if y is None else y)
-        ),
+        partitions=partitions,
         source=source.name,
         change_marker=info.change_marker,
         comment=info.comment,

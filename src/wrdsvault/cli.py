@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--years", type=_years, help="only these years, e.g. 2000-2024")
     sync.add_argument("--full", action="store_true", help="compare every year's content")
     sync.add_argument(
+        "--allow-removal",
+        action="store_true",
+        help="let years the source no longer lists leave the snapshot (refused by default)",
+    )
+    sync.add_argument(
         "--date-column",
         help="partition column of a table without a built-in spec ('auto' to detect it, 'none' "
         "for one partition)",
@@ -591,6 +596,7 @@ def _cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             args.datasets,
             years=args.years,
             full=args.full,
+            allow_removal=args.allow_removal,
             wait=args.wait,
             progress=progress,
             **kwargs,

@@ -170,6 +170,7 @@ class Warehouse:
         progress: ProgressCallback | None = None,
         drift: DriftPolicy | Mapping[str, DriftPolicy] | None = None,
         validate: bool = True,
+        allow_removal: bool = False,
     ) -> SyncReport:
         """Pull datasets from the source and commit one new snapshot for all of them.
 
@@ -191,6 +192,10 @@ class Warehouse:
                 ``"strict"`` refuses, ``"additive"`` accepts added columns only, ``"accept"``
                 accepts all; one policy or one per dataset (default: the vault's settings).
             validate: run the validation rules on staged partitions (default True).
+            allow_removal: let years the source no longer lists leave the snapshot whatever
+                rows they hold; by default they may take at most the ``max_removed_fraction``
+                setting's share of the dataset's rows (0: none), else the sync fails validation
+                (rule ``removed_years``).
 
         Returns:
             What happened to each dataset, and the new snapshot id if one was committed.
@@ -202,7 +207,8 @@ class Warehouse:
             LockHeldError: another writer kept the lock for the whole wait.
             DiskSpaceError: too little free space, or the disk filled up mid-write.
             SchemaDriftError: the columns changed and the drift policy refuses it.
-            ValidationFailedError: a partition failed a rule; its files are in quarantine.
+            ValidationFailedError: a partition failed a rule, or years the source no longer
+                lists would take rows away; the staged files are in quarantine.
             SyncError: a dataset failed; nothing was committed.
         """
         if self.source is None:
@@ -229,6 +235,7 @@ class Warehouse:
             rules=self.rules,
             validate=validate,
             guard=self._guard,
+            max_removed_fraction=None if allow_removal else self.settings.max_removed_fraction,
         )
         operation = f"sync {' '.join(s.name for s in specs)}"
         with self._writer(operation, wait=wait, quarantine_on_error=True) as writer:
