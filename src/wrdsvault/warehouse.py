@@ -23,7 +23,7 @@ from wrdsvault._storage.lock import describe_lock, force_unlock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
 from wrdsvault._storage.writer import Writer, committed_at_of, open_writer, read_head
-from wrdsvault._sync import ProgressCallback, SyncOptions, os_error, run_sync
+from wrdsvault._sync import ProgressCallback, SyncOptions, describe, os_error, run_sync
 from wrdsvault._verify import VerifyProgress
 from wrdsvault._verify import verify as verify_files
 from wrdsvault.datasets import (
@@ -266,7 +266,7 @@ class Warehouse:
         if date_column == AUTO_DATE_COLUMN:
             assert self.source is not None
             probe = DatasetSpec(name=name, partition_column=None)
-            date_column = detect_date_column(name, self.source.describe(probe).schema)
+            date_column = detect_date_column(name, describe(self.source, probe).schema)
             log.info("%s: date_column=%r (auto)", name, date_column)
         return DatasetSpec(
             name=name,
