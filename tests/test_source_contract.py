@@ -78,7 +78,9 @@ def boom(*_: object) -> object:
     raise RuntimeError("the driver fell over")
 
 
-def sync_fails(tmp_path: Path, source: Faulty, dataset: str = "crsp.msf") -> wrdsvault.SyncError:
+def sync_fails(
+    tmp_path: Path, source: Faulty, dataset: str = "crsp.msf"
+) -> wrdsvault.WrdsVaultError:
     """Sync ``dataset`` from ``source``; check that it failed with nothing committed."""
     root = tmp_path / "vault"
     with wrdsvault.Warehouse(root, source=source) as wh:
@@ -87,7 +89,7 @@ def sync_fails(tmp_path: Path, source: Faulty, dataset: str = "crsp.msf") -> wrd
         assert read_head(Layout(wh.root)) is None
         assert not (wh.root / "data").exists()
     assert getattr(info.value, "dataset", None) == dataset
-    return info.value  # type: ignore[return-value]
+    return info.value
 
 
 def table_of(batches: Iterator[pa.RecordBatch]) -> pa.Table:

@@ -180,8 +180,15 @@ class PinnedConnection:
 
     def _advise(self, reason: str, sql: str) -> str:
         """``reason``, plus the advice for each left-out dataset ``sql`` names."""
-        lowered = sql.lower()
-        notes = [note for name, note in sorted(self._unqueryable.items()) if name in lowered]
+        notes = [
+            note
+            for name, note in sorted(self._unqueryable.items())
+            if re.search(
+                r'(?<![\w."])"?{}"?\s*\.\s*"?{}"?(?![\w"])'.format(*name.split(".", 1)),
+                sql,
+                re.IGNORECASE,
+            )
+        ]
         return "; ".join([reason, *notes])
 
     def df(
