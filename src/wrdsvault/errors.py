@@ -292,14 +292,21 @@ class ValidationFailedError(SyncError):
 
 
 class SourceError(WrdsVaultError):
-    """The data source failed."""
+    """The data source failed, or sent what the `Source` contract does not allow.
 
-    def __init__(self, *, source: str, reason: str, retryable: bool = False) -> None:
+    ``dataset`` names the dataset being synced when the sync raised it (None otherwise).
+    """
+
+    def __init__(
+        self, *, source: str, reason: str, retryable: bool = False, dataset: str | None = None
+    ) -> None:
+        where = f" for {dataset}" if dataset else ""
         super().__init__(
-            f"source {source} failed: {reason}",
+            f"source {source} failed{where}: {reason}",
             source=source,
             reason=reason,
             retryable=retryable,
+            dataset=dataset,
         )
 
 
