@@ -1,4 +1,4 @@
-"""Fencing at the sync level (RELIABILITY.md T8): a writer paused past a takeover never commits."""
+"""Fencing at the sync level (docs/locking.md): a writer paused past a takeover never commits."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ WrdsVaultError
 ├─ DiskSpaceError                      not enough free space to write safely
 ├─ CommitOutcomeUnknownError          HEAD names the new snapshot but its last fsync failed
 ├─ TagExistsError                      the tag already names another snapshot (pass force=True)
-├─ WriteError                          a tag, doctor --repair or quarantine purge hit an OS error
+├─ WriteError                          a drop, tag, repair or quarantine purge hit an OS error
 ├─ SyncError                           nothing was committed; the previous snapshot stays current
 │  ├─ SchemaDriftError                  the source's columns changed and the policy refuses it
 │  └─ ValidationFailedError             a staged partition failed a validation rule
@@ -252,7 +252,7 @@ class SyncError(WrdsVaultError):
 
 
 class CommitOutcomeUnknownError(WrdsVaultError):
-    """The new HEAD is in place but the fsync that makes it durable failed (RELIABILITY.md §1).
+    """HEAD names the new snapshot but the fsync that makes it durable failed (see docs/design).
 
     Readers see the new snapshot now; after a power loss the vault may come back at the previous
     one. Nothing is retried (after a failed fsync the data must be treated as lost).
@@ -283,7 +283,7 @@ class TagExistsError(WrdsVaultError):
 
 
 class WriteError(WrdsVaultError):
-    """A write other than a sync (a tag, ``doctor --repair``, a quarantine purge) failed.
+    """A write other than a sync (a drop, a tag, ``doctor --repair``, a quarantine purge) failed.
 
     Raised for an operating-system error (EIO, EACCES, ...; a full disk is `DiskSpaceError`) or
     when the writer lock was taken over; the message says what the failure may have left.
@@ -329,14 +329,21 @@ class ValidationFailedError(SyncError):
 
 
 class SourceError(WrdsVaultError):
-    """The data source failed."""
+    """The data source failed, or sent what the `Source` contract does not allow.
 
-    def __init__(self, *, source: str, reason: str, retryable: bool = False) -> None:
+    ``dataset`` names the dataset being synced when the sync raised it (None otherwise).
+    """
+
+    def __init__(
+        self, *, source: str, reason: str, retryable: bool = False, dataset: str | None = None
+    ) -> None:
+        where = f" for {dataset}" if dataset else ""
         super().__init__(
-            f"source {source} failed: {reason}",
+            f"source {source} failed{where}: {reason}",
             source=source,
             reason=reason,
             retryable=retryable,
+            dataset=dataset,
         )
 
 

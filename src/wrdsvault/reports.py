@@ -170,7 +170,11 @@ class DatasetSummary:
 
 @attrs.frozen(kw_only=True)
 class VaultStatus:
-    """What `Warehouse.status` reports."""
+    """What `Warehouse.status` reports.
+
+    ``format_version`` is the vault's own, from ``vault.json`` (the format it was created in),
+    not the newest format this wrdsvault writes (`wrdsvault.FORMAT_VERSION`).
+    """
 
     root: str
     format_version: int

@@ -1,8 +1,8 @@
-"""Stale-lock storms (RELIABILITY.md §4 T7): many processes find the same stale lock at once.
+"""Stale-lock storms (docs/design/lock.md): many processes find the same stale lock at once.
 
 16 worker processes are released at the same instant (they block on a shared ``flock`` of a gate
 file that the parent holds exclusively, then drops) onto one stale lock, round after round: 200
-rounds (~30 s on 2 cores), the size issue #3 asks for. The stale lock rotates through
+rounds (~30 s on 2 cores), the size the lock is specified to survive. The stale lock rotates through
 every kind a writer can leave behind: a dead owner, a reused PID, another host with an old
 heartbeat, an empty and a torn record, and a dead owner plus a breaker that died holding a claim.
 

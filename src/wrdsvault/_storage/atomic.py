@@ -115,7 +115,7 @@ class HashingWriter(io.RawIOBase):
     """A write-only file that hashes (SHA-256) and counts the bytes as they are written.
 
     Parquet writers stream into it, so the checksum comes from the bytes written, with no second
-    read of the file (RELIABILITY.md §1).
+    read of the file (docs/design/measured-facts.md#hashing).
     """
 
     def __init__(self, path: Path, *, mode: int) -> None:

@@ -10,7 +10,7 @@ Protocol (docs/locking.md has the argument why it is correct):
   broken. On another host the lock is stale only when its heartbeat (the file's mtime, touched by
   the holder) is older than ``stale_after_s`` by the *file server's* clock (the mtime of a probe
   file we touch), never by ours. An unreadable record is held for `UNREADABLE_GRACE_S`.
-* **Break** (P2, one winner per stale incarnation): a breaker writes its own record to a temp file
+* **Break** (one winner per stale incarnation): a breaker writes its own record to a temp file
   and links it to ``.lock.claim.<nonce>.<k>`` (nonce = the stale record's token), k = 0, 1, ...; an
   existing claim whose claimer is provably dead is skipped (k + 1), a live one makes us lose. The
   claim winner re-reads ``.lock``: only if it is still the same incarnation (token and inode) and
@@ -54,7 +54,7 @@ from wrdsvault.errors import LockHeldError, WrdsVaultError
 
 log = logging.getLogger(__name__)
 
-#: Heartbeat age after which another host's lock is stale (ADR-012).
+#: Heartbeat age after which another host's lock is stale (docs/design/lock.md).
 DEFAULT_STALE_AFTER_S: Final = 4 * 3600.0
 #: How often a holder touches its lock file.
 DEFAULT_HEARTBEAT_S: Final = 60.0
@@ -83,7 +83,7 @@ _AGAIN: Final = _Again()
 _HELD: Final = True
 
 
-# -- process identity (RELIABILITY.md §1) --------------------------------------------------------
+# -- process identity (why these proofs: docs/design/lock.md) -------------------------------------
 
 
 @cache
@@ -564,7 +564,7 @@ class WriterLock:
     def _break(
         self, record: dict[str, Any] | None, st: os.stat_result, why: str, *, force: bool = False
     ) -> bool | _Again | dict[str, Any]:
-        """Replace the stale incarnation at ``.lock`` by ours, unless another breaker wins (P2)."""
+        """Replace the stale incarnation at ``.lock`` by ours, unless another breaker wins."""
         breakpoint_hit(BreakPoint.STALE_JUDGED)
         nonce = incarnation(record, st)
         epoch = self._next_epoch(record)

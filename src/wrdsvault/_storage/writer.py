@@ -1,6 +1,6 @@
 """The internal single-writer context manager: lock, recovery, staging, commit or roll back.
 
-Commit protocol (RELIABILITY.md §2), every step a named crash point:
+Commit protocol (docs/design/commit-protocol.md), every step a named crash point:
 
 1. Stage each new partition under ``tmp/<txid>/``, hashing while writing; fsync it.
 2. Move it to its final, content-addressed name under ``data/``; fsync the directory.
@@ -106,7 +106,7 @@ __all__ = [
     "recover",
 ]
 
-OperationKind = Literal["sync", "tag", "doctor-repair", "purge-quarantine"]
+OperationKind = Literal["sync", "drop", "tag", "doctor-repair", "purge-quarantine"]
 
 
 @attrs.frozen
@@ -114,8 +114,8 @@ class Operation:
     """A write path that takes the writer lock, as the lock record, errors and logs name it.
 
     Attributes:
-        kind: ``sync``, ``tag``, ``doctor-repair`` or ``purge-quarantine``.
-        subject: what it writes: the dataset names of a sync, the name of a tag.
+        kind: ``sync``, ``drop``, ``tag``, ``doctor-repair`` or ``purge-quarantine``.
+        subject: what it writes: the dataset names of a sync or drop, the name of a tag.
     """
 
     kind: OperationKind
@@ -124,6 +124,7 @@ class Operation:
     def __str__(self) -> str:
         return {
             "sync": f"sync {self.subject}",
+            "drop": f"drop {self.subject}",
             "tag": f"tag {self.subject}",
             "doctor-repair": "doctor --repair",
             "purge-quarantine": "purge quarantine",
@@ -138,13 +139,14 @@ class Operation:
     def commits(self) -> bool:
         """Whether it writes commit records (HEAD, manifests, tags): refused while the catalog
         is inconsistent (`Catalog.require_writable`)."""
-        return self.kind in ("sync", "tag")
+        return self.kind in ("sync", "drop", "tag")
 
     @property
     def after_failure(self) -> str:
         """What a failure of this operation leaves, for error messages."""
         return {
             "sync": "nothing was committed; the previous snapshot stays current",
+            "drop": "nothing was committed; the previous snapshot stays current",
             "tag": "the tag may or may not have been written; `wrdsvault status` lists the tags",
             "doctor-repair": "committed snapshots are untouched; some garbage may remain "
             "(run `wrdsvault doctor` to see it)",
@@ -177,7 +179,7 @@ class Writer:
         """Write one partition's batches to a staged Parquet file, hashing as it goes.
 
         Batches are re-cut into row groups of ``settings.row_group_rows`` (one row group per
-        driver batch makes files 1.5-2x larger, PERFORMANCE.md).
+        driver batch makes files 1.5-2x larger, docs/design/measured-facts.md).
 
         Raises:
             SyncError: a batch does not have the declared schema.
@@ -301,7 +303,7 @@ class Writer:
                 points=(CrashPoint.PARTITION_RENAMED, CrashPoint.PARTITION_DIR_FSYNCED),
             )
             # Checked again after the rename, before the commit: what readers will open is what
-            # was hashed while writing (issue #5).
+            # was hashed while writing.
             digest, size = sha256_file(final)
             if (digest, size) != (staged.sha256, staged.size_bytes):
                 raise SyncError(
