@@ -7,9 +7,11 @@ Protocol (docs/locking.md has the argument why it is correct):
   record behind it, so no contender judges a half-written record (the NFS-safe O_EXCL of open(2)).
 * **Stale**: same host (host name, boot id and PID namespace all equal) and the owner process is
   gone, a zombie, or its start time differs (a reused PID). A live same-host owner is never
-  broken. On another host the lock is stale only when its heartbeat (the file's mtime, touched by
-  the holder) is older than ``stale_after_s`` by the *file server's* clock (the mtime of a probe
-  file we touch), never by ours. An unreadable record is held for `UNREADABLE_GRACE_S`.
+  broken. An owner from an earlier boot of this machine (same machine id and host name, another
+  boot id, and no heartbeat since before this boot) died with that boot: stale at once. On
+  another host the lock is stale only when its heartbeat (the file's mtime, touched by the
+  holder) is older than ``stale_after_s`` by the *file server's* clock (the mtime of a probe file
+  we touch), never by ours. An unreadable record is held for `UNREADABLE_GRACE_S`.
 * **Break** (P2, one winner per stale incarnation): a breaker writes its own record to a temp file
   and links it to ``.lock.claim.<nonce>.<k>`` (nonce = the stale record's token), k = 0, 1, ...; an
   existing claim whose claimer is provably dead is skipped (k + 1), a live one makes us lose. The
@@ -37,6 +39,8 @@ import re
 import secrets
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -63,13 +67,21 @@ DEFAULT_HEARTBEAT_S: Final = 60.0
 UNREADABLE_GRACE_S: Final = 30.0
 #: Longest sleep between two looks at a held lock.
 MAX_BACKOFF_S: Final = 0.5
-#: Owner record format (1: wrdsvault 0.1, no epoch; 2: epoch and heartbeat_s).
-RECORD_FORMAT: Final = 2
+#: Owner record format (1: wrdsvault 0.1, no epoch; 2: epoch and heartbeat_s; 3: machine_id).
+RECORD_FORMAT: Final = 3
+#: Files that hold the machine id on Linux (systemd, then D-Bus), first readable one wins.
+MACHINE_ID_FILES: Final = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 #: More dead claimers than this for one stale incarnation is damage, not a crash.
 _MAX_CLAIMS: Final = 64
 #: Attempts in a row that found the state changed under them before we back off anyway.
 _MAX_IMMEDIATE_RETRIES: Final = 50
 _TOKEN_RE: Final = re.compile(r"[0-9a-f]{8,64}")
+_MACHINE_ID_RE: Final = re.compile(
+    r"[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+#: A lock of an earlier boot is broken only after this many of its heartbeat intervals without a
+#: beat (besides our uptime): a live clone that shares our machine id beats more often than that.
+_EARLIER_BOOT_BEATS: Final = 3
 #: ``.lock.epoch``'s mtime is this many seconds (2000-01-01T00:00:00Z) plus the last epoch: a date
 #: every file system can store, and a copy that resets mtimes to "now" only makes epochs jump up.
 _EPOCH_BASE_S: Final = 946_684_800
@@ -92,6 +104,55 @@ def _boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return f"boot-{psutil.boot_time():.0f}"
+
+
+def _parse_machine_id(text: str) -> str | None:
+    """A machine id from the text of a machine-id file (None: empty or not an id)."""
+    value = text.strip().lower()
+    return value if _MACHINE_ID_RE.fullmatch(value) else None
+
+
+def _parse_ioreg(text: str) -> str | None:
+    """The IOPlatformUUID from ``ioreg -rd1 -c IOPlatformExpertDevice`` output (macOS)."""
+    match = re.search(r'"IOPlatformUUID"\s*=\s*"([0-9A-Fa-f-]{36})"', text)
+    return match.group(1).lower() if match else None
+
+
+@cache
+def _machine_id() -> str | None:
+    """This machine's stable id (survives reboots), or None where there is none.
+
+    Linux: ``/etc/machine-id`` (or the D-Bus copy). macOS: the IOPlatformUUID. Elsewhere, or if
+    unreadable: None, and locks of an earlier boot are judged by heartbeat age as on another host.
+    """
+    for name in MACHINE_ID_FILES:
+        try:
+            found = _parse_machine_id(Path(name).read_text())
+        except (OSError, UnicodeDecodeError):
+            continue
+        if found is not None:
+            return found
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(
+                ["/usr/sbin/ioreg", "-rd1", "-c", "IOPlatformExpertDevice"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return _parse_ioreg(out.stdout)
+    return None
+
+
+def _uptime_s() -> float:
+    """Seconds since this machine booted, sleep included (by its own clock, not the wall clock)."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):  # not Linux
+        return time.time() - psutil.boot_time()
 
 
 @cache
@@ -170,12 +231,28 @@ def own_identity() -> dict[str, Any]:
         "host": socket.gethostname(),
         "boot_id": _boot_id(),
         "pid_ns": _pid_namespace(),
+        "machine_id": _machine_id(),
     }
 
 
 def _same_host(record: dict[str, Any]) -> bool:
     me = own_identity()
     return all(record.get(k) == me[k] for k in ("host", "boot_id", "pid_ns"))
+
+
+def _earlier_boot(record: dict[str, Any]) -> bool:
+    """Whether ``record`` was written on this machine (same machine id and host name) in an
+    earlier boot: every process of that boot is gone. Records without a machine id (older
+    wrdsvault, or a machine without one) are never judged so."""
+    me = own_identity()
+    machine = record.get("machine_id")
+    return (
+        isinstance(machine, str)
+        and me["machine_id"] is not None
+        and machine == me["machine_id"]
+        and record.get("host") == me["host"]
+        and record.get("boot_id") != me["boot_id"]
+    )
 
 
 def _now_iso() -> str:
@@ -351,6 +428,20 @@ def staleness(
             return f"owner pid {pid} now belongs to another process (start time differs)"
         return None
     age = now() - st.st_mtime
+    if _earlier_boot(record):
+        # Its boot ended before ours began, so its last heartbeat is older than our uptime. A lock
+        # that beat since (a clone sharing our machine id, or a boot id that is not stable) is
+        # alive somewhere: it falls through to the heartbeat rule. Durations, not instants, are
+        # compared, so the skew between the file server's clock and ours does not enter.
+        uptime = _uptime_s()
+        beat = record.get("heartbeat_s")
+        beat_s = float(beat) if isinstance(beat, (int, float)) and beat > 0 else 0.0
+        if age > max(uptime, _EARLIER_BOOT_BEATS * beat_s):
+            return (
+                f"owner pid {record['pid']} ran in an earlier boot of this machine (boot id "
+                f"{record.get('boot_id')}); no heartbeat for {age:.0f} s, this boot is "
+                f"{uptime:.0f} s old"
+            )
     if age > stale_after_s:
         where = f"host {record.get('host')!r} (PID namespace {record.get('pid_ns')})"
         return f"no heartbeat from {where} for {age:.0f} s (limit {stale_after_s:g} s)"
