@@ -33,6 +33,7 @@ from wrdsvault.errors import (
     SyncError,
     UnknownDatasetError,
     ValidationFailedError,
+    VaultAccessError,
     VaultFormatError,
     WrdsVaultError,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "SyncReport",
     "UnknownDatasetError",
     "ValidationFailedError",
+    "VaultAccessError",
     "VaultFormatError",
     "VaultSettings",
     "VaultStatus",

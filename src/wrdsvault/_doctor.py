@@ -117,6 +117,7 @@ def examine(
     committed: list[str],
     load: Callable[[str], Manifest],
     stale_after_s: float,
+    file_mode: int = 0o600,
     damaged_tags: dict[str, str] | None = None,
     head_damaged: bool = False,
 ) -> list[DoctorFinding]:
@@ -250,7 +251,9 @@ def examine(
                             advice="garbage; repair removes it",
                         )
                     )
-    lock = describe_lock(layout.lock, stale_after_s=stale_after_s) or {"state": "free"}
+    lock = describe_lock(layout.lock, stale_after_s=stale_after_s, file_mode=file_mode) or {
+        "state": "free"
+    }
     state = str(lock["state"])
     if state.startswith("stale"):
         out.append(
@@ -261,12 +264,13 @@ def examine(
                 advice="the next writer breaks it; repair does so now",
             )
         )
-    elif state == "held":
+    elif state != "free":  # held, or unknown (no write access to judge another host's lock)
         out.append(
             DoctorFinding(
                 kind="held-lock",
                 path=rel(layout.lock),
-                detail=f"held by pid {lock.get('pid')} on {lock.get('host')} since "
+                detail=("" if state == "held" else f"{state}; ")
+                + f"held by pid {lock.get('pid')} on {lock.get('host')} since "
                 f"{lock.get('acquired_at')} ({lock.get('operation')})",
                 advice="a writer is working; wait for it",
             )

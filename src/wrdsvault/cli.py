@@ -694,10 +694,11 @@ def _describe_lock(lock: dict[str, Any] | None) -> str:
         return "free"
     if lock.get("unreadable"):
         return f"{lock['state']} (unreadable owner record)"
+    clock = " by this machine's clock" if lock.get("clock") == "local" else ""
     return (
         f"{lock['state']}: pid {lock.get('pid')} on {lock.get('host')} since "
         f"{lock.get('acquired_at')} ({lock.get('operation')}), last heartbeat "
-        f"{lock.get('heartbeat_age_s', 0):.0f} s ago"
+        f"{lock.get('heartbeat_age_s', 0):.0f} s ago{clock}"
     )
 
 
@@ -712,16 +713,22 @@ def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 0
         if not args.json:
             out.write(f"writer lock {_describe_lock(lock)}\n")
+        writable = lock.get("write_access") is not False
         if not args.force:
-            if not args.json:
+            if args.json:
+                _print_json({**lock, "broken": False}, out)
+            elif not writable:
+                out.write(
+                    f"breaking it needs write access to {wh.root}, which this user does not "
+                    "have: run `wrdsvault unlock` as a user who may write it, on a writable mount\n"
+                )
+            else:
                 out.write(
                     "pass --force to break it by hand (refused while its owner is alive "
                     "on this host)\n"
                 )
-            else:
-                _print_json({**lock, "broken": False}, out)
             return 1
-        if not args.yes:
+        if not args.yes and writable:  # without write access, break_lock says so: do not ask
             if not sys.stdin.isatty():
                 err.write("wrdsvault: not breaking the lock without a confirmation; pass --yes\n")
                 return 1

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
-from wrdsvault._storage.atomic import fsync_dir, make_dirs, temp_name
+from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, temp_name
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id, validate_tag
 from wrdsvault._storage.lock import describe_lock, force_unlock
@@ -37,6 +37,7 @@ from wrdsvault.datasets import (
 from wrdsvault.errors import (
     InvalidNameError,
     SourceRequiredError,
+    VaultAccessError,
     VaultFormatError,
     WrdsVaultError,
 )
@@ -154,6 +155,10 @@ class Warehouse:
             raise  # LockHeldError is a TimeoutError, hence an OSError: keep it as it is
         except OSError as exc:
             # Taking the lock, recovery or cleanup failed (ENOSPC, EIO, EACCES, ...).
+            if exc.errno in NO_WRITE_ACCESS:
+                raise VaultAccessError(
+                    path=str(self.root), operation=operation, reason=str(exc)
+                ) from exc
             label = operation.split(" ", 1)[-1]
             raise os_error(exc, dataset=label, root=self.root) from exc
 
@@ -545,6 +550,7 @@ class Warehouse:
                 committed=committed,
                 load=self._manifest,
                 stale_after_s=self.settings.lock_stale_after_s,
+                file_mode=self.settings.file_mode,
                 damaged_tags=damaged,
                 head_damaged=bool(damaged_head),
             )
@@ -572,9 +578,11 @@ class Warehouse:
     def lock_info(self) -> dict[str, Any]:
         """The writer lock as a human needs to see it: ``state`` (``free``, ``held``,
         ``stale: <why>``), the owner's pid, host, start, operation, heartbeat age, token."""
-        return describe_lock(self._layout.lock, stale_after_s=self.settings.lock_stale_after_s) or {
-            "state": "free"
-        }
+        return describe_lock(
+            self._layout.lock,
+            stale_after_s=self.settings.lock_stale_after_s,
+            file_mode=self.settings.file_mode,
+        ) or {"state": "free"}
 
     def break_lock(self, *, expect_token: str | None = None) -> dict[str, Any]:
         """Break the writer lock by hand (``wrdsvault unlock --force``).
@@ -594,6 +602,7 @@ class Warehouse:
             self._layout.lock,
             expect_token=expect_token,
             stale_after_s=self.settings.lock_stale_after_s,
+            file_mode=self.settings.file_mode,
         )
 
     def disk(self) -> DiskState:
@@ -706,7 +715,16 @@ def _open_root(
                 problem="the folder is not empty and holds no vault.json; choose an empty or new "
                 "folder for a vault",
             )
-        _create_vault_json(layout, initial)
+        try:
+            _create_vault_json(layout, initial)
+        except OSError as exc:
+            if exc.errno in NO_WRITE_ACCESS:
+                raise VaultAccessError(
+                    path=str(root), operation="creating a vault", reason=str(exc)
+                ) from exc
+            raise VaultFormatError(
+                path=str(root), problem=f"cannot create vault.json ({exc})"
+            ) from exc
     try:
         obj = json.loads(layout.vault_json.read_bytes())
         version = int(obj["format_version"])

@@ -52,9 +52,9 @@ from typing import Any, Final
 import attrs
 import psutil
 
-from wrdsvault._storage.atomic import fsync_dir, temp_name
+from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, temp_name
 from wrdsvault._storage.crashpoints import BreakPoint, breakpoint_hit
-from wrdsvault.errors import LockHeldError, WrdsVaultError
+from wrdsvault.errors import LockHeldError, VaultAccessError, WrdsVaultError
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,13 @@ def server_now(lock_path: Path, *, file_mode: int = 0o600) -> float:
     """The file server's clock: the mtime of a probe file touched just now on the lock's mount.
 
     Heartbeats are mtimes set by that clock, so ages compare like with like however far the
-    clocks of the holder's host and ours drift apart.
+    clocks of the holder's host and ours drift apart. The shared probe ``.lock.clock`` is created
+    with ``file_mode`` (the vault's); if it cannot be touched (another user's, in a group-shared
+    vault), a private temp file is created and removed instead.
+
+    Raises:
+        OSError: neither can be written (errno in `NO_WRITE_ACCESS`: no write access to the
+            vault folder, or a read-only mount), or another I/O error.
     """
     probe = lock_path.with_name(lock_path.name + ".clock")
     try:
@@ -383,6 +389,9 @@ def server_now(lock_path: Path, *, file_mode: int = 0o600) -> float:
         fd = -1
     if fd >= 0:
         try:
+            st = os.fstat(fd)
+            if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != file_mode:
+                os.fchmod(fd, file_mode)  # umask-proof, and an older probe made with 0600
             os.utime(fd)
             return os.fstat(fd).st_mtime
         except OSError:
@@ -396,6 +405,10 @@ def server_now(lock_path: Path, *, file_mode: int = 0o600) -> float:
     finally:
         os.close(fd)
         private.unlink(missing_ok=True)
+
+
+class _NoServerClock(Exception):
+    """Judging needs the file server's clock, which this process cannot read (no write access)."""
 
 
 def staleness(
@@ -870,15 +883,27 @@ class WriterLock:
 
 
 def describe_lock(
-    path: Path, *, stale_after_s: float = DEFAULT_STALE_AFTER_S
+    path: Path, *, stale_after_s: float = DEFAULT_STALE_AFTER_S, file_mode: int = 0o600
 ) -> dict[str, Any] | None:
     """Describe the writer lock at ``path`` for a human (``wrdsvault status`` / ``unlock``).
 
+    Needs no write access: without it (a member of the vault's group, a read-only mount) the
+    file server's clock cannot be probed, so ``heartbeat_age_s`` is measured by this machine's
+    clock (``clock``: ``"local"``) and a lock whose staleness depends on its age (another host's,
+    an earlier boot's, an unreadable record) has ``state`` ``"unknown: ..."``.
+
+    Args:
+        path: the lock file (``<root>/.lock``).
+        stale_after_s: heartbeat age after which another host's lock is stale.
+        file_mode: mode of the clock probe file if this call creates it (the vault's file mode).
+
     Returns:
         None if the folder holding ``path`` does not exist. Otherwise a dict with ``state``:
-        ``"free"``, ``"held"`` or ``"stale: <why>"``; when a lock file exists, also the owner
-        record's fields (pid, host, acquired_at, operation, epoch, token, ...), ``heartbeat_at``
-        (the file's mtime, ISO UTC), ``heartbeat_age_s`` (by the file server's clock),
+        ``"free"``, ``"held"``, ``"stale: <why>"`` or ``"unknown: <why>"``; when a lock file
+        exists, also the owner record's fields (pid, host, acquired_at, operation, epoch, token,
+        ...), ``heartbeat_at`` (the file's mtime, ISO UTC), ``heartbeat_age_s``, ``clock``
+        (``"server"``: that age is by the file server's clock; ``"local"``: by ours),
+        ``write_access`` (whether this process may write the vault folder, as breaking needs),
         ``same_host``, ``unreadable``, ``incarnation`` (the token, or ``ino<inode>`` for an
         unreadable record: what `force_unlock` takes as ``expect_token``) and ``breakers`` (claims
         of breakers at work on it now).
@@ -887,11 +912,53 @@ def describe_lock(
     if not path.parent.is_dir():
         return None
     epoch_path = path.with_name(path.name + ".epoch")
-    record, st = read_record(path)
+    try:
+        record, st = read_record(path)
+    except PermissionError:
+        # Written by a writer whose files this user may not read (another user, without group
+        # access): it exists, but whose it is and whether it is stale cannot be told here.
+        st = path.lstat()
+        return {
+            "state": "unknown: cannot read the owner record (permission denied)",
+            "path": str(path),
+            "unreadable": True,
+            "same_host": False,
+            "heartbeat_at": _iso(st.st_mtime),
+            "heartbeat_age_s": round(time.time() - st.st_mtime, 3),
+            "clock": "local",
+            "write_access": os.access(path.parent, os.W_OK),
+            "incarnation": f"ino{st.st_ino}",
+            "breakers": [],
+        }
     if st is None:
-        return {"state": "free", "path": str(path), "last_epoch": read_epoch(epoch_path)}
-    now = server_now(path)
-    why = staleness(record, st, stale_after_s=stale_after_s, now=lambda: now)
+        try:
+            last_epoch = read_epoch(epoch_path)
+        except PermissionError:  # another user's file: its mtime is all we need
+            last_epoch = max(0, int(epoch_path.stat().st_mtime) - _EPOCH_BASE_S)
+        return {"state": "free", "path": str(path), "last_epoch": last_epoch}
+    server: float | None
+    try:
+        server = server_now(path, file_mode=file_mode)
+    except OSError as exc:
+        if exc.errno not in NO_WRITE_ACCESS:
+            raise
+        server = None
+
+    def judge_now() -> float:
+        if server is None:
+            raise _NoServerClock
+        return server
+
+    try:
+        why = staleness(record, st, stale_after_s=stale_after_s, now=judge_now)
+        state = "held" if why is None else f"stale: {why}"
+    except _NoServerClock:
+        state = (
+            f"unknown: cannot judge whether it is stale without write access to {path.parent} "
+            "(the age of another host's lock is measured by the file server's clock, read by "
+            "touching a file there)"
+        )
+    now = time.time() if server is None else server
     valid = _valid(record)
     nonce = incarnation(record, st)
     prefix = f"{path.name}.claim.{nonce}."
@@ -899,12 +966,14 @@ def describe_lock(
         breakers = sorted(e.name for e in entries if e.name.startswith(prefix))
     return {
         **(record if valid and record is not None else {}),
-        "state": "held" if why is None else f"stale: {why}",
+        "state": state,
         "path": str(path),
         "unreadable": not valid,
         "same_host": valid and _same_host(record or {}),
         "heartbeat_at": _iso(st.st_mtime),
         "heartbeat_age_s": round(now - st.st_mtime, 3),
+        "clock": "local" if server is None else "server",
+        "write_access": server is not None,
         "incarnation": nonce,
         "breakers": breakers,
     }
@@ -917,6 +986,7 @@ def force_unlock(
     expect_token: str | None = None,
     stale_after_s: float = DEFAULT_STALE_AFTER_S,
     timeout_s: float = 2.0,
+    file_mode: int = 0o600,
 ) -> dict[str, Any]:
     """Break the writer lock by hand, after the caller has shown its owner to a human.
 
@@ -932,25 +1002,39 @@ def force_unlock(
             changed since, refuse rather than break a lock nobody has looked at.
         stale_after_s: the heartbeat timeout used to describe the lock.
         timeout_s: how long to wait for a breaker that is working on the same lock right now.
+        file_mode: the vault's file mode, for the files the break writes (claim, epoch).
 
     Returns:
         ``describe_lock`` of the lock that was broken (``state`` says why it was or was not stale)
         plus ``broken: True``; or ``{"state": "free", "broken": False, ...}`` if there was no lock.
 
     Raises:
+        VaultAccessError: this process may not write the vault folder (breaking writes files
+            there); nothing was changed.
         WrdsVaultError: the owner is alive on this host, or the lock changed since it was shown,
             or another process kept breaking it for ``timeout_s``.
     """
     path = Path(path)
     deadline = time.monotonic() + timeout_s
     while True:
-        shown = describe_lock(path, stale_after_s=stale_after_s)
+        shown = describe_lock(path, stale_after_s=stale_after_s, file_mode=file_mode)
         if shown is None or shown["state"] == "free":
             if expect_token is not None:
                 raise _changed(path, expect_token, shown)
             return {**(shown or {"state": "free", "path": str(path)}), "broken": False}
         if expect_token is not None and shown["incarnation"] != expect_token:
             raise _changed(path, expect_token, shown)
+        if not shown["write_access"]:
+            raise _no_write_access(
+                path, "a probe file to read the file server's clock; nothing was changed"
+            )
+        if shown["state"].startswith("unknown"):
+            raise WrdsVaultError(
+                f"refusing to break the writer lock {path}: {shown['state']}. Run `wrdsvault "
+                "unlock` as the user who owns the vault; nothing was changed",
+                lock_path=str(path),
+                holder=shown,
+            )
         if shown["state"] == "held" and shown["same_host"] and not allow_live:
             raise WrdsVaultError(
                 f"refusing to break the writer lock {path}: its owner, pid {shown.get('pid')} "
@@ -964,11 +1048,24 @@ def force_unlock(
         if st is None:
             continue
         if expect_token is not None and incarnation(record, st) != expect_token:
-            raise _changed(path, expect_token, describe_lock(path, stale_after_s=stale_after_s))
+            raise _changed(
+                path,
+                expect_token,
+                describe_lock(path, stale_after_s=stale_after_s, file_mode=file_mode),
+            )
         breaker = WriterLock(
-            path, operation="wrdsvault unlock", stale_after_s=stale_after_s, heartbeat_s=0
+            path,
+            operation="wrdsvault unlock",
+            file_mode=file_mode,
+            stale_after_s=stale_after_s,
+            heartbeat_s=0,
         )
-        outcome = breaker._break(record, st, f"broken by hand: {shown['state']}", force=True)
+        try:
+            outcome = breaker._break(record, st, f"broken by hand: {shown['state']}", force=True)
+        except OSError as exc:
+            if exc.errno in NO_WRITE_ACCESS:
+                raise _no_write_access(path, str(exc)) from exc
+            raise
         if outcome is _HELD:
             breaker.release()
             log.warning("broke the writer lock %s by hand: %s", path, shown)
@@ -983,6 +1080,14 @@ def force_unlock(
                 holder=blocker,
             )
         time.sleep(0.05 if isinstance(outcome, dict) else 0.005)
+
+
+def _no_write_access(path: Path, reason: str) -> VaultAccessError:
+    return VaultAccessError(
+        path=str(path.parent),
+        operation="breaking the writer lock",
+        reason=f"could not write {reason}",
+    )
 
 
 def _changed(path: Path, token: str, now: dict[str, Any] | None) -> WrdsVaultError:
