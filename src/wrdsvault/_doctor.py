@@ -251,11 +251,11 @@ def examine(
                             advice="garbage; repair removes it",
                         )
                     )
-    lock = describe_lock(layout.lock, stale_after_s=stale_after_s, file_mode=file_mode) or {
-        "state": "free"
-    }
-    state = str(lock["state"])
-    if state.startswith("stale"):
+    lock = describe_lock(layout.lock, stale_after_s=stale_after_s, file_mode=file_mode)
+    state = lock.state if lock is not None else "free"
+    if lock is None or lock.free:
+        pass
+    elif lock.stale:
         out.append(
             DoctorFinding(
                 kind="stale-lock",
@@ -264,14 +264,14 @@ def examine(
                 advice="the next writer breaks it; repair does so now",
             )
         )
-    elif state != "free":  # held, or unknown (no write access to judge another host's lock)
+    else:  # held, or unknown (no write access to judge another host's lock)
         out.append(
             DoctorFinding(
                 kind="held-lock",
                 path=rel(layout.lock),
                 detail=("" if state == "held" else f"{state}; ")
-                + f"held by pid {lock.get('pid')} on {lock.get('host')} since "
-                f"{lock.get('acquired_at')} ({lock.get('operation')})",
+                + f"held by pid {lock.pid} on {lock.host} since "
+                f"{lock.acquired_at} ({lock.operation})",
                 advice="a writer is working; wait for it",
             )
         )

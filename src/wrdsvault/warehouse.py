@@ -46,6 +46,7 @@ from wrdsvault.refs import resolve_ref
 from wrdsvault.reports import (
     DatasetSummary,
     FileFault,
+    LockInfo,
     SnapshotInfo,
     SyncReport,
     VaultStatus,
@@ -575,16 +576,17 @@ class Warehouse:
         ]
         return DoctorReport(findings=tuple(findings), repaired=tuple(removed))
 
-    def lock_info(self) -> dict[str, Any]:
+    def lock_info(self) -> LockInfo:
         """The writer lock as a human needs to see it: ``state`` (``free``, ``held``,
-        ``stale: <why>``), the owner's pid, host, start, operation, heartbeat age, token."""
+        ``stale: <why>``, ``unknown: <why>``), the owner's pid, host, start, operation,
+        heartbeat age, token. Needs no write access."""
         return describe_lock(
             self._layout.lock,
             stale_after_s=self.settings.lock_stale_after_s,
             file_mode=self.settings.file_mode,
-        ) or {"state": "free"}
+        ) or LockInfo(state="free", path=str(self._layout.lock))
 
-    def break_lock(self, *, expect_token: str | None = None) -> dict[str, Any]:
+    def break_lock(self, *, expect_token: str | None = None) -> LockInfo:
         """Break the writer lock by hand (``wrdsvault unlock --force``).
 
         Args:
@@ -595,6 +597,7 @@ class Warehouse:
             What was broken (``broken`` is False if the lock was free).
 
         Raises:
+            VaultAccessError: this process may not write the vault folder.
             WrdsVaultError: the owner is a live process on this host (stop it first), or the
                 lock changed since it was shown.
         """
@@ -640,7 +643,7 @@ class Warehouse:
             fingerprint=latest.fingerprint if latest else None,
             datasets=tuple(datasets),
             tags=self.tags(),
-            lock_holder=None if lock["state"] == "free" else lock,
+            lock_holder=None if lock.free else lock,
             disk=self.disk(),
             drift={
                 d.name: f"{h[-1].drift.summary()} (in {h[-1].snapshot_id})"

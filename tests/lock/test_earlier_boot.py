@@ -39,7 +39,7 @@ def test_lock_of_an_earlier_boot_is_broken_at_once(lock_path: Path, spawn, kit, 
     kit.write_lock(lock_path, json.dumps(record).encode(), age_s=kit.earlier_boot_age_s())
     shown = describe_lock(lock_path, stale_after_s=MONTH_S)
     assert shown is not None
-    assert shown["state"].startswith(f"stale: owner pid {sleeper.pid} ran in an earlier boot")
+    assert shown.state.startswith(f"stale: owner pid {sleeper.pid} ran in an earlier boot")
 
     writer = spawn("hold", {"path": str(lock_path), "stale_after_s": MONTH_S, "timeout_s": 0})
     held = writer.expect("held", "lock-held-error")

@@ -282,14 +282,14 @@ def test_probe_and_epoch_files_honour_group_access(tmp_path: Path, spawn, kit) -
         holder = spawn("hold", {"path": str(root / ".lock"), "heartbeat_s": 0})
         holder.expect("held")
         with Warehouse(root) as wh:
-            assert wh.lock_info()["state"] == "held"
+            assert wh.lock_info().state == "held"
         assert stat.S_IMODE((root / ".lock.clock").stat().st_mode) == 0o640
 
         holder.proc.kill()
         holder.wait()
         (root / ".lock.epoch").unlink()
         with Warehouse(root) as wh:
-            assert wh.break_lock()["broken"] is True
+            assert wh.break_lock().broken is True
         assert stat.S_IMODE((root / ".lock.epoch").stat().st_mode) == 0o640
     finally:
         os.umask(old_umask)

@@ -55,6 +55,7 @@ import psutil
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, temp_name
 from wrdsvault._storage.crashpoints import BreakPoint, breakpoint_hit
 from wrdsvault.errors import LockHeldError, VaultAccessError, WrdsVaultError
+from wrdsvault.reports import LockInfo
 
 log = logging.getLogger(__name__)
 
@@ -711,6 +712,22 @@ class WriterLock:
         finally:
             temp.path.unlink(missing_ok=True)
 
+    def break_by_hand(
+        self, record: dict[str, Any] | None, st: os.stat_result, *, why: str
+    ) -> dict[str, Any]:
+        """Take over the incarnation ``(record, st)`` for a human who vouched its owner is gone.
+
+        The claim protocol of an automatic break, except that the lock need not be stale and
+        live claimers on other hosts are stepped over (see `force_unlock`, which checks the
+        owner first). Afterwards `held` says whether this lock now holds it.
+
+        Returns:
+            The record of the live breaker or holder that keeps us out; ``{}`` when we hold the
+            lock or it changed under us (look again).
+        """
+        outcome = self._break(record, st, why, force=True)
+        return outcome if isinstance(outcome, dict) else {}
+
     def _claim(
         self, temp: _Temp, nonce: str, *, force: bool
     ) -> tuple[Path, int] | _Again | dict[str, Any]:
@@ -884,7 +901,7 @@ class WriterLock:
 
 def describe_lock(
     path: Path, *, stale_after_s: float = DEFAULT_STALE_AFTER_S, file_mode: int = 0o600
-) -> dict[str, Any] | None:
+) -> LockInfo | None:
     """Describe the writer lock at ``path`` for a human (``wrdsvault status`` / ``unlock``).
 
     Needs no write access: without it (a member of the vault's group, a read-only mount) the
@@ -898,15 +915,8 @@ def describe_lock(
         file_mode: mode of the clock probe file if this call creates it (the vault's file mode).
 
     Returns:
-        None if the folder holding ``path`` does not exist. Otherwise a dict with ``state``:
-        ``"free"``, ``"held"``, ``"stale: <why>"`` or ``"unknown: <why>"``; when a lock file
-        exists, also the owner record's fields (pid, host, acquired_at, operation, epoch, token,
-        ...), ``heartbeat_at`` (the file's mtime, ISO UTC), ``heartbeat_age_s``, ``clock``
-        (``"server"``: that age is by the file server's clock; ``"local"``: by ours),
-        ``write_access`` (whether this process may write the vault folder, as breaking needs),
-        ``same_host``, ``unreadable``, ``incarnation`` (the token, or ``ino<inode>`` for an
-        unreadable record: what `force_unlock` takes as ``expect_token``) and ``breakers`` (claims
-        of breakers at work on it now).
+        None if the folder holding ``path`` does not exist; otherwise a `LockInfo` whose
+        ``state`` is ``"free"``, ``"held"``, ``"stale: <why>"`` or ``"unknown: <why>"``.
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -918,24 +928,22 @@ def describe_lock(
         # Written by a writer whose files this user may not read (another user, without group
         # access): it exists, but whose it is and whether it is stale cannot be told here.
         st = path.lstat()
-        return {
-            "state": "unknown: cannot read the owner record (permission denied)",
-            "path": str(path),
-            "unreadable": True,
-            "same_host": False,
-            "heartbeat_at": _iso(st.st_mtime),
-            "heartbeat_age_s": round(time.time() - st.st_mtime, 3),
-            "clock": "local",
-            "write_access": os.access(path.parent, os.W_OK),
-            "incarnation": f"ino{st.st_ino}",
-            "breakers": [],
-        }
+        return LockInfo(
+            state="unknown: cannot read the owner record (permission denied)",
+            path=str(path),
+            unreadable=True,
+            heartbeat_at=_iso(st.st_mtime),
+            heartbeat_age_s=round(time.time() - st.st_mtime, 3),
+            clock="local",
+            write_access=os.access(path.parent, os.W_OK),
+            incarnation=f"ino{st.st_ino}",
+        )
     if st is None:
         try:
             last_epoch = read_epoch(epoch_path)
         except PermissionError:  # another user's file: its mtime is all we need
             last_epoch = max(0, int(epoch_path.stat().st_mtime) - _EPOCH_BASE_S)
-        return {"state": "free", "path": str(path), "last_epoch": last_epoch}
+        return LockInfo(state="free", path=str(path), last_epoch=last_epoch)
     server: float | None
     try:
         server = server_now(path, file_mode=file_mode)
@@ -964,19 +972,19 @@ def describe_lock(
     prefix = f"{path.name}.claim.{nonce}."
     with os.scandir(path.parent) as entries:
         breakers = sorted(e.name for e in entries if e.name.startswith(prefix))
-    return {
-        **(record if valid and record is not None else {}),
-        "state": state,
-        "path": str(path),
-        "unreadable": not valid,
-        "same_host": valid and _same_host(record or {}),
-        "heartbeat_at": _iso(st.st_mtime),
-        "heartbeat_age_s": round(now - st.st_mtime, 3),
-        "clock": "local" if server is None else "server",
-        "write_access": server is not None,
-        "incarnation": nonce,
-        "breakers": breakers,
-    }
+    return LockInfo(
+        state=state,
+        path=str(path),
+        owner=record if valid and record is not None else {},
+        unreadable=not valid,
+        same_host=valid and _same_host(record or {}),
+        heartbeat_at=_iso(st.st_mtime),
+        heartbeat_age_s=round(now - st.st_mtime, 3),
+        clock="local" if server is None else "server",
+        write_access=server is not None,
+        incarnation=nonce,
+        breakers=tuple(breakers),
+    )
 
 
 def force_unlock(
@@ -987,7 +995,7 @@ def force_unlock(
     stale_after_s: float = DEFAULT_STALE_AFTER_S,
     timeout_s: float = 2.0,
     file_mode: int = 0o600,
-) -> dict[str, Any]:
+) -> LockInfo:
     """Break the writer lock by hand, after the caller has shown its owner to a human.
 
     The lock is broken with the same claim protocol as an automatic break (so it never races a
@@ -1005,8 +1013,8 @@ def force_unlock(
         file_mode: the vault's file mode, for the files the break writes (claim, epoch).
 
     Returns:
-        ``describe_lock`` of the lock that was broken (``state`` says why it was or was not stale)
-        plus ``broken: True``; or ``{"state": "free", "broken": False, ...}`` if there was no lock.
+        `describe_lock` of the lock that was broken (``state`` says why it was or was not stale)
+        with ``broken`` True; or a free `LockInfo` with ``broken`` False if there was no lock.
 
     Raises:
         VaultAccessError: this process may not write the vault folder (breaking writes files
@@ -1018,31 +1026,31 @@ def force_unlock(
     deadline = time.monotonic() + timeout_s
     while True:
         shown = describe_lock(path, stale_after_s=stale_after_s, file_mode=file_mode)
-        if shown is None or shown["state"] == "free":
+        if shown is None or shown.free:
             if expect_token is not None:
                 raise _changed(path, expect_token, shown)
-            return {**(shown or {"state": "free", "path": str(path)}), "broken": False}
-        if expect_token is not None and shown["incarnation"] != expect_token:
+            return attrs.evolve(shown or LockInfo(state="free", path=str(path)), broken=False)
+        if expect_token is not None and shown.incarnation != expect_token:
             raise _changed(path, expect_token, shown)
-        if not shown["write_access"]:
+        if not shown.write_access:
             raise _no_write_access(
                 path, "a probe file to read the file server's clock; nothing was changed"
             )
-        if shown["state"].startswith("unknown"):
+        if shown.state.startswith("unknown"):
             raise WrdsVaultError(
-                f"refusing to break the writer lock {path}: {shown['state']}. Run `wrdsvault "
+                f"refusing to break the writer lock {path}: {shown.state}. Run `wrdsvault "
                 "unlock` as the user who owns the vault; nothing was changed",
                 lock_path=str(path),
-                holder=shown,
+                holder=shown.to_json(),
             )
-        if shown["state"] == "held" and shown["same_host"] and not allow_live:
+        if shown.state == "held" and shown.same_host and not allow_live:
             raise WrdsVaultError(
-                f"refusing to break the writer lock {path}: its owner, pid {shown.get('pid')} "
-                f"({shown.get('operation')}, since {shown.get('acquired_at')}), is alive on this "
+                f"refusing to break the writer lock {path}: its owner, pid {shown.pid} "
+                f"({shown.operation}, since {shown.acquired_at}), is alive on this "
                 "host. Stop that process first (or pass allow_live / --force: its commit will be "
                 "refused)",
                 lock_path=str(path),
-                holder=shown,
+                holder=shown.to_json(),
             )
         record, st = read_record(path)
         if st is None:
@@ -1061,17 +1069,16 @@ def force_unlock(
             heartbeat_s=0,
         )
         try:
-            outcome = breaker._break(record, st, f"broken by hand: {shown['state']}", force=True)
+            blocker = breaker.break_by_hand(record, st, why=f"broken by hand: {shown.state}")
         except OSError as exc:
             if exc.errno in NO_WRITE_ACCESS:
                 raise _no_write_access(path, str(exc)) from exc
             raise
-        if outcome is _HELD:
+        if breaker.held:
             breaker.release()
-            log.warning("broke the writer lock %s by hand: %s", path, shown)
-            return {**shown, "broken": True}
+            log.warning("broke the writer lock %s by hand: %s", path, shown.to_json())
+            return attrs.evolve(shown, broken=True)
         if time.monotonic() >= deadline:
-            blocker = outcome if isinstance(outcome, dict) else {}
             raise WrdsVaultError(
                 f"could not break the writer lock {path}: another process is breaking or taking "
                 f"it right now ({blocker.get('state', 'held')}, pid {blocker.get('pid')}); run "
@@ -1079,7 +1086,7 @@ def force_unlock(
                 lock_path=str(path),
                 holder=blocker,
             )
-        time.sleep(0.05 if isinstance(outcome, dict) else 0.005)
+        time.sleep(0.05 if blocker else 0.005)
 
 
 def _no_write_access(path: Path, reason: str) -> VaultAccessError:
@@ -1090,11 +1097,11 @@ def _no_write_access(path: Path, reason: str) -> VaultAccessError:
     )
 
 
-def _changed(path: Path, token: str, now: dict[str, Any] | None) -> WrdsVaultError:
+def _changed(path: Path, token: str, now: LockInfo | None) -> WrdsVaultError:
     return WrdsVaultError(
         f"the writer lock {path} changed since it was shown (expected token {token}, now "
-        f"{(now or {}).get('state', 'free')}, token {(now or {}).get('token')}); nothing was "
+        f"{now.state if now else 'free'}, token {now.token if now else None}); nothing was "
         "broken. Look at it again",
         lock_path=str(path),
-        holder=now or {},
+        holder=now.to_json() if now else {},
     )
