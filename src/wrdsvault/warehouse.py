@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
-from wrdsvault._storage.atomic import fsync_dir, make_dirs, temp_name
+from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, temp_name
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id, validate_tag
 from wrdsvault._storage.lock import describe_lock, force_unlock
@@ -39,6 +39,7 @@ from wrdsvault.errors import (
     InvalidNameError,
     SourceRequiredError,
     UnknownDatasetError,
+    VaultAccessError,
     VaultFormatError,
     WrdsVaultError,
 )
@@ -47,6 +48,7 @@ from wrdsvault.refs import resolve_ref
 from wrdsvault.reports import (
     DatasetSummary,
     FileFault,
+    LockInfo,
     SnapshotInfo,
     SyncReport,
     VaultStatus,
@@ -158,6 +160,10 @@ class Warehouse:
             raise  # LockHeldError is a TimeoutError, hence an OSError: keep it as it is
         except OSError as exc:
             # Taking the lock, recovery or cleanup failed (ENOSPC, EIO, EACCES, ...).
+            if exc.errno in NO_WRITE_ACCESS:
+                raise VaultAccessError(
+                    path=str(self.root), operation=operation, reason=str(exc)
+                ) from exc
             label = operation.split(" ", 1)[-1]
             raise os_error(exc, dataset=label, root=self.root) from exc
 
@@ -606,6 +612,7 @@ class Warehouse:
                 committed=committed,
                 load=self._manifest,
                 stale_after_s=self.settings.lock_stale_after_s,
+                file_mode=self.settings.file_mode,
                 damaged_tags=damaged,
                 head_damaged=bool(damaged_head),
             )
@@ -630,14 +637,17 @@ class Warehouse:
         ]
         return DoctorReport(findings=tuple(findings), repaired=tuple(removed))
 
-    def lock_info(self) -> dict[str, Any]:
+    def lock_info(self) -> LockInfo:
         """The writer lock as a human needs to see it: ``state`` (``free``, ``held``,
-        ``stale: <why>``), the owner's pid, host, start, operation, heartbeat age, token."""
-        return describe_lock(self._layout.lock, stale_after_s=self.settings.lock_stale_after_s) or {
-            "state": "free"
-        }
+        ``stale: <why>``, ``unknown: <why>``), the owner's pid, host, start, operation,
+        heartbeat age, token. Needs no write access."""
+        return describe_lock(
+            self._layout.lock,
+            stale_after_s=self.settings.lock_stale_after_s,
+            file_mode=self.settings.file_mode,
+        ) or LockInfo(state="free", path=str(self._layout.lock))
 
-    def break_lock(self, *, expect_token: str | None = None) -> dict[str, Any]:
+    def break_lock(self, *, expect_token: str | None = None) -> LockInfo:
         """Break the writer lock by hand (``wrdsvault unlock --force``).
 
         Args:
@@ -648,6 +658,7 @@ class Warehouse:
             What was broken (``broken`` is False if the lock was free).
 
         Raises:
+            VaultAccessError: this process may not write the vault folder.
             WrdsVaultError: the owner is a live process on this host (stop it first), or the
                 lock changed since it was shown.
         """
@@ -655,6 +666,7 @@ class Warehouse:
             self._layout.lock,
             expect_token=expect_token,
             stale_after_s=self.settings.lock_stale_after_s,
+            file_mode=self.settings.file_mode,
         )
 
     def disk(self) -> DiskState:
@@ -692,7 +704,7 @@ class Warehouse:
             fingerprint=latest.fingerprint if latest else None,
             datasets=tuple(datasets),
             tags=self.tags(),
-            lock_holder=None if lock["state"] == "free" else lock,
+            lock_holder=None if lock.free else lock,
             disk=self.disk(),
             drift={
                 d.name: f"{h[-1].drift.summary()} (in {h[-1].snapshot_id})"
@@ -767,7 +779,16 @@ def _open_root(
                 problem="the folder is not empty and holds no vault.json; choose an empty or new "
                 "folder for a vault",
             )
-        _create_vault_json(layout, initial)
+        try:
+            _create_vault_json(layout, initial)
+        except OSError as exc:
+            if exc.errno in NO_WRITE_ACCESS:
+                raise VaultAccessError(
+                    path=str(root), operation="creating a vault", reason=str(exc)
+                ) from exc
+            raise VaultFormatError(
+                path=str(root), problem=f"cannot create vault.json ({exc})"
+            ) from exc
     try:
         obj = json.loads(layout.vault_json.read_bytes())
         version = int(obj["format_version"])
