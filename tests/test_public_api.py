@@ -34,6 +34,7 @@ def test_exported_names() -> None:
         "Progress",
         "FORMAT_VERSION",
         "FileFault",
+        "LockInfo",
         "VerifyReport",
         "SchemaDrift",
         "SchemaVersion",

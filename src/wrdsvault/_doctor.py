@@ -139,7 +139,9 @@ def _head_findings(catalog: Catalog) -> tuple[list[DoctorFinding], BeyondHead | 
     return [behind], beyond
 
 
-def examine(catalog: Catalog, *, stale_after_s: float) -> list[DoctorFinding]:
+def examine(
+    catalog: Catalog, *, stale_after_s: float, file_mode: int = 0o600
+) -> list[DoctorFinding]:
     """Everything worth reporting in the vault, read-only."""
     layout = catalog.layout
     root = layout.root
@@ -212,9 +214,11 @@ def examine(catalog: Catalog, *, stale_after_s: float) -> list[DoctorFinding]:
                 "through it are refused",
             )
         )
-    lock = describe_lock(layout.lock, stale_after_s=stale_after_s) or {"state": "free"}
-    state = str(lock["state"])
-    if state.startswith("stale"):
+    lock = describe_lock(layout.lock, stale_after_s=stale_after_s, file_mode=file_mode)
+    state = lock.state if lock is not None else "free"
+    if lock is None or lock.free:
+        pass
+    elif lock.stale:
         out.append(
             DoctorFinding(
                 kind="stale-lock",
@@ -223,13 +227,14 @@ def examine(catalog: Catalog, *, stale_after_s: float) -> list[DoctorFinding]:
                 advice="the next writer breaks it; repair does so now",
             )
         )
-    elif state == "held":
+    else:  # held, or unknown (no write access to judge another host's lock)
         out.append(
             DoctorFinding(
                 kind="held-lock",
                 path=rel(layout.lock),
-                detail=f"held by pid {lock.get('pid')} on {lock.get('host')} since "
-                f"{lock.get('acquired_at')} ({lock.get('operation')})",
+                detail=("" if state == "held" else f"{state}; ")
+                + f"held by pid {lock.pid} on {lock.host} since "
+                f"{lock.acquired_at} ({lock.operation})",
                 advice="a writer is working; wait for it",
             )
         )

@@ -25,7 +25,7 @@ import attrs
 from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
 from wrdsvault.errors import InvalidNameError, WrdsVaultError
-from wrdsvault.reports import DatasetResult, SyncReport
+from wrdsvault.reports import DatasetResult, LockInfo, SyncReport
 from wrdsvault.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -700,22 +700,22 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if report.ok else 1
 
 
-def _describe_lock(lock: dict[str, Any] | None) -> str:
-    if not lock or lock.get("state") == "free":
+def _describe_lock(lock: LockInfo | None) -> str:
+    if lock is None or lock.free:
         return "free"
-    if lock.get("unreadable"):
-        return f"{lock['state']} (unreadable owner record)"
+    if lock.unreadable:
+        return f"{lock.state} (unreadable owner record)"
+    clock = " by this machine's clock" if lock.clock == "local" else ""
     return (
-        f"{lock['state']}: pid {lock.get('pid')} on {lock.get('host')} since "
-        f"{lock.get('acquired_at')} ({lock.get('operation')}), last heartbeat "
-        f"{lock.get('heartbeat_age_s', 0):.0f} s ago"
+        f"{lock.state}: pid {lock.pid} on {lock.host} since {lock.acquired_at} "
+        f"({lock.operation}), last heartbeat {lock.heartbeat_age_s or 0:.0f} s ago{clock}"
     )
 
 
 def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with _open(args) as wh:
         lock = wh.lock_info()
-        if lock["state"] == "free":
+        if lock.free:
             if args.json:
                 _print_json({"state": "free", "broken": False}, out)
             else:
@@ -723,16 +723,22 @@ def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 0
         if not args.json:
             out.write(f"writer lock {_describe_lock(lock)}\n")
+        writable = lock.write_access is not False
         if not args.force:
-            if not args.json:
+            if args.json:
+                _print_json({**lock.to_json(), "broken": False}, out)
+            elif not writable:
+                out.write(
+                    f"breaking it needs write access to {wh.root}, which this user does not "
+                    "have: run `wrdsvault unlock` as a user who may write it, on a writable mount\n"
+                )
+            else:
                 out.write(
                     "pass --force to break it by hand (refused while its owner is alive "
                     "on this host)\n"
                 )
-            else:
-                _print_json({**lock, "broken": False}, out)
             return 1
-        if not args.yes:
+        if not args.yes and writable:  # without write access, break_lock says so: do not ask
             if not sys.stdin.isatty():
                 err.write("wrdsvault: not breaking the lock without a confirmation; pass --yes\n")
                 return 1
@@ -741,11 +747,11 @@ def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if sys.stdin.readline().strip().lower() not in ("y", "yes"):
                 out.write("left alone\n")
                 return 1
-        broken = wh.break_lock(expect_token=lock.get("incarnation"))
+        broken = wh.break_lock(expect_token=lock.incarnation)
     if args.json:
-        _print_json(broken, out)
+        _print_json(broken.to_json(), out)
     else:
-        out.write("lock broken\n" if broken.get("broken") else "the lock was already free\n")
+        out.write("lock broken\n" if broken.broken else "the lock was already free\n")
     return 0
 
 

@@ -16,6 +16,7 @@ WrdsVaultError
 ├─ VaultFormatError                    the folder is not a vault, or one newer than this wrdsvault
 ├─ IntegrityError                      a pinned file is missing, resized or altered
 ├─ LockHeldError(TimeoutError)         another writer holds the vault; names the holder
+├─ VaultAccessError(PermissionError)   a write (sync, tag, unlock, ...) without write access
 ├─ DiskSpaceError                      not enough free space to write safely
 ├─ CommitOutcomeUnknownError          HEAD names the new snapshot but its last fsync failed
 ├─ TagExistsError                      the tag already names another snapshot (pass force=True)
@@ -52,6 +53,7 @@ __all__ = [
     "TagExistsError",
     "UnknownDatasetError",
     "ValidationFailedError",
+    "VaultAccessError",
     "VaultFormatError",
     "WrdsVaultError",
     "WriteError",
@@ -222,6 +224,25 @@ class LockHeldError(WrdsVaultError, TimeoutError):
             lock_path=lock_path,
             holder=holder,
             waited_s=waited_s,
+        )
+
+
+class VaultAccessError(WrdsVaultError, PermissionError):
+    """An operation that writes needs write access to the vault folder, which this process lacks.
+
+    A member of the vault's group (``group_access`` gives the group read access only), another
+    user, or a read-only mount. Reading (status, snapshots, query, verify, doctor) works without it.
+    """
+
+    def __init__(self, *, path: str, operation: str, reason: str) -> None:
+        super().__init__(
+            f"{operation} needs write access to the vault folder {path}, which this process does "
+            f"not have ({reason}). Run it as a user who may write the vault (its owner) on a "
+            "mount that is not read-only; reading (status, snapshots, query, verify, doctor "
+            "without --repair) works without write access",
+            path=path,
+            operation=operation,
+            reason=reason,
         )
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
-from wrdsvault._storage.atomic import fsync_dir, make_dirs, temp_name
+from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, temp_name
 from wrdsvault._storage.catalog import Catalog, find_garbage, read_head
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
 from wrdsvault._storage.layout import Layout, validate_tag
@@ -42,6 +42,7 @@ from wrdsvault.errors import (
     SourceRequiredError,
     TagExistsError,
     UnknownDatasetError,
+    VaultAccessError,
     VaultFormatError,
     WrdsVaultError,
 )
@@ -50,6 +51,7 @@ from wrdsvault.refs import resolve_ref
 from wrdsvault.reports import (
     DatasetSummary,
     FileFault,
+    LockInfo,
     SnapshotInfo,
     SyncReport,
     VaultStatus,
@@ -161,7 +163,12 @@ class Warehouse:
         except WrdsVaultError:
             raise  # LockHeldError is a TimeoutError, hence an OSError: keep it as it is
         except OSError as exc:
-            # Taking the lock, recovery, the operation or cleanup failed (ENOSPC, EIO, ...).
+            # Taking the lock, recovery, the operation or cleanup failed (ENOSPC, EIO, EACCES,
+            # ...): say which operation, and what its failure may have left.
+            if exc.errno in NO_WRITE_ACCESS:
+                raise VaultAccessError(
+                    path=str(self.root), operation=str(operation), reason=str(exc)
+                ) from exc
             err = os_error(exc, dataset=operation.label, root=self.root)
             if not isinstance(err, DiskSpaceError):
                 err = operation_error(operation, f"{type(exc).__name__}: {exc}")
@@ -537,7 +544,13 @@ class Warehouse:
         """
 
         def look() -> tuple[DoctorFinding, ...]:
-            return tuple(examine(self._catalog, stale_after_s=self.settings.lock_stale_after_s))
+            return tuple(
+                examine(
+                    self._catalog,
+                    stale_after_s=self.settings.lock_stale_after_s,
+                    file_mode=self.settings.file_mode,
+                )
+            )
 
         findings = look()
         if not repair:
@@ -557,14 +570,17 @@ class Warehouse:
         ]
         return DoctorReport(findings=findings, repaired=tuple(removed))
 
-    def lock_info(self) -> dict[str, Any]:
+    def lock_info(self) -> LockInfo:
         """The writer lock as a human needs to see it: ``state`` (``free``, ``held``,
-        ``stale: <why>``), the owner's pid, host, start, operation, heartbeat age, token."""
-        return describe_lock(self._layout.lock, stale_after_s=self.settings.lock_stale_after_s) or {
-            "state": "free"
-        }
+        ``stale: <why>``, ``unknown: <why>``), the owner's pid, host, start, operation,
+        heartbeat age, token. Needs no write access."""
+        return describe_lock(
+            self._layout.lock,
+            stale_after_s=self.settings.lock_stale_after_s,
+            file_mode=self.settings.file_mode,
+        ) or LockInfo(state="free", path=str(self._layout.lock))
 
-    def break_lock(self, *, expect_token: str | None = None) -> dict[str, Any]:
+    def break_lock(self, *, expect_token: str | None = None) -> LockInfo:
         """Break the writer lock by hand (``wrdsvault unlock --force``).
 
         Args:
@@ -575,6 +591,7 @@ class Warehouse:
             What was broken (``broken`` is False if the lock was free).
 
         Raises:
+            VaultAccessError: this process may not write the vault folder.
             WrdsVaultError: the owner is a live process on this host (stop it first), or the
                 lock changed since it was shown.
         """
@@ -582,6 +599,7 @@ class Warehouse:
             self._layout.lock,
             expect_token=expect_token,
             stale_after_s=self.settings.lock_stale_after_s,
+            file_mode=self.settings.file_mode,
         )
 
     def disk(self) -> DiskState:
@@ -619,7 +637,7 @@ class Warehouse:
             fingerprint=latest.fingerprint if latest else None,
             datasets=tuple(datasets),
             tags=self.tags(),
-            lock_holder=None if lock["state"] == "free" else lock,
+            lock_holder=None if lock.free else lock,
             disk=self.disk(),
             drift={
                 d.name: f"{h[-1].drift.summary()} (in {h[-1].snapshot_id})"
@@ -694,7 +712,16 @@ def _open_root(
                 problem="the folder is not empty and holds no vault.json; choose an empty or new "
                 "folder for a vault",
             )
-        _create_vault_json(layout, initial)
+        try:
+            _create_vault_json(layout, initial)
+        except OSError as exc:
+            if exc.errno in NO_WRITE_ACCESS:
+                raise VaultAccessError(
+                    path=str(root), operation="creating a vault", reason=str(exc)
+                ) from exc
+            raise VaultFormatError(
+                path=str(root), problem=f"cannot create vault.json ({exc})"
+            ) from exc
     try:
         obj = json.loads(layout.vault_json.read_bytes())
         version = int(obj["format_version"])

@@ -6,13 +6,19 @@ retries an fsync; the error propagates and the caller aborts the commit.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import secrets
 from pathlib import Path
+from typing import Final
 
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
+
+#: errnos meaning "this process may not write here": no permission (a reader in the vault's group,
+#: another user), or a read-only mount.
+NO_WRITE_ACCESS: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 def fsync_dir(path: Path) -> None:
