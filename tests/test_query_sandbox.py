@@ -218,8 +218,53 @@ CORPUS = [
     rejected("prepare", "PREPARE p AS SELECT 1", "PREPARE"),
     rejected("execute", "EXECUTE p", "EXECUTE"),
     rejected("deallocate", "DEALLOCATE p", "DROP"),
-    # PIVOT expands to several statements: refused although it only reads.
-    rejected("pivot", "PIVOT crsp.msf ON permno USING count(*)", "MULTI"),
+    # A PIVOT without an IN list expands to several statements (CREATE TYPE first): refused,
+    # naming PIVOT; with an IN list it is one SELECT (see the positive controls).
+    rejected("pivot", "PIVOT crsp.msf ON permno USING count(*)", "PIVOT"),
+    rejected("pivot-subquery", "select * from (pivot crsp.msf on permno using count(*))", "PIVOT"),
+    # The time zone is pinned to UTC: no statement may change it.
+    rejected("set-timezone", "SET TimeZone = 'Asia/Tokyo'", "SET"),
+    rejected("set-global-timezone", "SET GLOBAL TimeZone = 'Asia/Tokyo'", "SET"),
+    rejected("reset-timezone", "RESET TimeZone", "SET"),
+    rejected("set-calendar", "SET Calendar = 'japanese'", "SET"),
+    # Settings hold host paths (spill folder, secret folder, allowed files): none is readable.
+    rejected("temp-directory", "select current_setting('temp_directory') as d", "FUNCTION"),
+    rejected("secret-directory", "select current_setting('secret_directory')", "FUNCTION"),
+    rejected("setting-built-at-run-time", "select current_setting('temp_' || 'dir')", "FUNCTION"),
+    rejected("setting-upper-case", "SELECT CURRENT_SETTING('TEMP_DIRECTORY')", "FUNCTION"),
+    rejected("setting-qualified", "select main.current_setting('temp_directory')", "FUNCTION"),
+    rejected("setting-in-cte", "with s as (select current_setting('x') v) from s", "FUNCTION"),
+    rejected("settings-table", "select value from duckdb_settings()", "FUNCTION"),
+    rejected("settings-from-first", "from duckdb_settings()", "FUNCTION"),
+    rejected("temporary-files", "select * from duckdb_temporary_files()", "FUNCTION"),
+    rejected(
+        "query-fn-setting",
+        "select * from query('select current_setting(''temp_directory'')')",
+        "FUNCTION",
+    ),
+    # Planning cannot be interrupted: statements too big to plan are refused before it starts.
+    rejected("union-10k", " union all ".join(f"select {i}" for i in range(10_000)), "TOO_COMPLEX"),
+    rejected("values-union-2k", " union all ".join(["values (1), (2)"] * 2_000), "TOO_COMPLEX"),
+    rejected(
+        "cte-doubling-not-materialized",
+        "with a0 as not materialized (select 1 as x), "
+        + ", ".join(
+            f"a{i} as not materialized (select * from a{i - 1} union all select * from a{i - 1})"
+            for i in range(1, 21)
+        )
+        + " select count(*) from a20",
+        "TOO_COMPLEX",
+    ),
+    rejected(
+        "cte-join-doubling-not-materialized",
+        "with a0 as not materialized (select 1 as x), "
+        + ", ".join(
+            f"a{i} as not materialized (select p.x from a{i - 1} p, a{i - 1} q)"
+            for i in range(1, 21)
+        )
+        + " select count(*) from a20",
+        "TOO_COMPLEX",
+    ),
     # More than one statement, however disguised.
     rejected("multi", "select 1; copy (select 1) to '{data}/y.parquet'", "MULTIPLE"),
     rejected("multi-comment", "select 1 -- \n; drop view crsp.msf", "MULTIPLE"),
@@ -254,21 +299,22 @@ CORPUS = [
     refused("dotdot-data", "select * from read_text('{data}/../vault.json')"),
     refused("dotdot-through-pinned", "select * from read_parquet('{pinned}/../{stale_name}')"),
     refused("dotdot-to-etc", "select * from read_text('{pinned}/../../../../../../../etc/passwd')"),
-    refused(
+    rejected(
         "dotdot-temp-dir",
         "select * from read_text(current_setting('temp_directory') || '/../../etc/passwd')",
+        "FUNCTION",
     ),
     refused("home", "select * from read_text('~/x')"),
     refused("http", "select * from read_parquet('http://example.com/x.parquet')"),
     refused("https", "select * from read_text('https://example.com/')"),
     refused("s3", "select * from read_parquet('s3://bucket/x.parquet')"),
     refused("extensions-dir", "select * from duckdb_extensions()"),
-    refused(
-        "query-copy",
-        "select * from query('copy (select 1) to ''{data}/q.parquet''')",
-        "single SELECT",
+    # query() runs SQL from a string, out of the allow-list's sight: refused whatever it holds.
+    rejected(
+        "query-copy", "select * from query('copy (select 1) to ''{data}/q.parquet''')", "FUNCTION"
     ),
-    refused("query-attach", "select * from query('attach '':memory:'' as q')", "single SELECT"),
+    rejected("query-attach", "select * from query('attach '':memory:'' as q')", "FUNCTION"),
+    rejected("query-select", "select * from query('select 1')", "FUNCTION"),
     refused("getenv", "select getenv('HOME')", "getenv"),
     refused("enable-logging-fn", "select * from enable_logging()", "locked"),
     refused("unterminated-comment", "select 1 /* ; copy (select 1) to 'x.csv'", "Parser Error"),
@@ -439,22 +485,37 @@ def test_only_the_pinned_views_exist(sbx: Sandbox) -> None:
 
 
 def test_second_wall_settings_are_in_force(sbx: Sandbox) -> None:
-    """External access is off, configuration locked, allowed paths = exactly the pinned files."""
+    """External access off, configuration locked, allowed paths = the pinned files, TZ = UTC."""
+    # Settings are not readable from a snapshot query (they hold host paths): look through a
+    # cursor of the snapshot's own DuckDB database instead.
+    con = sbx.snap._acquire()
+    try:
+        cur = con._con.cursor()
 
-    def setting(name: str) -> Any:
-        return sbx.snap.query("select current_setting($1) as v", [name])["v"][0]
+        def setting(name: str) -> Any:
+            return cur.execute("select current_setting($1)", [name]).fetchall()[0][0]
 
-    assert setting("enable_external_access") in (False, "false")
-    assert setting("lock_configuration") in (True, "true")
-    for name in ("autoload_known_extensions", "autoinstall_known_extensions"):
-        assert setting(name) in (False, "false")
-    assert setting("allow_community_extensions") in (False, "false")
-    assert setting("allow_persistent_secrets") in (False, "false")
-    pinned = sorted(str(p) for d in DATASETS for p in sbx.snap.files(d))
-    assert sorted(setting("allowed_paths")) == pinned
-    for folder in setting("allowed_directories"):
-        real = Path(folder).resolve()
-        assert sbx.root not in real.parents and real != sbx.root, folder
+        assert setting("enable_external_access") in (False, "false")
+        assert setting("lock_configuration") in (True, "true")
+        for name in ("autoload_known_extensions", "autoinstall_known_extensions"):
+            assert setting(name) in (False, "false")
+        assert setting("allow_community_extensions") in (False, "false")
+        assert setting("allow_persistent_secrets") in (False, "false")
+        assert setting("TimeZone") == "UTC"
+        assert setting("Calendar") == "gregorian"
+        pinned = sorted(str(p) for d in DATASETS for p in sbx.snap.files(d))
+        assert sorted(setting("allowed_paths")) == pinned
+        for folder in setting("allowed_directories"):
+            real = Path(folder).resolve()
+            assert sbx.root not in real.parents and real != sbx.root, folder
+        # The lock holds even for code that reaches DuckDB directly.
+        for statement in ("SET TimeZone = 'Asia/Tokyo'", "SET GLOBAL TimeZone = 'Asia/Tokyo'"):
+            with pytest.raises(duckdb.Error, match="locked"):
+                cur.execute(statement)
+        assert setting("TimeZone") == "UTC"
+        cur.close()
+    finally:
+        con.release()
 
 
 def test_parameters_are_values_not_sql(sbx: Sandbox) -> None:
