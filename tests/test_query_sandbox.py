@@ -13,8 +13,10 @@ import hashlib
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from wrdsvault import (
     Snapshot,
     Warehouse,
 )
+from wrdsvault._query import MAX_SELECT_BLOCKS
 from wrdsvault.sources import SampleSource
 
 DATASETS = ["crsp.msf", "comp.funda", "ff.factors_monthly"]
@@ -602,6 +605,172 @@ def test_vault_setting_sets_the_default_timeout(sbx: Sandbox) -> None:
             wh.query(RUNAWAY)
         assert time.monotonic() - start < 5
         assert wh.query("select 1 as x")["x"][0] == 1
+    finally:
+        wh.close()
+
+
+def test_pivot_with_an_in_list_is_one_select(sbx: Sandbox) -> None:
+    """PIVOT naming its values (the suggested alternative) runs; without them it is refused."""
+    permnos = sorted(sbx.snap.query("select distinct permno from crsp.msf")["permno"])[:2]
+    values = ", ".join(str(int(p)) for p in permnos)
+    df = sbx.snap.query(
+        f"PIVOT (select permno from crsp.msf) ON permno IN ({values}) USING count(*)"
+    )
+    assert len(df) == 1 and len(df.columns) == 2
+    assert list(df.iloc[0]) == [
+        sbx.snap.query("select count(*) from crsp.msf where permno = $1", [int(p)]).iloc[0, 0]
+        for p in permnos
+    ]
+    with pytest.raises(QueryRejectedError) as info:
+        sbx.snap.query("PIVOT crsp.msf ON permno USING count(*)")
+    assert "PIVOT" in str(info.value) and "IN (" in str(info.value)
+
+
+def test_statement_at_the_planning_limit_runs(sbx: Sandbox) -> None:
+    """1,000 UNION ALL terms run; 1,001 are refused naming the limit; materialized CTEs pass."""
+    at_limit = " union all ".join(f"select {i} as x" for i in range(MAX_SELECT_BLOCKS))
+    assert len(sbx.snap.query(at_limit)) == MAX_SELECT_BLOCKS
+    with pytest.raises(QueryRejectedError) as info:
+        sbx.snap.query(at_limit + " union all select -1", timeout_s=1)
+    assert info.value.statement_type == "TOO_COMPLEX"
+    assert "1,001 SELECT blocks" in str(info.value) and "at most 1,000" in str(info.value)
+    # DuckDB materializes a CTE used twice, so doubling chains plan once per CTE: accepted.
+    doubling = (
+        "with a0 as (select 1 as x), "
+        + ", ".join(
+            f"a{i} as (select * from a{i - 1} union all select * from a{i - 1})"
+            for i in range(1, 16)
+        )
+        + " select count(*) as n from a15"
+    )
+    assert sbx.snap.query(doubling)["n"][0] == 2**15
+
+
+@pytest.mark.parametrize("value", [-1, 0, -0.5, float("nan"), float("inf"), float("-inf")])
+def test_bad_timeouts_are_refused_with_the_documented_error(sbx: Sandbox, value: float) -> None:
+    """timeout_s <= 0, NaN or infinite raises InvalidNameError from every entry point."""
+    calls = [
+        lambda: sbx.snap.query("select 1", timeout_s=value),
+        lambda: sbx.snap.arrow("select 1", timeout_s=value),
+        lambda: sbx.snap.sql("select 1").df(timeout_s=value),
+        lambda: sbx.snap.sql("select 1").fetchall(timeout_s=value),
+        lambda: sbx.wh.query("select 1", timeout_s=value),
+        lambda: wrdsvault.VaultSettings(query_timeout_s=value),
+    ]
+    for call in calls:
+        with pytest.raises(wrdsvault.InvalidNameError) as info:
+            call()
+        assert "finite number of seconds > 0" in str(info.value)
+    with pytest.raises(TypeError):
+        sbx.snap.query("select 1", timeout_s="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raw", ["-1", "0", "nan", "inf", "abc"])
+def test_bad_timeout_in_the_environment_or_vault_json(sbx: Sandbox, raw: str) -> None:
+    """WRDSVAULT_QUERY_TIMEOUT_S or vault.json holding a bad timeout: VaultFormatError on open."""
+    with pytest.raises(wrdsvault.VaultFormatError, match="WRDSVAULT_QUERY_TIMEOUT_S="):
+        wrdsvault.VaultSettings().with_env({"WRDSVAULT_QUERY_TIMEOUT_S": raw})
+    if raw != "abc":
+        with pytest.raises(wrdsvault.VaultFormatError, match="query_timeout_s"):
+            wrdsvault.VaultSettings.from_json({"query_timeout_s": float(raw)}, where="vault.json")
+
+
+def test_query_memory_and_threads_settings_reach_the_connection(
+    sbx: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """query_memory_limit and query_threads (vault.json or WRDSVAULT_*) apply to every query."""
+    monkeypatch.setenv("WRDSVAULT_QUERY_MEMORY_LIMIT", "256MB")
+    monkeypatch.setenv("WRDSVAULT_QUERY_THREADS", "1")
+    with Warehouse(sbx.root) as wh:
+        assert wh.settings.query_memory_limit == "256MB" and wh.settings.query_threads == 1
+        for snap in (wh.snapshot(), wh.snapshot(sbx.v1.id)):
+            with snap:
+                con = snap._acquire()
+                try:
+                    cur = con._con.cursor()
+                    limit, threads = cur.execute(
+                        "select current_setting('memory_limit'), current_setting('threads')"
+                    ).fetchall()[0]
+                    cur.close()
+                finally:
+                    con.release()
+            assert limit == "244.1 MiB" and threads == 1
+    for name, value in [
+        ("query_memory_limit", "lots"),
+        ("query_memory_limit", "-1GB"),
+        ("query_threads", 0),
+    ]:
+        with pytest.raises(wrdsvault.InvalidNameError):
+            wrdsvault.VaultSettings(**{name: value})
+        with pytest.raises(wrdsvault.VaultFormatError):
+            wrdsvault.VaultSettings().with_env({f"WRDSVAULT_{name.upper()}": str(value)})
+
+
+# -- threads --------------------------------------------------------------------------------------
+
+SLOW = "select count(*) as n from range(40000000) t(i) where i % 7 = 3"
+SLOW_N = len(range(3, 40000000, 7))
+
+
+def test_threads_query_one_snapshot_at_once(sbx: Sandbox) -> None:
+    """Eight threads query one snapshot at the same time (a cursor each); every answer is right."""
+    rows = sbx.snap.dataset("crsp.msf").row_count
+    start = threading.Barrier(8)
+
+    def work(i: int) -> list[int]:
+        start.wait()
+        return [
+            int(sbx.snap.query("select count(*) + $1 as n from crsp.msf", [i])["n"][0])
+            for _ in range(5)
+        ]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(8)))
+    assert results == [[rows + i] * 5 for i in range(8)]
+
+
+@pytest.mark.parametrize("closer", ["Snapshot.close", "Warehouse.close"])
+def test_close_during_a_running_query_lets_it_finish(sbx: Sandbox, closer: str) -> None:
+    """close() while another thread's query runs: the query answers, then the connection and
+    its spill folder go away; the snapshot reopens on the next query."""
+    wh = Warehouse(sbx.root)
+    try:
+        snap = wh.snapshot(sbx.snap.id)
+        running = threading.Event()
+        result: dict[str, Any] = {}
+
+        def fetch(rel: duckdb.DuckDBPyRelation) -> Any:
+            running.set()  # the query holds its lease and is about to run
+            return rel.fetchall()
+
+        def run() -> None:
+            try:
+                if closer == "Warehouse.close":
+                    result["rows"] = wh._run_latest(SLOW, None, None, fetch)
+                else:
+                    result["rows"] = snap._run(SLOW, None, None, fetch)
+            except BaseException as exc:  # reported below, with its type
+                result["error"] = exc
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        running.wait(timeout=60)
+        con = (wh._latest if closer == "Warehouse.close" else snap)._con
+        assert con is not None
+        tmp = Path(con._tmp)
+        assert tmp.is_dir()
+        if closer == "Warehouse.close":
+            wh.close()
+        else:
+            snap.close()
+        worker.join(timeout=120)
+        assert "error" not in result, repr(result.get("error"))
+        assert result["rows"] == [(SLOW_N,)]
+        assert con.closed and not tmp.exists()
+        assert snap.query("select count(*) as n from crsp.msf")["n"][0] == (
+            snap.dataset("crsp.msf").row_count
+        )
+        snap.close()
     finally:
         wh.close()
 

@@ -150,16 +150,23 @@ class VaultSettings:
         """Apply ``WRDSVAULT_<SETTING>`` overrides (e.g. ``WRDSVAULT_LOCK_TIMEOUT_S=60``)."""
         env = os.environ if environ is None else environ
         changes: dict[str, Any] = {}
+        for field in attrs.fields(type(self)):
+            variable = _ENV_PREFIX + field.name.upper()
+            raw = env.get(variable)
+            if raw is None or field.name == "drift_policies":
+                continue  # drift_policies is a mapping: set it in vault.json or settings=
+            try:
+                changes[field.name] = value = _from_env(field.name, raw)
+                attrs.evolve(self, **{field.name: value})  # runs the field's validator
+            except (TypeError, ValueError) as exc:
+                raise VaultFormatError(
+                    path="environment", problem=f"invalid {variable}={raw!r} ({exc})"
+                ) from exc
         try:
-            for field in attrs.fields(type(self)):
-                raw = env.get(_ENV_PREFIX + field.name.upper())
-                if raw is None or field.name == "drift_policies":
-                    continue  # drift_policies is a mapping: set it in vault.json or settings=
-                changes[field.name] = _from_env(field.name, raw)
             return attrs.evolve(self, **changes)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:  # fields that are only wrong together
             raise VaultFormatError(
-                path="environment", problem=f"invalid {_ENV_PREFIX}* setting ({exc})"
+                path="environment", problem=f"invalid {_ENV_PREFIX}* settings ({exc})"
             ) from exc
 
 
