@@ -334,14 +334,13 @@ def check_shape(cur: duckdb.DuckDBPyConnection, text: str) -> None:
     Works on DuckDB's own parse tree (``json_serialize_sql``), walked inside DuckDB (its JSON
     reader is not recursive; a Python one fails on a 400-term sum).
     """
-    ast = cur.execute("SELECT json_serialize_sql($1)", [text]).fetchall()[0][0]
-    row = cur.execute(
-        "SELECT coalesce(json_extract($1::JSON, '$.error')::BOOLEAN, false),"
-        " json_extract_string($1::JSON, '$..function_name'),"
-        " json_extract_string($1::JSON, '$..table_name')",
-        [ast],
+    ast, error, functions, tables = cur.execute(
+        "SELECT j::VARCHAR, coalesce(json_extract(j, '$.error')::BOOLEAN, false),"
+        " json_extract_string(j, '$..function_name'), json_extract_string(j, '$..table_name')"
+        " FROM (SELECT json_serialize_sql($1)::JSON AS j)",
+        [text],
     ).fetchall()[0]
-    error, functions, tables = row[0], row[1] or [], row[2] or []
+    functions, tables = functions or [], tables or []
     if error:  # not serializable: DuckDB reports its own error when it runs
         return
     refused = sorted({f.lower() for f in functions if f} & REFUSED_FUNCTIONS)
