@@ -240,6 +240,14 @@ CORPUS = [
     rejected("settings-table", "select value from duckdb_settings()", "FUNCTION"),
     rejected("settings-from-first", "from duckdb_settings()", "FUNCTION"),
     rejected("temporary-files", "select * from duckdb_temporary_files()", "FUNCTION"),
+    rejected("pg-settings", "select setting from pg_settings", "FUNCTION"),
+    rejected("pg-catalog-settings", 'select * from pg_catalog."PG_SETTINGS"', "FUNCTION"),
+    rejected("settings-in-exists", "select 1 where exists (from duckdb_settings())", "FUNCTION"),
+    rejected("setting-method-call", "select 'temp_directory'.current_setting()", "FUNCTION"),
+    rejected(
+        "setting-in-lambda", "select list_transform([1], x -> current_setting('a'))", "FUNCTION"
+    ),
+    rejected("setting-in-describe", "DESCRIBE (select current_setting('a'))", "FUNCTION"),
     rejected(
         "query-fn-setting",
         "select * from query('select current_setting(''temp_directory'')')",

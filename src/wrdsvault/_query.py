@@ -20,6 +20,7 @@ while queries run on it is deferred until the last of them ends.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -64,12 +65,14 @@ MAX_SQL_CHARS: Final = 1_000_000
 #: number (4,000 UNION ALL terms plan in ~1 s, 10,000 in ~10 s), so a time limit cannot bound it.
 MAX_SELECT_BLOCKS: Final = 1_000
 
-#: Functions a sandboxed query may not call: the first two reveal settings that hold host paths
-#: (the spill folder, the secret folder, the allowed files); ``query`` runs SQL from a string,
-#: which no allow-list check would see.
+#: Functions a sandboxed query may not call: the first three reveal settings that hold host paths
+#: (the spill folder, the secret folder, the allowed files) or the spill files; ``query`` runs SQL
+#: from a string, which no allow-list check would see.
 REFUSED_FUNCTIONS: Final = frozenset(
     {"current_setting", "duckdb_settings", "duckdb_temporary_files", "query"}
 )
+#: Built-in views a sandboxed query may not read: ``pg_catalog.pg_settings`` lists the settings.
+REFUSED_VIEWS: Final = frozenset({"pg_settings"})
 
 _SELECT_NODE: Final = '"type":"SELECT_NODE"'
 _NEVER: Final = '"materialized":"CTE_MATERIALIZE_NEVER"'
@@ -341,13 +344,18 @@ def check_shape(cur: duckdb.DuckDBPyConnection, text: str) -> None:
         [text],
     ).fetchall()[0]
     functions, tables = functions or [], tables or []
-    if error:  # not serializable: DuckDB reports its own error when it runs
-        return
+    if error:  # every SELECT tried serializes; one that does not cannot be checked: refused
+        raise QueryRejectedError(
+            statement_type="UNCHECKABLE",
+            reason="DuckDB cannot describe this SELECT's parse tree, so the sandbox cannot check "
+            f"it ({json.loads(ast).get('error_message', 'no reason given')})",
+        )
     refused = sorted({f.lower() for f in functions if f} & REFUSED_FUNCTIONS)
+    refused += sorted({t.lower() for t in tables if t} & REFUSED_VIEWS)
     if refused:
         raise QueryRejectedError(
             statement_type="FUNCTION",
-            reason=f"{', '.join(refused)} may not be called in a snapshot query (settings hold "
+            reason=f"{', '.join(refused)} may not be used in a snapshot query (settings hold "
             "host paths; query() runs SQL from a string). The time zone is always UTC; "
             "docs/query.md lists the settings in force",
         )
