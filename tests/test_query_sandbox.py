@@ -267,6 +267,13 @@ CORPUS = [
         "TOO_COMPLEX",
     ),
     rejected(
+        "cte-chain-990-not-materialized",
+        "with c0 as not materialized (select 1 as x), "
+        + ", ".join(f"c{i} as not materialized (from c{i - 1})" for i in range(1, 990))
+        + " from c989",
+        "TOO_COMPLEX",
+    ),
+    rejected(
         "cte-join-doubling-not-materialized",
         "with a0 as not materialized (select 1 as x), "
         + ", ".join(

@@ -387,31 +387,25 @@ def _inlined_blocks(cur: duckdb.DuckDBPyConnection, ast: str, tables: Sequence[s
             old = bodies.get(name)
             if old is None or blocks > old[0]:  # the same name in two scopes: the larger
                 bodies[name] = (blocks, list(refs or []))
+    # Weights without recursion (a chain may be 1,000 CTEs long): settle each CTE once the CTEs
+    # it uses are settled; saturating at the limit keeps the numbers small. A CTE's use of
+    # itself (recursive) is planned once; names left in a cycle (the same name in two scopes)
+    # count their own blocks only.
+    cap = MAX_SELECT_BLOCKS + 1
     weights: dict[str, int] = {}
-    visiting: set[str] = set()
-
-    def weight(name: str) -> int:
-        """Blocks planned for one use of the CTE ``name``, its own inlined CTEs included."""
-        if name in weights:
-            return weights[name]
-        if name in visiting:  # a recursive reference: planned once, not expanded
-            return 0
-        visiting.add(name)
-        blocks, refs = bodies[name]
-        total = blocks
-        for ref in refs:
-            if ref in bodies:
-                total += weight(ref)
-                if total > MAX_SELECT_BLOCKS:
-                    break
-        visiting.discard(name)
-        weights[name] = total
-        return total
+    pending = {n: [r for r in refs if r in bodies and r != n] for n, (_, refs) in bodies.items()}
+    while pending:
+        settled = [n for n, deps in pending.items() if all(d in weights for d in deps)]
+        if not settled:
+            weights.update((n, min(bodies[n][0], cap)) for n in pending)
+            break
+        for n in settled:
+            weights[n] = min(cap, bodies[n][0] + sum(weights[d] for d in pending.pop(n)))
 
     extra = 0
     for ref in tables:
         if ref in bodies:
-            extra += weight(ref)
+            extra += weights[ref]
             if extra > MAX_SELECT_BLOCKS:
                 break
     return extra
