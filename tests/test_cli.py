@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -566,3 +568,147 @@ def test_summary_notes_recorded_vintage_drift_and_long_year_lists() -> None:
     assert lines[6] == (
         "committed snapshot s2 in 1.50 s: 2 of 2 datasets changed, 1,234 rows and 2.5 MB written"
     )
+
+
+#: (SQL expression, DuckDB's text form, the value --json gives to json.loads(parse_float=Decimal))
+TYPED = [
+    ("1::tinyint", "1", 1),
+    ("(-32768)::smallint", "-32768", -32768),
+    ("2147483647::integer", "2147483647", 2147483647),
+    ("(-9223372036854775808)::bigint", "-9223372036854775808", -9223372036854775808),
+    (
+        "170141183460469231731687303715884105727::hugeint",
+        "170141183460469231731687303715884105727",
+        170141183460469231731687303715884105727,
+    ),
+    ("255::utinyint", "255", 255),
+    ("18446744073709551615::ubigint", "18446744073709551615", 18446744073709551615),
+    (
+        "340282366920938463463374607431768211455::uhugeint",
+        "340282366920938463463374607431768211455",
+        340282366920938463463374607431768211455,
+    ),
+    (
+        "123456789012345678.123456789012345678::decimal(38,18)",
+        "123456789012345678.123456789012345678",
+        Decimal("123456789012345678.123456789012345678"),
+    ),
+    ("(-1.50)::decimal(4,2)", "-1.50", Decimal("-1.50")),
+    ("0.1::double", "0.1", Decimal("0.1")),
+    ("1e300::double", "1e+300", Decimal("1e300")),
+    ("'nan'::double", "nan", "NaN"),
+    ("'inf'::double", "inf", "Infinity"),
+    ("'-inf'::double", "-inf", "-Infinity"),
+    ("date '2020-02-29'", "2020-02-29", "2020-02-29"),
+    ("date 'infinity'", "infinity", "infinity"),
+    ("time '23:59:59.999999'", "23:59:59.999999", "23:59:59.999999"),
+    ("timestamp_s '2020-01-02 03:04:05'", "2020-01-02 03:04:05", "2020-01-02 03:04:05"),
+    (
+        "timestamp_ms '2020-01-02 03:04:05.123'",
+        "2020-01-02 03:04:05.123",
+        "2020-01-02 03:04:05.123",
+    ),
+    (
+        "timestamp '2020-01-02 03:04:05.123456'",
+        "2020-01-02 03:04:05.123456",
+        "2020-01-02 03:04:05.123456",
+    ),
+    (
+        "timestamp_ns '2020-01-02 03:04:05.123456789'",
+        "2020-01-02 03:04:05.123456789",
+        "2020-01-02 03:04:05.123456789",
+    ),
+    (
+        "timestamptz '2019-12-31 23:30:00.000001+00'",
+        "2019-12-31 23:30:00.000001+00",
+        "2019-12-31 23:30:00.000001+00",
+    ),
+    ("interval 3 day", "3 days", "3 days"),
+    (
+        "interval '1 year 2 months 3 days 04:05:06.789012'",
+        "1 year 2 months 3 days 04:05:06.789012",
+        "1 year 2 months 3 days 04:05:06.789012",
+    ),
+    ("interval '-1 month 1 microsecond'", "-1 month 00:00:00.000001", "-1 month 00:00:00.000001"),
+    ("'\\x00\\xff'::blob", "\\x00\\xFF", "\\x00\\xFF"),
+    (
+        "uuid '12345678-1234-5678-1234-567812345678'",
+        "12345678-1234-5678-1234-567812345678",
+        "12345678-1234-5678-1234-567812345678",
+    ),
+    ("true", "true", True),
+    ("'a, \"b\"'", 'a, "b"', 'a, "b"'),
+    ("''", "", ""),
+    ("[1, null, 3]", "[1, NULL, 3]", [1, None, 3]),
+    ("{'k': 1, 'i': [interval 1 month]}", "{'k': 1, 'i': [1 month]}", {"k": 1, "i": ["1 month"]}),
+    ("map {'a': 1.5::decimal(3,1)}", "{a=1.5}", {"a": Decimal("1.5")}),
+    ("[ 'nan'::double ]", "[nan]", ["NaN"]),
+    ("null", None, None),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_vault(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A vault with one committed snapshot (the typed values come from SQL literals)."""
+    from wrdsvault import Warehouse
+    from wrdsvault.sources import SampleSource
+
+    root = tmp_path_factory.mktemp("typed") / "v"
+    with Warehouse(
+        root, source=SampleSource(seed=0, years=range(2020, 2021), n_securities=10)
+    ) as wh:
+        assert wh.sync("ff.factors_monthly").committed
+    return str(root)
+
+
+def typed_sql() -> str:
+    return "select " + ", ".join(f"{expr} as c{i}" for i, (expr, _, _) in enumerate(TYPED))
+
+
+def test_query_json_is_exact_for_every_type(
+    tiny_vault: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--json keeps every digit, nanosecond and interval month; NaN/inf become strings."""
+    code, out, err = run(capsys, "query", typed_sql(), "--vault", tiny_vault, "--json")
+    assert code == 0, err
+    rows = json.loads(out, parse_float=Decimal, parse_constant=lambda c: pytest.fail(c))
+    assert len(rows) == 1
+    assert list(rows[0]) == [f"c{i}" for i in range(len(TYPED))]
+    for i, (expr, _, want) in enumerate(TYPED):
+        got = rows[0][f"c{i}"]
+        assert got == want and type(got) is type(want), (expr, got, want)
+
+
+def test_query_csv_is_exact_for_every_type(
+    tiny_vault: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--csv prints DuckDB's own text of each value; NULL is empty, '' is quoted."""
+    code, out, err = run(capsys, "query", typed_sql(), "--vault", tiny_vault, "--csv")
+    assert code == 0, err
+    header, row = list(csv.reader(io.StringIO(out)))
+    assert header == [f"c{i}" for i in range(len(TYPED))]
+    assert row == ["" if text is None else text for _, text, _ in TYPED]
+    assert ',"",' in out.splitlines()[1]  # the empty string, told apart from NULL
+
+
+def test_query_table_is_exact_for_every_type(
+    tiny_vault: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The table shows DuckDB's own text of each value, NULL as NULL, control characters escaped."""
+    for expr, text, _ in TYPED:
+        code, out, err = run(capsys, "query", f"select {expr} as v", "--vault", tiny_vault)
+        assert code == 0, err
+        assert out.splitlines()[1].strip() == ("NULL" if text is None else text).strip(), expr
+    code, out, _ = run(capsys, "query", "select 'a' || chr(10) || 'b' as v", "--vault", tiny_vault)
+    assert out.splitlines() == ["v", "a\\nb"]
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "soon"])
+def test_query_bad_timeout_is_a_usage_error(
+    tiny_vault: str, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """--timeout must be a finite number > 0: exit 2 with a usage message, no traceback."""
+    with pytest.raises(SystemExit) as info:
+        main(["query", "select 1", "--vault", tiny_vault, f"--timeout={value}"])
+    assert info.value.code == 2
+    assert "expected a number of seconds > 0" in capsys.readouterr().err

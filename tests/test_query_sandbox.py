@@ -13,8 +13,10 @@ import hashlib
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from wrdsvault import (
     Snapshot,
     Warehouse,
 )
+from wrdsvault._query import MAX_SELECT_BLOCKS
 from wrdsvault.sources import SampleSource
 
 DATASETS = ["crsp.msf", "comp.funda", "ff.factors_monthly"]
@@ -218,8 +221,68 @@ CORPUS = [
     rejected("prepare", "PREPARE p AS SELECT 1", "PREPARE"),
     rejected("execute", "EXECUTE p", "EXECUTE"),
     rejected("deallocate", "DEALLOCATE p", "DROP"),
-    # PIVOT expands to several statements: refused although it only reads.
-    rejected("pivot", "PIVOT crsp.msf ON permno USING count(*)", "MULTI"),
+    # A PIVOT without an IN list expands to several statements (CREATE TYPE first): refused,
+    # naming PIVOT; with an IN list it is one SELECT (see the positive controls).
+    rejected("pivot", "PIVOT crsp.msf ON permno USING count(*)", "PIVOT"),
+    rejected("pivot-subquery", "select * from (pivot crsp.msf on permno using count(*))", "PIVOT"),
+    # The time zone is pinned to UTC: no statement may change it.
+    rejected("set-timezone", "SET TimeZone = 'Asia/Tokyo'", "SET"),
+    rejected("set-global-timezone", "SET GLOBAL TimeZone = 'Asia/Tokyo'", "SET"),
+    rejected("reset-timezone", "RESET TimeZone", "SET"),
+    rejected("set-calendar", "SET Calendar = 'japanese'", "SET"),
+    # Settings hold host paths (spill folder, secret folder, allowed files): none is readable.
+    rejected("temp-directory", "select current_setting('temp_directory') as d", "FUNCTION"),
+    rejected("secret-directory", "select current_setting('secret_directory')", "FUNCTION"),
+    rejected("setting-built-at-run-time", "select current_setting('temp_' || 'dir')", "FUNCTION"),
+    rejected("setting-upper-case", "SELECT CURRENT_SETTING('TEMP_DIRECTORY')", "FUNCTION"),
+    rejected("setting-qualified", "select main.current_setting('temp_directory')", "FUNCTION"),
+    rejected("setting-in-cte", "with s as (select current_setting('x') v) from s", "FUNCTION"),
+    rejected("settings-table", "select value from duckdb_settings()", "FUNCTION"),
+    rejected("settings-from-first", "from duckdb_settings()", "FUNCTION"),
+    rejected("temporary-files", "select * from duckdb_temporary_files()", "FUNCTION"),
+    rejected("pg-settings", "select setting from pg_settings", "FUNCTION"),
+    rejected("pg-catalog-settings", 'select * from pg_catalog."PG_SETTINGS"', "FUNCTION"),
+    rejected("settings-in-exists", "select 1 where exists (from duckdb_settings())", "FUNCTION"),
+    rejected("setting-method-call", "select 'temp_directory'.current_setting()", "FUNCTION"),
+    rejected(
+        "setting-in-lambda", "select list_transform([1], x -> current_setting('a'))", "FUNCTION"
+    ),
+    rejected("setting-in-describe", "DESCRIBE (select current_setting('a'))", "FUNCTION"),
+    rejected(
+        "query-fn-setting",
+        "select * from query('select current_setting(''temp_directory'')')",
+        "FUNCTION",
+    ),
+    # Planning cannot be interrupted: statements too big to plan are refused before it starts.
+    rejected("union-10k", " union all ".join(f"select {i}" for i in range(10_000)), "TOO_COMPLEX"),
+    rejected("values-union-2k", " union all ".join(["values (1), (2)"] * 2_000), "TOO_COMPLEX"),
+    rejected(
+        "cte-doubling-not-materialized",
+        "with a0 as not materialized (select 1 as x), "
+        + ", ".join(
+            f"a{i} as not materialized (select * from a{i - 1} union all select * from a{i - 1})"
+            for i in range(1, 21)
+        )
+        + " select count(*) from a20",
+        "TOO_COMPLEX",
+    ),
+    rejected(
+        "cte-chain-990-not-materialized",
+        "with c0 as not materialized (select 1 as x), "
+        + ", ".join(f"c{i} as not materialized (from c{i - 1})" for i in range(1, 990))
+        + " from c989",
+        "TOO_COMPLEX",
+    ),
+    rejected(
+        "cte-join-doubling-not-materialized",
+        "with a0 as not materialized (select 1 as x), "
+        + ", ".join(
+            f"a{i} as not materialized (select p.x from a{i - 1} p, a{i - 1} q)"
+            for i in range(1, 21)
+        )
+        + " select count(*) from a20",
+        "TOO_COMPLEX",
+    ),
     # More than one statement, however disguised.
     rejected("multi", "select 1; copy (select 1) to '{data}/y.parquet'", "MULTIPLE"),
     rejected("multi-comment", "select 1 -- \n; drop view crsp.msf", "MULTIPLE"),
@@ -254,21 +317,22 @@ CORPUS = [
     refused("dotdot-data", "select * from read_text('{data}/../vault.json')"),
     refused("dotdot-through-pinned", "select * from read_parquet('{pinned}/../{stale_name}')"),
     refused("dotdot-to-etc", "select * from read_text('{pinned}/../../../../../../../etc/passwd')"),
-    refused(
+    rejected(
         "dotdot-temp-dir",
         "select * from read_text(current_setting('temp_directory') || '/../../etc/passwd')",
+        "FUNCTION",
     ),
     refused("home", "select * from read_text('~/x')"),
     refused("http", "select * from read_parquet('http://example.com/x.parquet')"),
     refused("https", "select * from read_text('https://example.com/')"),
     refused("s3", "select * from read_parquet('s3://bucket/x.parquet')"),
     refused("extensions-dir", "select * from duckdb_extensions()"),
-    refused(
-        "query-copy",
-        "select * from query('copy (select 1) to ''{data}/q.parquet''')",
-        "single SELECT",
+    # query() runs SQL from a string, out of the allow-list's sight: refused whatever it holds.
+    rejected(
+        "query-copy", "select * from query('copy (select 1) to ''{data}/q.parquet''')", "FUNCTION"
     ),
-    refused("query-attach", "select * from query('attach '':memory:'' as q')", "single SELECT"),
+    rejected("query-attach", "select * from query('attach '':memory:'' as q')", "FUNCTION"),
+    rejected("query-select", "select * from query('select 1')", "FUNCTION"),
     refused("getenv", "select getenv('HOME')", "getenv"),
     refused("enable-logging-fn", "select * from enable_logging()", "locked"),
     refused("unterminated-comment", "select 1 /* ; copy (select 1) to 'x.csv'", "Parser Error"),
@@ -439,22 +503,37 @@ def test_only_the_pinned_views_exist(sbx: Sandbox) -> None:
 
 
 def test_second_wall_settings_are_in_force(sbx: Sandbox) -> None:
-    """External access is off, configuration locked, allowed paths = exactly the pinned files."""
+    """External access off, configuration locked, allowed paths = the pinned files, TZ = UTC."""
+    # Settings are not readable from a snapshot query (they hold host paths): look through a
+    # cursor of the snapshot's own DuckDB database instead.
+    con = sbx.snap._acquire()
+    try:
+        cur = con._con.cursor()
 
-    def setting(name: str) -> Any:
-        return sbx.snap.query("select current_setting($1) as v", [name])["v"][0]
+        def setting(name: str) -> Any:
+            return cur.execute("select current_setting($1)", [name]).fetchall()[0][0]
 
-    assert setting("enable_external_access") in (False, "false")
-    assert setting("lock_configuration") in (True, "true")
-    for name in ("autoload_known_extensions", "autoinstall_known_extensions"):
-        assert setting(name) in (False, "false")
-    assert setting("allow_community_extensions") in (False, "false")
-    assert setting("allow_persistent_secrets") in (False, "false")
-    pinned = sorted(str(p) for d in DATASETS for p in sbx.snap.files(d))
-    assert sorted(setting("allowed_paths")) == pinned
-    for folder in setting("allowed_directories"):
-        real = Path(folder).resolve()
-        assert sbx.root not in real.parents and real != sbx.root, folder
+        assert setting("enable_external_access") in (False, "false")
+        assert setting("lock_configuration") in (True, "true")
+        for name in ("autoload_known_extensions", "autoinstall_known_extensions"):
+            assert setting(name) in (False, "false")
+        assert setting("allow_community_extensions") in (False, "false")
+        assert setting("allow_persistent_secrets") in (False, "false")
+        assert setting("TimeZone") == "UTC"
+        assert setting("Calendar") == "gregorian"
+        pinned = sorted(str(p) for d in DATASETS for p in sbx.snap.files(d))
+        assert sorted(setting("allowed_paths")) == pinned
+        for folder in setting("allowed_directories"):
+            real = Path(folder).resolve()
+            assert sbx.root not in real.parents and real != sbx.root, folder
+        # The lock holds even for code that reaches DuckDB directly.
+        for statement in ("SET TimeZone = 'Asia/Tokyo'", "SET GLOBAL TimeZone = 'Asia/Tokyo'"):
+            with pytest.raises(duckdb.Error, match="locked"):
+                cur.execute(statement)
+        assert setting("TimeZone") == "UTC"
+        cur.close()
+    finally:
+        con.release()
 
 
 def test_parameters_are_values_not_sql(sbx: Sandbox) -> None:
@@ -541,6 +620,182 @@ def test_vault_setting_sets_the_default_timeout(sbx: Sandbox) -> None:
             wh.query(RUNAWAY)
         assert time.monotonic() - start < 5
         assert wh.query("select 1 as x")["x"][0] == 1
+    finally:
+        wh.close()
+
+
+def test_pivot_with_an_in_list_is_one_select(sbx: Sandbox) -> None:
+    """PIVOT naming its values (the suggested alternative) runs; without them it is refused."""
+    permnos = sorted(sbx.snap.query("select distinct permno from crsp.msf")["permno"])[:2]
+    values = ", ".join(str(int(p)) for p in permnos)
+    df = sbx.snap.query(
+        f"PIVOT (select permno from crsp.msf) ON permno IN ({values}) USING count(*)"
+    )
+    assert len(df) == 1 and len(df.columns) == 2
+    assert list(df.iloc[0]) == [
+        sbx.snap.query("select count(*) from crsp.msf where permno = $1", [int(p)]).iloc[0, 0]
+        for p in permnos
+    ]
+    with pytest.raises(QueryRejectedError) as info:
+        sbx.snap.query("PIVOT crsp.msf ON permno USING count(*)")
+    assert "PIVOT" in str(info.value) and "IN (" in str(info.value)
+
+
+def test_statement_at_the_planning_limit_runs(sbx: Sandbox) -> None:
+    """1,000 UNION ALL terms run; 1,001 are refused naming the limit; materialized CTEs pass."""
+    at_limit = " union all ".join(f"select {i} as x" for i in range(MAX_SELECT_BLOCKS))
+    assert len(sbx.snap.query(at_limit)) == MAX_SELECT_BLOCKS
+    with pytest.raises(QueryRejectedError) as info:
+        sbx.snap.query(at_limit + " union all select -1", timeout_s=1)
+    assert info.value.statement_type == "TOO_COMPLEX"
+    assert "1,001 SELECT blocks" in str(info.value) and "at most 1,000" in str(info.value)
+    # DuckDB materializes a CTE used twice, so doubling chains plan once per CTE: accepted.
+    doubling = (
+        "with a0 as (select 1 as x), "
+        + ", ".join(
+            f"a{i} as (select * from a{i - 1} union all select * from a{i - 1})"
+            for i in range(1, 16)
+        )
+        + " select count(*) as n from a15"
+    )
+    assert sbx.snap.query(doubling)["n"][0] == 2**15
+
+
+@pytest.mark.parametrize("value", [-1, 0, -0.5, float("nan"), float("inf"), float("-inf")])
+def test_bad_timeouts_are_refused_with_the_documented_error(sbx: Sandbox, value: float) -> None:
+    """timeout_s <= 0, NaN or infinite raises InvalidNameError from every entry point."""
+    calls = [
+        lambda: sbx.snap.query("select 1", timeout_s=value),
+        lambda: sbx.snap.arrow("select 1", timeout_s=value),
+        lambda: sbx.snap.sql("select 1").df(timeout_s=value),
+        lambda: sbx.snap.sql("select 1").fetchall(timeout_s=value),
+        lambda: sbx.wh.query("select 1", timeout_s=value),
+        lambda: wrdsvault.VaultSettings(query_timeout_s=value),
+    ]
+    for call in calls:
+        with pytest.raises(wrdsvault.InvalidNameError) as info:
+            call()
+        assert "finite number of seconds > 0" in str(info.value)
+    with pytest.raises(TypeError):
+        sbx.snap.query("select 1", timeout_s="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("raw", ["-1", "0", "nan", "inf", "abc"])
+def test_bad_timeout_in_the_environment_or_vault_json(sbx: Sandbox, raw: str) -> None:
+    """WRDSVAULT_QUERY_TIMEOUT_S or vault.json holding a bad timeout: VaultFormatError on open."""
+    with pytest.raises(wrdsvault.VaultFormatError, match="WRDSVAULT_QUERY_TIMEOUT_S="):
+        wrdsvault.VaultSettings().with_env({"WRDSVAULT_QUERY_TIMEOUT_S": raw})
+    if raw != "abc":
+        with pytest.raises(wrdsvault.VaultFormatError, match="query_timeout_s"):
+            wrdsvault.VaultSettings.from_json({"query_timeout_s": float(raw)}, where="vault.json")
+
+
+def duckdb_shows_memory_limit(value: str) -> str:
+    """How DuckDB prints ``memory_limit`` once set to ``value`` (it rounds to binary units)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit = $1", [value])
+        return str(con.execute("select current_setting('memory_limit')").fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def test_query_memory_and_threads_settings_reach_the_connection(
+    sbx: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """query_memory_limit and query_threads (vault.json or WRDSVAULT_*) apply to every query."""
+    monkeypatch.setenv("WRDSVAULT_QUERY_MEMORY_LIMIT", "256MB")
+    monkeypatch.setenv("WRDSVAULT_QUERY_THREADS", "1")
+    with Warehouse(sbx.root) as wh:
+        assert wh.settings.query_memory_limit == "256MB" and wh.settings.query_threads == 1
+        for snap in (wh.snapshot(), wh.snapshot(sbx.v1.id)):
+            with snap:
+                con = snap._acquire()
+                try:
+                    cur = con._con.cursor()
+                    limit, threads = cur.execute(
+                        "select current_setting('memory_limit'), current_setting('threads')"
+                    ).fetchall()[0]
+                    cur.close()
+                finally:
+                    con.release()
+            assert (limit, threads) == (duckdb_shows_memory_limit("256MB"), 1)
+    for name, value in [
+        ("query_memory_limit", "lots"),
+        ("query_memory_limit", "-1GB"),
+        ("query_threads", 0),
+    ]:
+        with pytest.raises(wrdsvault.InvalidNameError):
+            wrdsvault.VaultSettings(**{name: value})
+        with pytest.raises(wrdsvault.VaultFormatError):
+            wrdsvault.VaultSettings().with_env({f"WRDSVAULT_{name.upper()}": str(value)})
+
+
+# -- threads --------------------------------------------------------------------------------------
+
+SLOW = "select count(*) as n from range(40000000) t(i) where i % 7 = 3"
+SLOW_N = len(range(3, 40000000, 7))
+
+
+def test_threads_query_one_snapshot_at_once(sbx: Sandbox) -> None:
+    """Eight threads query one snapshot at the same time (a cursor each); every answer is right."""
+    rows = sbx.snap.dataset("crsp.msf").row_count
+    start = threading.Barrier(8)
+
+    def work(i: int) -> list[int]:
+        start.wait()
+        return [
+            int(sbx.snap.query("select count(*) + $1 as n from crsp.msf", [i])["n"][0])
+            for _ in range(5)
+        ]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(8)))
+    assert results == [[rows + i] * 5 for i in range(8)]
+
+
+@pytest.mark.parametrize("closer", ["Snapshot.close", "Warehouse.close"])
+def test_close_during_a_running_query_lets_it_finish(sbx: Sandbox, closer: str) -> None:
+    """close() while another thread's query runs: the query answers, then the connection and
+    its spill folder go away; the snapshot reopens on the next query."""
+    wh = Warehouse(sbx.root)
+    try:
+        snap = wh.snapshot(sbx.snap.id)
+        running = threading.Event()
+        result: dict[str, Any] = {}
+
+        def fetch(rel: duckdb.DuckDBPyRelation) -> Any:
+            running.set()  # the query holds its lease and is about to run
+            return rel.fetchall()
+
+        def run() -> None:
+            try:
+                if closer == "Warehouse.close":
+                    result["rows"] = wh._run_latest(SLOW, None, None, fetch)
+                else:
+                    result["rows"] = snap._run(SLOW, None, None, fetch)
+            except BaseException as exc:  # reported below, with its type
+                result["error"] = exc
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        running.wait(timeout=60)
+        con = (wh._latest if closer == "Warehouse.close" else snap)._con
+        assert con is not None
+        tmp = Path(con._tmp)
+        assert tmp.is_dir()
+        if closer == "Warehouse.close":
+            wh.close()
+        else:
+            snap.close()
+        worker.join(timeout=120)
+        assert "error" not in result, repr(result.get("error"))
+        assert result["rows"] == [(SLOW_N,)]
+        assert con.closed and not tmp.exists()
+        assert snap.query("select count(*) as n from crsp.msf")["n"][0] == (
+            snap.dataset("crsp.msf").row_count
+        )
+        snap.close()
     finally:
         wh.close()
 

@@ -5,32 +5,46 @@ Two walls (docs/design/sandbox.md says why both are needed):
 1. Statement allow-list: DuckDB's own parser splits the input; exactly one statement of type
    SELECT is accepted, and only that parsed statement's text runs. EXPLAIN (``EXPLAIN ANALYZE COPY``
    writes), PRAGMA, SET, COPY, ATTACH, EXPORT, INSTALL, LOAD, CALL, CREATE, DROP, ... are refused.
+   The parsed statement is then measured (`check_shape`): its planning cost is bounded, and the
+   functions that read settings (host paths) or run SQL from a string are refused.
 2. DuckDB settings, applied in the order that works: views first (built with the relation API,
    never from strings), then ``allowed_paths`` = exactly the pinned files, then
    ``enable_external_access = false``, then ``lock_configuration = true``. Extension autoload,
-   autoinstall, community extensions and persistent secrets are off from the start.
+   autoinstall, community extensions and persistent secrets are off from the start; the time zone
+   is UTC whatever the host's ``TZ``.
 
-A timer calls ``interrupt()`` on the query's own cursor when its time limit passes.
+Every query runs on its own cursor (DuckDB's way to share one database between threads); a timer
+calls ``interrupt()`` on that cursor when the query's time limit passes. Closing a connection
+while queries run on it is deferred until the last of them ends.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import duckdb
 
-from wrdsvault.errors import QueryError, QueryRejectedError, QueryTimeoutError
+from wrdsvault.errors import (
+    InvalidNameError,
+    QueryError,
+    QueryRejectedError,
+    QueryTimeoutError,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+T = TypeVar("T")
 
 _CONFIG: Final = {
     "autoload_known_extensions": False,
@@ -45,6 +59,57 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 #: Longest SQL text accepted (characters); bounds parser time and memory.
 MAX_SQL_CHARS: Final = 1_000_000
 
+#: Most SELECT blocks one statement may plan: each UNION/EXCEPT/INTERSECT term, subquery, VALUES
+#: list and CTE body counts, and a ``NOT MATERIALIZED`` CTE counts again at every use (DuckDB
+#: inlines it there). Planning is not interruptible and grows faster than linearly with this
+#: number (4,000 UNION ALL terms plan in ~1 s, 10,000 in ~10 s), so a time limit cannot bound it.
+MAX_SELECT_BLOCKS: Final = 1_000
+
+#: Functions a sandboxed query may not call: the first three reveal settings that hold host paths
+#: (the spill folder, the secret folder, the allowed files) or the spill files; ``query`` runs SQL
+#: from a string, which no allow-list check would see.
+REFUSED_FUNCTIONS: Final = frozenset(
+    {"current_setting", "duckdb_settings", "duckdb_temporary_files", "query"}
+)
+#: Built-in views a sandboxed query may not read: ``pg_catalog.pg_settings`` lists the settings.
+REFUSED_VIEWS: Final = frozenset({"pg_settings"})
+
+_SELECT_NODE: Final = '"type":"SELECT_NODE"'
+_NEVER: Final = '"materialized":"CTE_MATERIALIZE_NEVER"'
+
+
+def connect(config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    """A new in-memory DuckDB whose every cursor computes in UTC, whatever the host's ``TZ``.
+
+    ``TimeZone`` decides what ``year()``, ``date_trunc`` or a cast do with a ``timestamptz`` and
+    how one converts to pandas; DuckDB takes it from the process environment unless told. It is
+    set GLOBAL (a plain SET only reaches this one connection, not its cursors) and cannot be a
+    connect-time option (ICU registers it after the config is read).
+    """
+    con = duckdb.connect(":memory:", config=dict(config or {}))
+    try:
+        con.execute("SET GLOBAL TimeZone = 'UTC'")
+        con.execute("SET GLOBAL Calendar = 'gregorian'")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def check_timeout(value: object, *, name: str = "timeout_s") -> float | None:
+    """``value`` as a time limit in seconds: None, or a finite number > 0 (InvalidNameError)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"{name} must be a number of seconds or None, not {type(value).__name__}"
+        raise TypeError(msg)
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidNameError(
+            kind=name, value=value, rule="a time limit is a finite number of seconds > 0, or None"
+        )
+    return seconds
+
 
 def _statement_type(stmt: Any) -> str:
     try:
@@ -58,8 +123,25 @@ def _glob_escape(path: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", path)
 
 
+_PIVOT: Final = re.compile(r"(?:un)?pivot\b", re.IGNORECASE)
+
+
+def _is_pivot(sql: str) -> bool:
+    """``sql`` holds the keyword PIVOT or UNPIVOT (not inside a string or a comment)."""
+    try:
+        tokens = duckdb.tokenize(sql)
+    except duckdb.Error:  # pragma: no cover - the statement was just parsed
+        return False
+    keyword = duckdb.token_type.keyword
+    return any(kind == keyword and _PIVOT.match(sql, start) for start, kind in tokens)
+
+
 class PinnedConnection:
-    """An in-memory DuckDB database whose only tables are views over a fixed list of files."""
+    """An in-memory DuckDB database whose only tables are views over a fixed list of files.
+
+    Safe to share between threads: each query runs on its own cursor. `close` while queries run
+    defers the real close (and the removal of the spill folder) to the end of the last one.
+    """
 
     def __init__(
         self,
@@ -82,11 +164,16 @@ class PinnedConnection:
         self._tmp = tempfile.mkdtemp(prefix="wrdsvault-duckdb-")
         self._lock = threading.Lock()
         self._unqueryable = dict(unqueryable or {})
+        self._active = 0
+        self._closing = False
+        self.closed = False
         try:
-            self._con = duckdb.connect(":memory:", config=dict(_CONFIG))
+            self._con = connect(_CONFIG)
             self._build(views, union_by_name, threads, memory_limit, schemas or {})
         except BaseException:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            with self._lock:
+                self._closing = True
+                self._shutdown()
             raise
 
     def _build(
@@ -125,8 +212,63 @@ class PinnedConnection:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
 
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def acquire(self) -> bool:
+        """Count one more user of the connection; False once `close` was called."""
+        with self._lock:
+            if self._closing:
+                return False
+            self._active += 1
+            return True
+
+    def release(self) -> None:
+        """End one use; the last use after `close` closes the database for real."""
+        with self._lock:
+            self._active -= 1
+            if self._closing and self._active == 0:
+                self._shutdown()
+
+    def close(self) -> None:
+        """Close now if idle, else when the last running query ends. Idempotent."""
+        with self._lock:
+            self._closing = True
+            if self._active == 0:
+                self._shutdown()
+
+    def _shutdown(self) -> None:
+        # Called with self._lock held, once no query uses the connection.
+        if self.closed:
+            return
+        self.closed = True
+        con = getattr(self, "_con", None)
+        if con is not None:
+            con.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if not self.acquire():
+            msg = "the connection is closed"
+            raise RuntimeError(msg)  # callers lease through Snapshot, which never gets here
+        try:
+            with self._lock:
+                cur = self._con.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+        finally:
+            self.release()
+
+    # -- checks --------------------------------------------------------------------------------
+
     def check(self, sql: str) -> str:
         """Return the text of the one SELECT statement in ``sql``, or raise QueryRejectedError."""
+        with self._cursor() as cur:
+            return self._check(cur, sql)
+
+    def _check(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
         if not isinstance(sql, str):
             msg = f"sql must be a str, not {type(sql).__name__}"
             raise TypeError(msg)
@@ -136,8 +278,7 @@ class PinnedConnection:
                 reason=f"{len(sql):,} characters; at most {MAX_SQL_CHARS:,} are accepted",
             )
         try:
-            with self._lock:
-                statements = self._con.extract_statements(sql)
+            statements = cur.extract_statements(sql)
         except duckdb.Error as exc:
             raise QueryError(sql=sql, reason=str(exc)) from exc
         if len(statements) != 1:
@@ -146,37 +287,60 @@ class PinnedConnection:
                 reason=f"{len(statements)} statements given",
             )
         kind = _statement_type(statements[0])
+        if kind == "MULTI" and _is_pivot(sql):
+            raise QueryRejectedError(
+                statement_type="PIVOT",
+                reason="a PIVOT without an IN list runs as several statements (it first creates "
+                "a type holding the distinct values); name the values instead, e.g. "
+                "PIVOT t ON col IN ('a', 'b') USING sum(x), or aggregate with a filter: "
+                "sum(x) FILTER (WHERE col = 'a')",
+            )
         if kind != "SELECT":
             raise QueryRejectedError(
                 statement_type=kind, reason=f"{kind} statements are not allowed"
             )
-        return str(statements[0].query)
+        text = str(statements[0].query)
+        check_shape(cur, text)
+        return text
 
-    @contextmanager
-    def _relation(
-        self, sql: str, params: Params, timeout_s: float | None
-    ) -> Iterator[duckdb.DuckDBPyRelation]:
-        text = self.check(sql)
-        if timeout_s is not None and not timeout_s > 0:
-            msg = f"timeout_s must be a positive number of seconds, not {timeout_s!r}"
-            raise ValueError(msg)
-        with self._lock:
-            cur = self._con.cursor()
-        timer = None
-        if timeout_s is not None:
-            timer = threading.Timer(timeout_s, cur.interrupt)
-            timer.daemon = True
-            timer.start()
-        try:
-            yield cur.sql(text, params=params) if params is not None else cur.sql(text)
-        except duckdb.InterruptException as exc:
-            raise QueryTimeoutError(timeout_s=timeout_s or 0.0) from exc
-        except duckdb.Error as exc:
-            raise QueryError(sql=text, reason=self._advise(str(exc), text)) from exc
-        finally:
-            if timer is not None:
-                timer.cancel()
-            cur.close()
+    # -- running -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        sql: str,
+        params: Params,
+        timeout_s: float | None,
+        fetch: Callable[[duckdb.DuckDBPyRelation], T],
+    ) -> T:
+        """Check ``sql``, run it on a new cursor and return ``fetch(relation)``."""
+        limit = check_timeout(timeout_s)
+        with self._cursor() as cur:
+            text = self._check(cur, sql)
+            guard = threading.Lock()
+            finished = False
+
+            def interrupt() -> None:
+                with guard:
+                    if not finished:
+                        cur.interrupt()
+
+            timer = None
+            if limit is not None:
+                timer = threading.Timer(limit, interrupt)
+                timer.daemon = True
+                timer.start()
+            try:
+                rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
+                return fetch(rel)
+            except duckdb.InterruptException as exc:
+                raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
+            except duckdb.Error as exc:
+                raise QueryError(sql=text, reason=self._advise(str(exc), text)) from exc
+            finally:
+                with guard:
+                    finished = True
+                if timer is not None:
+                    timer.cancel()
 
     def _advise(self, reason: str, sql: str) -> str:
         """``reason``, plus the advice for each left-out dataset ``sql`` names."""
@@ -190,24 +354,6 @@ class PinnedConnection:
             )
         ]
         return "; ".join([reason, *notes])
-
-    def df(
-        self, sql: str, params: Params = None, *, timeout_s: float | None = None
-    ) -> pd.DataFrame:
-        with self._relation(sql, params, timeout_s) as rel:
-            return rel.df()
-
-    def arrow(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> pa.Table:
-        with self._relation(sql, params, timeout_s) as rel:
-            return _arrow_table(rel)
-
-    def lazy(self, sql: str, params: Params = None) -> LazyResult:
-        return LazyResult(self, self.check(sql), params)
-
-    def close(self) -> None:
-        with self._lock:
-            self._con.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def _quote(name: str) -> str:
@@ -234,10 +380,138 @@ def _empty_relation(
     return con.sql(f"SELECT {columns} WHERE false")
 
 
-def _arrow_table(rel: duckdb.DuckDBPyRelation) -> pa.Table:
+def check_shape(cur: duckdb.DuckDBPyConnection, text: str) -> None:
+    """Refuse a SELECT whose plan would be too big, or that calls a refused function.
+
+    Works on DuckDB's own parse tree (``json_serialize_sql``), walked inside DuckDB (its JSON
+    reader is not recursive; a Python one fails on a 400-term sum).
+    """
+    ast, error, functions, tables = cur.execute(
+        "SELECT j::VARCHAR, coalesce(json_extract(j, '$.error')::BOOLEAN, false),"
+        " json_extract_string(j, '$..function_name'), json_extract_string(j, '$..table_name')"
+        " FROM (SELECT json_serialize_sql($1)::JSON AS j)",
+        [text],
+    ).fetchall()[0]
+    functions, tables = functions or [], tables or []
+    if error:  # every SELECT tried serializes; one that does not cannot be checked: refused
+        raise QueryRejectedError(
+            statement_type="UNCHECKABLE",
+            reason="DuckDB cannot describe this SELECT's parse tree, so the sandbox cannot check "
+            f"it ({json.loads(ast).get('error_message', 'no reason given')})",
+        )
+    refused = sorted({f.lower() for f in functions if f} & REFUSED_FUNCTIONS)
+    refused += sorted({t.lower() for t in tables if t} & REFUSED_VIEWS)
+    if refused:
+        raise QueryRejectedError(
+            statement_type="FUNCTION",
+            reason=f"{', '.join(refused)} may not be used in a snapshot query (settings hold "
+            "host paths; query() runs SQL from a string). The time zone is always UTC; "
+            "docs/query.md lists the settings in force",
+        )
+    blocks = ast.count(_SELECT_NODE)
+    if blocks <= MAX_SELECT_BLOCKS and _NEVER in ast:
+        blocks += _inlined_blocks(cur, ast, tables)
+    if blocks > MAX_SELECT_BLOCKS:
+        raise QueryRejectedError(
+            statement_type="TOO_COMPLEX",
+            reason=f"{blocks:,} SELECT blocks (UNION/EXCEPT/INTERSECT terms, subqueries, VALUES "
+            f"and CTE bodies; a NOT MATERIALIZED CTE counts at every use); at most "
+            f"{MAX_SELECT_BLOCKS:,} are accepted because planning cannot be interrupted. "
+            "Put the values in a VALUES list or a parameter, or use a MATERIALIZED CTE",
+        )
+
+
+def _inlined_blocks(cur: duckdb.DuckDBPyConnection, ast: str, tables: Sequence[str]) -> int:
+    """The extra SELECT blocks planned because NOT MATERIALIZED CTEs are inlined at each use."""
+    rows = cur.execute(
+        "SELECT e->>'$.key', e->>'$.value.materialized', (e->'$.value.query_node')::VARCHAR,"
+        " json_extract_string(e->'$.value.query_node', '$..table_name')"
+        " FROM (SELECT unnest(json_extract($1::JSON, '$..cte_map.map[*]')) AS e)",
+        [ast],
+    ).fetchall()
+    bodies: dict[str, tuple[int, list[str]]] = {}
+    for name, materialized, body, refs in rows:
+        if materialized == "CTE_MATERIALIZE_NEVER" and name is not None:
+            blocks = (body or "").count(_SELECT_NODE)
+            old = bodies.get(name)
+            if old is None or blocks > old[0]:  # the same name in two scopes: the larger
+                bodies[name] = (blocks, list(refs or []))
+    # Weights without recursion (a chain may be 1,000 CTEs long): settle each CTE once the CTEs
+    # it uses are settled; saturating at the limit keeps the numbers small. A CTE's use of
+    # itself (recursive) is planned once; names left in a cycle (the same name in two scopes)
+    # count their own blocks only.
+    cap = MAX_SELECT_BLOCKS + 1
+    weights: dict[str, int] = {}
+    pending = {n: [r for r in refs if r in bodies and r != n] for n, (_, refs) in bodies.items()}
+    while pending:
+        settled = [n for n, deps in pending.items() if all(d in weights for d in deps)]
+        if not settled:
+            weights.update((n, min(bodies[n][0], cap)) for n in pending)
+            break
+        for n in settled:
+            weights[n] = min(cap, bodies[n][0] + sum(weights[d] for d in pending.pop(n)))
+
+    extra = 0
+    for ref in tables:
+        if ref in bodies:
+            extra += weights[ref]
+            if extra > MAX_SELECT_BLOCKS:
+                break
+    return extra
+
+
+# -- fetching -------------------------------------------------------------------------------------
+
+
+def fetch_df(rel: duckdb.DuckDBPyRelation) -> pd.DataFrame:
+    return rel.df()
+
+
+def fetch_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
     # DuckDB 2.0 renamed fetch_arrow_table() to to_arrow_table(); support both (minimum 1.2).
     fetch = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
     return fetch()
+
+
+def fetch_rows(rel: duckdb.DuckDBPyRelation) -> list[tuple[Any, ...]]:
+    return rel.fetchall()
+
+
+class Rendered:
+    """A result as DuckDB prints it: column names, types, rows of exact text (None = NULL).
+
+    ``form="text"`` casts every value to VARCHAR (DuckDB's own text form: exact for every type:
+    nanoseconds, intervals with months, HUGEINT, DECIMAL, NaN); ``form="json"`` gives each value
+    as a JSON text (``to_json``; NaN and infinities as the strings "NaN", "Infinity",
+    "-Infinity", since JSON has no such numbers).
+    """
+
+    def __init__(self, columns: list[str], types: list[str], rows: list[tuple[Any, ...]]) -> None:
+        self.columns = columns
+        self.types = types
+        self.rows = rows
+
+
+_NON_FINITE: Final = re.compile(r'("(?:[^"\\]|\\.)*")|(-?Infinity|NaN)')
+
+
+def _json_finite(text: str) -> str:
+    return _NON_FINITE.sub(lambda m: m.group(1) or f'"{m.group(2)}"', text)
+
+
+def render(form: str) -> Callable[[duckdb.DuckDBPyRelation], Rendered]:
+    """A fetch function returning a `Rendered` result (``form``: "text" or "json")."""
+    expression = {"text": "columns(*)::VARCHAR", "json": "to_json(columns(*))"}[form]
+
+    def fetch(rel: duckdb.DuckDBPyRelation) -> Rendered:
+        types = [str(t) for t in rel.types]
+        shown = rel.project(expression)
+        rows = shown.fetchall()
+        if form == "json":
+            rows = [tuple(None if v is None else _json_finite(str(v)) for v in r) for r in rows]
+        return Rendered(list(shown.columns), types, rows)
+
+    return fetch
 
 
 class LazyResult:
@@ -247,18 +521,22 @@ class LazyResult:
     SQL on the sandboxed connection through ``relation.query()``.
     """
 
-    def __init__(self, con: PinnedConnection, sql: str, params: Params) -> None:
-        self._con = con
+    def __init__(self, runner: Any, sql: str, params: Params) -> None:
+        self._runner = runner
         self.sql = sql
         self._params = params
 
+    def _run(self, timeout_s: float | None, fetch: Callable[[duckdb.DuckDBPyRelation], T]) -> T:
+        result: T = self._runner._run(self.sql, self._params, timeout_s, fetch)
+        return result
+
     def df(self, *, timeout_s: float | None = None) -> pd.DataFrame:
         """Run the query and return a pandas DataFrame."""
-        return self._con.df(self.sql, self._params, timeout_s=timeout_s)
+        return self._run(timeout_s, fetch_df)
 
     def arrow(self, *, timeout_s: float | None = None) -> pa.Table:
         """Run the query and return a pyarrow Table."""
-        return self._con.arrow(self.sql, self._params, timeout_s=timeout_s)
+        return self._run(timeout_s, fetch_arrow)
 
     def pl(self, *, timeout_s: float | None = None) -> Any:
         """Run the query and return a polars DataFrame (needs ``polars`` installed)."""
@@ -271,8 +549,7 @@ class LazyResult:
 
     def fetchall(self, *, timeout_s: float | None = None) -> list[tuple[Any, ...]]:
         """Run the query and return the rows as tuples."""
-        with self._con._relation(self.sql, self._params, timeout_s) as rel:
-            return rel.fetchall()
+        return self._run(timeout_s, fetch_rows)
 
     def __repr__(self) -> str:
         return f"LazyResult({self.sql!r})"

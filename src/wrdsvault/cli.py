@@ -10,7 +10,9 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -22,6 +24,7 @@ from typing import Any, Final, TextIO
 
 import attrs
 
+from wrdsvault._query import Rendered, render
 from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
 from wrdsvault.errors import InvalidNameError, WrdsVaultError
@@ -46,6 +49,18 @@ def _years(text: str) -> range:
         msg = f"{text!r}: the last year is before the first"
         raise argparse.ArgumentTypeError(msg)
     return range(lo, hi + 1)
+
+
+def _seconds(text: str) -> float:
+    """A time limit: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        msg = f"expected a number of seconds > 0, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--snapshot", default="latest", help="tag, id, 'latest' or ISO date")
     query.add_argument("--max-rows", type=int, default=50, help="rows to print (50; 0 = all)")
     query.add_argument("--csv", action="store_true", help="print CSV")
-    query.add_argument("--timeout", type=float, help="interrupt after this many seconds")
+    query.add_argument(
+        "--timeout", type=_seconds, help="interrupt after this many seconds (a number > 0)"
+    )
 
     add("status", "show the latest snapshot, datasets, tags, disk and the writer lock")
 
@@ -627,17 +644,75 @@ def _cmd_snapshots(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
 
 def _cmd_query(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     with _open(args) as wh, wh.snapshot(args.snapshot) as snap:
-        df = snap.query(args.sql, timeout_s=args.timeout)
+        result = snap._run(args.sql, None, args.timeout, render("json" if args.json else "text"))
     if args.json:
-        out.write(df.to_json(orient="records", date_format="iso", default_handler=str) + "\n")
+        _write_json_rows(result, out)
     elif args.csv:
-        df.to_csv(out, index=False)
+        _write_csv(result, out)
     else:
-        shown = df if args.max_rows == 0 else df.head(args.max_rows)
-        out.write(shown.to_string(index=False) + "\n")
-        if len(shown) < len(df):
-            out.write(f"... {len(df) - len(shown):,} more rows (--max-rows 0 shows all)\n")
+        _write_table(result, out, args.max_rows)
     return 0
+
+
+def _write_json_rows(result: Rendered, out: TextIO) -> None:
+    """One JSON object per row, keys in column order; values as DuckDB's ``to_json`` gives them."""
+    keys = [json.dumps(c) for c in result.columns]
+    out.write("[")
+    for i, row in enumerate(result.rows):
+        fields = ", ".join(
+            f"{k}: {'null' if v is None else v}" for k, v in zip(keys, row, strict=True)
+        )
+        out.write(("," if i else "") + "\n  {" + fields + "}")
+    out.write("\n]\n" if result.rows else "]\n")
+
+
+_CSV_SPECIAL: Final = re.compile(r'[",\r\n]|^\s|\s$')
+
+
+def _csv_field(value: str | None) -> str:
+    """RFC 4180 quoting; NULL is an empty field and an empty string is ``""``."""
+    if value is None:
+        return ""
+    if value == "" or _CSV_SPECIAL.search(value):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _write_csv(result: Rendered, out: TextIO) -> None:
+    out.write(",".join(_csv_field(c) for c in result.columns) + "\n")
+    for row in result.rows:
+        out.write(",".join(_csv_field(v) for v in row) + "\n")
+
+
+_NUMERIC: Final = re.compile(r"^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|DECIMAL.*|FLOAT|DOUBLE)$")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _cell(value: str | None) -> str:
+    """A value on one line: NULL spelled out, control characters escaped (\\n, \\t, \\x01)."""
+    if value is None:
+        return "NULL"
+    escapes = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    return _CONTROL.sub(lambda m: escapes.get(m.group(), f"\\x{ord(m.group()):02x}"), value)
+
+
+def _write_table(result: Rendered, out: TextIO, max_rows: int) -> None:
+    shown = result.rows if max_rows <= 0 else result.rows[:max_rows]
+    cells = [[_cell(v) for v in row] for row in shown]
+    right = [bool(_NUMERIC.match(t)) for t in result.types]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(result.columns)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out.write(line(result.columns) + "\n")
+    for row in cells:
+        out.write(line(row) + "\n")
+    if len(shown) < len(result.rows):
+        out.write(f"... {len(result.rows) - len(shown):,} more rows (--max-rows 0 shows all)\n")
 
 
 def _cmd_status(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:

@@ -6,7 +6,7 @@ Each message says what happened and what to do next.
 
 ```
 WrdsVaultError
-├─ InvalidNameError(ValueError)        a dataset, tag or ref fails its pattern; nothing was written
+├─ InvalidNameError(ValueError)        a dataset, tag, ref or value fails its rule; nothing written
 ├─ UnknownDatasetError(LookupError)    the dataset is not in the snapshot / not known to the source
 ├─ SnapshotNotFoundError(LookupError)  no snapshot matches the ref; lists what exists
 ├─ QueryRejectedError(ValueError)      SQL other than one read-only SELECT

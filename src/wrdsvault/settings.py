@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
 
+from wrdsvault._query import check_timeout
 from wrdsvault.datasets import validate_dataset
-from wrdsvault.errors import VaultFormatError
+from wrdsvault.errors import InvalidNameError, VaultFormatError
 from wrdsvault.schema import DRIFT_POLICIES
 
 __all__ = ["VaultSettings"]
@@ -26,6 +29,31 @@ def _positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) ->
     if value is not None and value <= 0:
         msg = f"{attr.name} must be positive, got {value!r}"
         raise ValueError(msg)
+
+
+def _timeout(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    check_timeout(value, name=attr.name)
+
+
+_MEMORY: Final = re.compile(r"^\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)$", re.IGNORECASE)
+
+
+def _memory_limit(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        msg = f"{attr.name} must be a str such as '4GB' or null, got {value!r}"
+        raise TypeError(msg)
+    if not _MEMORY.match(value.strip()):
+        raise InvalidNameError(
+            kind=attr.name, value=value, rule="a size such as '512MB', '4GB' or '1.5GiB', or null"
+        )
+
+
+def _threads(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    _optional_int(_inst, attr, value)
+    if value is not None and int(value) < 1:  # type: ignore[call-overload]
+        raise InvalidNameError(kind=attr.name, value=value, rule="at least 1, or null")
 
 
 def _optional_int(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
@@ -67,7 +95,11 @@ class VaultSettings:
         lock_timeout_s: how long a writer waits for the lock before `LockHeldError`.
         lock_stale_after_s: heartbeat age after which another host's lock is stale (4 h).
         lock_heartbeat_s: how often a writer refreshes its lock's heartbeat (60 s).
-        query_timeout_s: default time limit of one query (None: no limit).
+        query_timeout_s: default time limit of one query (None: no limit; else finite, > 0).
+        query_memory_limit: memory one snapshot's DuckDB database may use, e.g. ``"4GB"``
+            (None: DuckDB's default, 80% of RAM, for each open snapshot); beyond it, queries
+            spill to a private temporary folder or fail with `QueryError`.
+        query_threads: threads of one snapshot's DuckDB database (None: one per core).
         row_group_rows: rows per Parquet row group (262,144). A sync holds one row group in
             memory; 1M-row groups make files ~10% smaller but the sync's peak memory grows with
             the year (docs/performance.md).
@@ -89,7 +121,9 @@ class VaultSettings:
         default=4 * 3600.0, converter=float, validator=_positive
     )
     lock_heartbeat_s: float = attrs.field(default=60.0, converter=float, validator=_positive)
-    query_timeout_s: float | None = attrs.field(default=None, validator=_positive)
+    query_timeout_s: float | None = attrs.field(default=None, validator=_timeout)
+    query_memory_limit: str | None = attrs.field(default=None, validator=_memory_limit)
+    query_threads: int | None = attrs.field(default=None, validator=_threads)
     row_group_rows: int = attrs.field(default=262_144, converter=int, validator=_positive)
     compression: str = attrs.field(default="zstd", validator=attrs.validators.in_(_COMPRESSIONS))
     compression_level: int | None = attrs.field(default=1, validator=_optional_int)
@@ -127,29 +161,42 @@ class VaultSettings:
         env = os.environ if environ is None else environ
         changes: dict[str, Any] = {}
         for field in attrs.fields(type(self)):
-            raw = env.get(_ENV_PREFIX + field.name.upper())
-            if raw is None:
-                continue
-            if field.name == "drift_policies":
-                continue  # a mapping: set it in vault.json or pass settings=
-            if field.name == "group_access":
-                changes[field.name] = raw.strip().lower() in ("1", "true", "yes", "on")
-            elif field.name in ("compression", "drift_policy"):
-                changes[field.name] = raw.strip().lower()
-            elif field.name in ("query_timeout_s", "compression_level"):
-                changes[field.name] = (
-                    None
-                    if raw.strip().lower() in ("", "none")
-                    else (float(raw) if field.name == "query_timeout_s" else int(raw))
-                )
-            else:
-                changes[field.name] = raw
+            variable = _ENV_PREFIX + field.name.upper()
+            raw = env.get(variable)
+            if raw is None or field.name == "drift_policies":
+                continue  # drift_policies is a mapping: set it in vault.json or settings=
+            try:
+                changes[field.name] = value = _from_env(field.name, raw)
+                attrs.evolve(self, **{field.name: value})  # runs the field's validator
+            except (TypeError, ValueError) as exc:
+                raise VaultFormatError(
+                    path="environment", problem=f"invalid {variable}={raw!r} ({exc})"
+                ) from exc
         try:
             return attrs.evolve(self, **changes)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:  # fields that are only wrong together
             raise VaultFormatError(
-                path="environment", problem=f"invalid {_ENV_PREFIX}* setting ({exc})"
+                path="environment", problem=f"invalid {_ENV_PREFIX}* settings ({exc})"
             ) from exc
+
+
+_OPTIONAL: Final[dict[str, Callable[[str], Any]]] = {
+    "query_timeout_s": float,
+    "compression_level": int,
+    "query_threads": int,
+    "query_memory_limit": str.strip,
+}
+
+
+def _from_env(name: str, raw: str) -> Any:
+    """The value of ``WRDSVAULT_<NAME>=raw`` (ValueError if it cannot be one)."""
+    if name == "group_access":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if name in ("compression", "drift_policy"):
+        return raw.strip().lower()
+    if name in _OPTIONAL:
+        return None if raw.strip().lower() in ("", "none", "null") else _OPTIONAL[name](raw)
+    return raw
 
 
 def dump(settings: VaultSettings, *, format_version: int, created_at: str) -> bytes:

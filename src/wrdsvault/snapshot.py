@@ -9,13 +9,21 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
-from wrdsvault._query import LazyResult, Params, PinnedConnection
+from wrdsvault._query import (
+    LazyResult,
+    Params,
+    PinnedConnection,
+    check_timeout,
+    fetch_arrow,
+    fetch_df,
+)
 from wrdsvault._storage.pinned import PinnedFileCheck
 from wrdsvault.datasets import reserved_library, validate_dataset
 from wrdsvault.errors import IntegrityError, UnknownDatasetError
@@ -31,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["Snapshot"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Snapshot:
@@ -54,10 +64,14 @@ class Snapshot:
         *,
         verify: bool = False,
         query_timeout_s: float | None = None,
+        query_threads: int | None = None,
+        query_memory_limit: str | None = None,
     ) -> None:
         self._layout = layout
         self.manifest = manifest
-        self.query_timeout_s = query_timeout_s
+        self.query_timeout_s = check_timeout(query_timeout_s, name="query_timeout_s")
+        self._threads = query_threads
+        self._memory_limit = query_memory_limit
         self._paths: dict[str, list[str]] = {}
         self._con: PinnedConnection | None = None
         self._con_lock = threading.Lock()
@@ -137,24 +151,36 @@ class Snapshot:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def _connection(self) -> PinnedConnection:
+    def _acquire(self) -> PinnedConnection:
+        """The connection, opened if needed, counted as in use: the caller must `release` it.
+
+        Holding ``_con_lock`` while acquiring means `close` cannot slip in between: a connection
+        handed out here is closed for real only after its last user releases it.
+        """
         with self._con_lock:
-            if self._con is None:
-                # Re-check right before DuckDB opens the files: a symlink planted since the
-                # snapshot was opened must not be followed.
-                self._check_files(verify=False)
-                # Every partition of a dataset has the dataset's one schema (sync refuses to mix
-                # schemas across years), so no union_by_name: it costs ~9x at view creation.
-                try:
-                    self._con = self._pinned()
-                except duckdb.Error as exc:  # a damaged footer fails when the views are built
-                    raise IntegrityError(
-                        path="a pinned Parquet file",
-                        problem=f"DuckDB cannot read it ({str(exc).splitlines()[0]})",
-                        snapshot_id=self.id,
-                    ) from exc
-                self._finalizer = weakref.finalize(self, self._con.close)
-            return self._con
+            con = self._con
+            if con is None or not con.acquire():
+                con = self._open()
+                con.acquire()
+            return con
+
+    def _open(self) -> PinnedConnection:
+        # Called with _con_lock held. Re-check right before DuckDB opens the files: a symlink
+        # planted since the snapshot was opened must not be followed.
+        self._check_files(verify=False)
+        # Every partition of a dataset has the dataset's one schema (sync refuses to mix schemas
+        # across years), so no union_by_name: it costs ~9x at view creation.
+        try:
+            con = self._pinned()
+        except duckdb.Error as exc:  # a damaged footer fails when the views are built
+            raise IntegrityError(
+                path="a pinned Parquet file",
+                problem=f"DuckDB cannot read it ({str(exc).splitlines()[0]})",
+                snapshot_id=self.id,
+            ) from exc
+        self._con = con
+        self._finalizer = weakref.finalize(self, con.close)
+        return con
 
     def _pinned(self) -> PinnedConnection:
         """The connection over this snapshot's datasets, those DuckDB can name.
@@ -175,6 +201,8 @@ class Snapshot:
         entries = self.manifest.datasets
         return PinnedConnection(
             {name: paths for name, paths in self._paths.items() if name not in unqueryable},
+            threads=self._threads,
+            memory_limit=self._memory_limit,
             schemas={
                 name: arrow_schema(entries[name].columns)
                 for name, paths in self._paths.items()
@@ -184,37 +212,64 @@ class Snapshot:
         )
 
     def _timeout(self, timeout_s: float | None) -> float | None:
-        return self.query_timeout_s if timeout_s is None else timeout_s
+        return self.query_timeout_s if timeout_s is None else check_timeout(timeout_s)
+
+    def _run(
+        self,
+        sql: str,
+        params: Params,
+        timeout_s: float | None,
+        fetch: Callable[[duckdb.DuckDBPyRelation], T],
+    ) -> T:
+        """Run one checked SELECT on a cursor of this snapshot's connection; ``fetch`` the rows."""
+        limit = self._timeout(timeout_s)
+        con = self._acquire()
+        try:
+            return con.run(sql, params, limit, fetch)
+        finally:
+            con.release()
 
     def query(
         self, sql: str, params: Params = None, *, timeout_s: float | None = None
     ) -> pd.DataFrame:
         """Run one SELECT over this snapshot's tables and return a pandas DataFrame.
 
-        Tables are named as on WRDS (``crsp.msf``, ``comp.funda``; quote ``"at"``).
+        Tables are named as on WRDS (``crsp.msf``, ``comp.funda``; quote ``"at"``). Safe to call
+        from several threads at once; each query runs on its own DuckDB cursor.
 
         Args:
             sql: exactly one SELECT statement (DuckDB dialect). Use ``$1``/``?`` placeholders.
             params: values for the placeholders.
-            timeout_s: interrupt the query after this many seconds.
+            timeout_s: interrupt the query after this many seconds (finite, > 0).
 
         Raises:
-            QueryRejectedError: not exactly one SELECT (COPY, ATTACH, SET, PRAGMA, ... are refused).
+            QueryRejectedError: not exactly one SELECT (COPY, ATTACH, SET, PRAGMA, ... are
+                refused), a refused function, or a statement too big to plan.
             QueryError: DuckDB could not run it (syntax, unknown column).
             QueryTimeoutError: it ran past ``timeout_s``.
+            InvalidNameError: ``timeout_s`` is not a finite number > 0.
         """
-        return self._connection().df(sql, params, timeout_s=self._timeout(timeout_s))
+        return self._run(sql, params, timeout_s, fetch_df)
 
     def arrow(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> pa.Table:
         """Like `query`, returning a pyarrow Table."""
-        return self._connection().arrow(sql, params, timeout_s=self._timeout(timeout_s))
+        return self._run(sql, params, timeout_s, fetch_arrow)
 
     def sql(self, sql: str, params: Params = None) -> LazyResult:
         """Validate ``sql`` now; run it later with ``.df()``, ``.arrow()``, ``.pl()``."""
-        return self._connection().lazy(sql, params)
+        con = self._acquire()
+        try:
+            text = con.check(sql)
+        finally:
+            con.release()
+        return LazyResult(self, text, params)
 
     def close(self) -> None:
-        """Close the DuckDB connection. Idempotent; the snapshot reopens it on the next query."""
+        """Close the DuckDB connection. Idempotent; the snapshot reopens it on the next query.
+
+        Returns at once. A query running on another thread finishes normally; the connection
+        (and its spill folder) is closed when the last such query ends.
+        """
         with self._con_lock:
             if self._finalizer is not None:
                 self._finalizer()

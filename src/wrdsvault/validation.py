@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 import duckdb
 
+from wrdsvault._query import connect
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -193,7 +195,7 @@ def _session() -> duckdb.DuckDBPyConnection:
     """One in-memory DuckDB per thread for validation (connecting costs ~11 ms; a cursor ~0)."""
     con = getattr(_local, "con", None)
     if con is None:
-        con = _local.con = duckdb.connect(":memory:")
+        con = _local.con = connect()  # TimeZone=UTC: a rule's year() must not depend on TZ
     return con
 
 

@@ -8,14 +8,15 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 
 from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
+from wrdsvault._query import fetch_arrow, fetch_df
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, temp_name
 from wrdsvault._storage.catalog import Catalog, find_garbage, read_head
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
@@ -62,6 +63,7 @@ from wrdsvault.settings import VaultSettings, dump
 from wrdsvault.snapshot import Snapshot
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
     import pyarrow as pa
 
@@ -74,6 +76,7 @@ __all__ = ["Warehouse"]
 log = logging.getLogger(__name__)
 
 _UNSET: Final[Any] = object()
+T = TypeVar("T")
 
 
 class Warehouse:
@@ -404,6 +407,8 @@ class Warehouse:
             self._manifest(snapshot_id),
             verify=verify,
             query_timeout_s=self.settings.query_timeout_s,
+            query_threads=self.settings.query_threads,
+            query_memory_limit=self.settings.query_memory_limit,
         )
 
     def snapshots(self) -> list[SnapshotInfo]:
@@ -428,24 +433,40 @@ class Warehouse:
             )
         return out
 
-    def _latest_snapshot(self) -> Snapshot:
+    def _run_latest(
+        self,
+        sql: str,
+        params: Params,
+        timeout_s: float | None,
+        fetch: Callable[[duckdb.DuckDBPyRelation], T],
+    ) -> T:
+        """Run one query on the snapshot HEAD names now.
+
+        When HEAD has moved, the cached snapshot is replaced and closed; queries other threads
+        still run on it hold their own use of its connection, so they finish first.
+        """
         head = read_head(self._layout)
         with self._latest_lock:
             if self._latest is None or self._latest.id != head:
-                if self._latest is not None:
-                    self._latest.close()
-                self._latest = self.snapshot("latest")
-            return self._latest
+                old, self._latest = self._latest, self.snapshot("latest")
+                if old is not None:
+                    old.close()
+            snap = self._latest
+            con = snap._acquire()
+        try:
+            return con.run(sql, params, snap._timeout(timeout_s), fetch)
+        finally:
+            con.release()
 
     def query(
         self, sql: str, params: Params = None, *, timeout_s: float | None = None
     ) -> pd.DataFrame:
-        """Run one SELECT on the latest snapshot; see `Snapshot.query`."""
-        return self._latest_snapshot().query(sql, params, timeout_s=timeout_s)
+        """Run one SELECT on the latest snapshot; see `Snapshot.query`. Thread-safe."""
+        return self._run_latest(sql, params, timeout_s, fetch_df)
 
     def arrow(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> pa.Table:
         """Run one SELECT on the latest snapshot and return a pyarrow Table."""
-        return self._latest_snapshot().arrow(sql, params, timeout_s=timeout_s)
+        return self._run_latest(sql, params, timeout_s, fetch_arrow)
 
     def verify(
         self,

@@ -16,7 +16,9 @@ exists (and it ran ``min_queries`` queries) runs `_support.ANSWER_SQL` about ``r
 second on one of: the pinned snapshot, a second snapshot re-pinned now and then to a random
 committed id (both kept open across commits), a fresh ``snapshot("latest")``, or
 ``Warehouse.arrow`` (the cached latest connection) bracketed by two reads of ``HEAD``. Each query
-appends one JSON line to its log: the answer and which snapshot gave it, or the error.
+appends one JSON line to its log: the answer and which snapshot gave it, or the error. With
+``threads`` > 1 the reader runs that many such loops in threads (reader ids ``100 * reader +
+thread``) sharing one `Warehouse` and the pinned snapshot.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -73,54 +76,81 @@ def reader(cfg: dict[str, Any]) -> int:
     from wrdsvault import Warehouse
 
     root = Path(cfg["root"])
-    rng = random.Random(cfg["seed"])  # noqa: S311 (choice of action, not security)
-    stop = Path(cfg["stop"])
-    period = 1.0 / cfg["rate_hz"]
+    threads = int(cfg.get("threads", 1))
     wh = Warehouse(root, create=False)
     pinned = wh.snapshot(S.read_head(root) or "latest")
-    other = None
     print("ready", flush=True)
-    done = 0
+    lock = threading.Lock()
     with open(cfg["log"], "a") as log:
-        while not (stop.exists() and done >= cfg["min_queries"]):
-            started = time.monotonic()
-            kind = rng.choices(["pinned", "other", "latest", "query"], weights=[3, 2, 3, 3])[0]
-            obs: dict[str, Any] = {"reader": cfg["reader"], "kind": kind, "t": time.time()}
-            try:
-                if kind == "query":
-                    obs["h0"] = S.read_head(root)
-                    rows = wh.arrow(S.ANSWER_SQL).to_pylist()
-                    obs["h1"] = S.read_head(root)
-                    obs["answer"] = S.answers_from_rows(rows)
-                else:
-                    if kind == "other":
-                        if other is None or rng.random() < 0.3:
-                            if other is not None:
-                                other.close()
-                                other = None
-                            other = wh.snapshot(rng.choice([s.id for s in wh.snapshots()]))
-                        snap = other
-                    elif kind == "latest":
-                        snap = wh.snapshot("latest")
-                    else:
-                        snap = pinned
-                    try:
-                        obs["snapshot_id"] = snap.id
-                        obs["sequence"] = snap.manifest.sequence
-                        obs["answer"] = S.snapshot_answers(snap)
-                    finally:
-                        if kind == "latest":
-                            snap.close()
-            except Exception as exc:  # every failure is an observation, never a crash
-                obs["error"] = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"[:500]
-                if kind == "other":
-                    other = None
-            log.write(json.dumps(obs) + "\n")
-            log.flush()
-            done += 1
-            time.sleep(max(0.0, period - (time.monotonic() - started)))
+
+        def record(obs: dict[str, Any]) -> None:
+            with lock:
+                log.write(json.dumps(obs) + "\n")
+                log.flush()
+
+        if threads == 1:
+            read_loop(cfg, cfg["reader"], cfg["seed"], wh, pinned, record)
+        else:  # reader ids r*100+t; every thread shares the Warehouse and the pinned snapshot
+            workers = [
+                threading.Thread(
+                    target=read_loop,
+                    args=(cfg, cfg["reader"] * 100 + t, cfg["seed"] * 100 + t, wh, pinned, record),
+                )
+                for t in range(threads)
+            ]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
     wh.close()
     return 0
+
+
+def read_loop(cfg: dict[str, Any], who: int, seed: int, wh: Any, pinned: Any, record: Any) -> None:
+    root = Path(cfg["root"])
+    rng = random.Random(seed)  # noqa: S311 (choice of action, not security)
+    stop = Path(cfg["stop"])
+    period = 1.0 / cfg["rate_hz"]
+    other = None
+    done = 0
+    while not (stop.exists() and done >= cfg["min_queries"]):
+        started = time.monotonic()
+        kind = rng.choices(["pinned", "other", "latest", "query"], weights=[3, 2, 3, 3])[0]
+        obs: dict[str, Any] = {"reader": who, "kind": kind, "t": time.time()}
+        try:
+            if kind == "query":
+                obs["h0"] = S.read_head(root)
+                rows = wh.arrow(S.ANSWER_SQL).to_pylist()
+                obs["h1"] = S.read_head(root)
+                obs["answer"] = S.answers_from_rows(rows)
+            else:
+                if kind == "other":
+                    if other is None or rng.random() < 0.3:
+                        if other is not None:
+                            other.close()
+                            other = None
+                        other = wh.snapshot(rng.choice([s.id for s in wh.snapshots()]))
+                    snap = other
+                elif kind == "latest":
+                    snap = wh.snapshot("latest")
+                else:
+                    snap = pinned
+                try:
+                    obs["snapshot_id"] = snap.id
+                    obs["sequence"] = snap.manifest.sequence
+                    obs["answer"] = S.snapshot_answers(snap)
+                finally:
+                    if kind == "latest":
+                        snap.close()
+        except Exception as exc:  # every failure is an observation, never a crash
+            obs["error"] = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"[:500]
+            if kind == "other":
+                other = None
+        record(obs)
+        done += 1
+        time.sleep(max(0.0, period - (time.monotonic() - started)))
+    if other is not None:
+        other.close()
 
 
 def main(argv: list[str]) -> int:

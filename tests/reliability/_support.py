@@ -415,13 +415,14 @@ def readers_round(
     broken: bool = False,
     seed: int = 0,
     timeout_s: float = 240.0,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """One writer process commits ``commits`` snapshots while ``readers`` processes query.
 
     The first snapshot is committed here (every reader pins it at start). Returns the expected
     answers per snapshot, every observation, the problems `check_observations` found, and
     counts. ``broken``: the writer also rewrites a Parquet file of the first snapshot in place
-    after each commit (the negative control).
+    after each commit (the negative control). ``threads``: query threads per reader process.
     """
     from wrdsvault import Warehouse
 
@@ -447,6 +448,7 @@ def readers_round(
                 "rate_hz": rate_hz,
                 "seed": seed * 1000 + r,
                 "min_queries": min_queries,
+                "threads": threads,
             }
             procs.append(_start_rw(["reader", json.dumps(cfg)], workdir / f"reader-{r}.err", env))
         for p in procs:

@@ -82,3 +82,22 @@ def test_negative_control_in_place_rewrite_is_caught(tmp_path: Path) -> None:
         report = wh.verify(all_snapshots=True)
         assert not report.ok, "verify must flag the rewritten file too"
         assert {f.problem for f in report.faults} <= {"size", "sha256"}, report.summary()
+
+
+def test_reader_threads_share_a_warehouse_and_a_snapshot_during_commits(tmp_path: Path) -> None:
+    """2 processes x 4 threads share one Warehouse and snapshot during 10 commits: 0 failures.
+
+    Each commit makes the next ``Warehouse.arrow`` replace (and close) the cached latest snapshot
+    while other threads still query it; threads also query the one pinned snapshot at once.
+    """
+    run = S.readers_round(
+        tmp_path, commits=10, readers=2, rate_hz=50.0, min_queries=6, seed=7, threads=4
+    )
+    assert run["commits"] == 10
+    problems = run["problems"]
+    assert problems == [], f"{len(problems)} problems, first ones: {problems[:10]}"
+    obs = run["observations"]
+    assert {o["reader"] for o in obs} == {r * 100 + t for r in range(2) for t in range(4)}
+    assert {o["kind"] for o in obs} == {"pinned", "other", "latest", "query"}
+    latest_ids = {o["h1"] for o in obs if o["kind"] == "query"}
+    assert len(latest_ids) >= 5, "the shared latest snapshot must have been replaced many times"
