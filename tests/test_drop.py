@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 import wrdsvault
-from wrdsvault._query import PinnedConnection
+from wrdsvault._query import PinnedConnection, fetch_rows
 from wrdsvault._storage.layout import Layout
 from wrdsvault._storage.writer import Operation, open_writer, read_head
 from wrdsvault.cli import main
@@ -95,11 +95,11 @@ def test_reserved_names_cover_every_catalog_and_schema_of_a_query_connection() -
     """Every catalog and schema name a query connection starts with is in RESERVED_LIBRARIES."""
     con = PinnedConnection({})
     try:
-        databases = con.df("select database_name as n from duckdb_databases()")["n"]
-        schemas = con.df("select schema_name as n from duckdb_schemas()")["n"]
+        databases = con.run("select database_name from duckdb_databases()", None, None, fetch_rows)
+        schemas = con.run("select schema_name from duckdb_schemas()", None, None, fetch_rows)
     finally:
         con.close()
-    held = set(databases) | set(schemas)
+    held = {row[0] for row in databases} | {row[0] for row in schemas}
     assert {"main", "memory", "system", "temp"} <= held  # the query really listed them
     assert held <= RESERVED_LIBRARIES
 
