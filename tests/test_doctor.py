@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
 import wrdsvault
+from wrdsvault._storage.catalog import committed_at_of
 from wrdsvault.cli import main
+from wrdsvault.manifest import Manifest
 
 
 def files(root: Path) -> set[str]:
@@ -20,6 +25,18 @@ def files(root: Path) -> set[str]:
         for p in root.rglob("*")
         if p.is_file() and not p.name.startswith(".lock")
     }
+
+
+def uncommitted_child(root: Path, parent: str, snapshot_id: str) -> Manifest:
+    """The manifest a writer that died before its commit point leaves: parent == ``parent``."""
+    base = Manifest.from_json((root / "snapshots" / f"{parent}.json").read_bytes(), where=parent)
+    return attrs.evolve(
+        base,
+        snapshot_id=snapshot_id,
+        parent=parent,
+        sequence=base.sequence + 1,
+        committed_at=committed_at_of(snapshot_id),
+    )
 
 
 def litter(wh: wrdsvault.Warehouse) -> dict[str, Path]:
@@ -32,7 +49,7 @@ def litter(wh: wrdsvault.Warehouse) -> dict[str, Path]:
     temp.write_bytes(b"x")
     head = (root / "HEAD").read_text().strip()
     newer = root / "snapshots" / "29991231T000000000000Z-00000000.json"
-    newer.write_bytes((root / "snapshots" / f"{head}.json").read_bytes())
+    newer.write_bytes(uncommitted_child(root, head, newer.name.removesuffix(".json")).to_json())
     orphan = root / "data" / "crsp" / "msf" / "2020" / "0123456789abcdef.parquet"
     orphan.write_bytes(b"PAR1 orphan")
     return {"staging": staging, "temp": temp, "manifest": newer, "orphan": orphan}
@@ -106,3 +123,56 @@ def test_healthy_vault_exits_zero(
     vault.sync("ff.factors_monthly")
     assert main(["doctor", "--vault", str(vault.root)]) == 0
     assert "healthy" in capsys.readouterr().out
+
+
+def test_os_error_while_tagging_names_the_tag(
+    vault: wrdsvault.Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OS error while writing a tag raises WriteError naming the tag, not a failed sync."""
+    vault.sync("ff.factors_monthly")
+    (vault.root / "tags").write_bytes(b"a file where the tags folder belongs")
+    with pytest.raises(wrdsvault.WriteError) as info:
+        vault.tag("paper")
+    assert info.value.operation == "tag paper"
+    assert str(info.value).startswith("tag paper failed: NotADirectoryError")
+    assert "sync" not in str(info.value)
+    assert main(["tag", "paper", "--vault", str(vault.root)]) == 1
+    assert capsys.readouterr().err.startswith("wrdsvault: tag paper failed")
+
+
+REPAIR_UNDER_STRACE = """
+import sys
+from wrdsvault import Warehouse
+try:
+    Warehouse(sys.argv[1], create=False).doctor(repair=True)
+    print("repaired")
+except Exception as exc:
+    print(f"{type(exc).__name__}|{exc}")
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to inject I/O errors")
+def test_os_error_during_repair_names_the_repair(vault: wrdsvault.Warehouse) -> None:
+    """EIO while doctor --repair removes an orphan: WriteError about the repair, data intact."""
+    vault.sync("crsp.msf")
+    committed = files(vault.root)
+    orphan = litter(vault)["orphan"]
+    proc = subprocess.run(
+        [
+            *("strace", "-f", "-qq", "-o", os.devnull, "-P", str(orphan)),
+            *("-e", "trace=unlink,unlinkat", "-e", "inject=unlink,unlinkat:error=EIO"),
+            *(sys.executable, "-c", REPAIR_UNDER_STRACE, str(vault.root)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    kind, message = proc.stdout.strip().splitlines()[-1].split("|", 1)
+    assert kind == "WriteError", message
+    assert message.startswith("doctor --repair failed: OSError: [Errno 5]"), message
+    assert "Committed snapshots are untouched" in message
+    assert orphan.exists()
+    assert committed <= files(vault.root)
+    assert vault.verify().ok

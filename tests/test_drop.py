@@ -19,7 +19,7 @@ import pytest
 import wrdsvault
 from wrdsvault._query import PinnedConnection, fetch_rows
 from wrdsvault._storage.layout import Layout
-from wrdsvault._storage.writer import open_writer, read_head
+from wrdsvault._storage.writer import Operation, open_writer, read_head
 from wrdsvault.cli import main
 from wrdsvault.datasets import BUILTIN_SPECS, RESERVED_LIBRARIES, DatasetSpec
 from wrdsvault.manifest import DatasetEntry, Manifest, PartitionFile
@@ -38,7 +38,7 @@ def plant(root: Path, name: str) -> str:
     src = SampleSource(**SOURCE)
     spec = BUILTIN_SPECS["crsp.msf"]
     info = src.describe(spec)
-    with open_writer(layout, VaultSettings(), operation=f"plant {name}", timeout_s=0) as w:
+    with open_writer(layout, VaultSettings(), operation=Operation("sync", name), timeout_s=0) as w:
         head_id = read_head(layout)
         assert head_id is not None
         head = Manifest.from_json(layout.manifest(head_id).read_bytes(), where="test")
@@ -165,7 +165,9 @@ def test_drop_waits_for_the_writer_lock(stuck: tuple[wrdsvault.Warehouse, str]) 
     """drop() takes the writer lock: while another writer holds it, LockHeldError, no commit."""
     wh, planted = stuck
     with (
-        open_writer(Layout(wh.root), VaultSettings(), operation="other", timeout_s=0),
+        open_writer(
+            Layout(wh.root), VaultSettings(), operation=Operation("sync", "other"), timeout_s=0
+        ),
         pytest.raises(wrdsvault.LockHeldError),
     ):
         wh.drop("main.x")

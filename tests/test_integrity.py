@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -164,6 +165,71 @@ def test_verify_of_missing_file(vault: wrdsvault.Warehouse) -> None:
     path = vault.snapshot().files("ff.factors_monthly")[0]
     path.unlink()
     assert [f.problem for f in vault.verify().faults] == ["missing"]
+
+
+def test_verify_refuses_a_symlinked_partition_folder(
+    vault: wrdsvault.Warehouse, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A year folder swapped for a symlink to an intact copy: the reader refuses, verify too."""
+    vault.sync("crsp.msf")
+    snap = vault.snapshot()
+    folder = snap.files("crsp.msf")[0].parent
+    inside = sorted(str(p.relative_to(vault.root)) for p in folder.iterdir())
+    copy = vault.root.parent / "copy-of-year"
+    folder.rename(copy)
+    folder.symlink_to(copy, target_is_directory=True)
+    with pytest.raises(wrdsvault.IntegrityError, match="symlink"):
+        vault.snapshot()
+    report = vault.verify(all_snapshots=True)
+    assert not report.ok
+    assert sorted(f.path for f in report.faults) == inside
+    assert {f.problem for f in report.faults} == {"not-a-file"}
+    assert all(str(folder.relative_to(vault.root)) in f.detail for f in report.faults)
+    assert main(["verify", "--all", "--vault", str(vault.root)]) == 1
+    assert "all files intact" not in capsys.readouterr().out
+
+
+READ_UNDER_STRACE = """
+import json, sys
+from wrdsvault import Warehouse
+out = {}
+with Warehouse(sys.argv[1], create=False) as wh:
+    try:
+        wh.snapshot(verify=True).close()
+        out["snapshot"] = "opened"
+    except Exception as exc:
+        out["snapshot"] = f"{type(exc).__module__}.{type(exc).__name__}"
+    out["verify"] = [[f.problem, f.path] for f in wh.verify().faults]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to inject I/O errors")
+@pytest.mark.parametrize(
+    ("syscalls", "err"),
+    [("read", "EIO"), ("openat", "EACCES"), ("newfstatat,statx,lstat", "EACCES")],
+)
+def test_snapshot_verify_turns_an_os_error_into_integrity_error(
+    vault: wrdsvault.Warehouse, syscalls: str, err: str
+) -> None:
+    """snapshot(verify=True) raises IntegrityError, as verify() reports, when a file fails I/O."""
+    vault.sync("ff.factors_monthly")
+    victim = vault.snapshot().files("ff.factors_monthly")[0]
+    proc = subprocess.run(
+        [
+            *("strace", "-f", "-qq", "-o", os.devnull, "-P", str(victim)),
+            *("-e", f"trace={syscalls}", "-e", f"inject={syscalls}:error={err}"),
+            *(sys.executable, "-c", READ_UNDER_STRACE, str(vault.root)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["snapshot"] == "wrdsvault.errors.IntegrityError", out
+    assert out["verify"] == [["unreadable", str(victim.relative_to(vault.root))]], out
 
 
 # -- schema drift ---------------------------------------------------------------------------------

@@ -584,9 +584,10 @@ def test_moving_a_tag_needs_force(scratch: Warehouse, world: World) -> None:
     """A tag naming another snapshot is moved only with force=True; re-tagging is idempotent."""
     tag_file = scratch.root / "tags" / "paper"
     raw = tag_file.read_bytes()
-    with pytest.raises(WrdsVaultError, match="force=True") as info:
+    with pytest.raises(wrdsvault.TagExistsError, match="force=True") as info:
         scratch.tag("paper", world.second)
-    assert type(info.value) is WrdsVaultError
+    assert (info.value.tag, info.value.current) == ("paper", world.first)
+    assert info.value.requested == world.second
     assert tag_file.read_bytes() == raw
     assert scratch.tag("paper", world.first) == world.first
     assert scratch.tag("paper", world.second, force=True) == world.second

@@ -31,11 +31,13 @@ from wrdsvault.errors import (
     SourceRequiredError,
     SourceUnavailableError,
     SyncError,
+    TagExistsError,
     UnknownDatasetError,
     ValidationFailedError,
     VaultAccessError,
     VaultFormatError,
     WrdsVaultError,
+    WriteError,
 )
 from wrdsvault.manifest import FORMAT_VERSION
 from wrdsvault.reports import (
@@ -83,6 +85,7 @@ __all__ = [
     "SourceUnavailableError",
     "SyncError",
     "SyncReport",
+    "TagExistsError",
     "UnknownDatasetError",
     "ValidationFailedError",
     "VaultAccessError",
@@ -92,5 +95,6 @@ __all__ = [
     "VerifyReport",
     "Warehouse",
     "WrdsVaultError",
+    "WriteError",
     "__version__",
 ]

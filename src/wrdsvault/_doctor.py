@@ -1,27 +1,28 @@
 """``wrdsvault doctor``: find what crashed writers and damage left behind; clean only garbage.
 
 Read-only by default. With ``repair=True`` it takes the writer lock (so no writer is mid-commit)
-and removes only what is provably garbage: staging folders, temp files of atomic writes,
-manifests newer than ``HEAD`` (never committed), and data files that no committed manifest
-references. Quarantine entries, damaged manifests and symlinks are reported, never touched.
+and removes only what `catalog.find_garbage` proves is garbage, the same classifier every
+writer's recovery uses: staging folders, temp files of atomic writes, the one manifest a writer
+that died before its commit point left, and data files no manifest references (judged only while
+every manifest can be read and ``HEAD`` is consistent). Quarantine entries, damaged manifests,
+symlinks, and a ``HEAD`` behind snapshots committed after it (``head-behind``) are reported,
+never touched.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 
+from wrdsvault._storage.catalog import GARBAGE_KINDS, BeyondHead, Catalog, find_garbage
 from wrdsvault._storage.checkpoint import Checkpoints
-from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout
 from wrdsvault._storage.lock import describe_lock
 from wrdsvault._storage.quarantine import list_entries
 from wrdsvault.errors import VaultFormatError
-from wrdsvault.manifest import Manifest
 
 Kind = Literal[
     "staging",
@@ -35,11 +36,19 @@ Kind = Literal[
     "damaged-manifest",
     "damaged-tag",
     "damaged-head",
+    "head-behind",
     "symlink",
     "disk",
 ]
 #: Kinds the repair may delete (provably garbage once the writer lock is held).
-GARBAGE: frozenset[str] = frozenset({"staging", "temp-file", "uncommitted-manifest", "orphan-file"})
+GARBAGE: frozenset[str] = GARBAGE_KINDS
+
+_GARBAGE_ADVICE: dict[str, str] = {
+    "staging": "garbage; repair removes it (any writer also does)",
+    "temp-file": "garbage; repair removes it",
+    "uncommitted-manifest": "garbage (never visible as a snapshot); repair removes it",
+    "orphan-file": "garbage; repair removes it",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -101,33 +110,52 @@ def _size(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if not p.is_symlink() and p.is_file())
 
 
-def _first_commit(path: Path) -> bool:
-    """Whether ``path`` is the manifest of a first commit (what a crashed first sync leaves)."""
+def _head_findings(catalog: Catalog) -> tuple[list[DoctorFinding], BeyondHead | None]:
+    """Findings about HEAD: damaged, naming a missing manifest, or behind committed snapshots."""
     try:
-        manifest = Manifest.from_json(path.read_bytes(), where=str(path))
-    except (OSError, VaultFormatError):
-        return False
-    return manifest.parent is None and manifest.sequence == 1
+        beyond = catalog.beyond_head()
+        if beyond.head is not None:
+            catalog.committed()  # HEAD's own manifest exists
+    except VaultFormatError as exc:
+        damaged = DoctorFinding(
+            kind="damaged-head",
+            path="HEAD",
+            detail=exc.problem,
+            advice="restore HEAD from a backup, or write the newest snapshot id into it; "
+            "nothing is repaired until then",
+        )
+        return [damaged], None
+    if not beyond.behind:
+        return [], beyond
+    was = f"HEAD names {beyond.head}" if beyond.head else "HEAD is missing"
+    behind = DoctorFinding(
+        kind="head-behind",
+        path="HEAD",
+        detail=f"{was}, but snapshots were committed after it: {beyond.evidence()}",
+        advice=f"HEAD was moved back or lost (edited, or restored from an older copy); write "
+        f"{beyond.newest} into HEAD to make the newest snapshot current again. Until "
+        "then writes are refused and nothing newer than HEAD is removed",
+    )
+    return [behind], beyond
 
 
 def examine(
-    layout: Layout,
-    *,
-    head_id: str | None,
-    committed: list[str],
-    load: Callable[[str], Manifest],
-    stale_after_s: float,
-    file_mode: int = 0o600,
-    damaged_tags: dict[str, str] | None = None,
-    head_damaged: bool = False,
+    catalog: Catalog, *, stale_after_s: float, file_mode: int = 0o600
 ) -> list[DoctorFinding]:
-    """Everything worth reporting in the vault, read-only.
+    """Everything worth reporting in the vault, read-only."""
+    layout = catalog.layout
+    root = layout.root
 
-    With ``head_damaged`` nothing is judged garbage by its relation to HEAD (uncommitted
-    manifests, orphan files): without a trustworthy HEAD that cannot be proven.
-    """
-    out: list[DoctorFinding] = []
-    for name, problem in sorted((damaged_tags or {}).items()):
+    def rel(p: Path) -> str:
+        return str(p.relative_to(root))
+
+    out, beyond = _head_findings(catalog)
+    on_disk = catalog.manifest_ids()
+    good, damaged_tags = catalog.scan_tags()
+    for name, sid in good.items():
+        if sid not in on_disk:
+            damaged_tags[name] = f"names snapshot {sid}, which does not exist"
+    for name, problem in sorted(damaged_tags.items()):
         out.append(
             DoctorFinding(
                 kind="damaged-tag",
@@ -136,13 +164,7 @@ def examine(
                 advice="re-tag with `wrdsvault tag NAME REF --force`, or delete the file",
             )
         )
-    root = layout.root
-
-    def rel(p: Path) -> str:
-        return str(p.relative_to(root))
-
-    checkpoints = Checkpoints(layout)
-    for dataset, folder, size in checkpoints.entries():
+    for dataset, folder, size in Checkpoints(layout).entries():
         out.append(
             DoctorFinding(
                 kind="checkpoint",
@@ -153,104 +175,45 @@ def examine(
                 "them again; removed by that sync's commit or after a week",
             )
         )
-    if layout.tmp_dir.is_dir():
-        for child in sorted(layout.tmp_dir.iterdir()):
-            if child == checkpoints.root:
-                continue
-            out.append(
-                DoctorFinding(
-                    kind="staging",
-                    path=rel(child),
-                    size_bytes=_size(child),
-                    detail="staging left by a writer that did not finish",
-                    advice="garbage; repair removes it (any writer also does)",
-                )
+    for item in find_garbage(catalog):
+        out.append(
+            DoctorFinding(
+                kind=item.kind,
+                path=rel(item.path),
+                size_bytes=_size(item.path),
+                detail=item.reason,
+                advice=_GARBAGE_ADVICE[item.kind],
             )
-    for folder in (root, layout.snapshots_dir, layout.tags_dir):
-        if folder.is_dir():
-            for child in sorted(folder.iterdir()):
-                if child.name.startswith(".") and child.name.endswith(".tmp"):
-                    out.append(
-                        DoctorFinding(
-                            kind="temp-file",
-                            path=rel(child),
-                            size_bytes=_size(child),
-                            detail="temp file of an interrupted atomic write",
-                            advice="garbage; repair removes it",
-                        )
-                    )
-    manifests: list[Manifest] = []
-    if layout.snapshots_dir.is_dir():
-        for child in sorted(layout.snapshots_dir.glob("*.json")):
-            sid = child.name.removesuffix(".json")
-            if not SNAPSHOT_ID_RE.fullmatch(sid) or head_damaged:
-                continue
-            if head_id is None and not _first_commit(child):
-                out.append(
-                    DoctorFinding(
-                        kind="damaged-head",
-                        path="HEAD",
-                        detail="HEAD is missing but committed snapshots exist",
-                        advice="restore HEAD from a backup, or write the newest snapshot id "
-                        "into it",
-                    )
-                )
-                break
-            # Without HEAD, only a crashed first sync's manifest can be here: uncommitted.
-            if head_id is None or sid > head_id:
-                out.append(
-                    DoctorFinding(
-                        kind="uncommitted-manifest",
-                        path=rel(child),
-                        size_bytes=_size(child),
-                        detail="manifest written by a writer that died before its commit point",
-                        advice="garbage (never visible as a snapshot); repair removes it",
-                    )
-                )
-    for sid in committed:
+        )
+    newer = beyond.unreadable if beyond is not None else {}
+    for sid in on_disk:
         try:
-            manifests.append(load(sid))
+            catalog.manifest(sid)
         except VaultFormatError as exc:
             out.append(
                 DoctorFinding(
                     kind="damaged-manifest",
                     path=f"snapshots/{sid}.json",
                     detail=exc.problem,
-                    advice="restore the file from a backup; snapshots that need it cannot open",
+                    advice="restore the file from a backup; snapshots that need it cannot open"
+                    + (
+                        ""
+                        if sid not in newer
+                        else "; it is newer than HEAD, so it may be a "
+                        "committed snapshot: writes are refused until it is restored or removed"
+                    ),
                 )
             )
-    referenced = {p.path for m in manifests for p in m.files()}
-    complete = len(manifests) == len(committed) and not head_damaged
-    if layout.data_dir.is_dir():
-        for dirpath, dirnames, filenames in os.walk(layout.data_dir):
-            here = Path(dirpath)
-            for name in [*dirnames, *filenames]:
-                p = here / name
-                if stat.S_ISLNK(p.lstat().st_mode):
-                    out.append(
-                        DoctorFinding(
-                            kind="symlink",
-                            path=rel(p),
-                            detail="symlink inside the vault",
-                            advice="replace it with the real file or folder; snapshots that pass "
-                            "through it are refused",
-                        )
-                    )
-            dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
-            for name in filenames:
-                p = here / name
-                if p.is_symlink() or not name.endswith(".parquet"):
-                    continue
-                if rel(p) not in referenced and complete:
-                    out.append(
-                        DoctorFinding(
-                            kind="orphan-file",
-                            path=rel(p),
-                            size_bytes=_size(p),
-                            detail="no committed snapshot references this data file",
-                            advice="garbage; repair removes it",
-                        )
-                    )
+    for path in _symlinks(layout.data_dir):
+        out.append(
+            DoctorFinding(
+                kind="symlink",
+                path=rel(path),
+                detail="symlink inside the vault",
+                advice="replace it with the real file or folder; snapshots that pass "
+                "through it are refused",
+            )
+        )
     lock = describe_lock(layout.lock, stale_after_s=stale_after_s, file_mode=file_mode)
     state = lock.state if lock is not None else "free"
     if lock is None or lock.free:
@@ -286,3 +249,17 @@ def examine(
             )
         )
     return out
+
+
+def _symlinks(folder: Path) -> list[Path]:
+    """Every symlink under ``folder`` (files and folders), not following any."""
+    found: list[Path] = []
+    if not folder.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        for name in sorted([*dirnames, *filenames]):
+            if stat.S_ISLNK((here / name).lstat().st_mode):
+                found.append(here / name)
+        dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
+    return found

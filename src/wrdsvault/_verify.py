@@ -10,15 +10,14 @@ cores hash about twice as fast as one.
 from __future__ import annotations
 
 import os
-import stat
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 
-from wrdsvault._storage.atomic import sha256_file
 from wrdsvault._storage.layout import Layout
+from wrdsvault._storage.pinned import FileProblem, PinnedFileCheck
 from wrdsvault.errors import InvalidNameError
 from wrdsvault.manifest import Manifest
 from wrdsvault.reports import FileFault, VerifyReport
@@ -37,40 +36,18 @@ class _Expected:
     snapshots: tuple[str, ...]
 
 
-def _check(root: Layout, item: _Expected) -> tuple[int, FileFault | None]:
-    """Return (bytes read, fault or None) for one file."""
-
-    def fault(problem: str, detail: str) -> FileFault:
-        return FileFault(
-            path=item.path,
-            problem=problem,
-            detail=detail,
-            dataset=item.dataset,
-            year=item.year,
-            snapshots=item.snapshots,
-        )
-
-    try:
-        path = root.resolve_relpath(item.path)
-    except InvalidNameError as exc:
-        return 0, fault("manifest", str(exc))
-    try:
-        st = path.lstat()
-    except FileNotFoundError:
-        return 0, fault("missing", "file is missing")
-    if not stat.S_ISREG(st.st_mode):
-        return 0, fault("not-a-file", "not a regular file (symlink or folder)")
-    if st.st_size != item.size_bytes:
-        return 0, fault(
-            "size", f"{st.st_size:,} bytes on disk, {item.size_bytes:,} in the manifest"
-        )
-    try:
-        digest, size = sha256_file(path)
-    except OSError as exc:
-        return 0, fault("unreadable", f"{type(exc).__name__}: {exc}")
-    if digest != item.sha256:
-        return size, fault("sha256", f"sha256 {digest[:16]}... differs from the manifest")
-    return size, None
+def _fault(item: _Expected, problem: FileProblem) -> FileFault:
+    detail = problem.detail
+    if problem.path != item.path:  # a symlinked folder on the way to the file
+        detail = f"{problem.path} {detail}"
+    return FileFault(
+        path=item.path,
+        problem=problem.kind,
+        detail=detail,
+        dataset=item.dataset,
+        year=item.year,
+        snapshots=item.snapshots,
+    )
 
 
 def verify(
@@ -104,17 +81,36 @@ def verify(
     items = sorted(by_path.values(), key=lambda e: e.path)
     total_bytes = sum(e.size_bytes for e in items)
     faults = list(manifest_faults)
-    done_files = 0
+    # The reader's own checks first (serially: they share what they learned about folders),
+    # then the hashing of the files that pass them, on a thread pool.
+    check = PinnedFileCheck(layout)
+    to_hash: list[tuple[_Expected, str]] = []
+    early: dict[int, FileFault] = {}
+    for i, item in enumerate(items):
+        try:
+            path = layout.resolve_relpath_str(item.path)
+        except InvalidNameError as exc:
+            early[i] = _fault(item, FileProblem("not-a-file", item.path, str(exc)))
+            early[i] = attrs.evolve(early[i], problem="manifest")
+            continue
+        problem = check.check(path, item.size_bytes)
+        if problem is None:
+            to_hash.append((item, path))
+        else:
+            early[i] = _fault(item, problem)
     done_bytes = 0
     read_bytes = 0
     n_workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="wrdsvault-verify") as pool:
-        for item, (nbytes, fault) in zip(
-            items, pool.map(lambda e: _check(layout, e), items), strict=True
-        ):
-            done_files += 1
+        hashed = pool.map(lambda job: check.hash(job[1], job[0].sha256), to_hash)
+        for done_files, (i, item) in enumerate(enumerate(items), 1):
+            fault = early.get(i)
+            if fault is None:
+                nbytes, problem = next(hashed)
+                read_bytes += nbytes
+                if problem is not None:
+                    fault = _fault(item, problem)
             done_bytes += item.size_bytes
-            read_bytes += nbytes
             if fault is not None:
                 faults.append(fault)
             if progress is not None:

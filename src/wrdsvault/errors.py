@@ -19,6 +19,8 @@ WrdsVaultError
 ├─ VaultAccessError(PermissionError)   a write (sync, tag, unlock, ...) without write access
 ├─ DiskSpaceError                      not enough free space to write safely
 ├─ CommitOutcomeUnknownError          HEAD names the new snapshot but its last fsync failed
+├─ TagExistsError                      the tag already names another snapshot (pass force=True)
+├─ WriteError                          a drop, tag, repair or quarantine purge hit an OS error
 ├─ SyncError                           nothing was committed; the previous snapshot stays current
 │  ├─ SchemaDriftError                  the source's columns changed and the policy refuses it
 │  └─ ValidationFailedError             a staged partition failed a validation rule
@@ -48,11 +50,13 @@ __all__ = [
     "SourceRequiredError",
     "SourceUnavailableError",
     "SyncError",
+    "TagExistsError",
     "UnknownDatasetError",
     "ValidationFailedError",
     "VaultAccessError",
     "VaultFormatError",
     "WrdsVaultError",
+    "WriteError",
 ]
 
 
@@ -179,6 +183,9 @@ class SourceRequiredError(WrdsVaultError):
 class VaultFormatError(WrdsVaultError):
     """The folder is not a wrdsvault vault, is damaged, or was written by a newer wrdsvault."""
 
+    path: str
+    problem: str
+
     def __init__(self, *, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}", path=path, problem=problem)
 
@@ -279,6 +286,36 @@ class CommitOutcomeUnknownError(WrdsVaultError):
             "`wrdsvault status` and sync again if the previous snapshot is current",
             snapshot_id=snapshot_id,
             reason=reason,
+        )
+
+
+class TagExistsError(WrdsVaultError):
+    """The tag already names another snapshot; moving it needs ``force=True``. Nothing changed."""
+
+    def __init__(self, *, tag: str, current: str, requested: str) -> None:
+        super().__init__(
+            f"tag {tag!r} already names snapshot {current}, not {requested}; pass force=True "
+            "(`wrdsvault tag --force`) to move it (code pinned to this tag will then see other "
+            "data)",
+            tag=tag,
+            current=current,
+            requested=requested,
+        )
+
+
+class WriteError(WrdsVaultError):
+    """A write other than a sync (a drop, a tag, ``doctor --repair``, a quarantine purge) failed.
+
+    Raised for an operating-system error (EIO, EACCES, ...; a full disk is `DiskSpaceError`) or
+    when the writer lock was taken over; the message says what the failure may have left.
+    """
+
+    def __init__(self, *, operation: str, reason: str, after: str) -> None:
+        super().__init__(
+            f"{operation} failed: {reason}. {after[:1].upper()}{after[1:]}",
+            operation=operation,
+            reason=reason,
+            after=after,
         )
 
 

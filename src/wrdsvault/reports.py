@@ -315,8 +315,9 @@ class FileFault:
     """One damaged file (or manifest) found by `Warehouse.verify`.
 
     ``problem`` is ``"missing"``, ``"size"`` (truncated or grown), ``"sha256"`` (content altered),
-    ``"not-a-file"`` (a symlink or folder where a file should be) or ``"manifest"`` (a manifest
-    that cannot be read or fails its fingerprint).
+    ``"not-a-file"`` (a symlink or folder where a file should be, or a symlinked folder on the
+    way to it), ``"unreadable"`` (an OS error such as EIO while looking at or reading it) or
+    ``"manifest"`` (a manifest that cannot be read or fails its fingerprint).
     """
 
     path: str

@@ -18,12 +18,13 @@ import attrs
 from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
 from wrdsvault._query import fetch_arrow, fetch_df
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, temp_name
+from wrdsvault._storage.catalog import Catalog, find_garbage, read_head
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
-from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id, validate_tag
+from wrdsvault._storage.layout import Layout, validate_tag
 from wrdsvault._storage.lock import describe_lock, force_unlock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
-from wrdsvault._storage.writer import Writer, committed_at_of, open_writer, read_head
+from wrdsvault._storage.writer import Operation, Writer, open_writer, operation_error
 from wrdsvault._sync import ProgressCallback, SyncOptions, describe, os_error, run_sync
 from wrdsvault._verify import VerifyProgress
 from wrdsvault._verify import verify as verify_files
@@ -37,8 +38,10 @@ from wrdsvault.datasets import (
     validate_new_dataset,
 )
 from wrdsvault.errors import (
+    DiskSpaceError,
     InvalidNameError,
     SourceRequiredError,
+    TagExistsError,
     UnknownDatasetError,
     VaultAccessError,
     VaultFormatError,
@@ -130,7 +133,7 @@ class Warehouse:
             refuse=self.settings.disk_refuse_fraction,
             usage=disk_usage or psutil_usage,
         )
-        self._manifests: dict[str, Manifest] = {}
+        self._catalog = Catalog(self._layout)
         self._latest: Snapshot | None = None
         self._latest_lock = threading.Lock()
 
@@ -146,7 +149,7 @@ class Warehouse:
 
     @contextlib.contextmanager
     def _writer(
-        self, operation: str, *, wait: float | None = None, quarantine_on_error: bool = False
+        self, operation: Operation, *, wait: float | None = None, quarantine_on_error: bool = False
     ) -> Iterator[Writer]:
         """The single-writer context: lock, recovery, staging; staging removed on exit."""
         timeout = self.settings.lock_timeout_s if wait is None else float(wait)
@@ -157,18 +160,22 @@ class Warehouse:
                 operation=operation,
                 timeout_s=timeout,
                 quarantine_on_error=quarantine_on_error,
+                catalog=self._catalog,
             ) as w:
                 yield w
         except WrdsVaultError:
             raise  # LockHeldError is a TimeoutError, hence an OSError: keep it as it is
         except OSError as exc:
-            # Taking the lock, recovery or cleanup failed (ENOSPC, EIO, EACCES, ...).
+            # Taking the lock, recovery, the operation or cleanup failed (ENOSPC, EIO, EACCES,
+            # ...): say which operation, and what its failure may have left.
             if exc.errno in NO_WRITE_ACCESS:
                 raise VaultAccessError(
-                    path=str(self.root), operation=operation, reason=str(exc)
+                    path=str(self.root), operation=str(operation), reason=str(exc)
                 ) from exc
-            label = operation.split(" ", 1)[-1]
-            raise os_error(exc, dataset=label, root=self.root) from exc
+            err = os_error(exc, dataset=operation.label, root=self.root)
+            if not isinstance(err, DiskSpaceError):
+                err = operation_error(operation, f"{type(exc).__name__}: {exc}")
+            raise err from exc
 
     def sync(
         self,
@@ -248,7 +255,7 @@ class Warehouse:
             guard=self._guard,
             max_removed_fraction=None if allow_removal else self.settings.max_removed_fraction,
         )
-        operation = f"sync {' '.join(s.name for s in specs)}"
+        operation = Operation("sync", " ".join(s.name for s in specs))
         with self._writer(operation, wait=wait, quarantine_on_error=True) as writer:
             head_id = read_head(self._layout)
             head = self._manifest(head_id) if head_id else None
@@ -320,7 +327,7 @@ class Warehouse:
                 value=names,
                 rule="drop() needs at least one dataset name, each named once",
             )
-        with self._writer(f"drop {' '.join(names)}", wait=wait) as writer:
+        with self._writer(Operation("drop", " ".join(names)), wait=wait) as writer:
             head_id = read_head(self._layout)
             head = self._manifest(head_id) if head_id else None
             held = dict(head.datasets) if head is not None else {}
@@ -350,87 +357,32 @@ class Warehouse:
         Raises:
             InvalidNameError: a malformed tag name.
             SnapshotNotFoundError: ``ref`` matches no snapshot.
-            WrdsVaultError: the tag exists and names another snapshot (pass ``force=True``).
+            TagExistsError: the tag exists and names another snapshot (pass ``force=True``).
+            VaultFormatError: HEAD is damaged or behind committed snapshots (see `doctor`).
+            WriteError: an OS error while writing the tag.
         """
         validate_tag(name)
         self._resolve(ref)  # fail before taking the lock
-        with self._writer(f"tag {name}") as writer:
+        with self._writer(Operation("tag", name)) as writer:
             target = self._resolve(ref)
             current = self.tags().get(name)
             if current is not None and current != target and not force:
-                raise WrdsVaultError(
-                    f"tag {name!r} already names snapshot {current}; pass force=True to move it "
-                    "(code pinned to this tag will then see other data)"
-                )
+                raise TagExistsError(tag=name, current=current, requested=target)
             writer.write_tag(name, target)
         return target
 
     # -- reading ---------------------------------------------------------------------------
 
     def _manifest(self, snapshot_id: str) -> Manifest:
-        cached = self._manifests.get(snapshot_id)
-        if cached is None:
-            path = self._layout.manifest(snapshot_id)
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
-                raise VaultFormatError(
-                    path=str(path),
-                    problem="the manifest of a committed snapshot is missing; the vault is damaged "
-                    "(restore it from a backup)",
-                ) from None
-            cached = Manifest.from_json(raw, where=str(path))
-            if cached.snapshot_id != snapshot_id:
-                raise VaultFormatError(path=str(path), problem="manifest id differs from its name")
-            self._manifests[snapshot_id] = cached
-        return cached
+        return self._catalog.manifest(snapshot_id)
 
     def _committed(self) -> list[tuple[str, datetime]]:
         """(id, committed_at) of every committed snapshot, oldest first."""
-        head = read_head(self._layout)
-        if head is None:
-            return []
-        try:
-            names = os.listdir(self._layout.snapshots_dir)
-        except FileNotFoundError:
-            names = []
-        ids = sorted(
-            sid
-            for sid in (n.removesuffix(".json") for n in names if n.endswith(".json"))
-            if SNAPSHOT_ID_RE.fullmatch(sid) and sid <= head  # newer = uncommitted (no HEAD yet)
-        )
-        if not ids or ids[-1] != head:
-            raise VaultFormatError(
-                path=str(self._layout.head),
-                problem=f"HEAD names snapshot {head} but its manifest is missing; the vault is "
-                "damaged",
-            )
-        return [(sid, committed_at_of(sid)) for sid in ids]
+        return self._catalog.committed()
 
     def tags(self) -> dict[str, str]:
         """Tag name -> snapshot id (damaged tag files are left out; `doctor` reports them)."""
-        return self._scan_tags()[0]
-
-    def _scan_tags(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(tag -> snapshot id, damaged tag -> what is wrong with its file)."""
-        good: dict[str, str] = {}
-        damaged: dict[str, str] = {}
-        try:
-            names = sorted(os.listdir(self._layout.tags_dir))
-        except FileNotFoundError:
-            return good, damaged
-        for name in names:
-            try:
-                path = self._layout.tag(name)
-            except InvalidNameError:
-                continue  # temp files and strangers are not tags
-            try:
-                good[name] = validate_snapshot_id(path.read_bytes().decode("ascii").strip())
-            except FileNotFoundError:
-                continue  # removed while we listed
-            except (OSError, ValueError) as exc:  # InvalidNameError and UnicodeError included
-                damaged[name] = f"unreadable tag file ({type(exc).__name__})"
-        return good, damaged
+        return self._catalog.tags()
 
     def _resolve(self, ref: str) -> str:
         return resolve_ref(ref, tags=self.tags(), snapshots=self._committed())
@@ -446,7 +398,8 @@ class Warehouse:
         Raises:
             SnapshotNotFoundError: nothing matches; the message lists tags and newest ids.
             InvalidNameError: ``ref`` cannot be a ref.
-            IntegrityError: a pinned file is missing, resized, a symlink, or (verify) altered.
+            IntegrityError: a pinned file is missing, resized, a symlink (or behind a symlinked
+                folder), unreadable (EIO, EACCES), or (verify) altered.
         """
         snapshot_id = self._resolve(ref)
         return Snapshot(
@@ -522,7 +475,10 @@ class Warehouse:
         all_snapshots: bool = False,
         progress: VerifyProgress | None = None,
     ) -> VerifyReport:
-        """Re-hash every file a snapshot (or every committed snapshot) references.
+        """Check and re-hash every file a snapshot (or every committed snapshot) references.
+
+        Runs the checks a reader runs when it opens the snapshot (no symlinked folder on the
+        way, a regular file of the recorded size), then hashes every file that passes them.
 
         Reads every byte (DuckDB does not check Parquet page checksums, so the manifest SHA-256
         is the only end-to-end guard); files shared by snapshots are hashed once.
@@ -591,7 +547,7 @@ class Warehouse:
         Raises:
             InvalidNameError: a name is not a listed entry; nothing was deleted.
         """
-        with self._writer("purge quarantine"):
+        with self._writer(Operation("purge-quarantine")):
             targets = [e.name for e in self.quarantine()] if names is None else list(names)
             return purge_entries(self._layout.quarantine_dir, targets)
 
@@ -599,64 +555,41 @@ class Warehouse:
         """Report leftovers and damage; with ``repair``, remove what is provably garbage.
 
         Read-only by default. The repair takes the writer lock (breaking a stale one) and removes
-        staging folders, temp files, uncommitted manifests and data files no committed snapshot
-        references. Quarantine entries, damaged manifests and symlinks are only reported.
+        staging folders, temp files, the manifest a crashed writer left and data files no
+        manifest references. Quarantine entries, damage, symlinks and a ``HEAD`` that is behind
+        committed snapshots are only reported (nothing a tag or a manifest names is removed).
 
         Raises:
             LockHeldError: ``repair`` and a live writer holds the lock.
+            WriteError: ``repair`` failed on an OS error (a full disk: `DiskSpaceError`).
         """
 
-        def look() -> list[DoctorFinding]:
-            try:
-                head = read_head(self._layout)
-                committed = [sid for sid, _ in self._committed()] if head else []
-            except VaultFormatError as exc:
-                head, committed = None, []
-                damaged_head = [
-                    DoctorFinding(
-                        kind="damaged-head",
-                        path="HEAD",
-                        detail=exc.problem,
-                        advice="restore HEAD from a backup, or write the newest snapshot id "
-                        "into it; nothing is repaired until then",
-                    )
-                ]
-            else:
-                damaged_head = []
-            good, damaged = self._scan_tags()
-            for name, sid in good.items():
-                if not damaged_head and sid not in committed:
-                    damaged[name] = f"names snapshot {sid}, which is not committed"
-            return damaged_head + examine(
-                self._layout,
-                head_id=head,
-                committed=committed,
-                load=self._manifest,
-                stale_after_s=self.settings.lock_stale_after_s,
-                file_mode=self.settings.file_mode,
-                damaged_tags=damaged,
-                head_damaged=bool(damaged_head),
+        def look() -> tuple[DoctorFinding, ...]:
+            return tuple(
+                examine(
+                    self._catalog,
+                    stale_after_s=self.settings.lock_stale_after_s,
+                    file_mode=self.settings.file_mode,
+                )
             )
 
         findings = look()
         if not repair:
-            return DoctorReport(findings=tuple(findings))
-        removed: list[str] = []
-        with self._writer("doctor --repair"):
-            # Taking the lock broke a stale lock and ran recovery (staging, temp files,
-            # uncommitted manifests); orphan data files are garbage now that no writer runs.
-            for f in look():
-                if f.kind == "orphan-file":
-                    path = self._layout.resolve_relpath(f.path)
-                    path.unlink(missing_ok=True)
-                    fsync_dir(path.parent)
+            return DoctorReport(findings=findings)
+        with self._writer(Operation("doctor-repair")):
+            # Taking the lock broke a stale lock and ran recovery (staging, temp files, the
+            # uncommitted manifest); orphan data files are garbage now that no writer runs.
+            for item in find_garbage(self._catalog):
+                if item.kind == "orphan-file":
+                    item.path.unlink(missing_ok=True)
+                    fsync_dir(item.path.parent)
         after = {(f.kind, f.path) for f in look()}
         removed = [
             f.path
             for f in findings
             if (f.garbage or f.kind == "stale-lock") and (f.kind, f.path) not in after
         ]
-        return DoctorReport(findings=tuple(findings), repaired=tuple(removed))
+        return DoctorReport(findings=findings, repaired=tuple(removed))
 
     def lock_info(self) -> LockInfo:
         """The writer lock as a human needs to see it: ``state`` (``free``, ``held``,

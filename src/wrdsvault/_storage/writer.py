@@ -9,20 +9,20 @@ Commit protocol (docs/design/commit-protocol.md), every step a named crash point
 5. Commit point: replace ``HEAD`` (temp, fsync, rename, directory fsync).
 
 A crash before step 5 leaves the old snapshot current; files from steps 2-3 are unreferenced
-(manifests newer than ``HEAD`` are not listed as snapshots and are removed by the next writer's
-recovery; data files are orphans that only ``doctor --repair`` removes).
+(a manifest newer than ``HEAD`` is not listed as a snapshot and is removed by the next writer's
+recovery; data files are reported as orphans and removed only by ``doctor --repair``). What is
+garbage is decided by one classifier, `catalog.find_garbage`, never here.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import pyarrow as pa
@@ -36,9 +36,10 @@ from wrdsvault._storage.atomic import (
     remove_tree,
     sha256_file,
 )
+from wrdsvault._storage.catalog import Catalog, committed_at_of, find_garbage, read_head
 from wrdsvault._storage.checkpoint import CheckpointRecord, Checkpoints
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
-from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, partition_name
+from wrdsvault._storage.layout import Layout, partition_name
 from wrdsvault._storage.lock import WriterLock
 from wrdsvault._storage.quarantine import quarantine
 from wrdsvault.errors import (
@@ -46,6 +47,7 @@ from wrdsvault.errors import (
     SyncError,
     VaultFormatError,
     WrdsVaultError,
+    WriteError,
 )
 from wrdsvault.manifest import DatasetEntry, Manifest
 
@@ -91,9 +93,65 @@ def new_snapshot_id(when: datetime) -> str:
     return when.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ-") + secrets.token_hex(4)
 
 
-def committed_at_of(snapshot_id: str) -> datetime:
-    """The commit time encoded in a snapshot id."""
-    return datetime.strptime(snapshot_id[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+__all__ = [
+    "TAKEN_OVER",
+    "Operation",
+    "StagedFile",
+    "Writer",
+    "committed_at_of",
+    "new_snapshot_id",
+    "open_writer",
+    "operation_error",
+    "read_head",
+    "recover",
+]
+
+OperationKind = Literal["sync", "drop", "tag", "doctor-repair", "purge-quarantine"]
+
+
+@attrs.frozen
+class Operation:
+    """A write path that takes the writer lock, as the lock record, errors and logs name it.
+
+    Attributes:
+        kind: ``sync``, ``drop``, ``tag``, ``doctor-repair`` or ``purge-quarantine``.
+        subject: what it writes: the dataset names of a sync or drop, the name of a tag.
+    """
+
+    kind: OperationKind
+    subject: str = ""
+
+    def __str__(self) -> str:
+        return {
+            "sync": f"sync {self.subject}",
+            "drop": f"drop {self.subject}",
+            "tag": f"tag {self.subject}",
+            "doctor-repair": "doctor --repair",
+            "purge-quarantine": "purge quarantine",
+        }[self.kind]
+
+    @property
+    def label(self) -> str:
+        """What a failure names: the datasets of a sync, else the operation itself."""
+        return self.subject if self.kind == "sync" else str(self)
+
+    @property
+    def commits(self) -> bool:
+        """Whether it writes commit records (HEAD, manifests, tags): refused while the catalog
+        is inconsistent (`Catalog.require_writable`)."""
+        return self.kind in ("sync", "drop", "tag")
+
+    @property
+    def after_failure(self) -> str:
+        """What a failure of this operation leaves, for error messages."""
+        return {
+            "sync": "nothing was committed; the previous snapshot stays current",
+            "drop": "nothing was committed; the previous snapshot stays current",
+            "tag": "the tag may or may not have been written; `wrdsvault status` lists the tags",
+            "doctor-repair": "committed snapshots are untouched; some garbage may remain "
+            "(run `wrdsvault doctor` to see it)",
+            "purge-quarantine": "some entries may remain (`wrdsvault quarantine list`)",
+        }[self.kind]
 
 
 class Writer:
@@ -305,82 +363,42 @@ class Writer:
         )
 
 
-def read_head(layout: Layout) -> str | None:
-    """The id in ``HEAD``, or None before the first commit.
-
-    Raises:
-        VaultFormatError: HEAD exists but does not hold a snapshot id.
-    """
-    try:
-        raw = layout.head.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise VaultFormatError(path=str(layout.head), problem=f"cannot read HEAD ({exc})") from exc
-    text = raw.decode("ascii", "replace").strip()
-    if SNAPSHOT_ID_RE.fullmatch(text) is None:
-        raise VaultFormatError(
-            path=str(layout.head),
-            problem="HEAD does not hold a snapshot id (damaged); run `wrdsvault doctor`",
-        )
-    return text
-
-
-def _younger_than(path: Path, seconds: float) -> bool:
-    try:
-        return time.time() - path.lstat().st_mtime < seconds
-    except FileNotFoundError:
-        return False
-
-
-def recover(layout: Layout, head_id: str | None) -> list[str]:
+def recover(catalog: Catalog) -> list[str]:
     """Clean what a crashed writer left behind. Run under the lock; idempotent.
 
-    Removes staging folders, temp files of atomic writes, and manifests newer than ``HEAD`` (written
-    by a writer that died before its commit point; never visible as snapshots). Keeps the
-    checkpoints of finished years under ``tmp/resume/`` (dropping incomplete or week-old ones).
-    Returns what it did.
-
-    Raises:
-        VaultFormatError: HEAD is missing although committed manifests exist (damage, not a crash).
+    Removes what `find_garbage` proves is garbage, orphan data files aside (``doctor --repair``
+    removes those): staging folders, temp files of atomic writes, and the one manifest newer
+    than ``HEAD`` that a writer which died before its commit point left. Keeps the checkpoints
+    of finished years under ``tmp/resume/`` (dropping incomplete or week-old ones). Never
+    removes a manifest a tag or another manifest names, nor anything newer than ``HEAD`` while
+    ``HEAD`` is damaged or behind (`Catalog.require_writable` refuses the write then). Returns
+    what it did.
     """
     actions: list[str] = []
-    if head_id is None and layout.snapshots_dir.is_dir():
-        for child in layout.snapshots_dir.glob("*.json"):
-            manifest = Manifest.from_json(child.read_bytes(), where=str(child))
-            if manifest.parent is not None or manifest.sequence != 1:
-                raise VaultFormatError(
-                    path=str(layout.head),
-                    problem="HEAD is missing but committed snapshots exist; the vault is damaged. "
-                    "Restore HEAD from a backup or write the newest snapshot id into it",
-                )
-    checkpoints = Checkpoints(layout)
-    if layout.tmp_dir.is_dir():
-        for child in layout.tmp_dir.iterdir():
-            if child == checkpoints.root and child.is_dir() and not child.is_symlink():
-                continue  # finished years of an interrupted sync: the next sync resumes from them
-            remove_tree(child)
-            actions.append(f"removed staging {child.name}")
-    actions += checkpoints.clean()
-    for folder in (layout.root, layout.snapshots_dir, layout.tags_dir):
-        if not folder.is_dir():
-            continue
-        for child in folder.iterdir():
-            if not (child.name.startswith(".") and child.name.endswith(".tmp")):
-                continue
-            if child.name.startswith((".lock.", ".vault.json.")) and _younger_than(child, 60.0):
-                continue  # a contender's lock record or vault.json being published right now
-            child.unlink(missing_ok=True)
-            actions.append(f"removed temp file {child.relative_to(layout.root)}")
-    if layout.snapshots_dir.is_dir():
-        for child in layout.snapshots_dir.iterdir():
-            sid = child.name.removesuffix(".json")
-            if SNAPSHOT_ID_RE.fullmatch(sid) and (head_id is None or sid > head_id):
-                child.unlink(missing_ok=True)
-                actions.append(f"removed uncommitted manifest {child.name}")
+    layout = catalog.layout
+    garbage = list(find_garbage(catalog, orphans=False))
+    for item in garbage:
+        if item.kind == "staging":
+            remove_tree(item.path)
+            actions.append(f"removed staging {item.path.name}")
+    actions += Checkpoints(layout).clean()
+    for item in garbage:
+        if item.kind == "temp-file":
+            item.path.unlink(missing_ok=True)
+            actions.append(f"removed temp file {item.path.relative_to(layout.root)}")
+        elif item.kind == "uncommitted-manifest":
+            item.path.unlink(missing_ok=True)
+            actions.append(f"removed uncommitted manifest {item.path.name}")
     for action in actions:
         log.info("recovery: %s", action)
     return actions
+
+
+def operation_error(operation: Operation, reason: str) -> WrdsVaultError:
+    """The error a failed write raises: `SyncError` for a sync, else `WriteError`."""
+    if operation.kind == "sync":
+        return SyncError(dataset=operation.subject, reason=reason)
+    return WriteError(operation=str(operation), reason=reason, after=operation.after_failure)
 
 
 @contextmanager
@@ -388,19 +406,26 @@ def open_writer(
     layout: Layout,
     settings: VaultSettings,
     *,
-    operation: str,
+    operation: Operation,
     timeout_s: float,
     quarantine_on_error: bool = False,
+    catalog: Catalog | None = None,
 ) -> Iterator[Writer]:
     """Take the lock, recover, stage; remove the staging and release the lock on exit.
 
-    With ``quarantine_on_error``, a failure moves the staging folder (with a reason.json) to
+    An operation that writes commit records (``operation.commits``) is refused after recovery
+    while the catalog is inconsistent (`Catalog.require_writable`). With
+    ``quarantine_on_error``, a failure moves the staging folder (with a reason.json) to
     ``quarantine/`` instead of deleting it, and records the entry on the exception as
     ``quarantine_path``.
+
+    Raises:
+        VaultFormatError: ``operation.commits`` and HEAD is damaged or behind committed records.
     """
+    catalog = catalog or Catalog(layout)
     lock = WriterLock(
         layout.lock,
-        operation=operation,
+        operation=str(operation),
         file_mode=settings.file_mode,
         stale_after_s=settings.lock_stale_after_s,
         heartbeat_s=settings.lock_heartbeat_s,
@@ -408,7 +433,9 @@ def open_writer(
     lock.acquire(timeout_s=timeout_s)
     try:
         crashpoint(CrashPoint.LOCK_ACQUIRED)
-        recover(layout, read_head(layout))
+        recover(catalog)
+        if operation.commits:
+            catalog.require_writable()
         writer = Writer(layout, settings, lock)
         try:
             make_dirs(layout.tmp_dir, mode=settings.dir_mode)
@@ -421,8 +448,7 @@ def open_writer(
                 if taken_over and getattr(exc, "reason", None) != TAKEN_OVER:
                     # Whatever broke (often our staging, swept by the successor's recovery),
                     # the cause is the takeover: say so.
-                    label = operation.split(" ", 1)[-1]
-                    fenced = SyncError(dataset=label, reason=TAKEN_OVER)
+                    fenced = operation_error(operation, TAKEN_OVER)
                     if quarantine_on_error:
                         _quarantine_failure(layout, settings, writer, operation, fenced)
                     raise fenced from exc
@@ -438,15 +464,15 @@ def open_writer(
 
 
 def _quarantine_failure(
-    layout: Layout, settings: VaultSettings, writer: Writer, operation: str, exc: Exception
+    layout: Layout, settings: VaultSettings, writer: Writer, operation: Operation, exc: Exception
 ) -> None:
-    label = getattr(exc, "dataset", None) or operation.split(" ", 1)[-1]
+    label = getattr(exc, "dataset", None) or operation.label
     try:
         path = quarantine(
             layout.quarantine_dir,
             writer.staging,
             label=str(label),
-            operation=operation,
+            operation=str(operation),
             exc=exc,
             file_mode=settings.file_mode,
             dir_mode=settings.dir_mode,
