@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pickle  # noqa: TID251 - round-trips our own error objects only
+from pathlib import Path
+
+import pytest
 
 import wrdsvault
 import wrdsvault.errors
@@ -104,3 +107,19 @@ def test_every_evidence_attribute_is_declared_and_pickles() -> None:
         assert str(back) == str(err)
         for name, value in err._evidence.items():
             assert getattr(back, name) == value, (type(err).__name__, name)
+
+
+def test_wrong_argument_types_are_type_errors(tmp_path: Path) -> None:
+    """Guards for untyped callers still fire: settings=, a bytes dataset list, a non-spec."""
+    from wrdsvault.sources import SampleSource
+
+    with pytest.raises(TypeError, match="settings must be a VaultSettings, not str"):
+        wrdsvault.Warehouse(tmp_path / "a", settings="zstd")  # type: ignore[arg-type]
+    source = SampleSource(seed=0, years=range(2020, 2021), n_securities=10)
+    with (
+        wrdsvault.Warehouse(tmp_path / "b", source=source) as wh,
+        pytest.raises(TypeError, match="not bytes"),
+    ):
+        wh.sync(b"crsp.msf")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="spec must be a DatasetSpec, not str"):
+        source.describe("crsp.msf")  # type: ignore[arg-type]

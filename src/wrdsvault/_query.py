@@ -115,8 +115,9 @@ class PinnedConnection:
 
     def check(self, sql: str) -> str:
         """Return the text of the one SELECT statement in ``sql``, or raise QueryRejectedError."""
-        if not isinstance(sql, str):
-            msg = f"sql must be a str, not {type(sql).__name__}"
+        given: object = sql  # untyped callers can pass anything; mypy cannot see that
+        if not isinstance(given, str):
+            msg = f"sql must be a str, not {type(given).__name__}"
             raise TypeError(msg)
         if len(sql) > MAX_SQL_CHARS:
             raise QueryRejectedError(
@@ -170,7 +171,8 @@ class PinnedConnection:
         self, sql: str, params: Params = None, *, timeout_s: float | None = None
     ) -> pd.DataFrame:
         with self._relation(sql, params, timeout_s) as rel:
-            return rel.df()
+            frame: pd.DataFrame = rel.df()  # DuckDB 2's relation types it as Any
+            return frame
 
     def arrow(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> pa.Table:
         with self._relation(sql, params, timeout_s) as rel:
@@ -188,7 +190,8 @@ class PinnedConnection:
 def _arrow_table(rel: duckdb.DuckDBPyRelation) -> pa.Table:
     # DuckDB 2.0 renamed fetch_arrow_table() to to_arrow_table(); support both (minimum 1.2).
     fetch = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
-    return fetch()
+    table: pa.Table = fetch()
+    return table
 
 
 class LazyResult:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 import attrs
 
@@ -19,7 +19,8 @@ from wrdsvault.schema import DRIFT_POLICIES
 __all__ = ["VaultSettings"]
 
 _ENV_PREFIX: Final = "WRDSVAULT_"
-_COMPRESSIONS: Final = ("zstd", "snappy", "gzip", "lz4", "none")
+Compression = Literal["zstd", "snappy", "gzip", "lz4", "none"]
+_COMPRESSIONS: Final = get_args(Compression)
 
 
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
@@ -40,7 +41,7 @@ def _fraction(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(msg)
 
 
-def _policies(_inst: object, _attr: attrs.Attribute[Any], value: dict[str, str]) -> None:
+def _policies(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, dict):
         msg = f"drift_policies must be an object mapping datasets to policies, got {value!r}"
         raise TypeError(msg)
@@ -82,7 +83,9 @@ class VaultSettings:
     lock_heartbeat_s: float = attrs.field(default=60.0, converter=float, validator=_positive)
     query_timeout_s: float | None = attrs.field(default=None, validator=_positive)
     row_group_rows: int = attrs.field(default=262_144, converter=int, validator=_positive)
-    compression: str = attrs.field(default="zstd", validator=attrs.validators.in_(_COMPRESSIONS))
+    compression: Compression = attrs.field(
+        default="zstd", validator=attrs.validators.in_(_COMPRESSIONS)
+    )
     compression_level: int | None = attrs.field(default=1, validator=_optional_int)
     batch_rows: int = attrs.field(default=131_072, converter=int, validator=_positive)
     disk_warn_fraction: float = attrs.field(default=0.80, converter=float, validator=_fraction)
