@@ -14,8 +14,8 @@ The smoke sizes keep ``pytest benchmarks`` (timed) under about a minute and a ha
 machine. The query vault holds ``crsp.dsf``, ``crsp.msf``, ``crsp.ccmxpf_lnkhist``,
 ``comp.funda``, ``crsp.msenames`` and ``crsp.msedelist`` from `SampleSource`. About 63% of the
 universe is listed in any given year, so ``crsp.dsf`` has ~160 rows per security and year:
-12,600 securities x 5 years is the ~10M-row reference size of PERFORMANCE.md. Larger than smoke
-sizes lift pytest-timeout's 300 s limit to `SCALED_TIMEOUT_S` per benchmark.
+12,600 securities x 5 years is the ~10M-row reference size of docs/design/measured-facts.md.
+Larger than smoke sizes lift pytest-timeout's 300 s limit to `SCALED_TIMEOUT_S` per benchmark.
 
 Helper modules of this folder (``_measure.py``) are loaded by path (`load_helper`): pytest runs
 with ``--import-mode=importlib``, so they are not importable by name.
@@ -66,7 +66,7 @@ SIZE_VARS: Final = {
     "WRDSVAULT_BENCH_VERIFY_MB": ("verify_mb", 16),
     "WRDSVAULT_BENCH_OPEN_DATASETS": ("open_datasets", 1),
 }
-#: The named scales. ``full`` is the reference size of the issue and PERFORMANCE.md.
+#: The named scales. ``full`` is the reference size (docs/design/measured-facts.md).
 SCALES: Final = {
     "smoke": {
         "securities": 500,

@@ -7,7 +7,8 @@ here. Opening a snapshot reads HEAD and the manifest, then checks every pinned f
 regular, size); the first query builds the DuckDB connection with one view per dataset.
 
 Targets (reported in ``extra_info``, never asserted): ``wh.snapshot("latest")`` <= 50 ms for 6,000
-files; the first query about 0.1 s (PERFORMANCE.md: views over 100 datasets x 60 files).
+files; the first query about 0.1 s (docs/design/measured-facts.md: views over 100 datasets x
+60 files).
 
 A second vault of ~200 small snapshots of one dataset times as-of resolution
 (``wh.snapshot("<ISO datetime>")``). It is skipped if committing them takes more than 30 s.
@@ -33,7 +34,7 @@ from wrdsvault import DatasetSpec, Snapshot, VaultSettings, Warehouse
 from wrdsvault.sources import PartitionInfo, Source, TableInfo
 from wrdsvault.sources.base import SOURCE_TYPE_KEY
 
-#: Full size (timed runs): PERFORMANCE.md's 100 datasets (``bench_sizes.open_datasets``) x 60 files.
+#: Full size (timed runs): the reference 100 datasets (``bench_sizes.open_datasets``) x 60 files.
 WIDE_YEARS: Final = 60
 #: Smoke size (``--benchmark-disable``).
 SMOKE_DATASETS: Final = 10

@@ -1,8 +1,8 @@
 """verify() throughput against plain hashlib.sha256 over the same bytes (target >= 0.8x).
 
 The vault holds incompressible data (random binary columns), so the Parquet files are as large as
-the data and hashing dominates. Size: ``WRDSVAULT_BENCH_VERIFY_MB`` (smoke 64 MB; the issue's
-figure is >= 1 GB, ``WRDSVAULT_BENCH_SCALE=full``: 1,024 MB), in 16 MB yearly files. Both sides
+the data and hashing dominates. Size: ``WRDSVAULT_BENCH_VERIFY_MB`` (smoke 64 MB; the target
+is stated for >= 1 GB, ``WRDSVAULT_BENCH_SCALE=full``: 1,024 MB), in 16 MB yearly files. Both sides
 read warm files from the page cache (the files were just written), so this measures hashing, not
 the disk. Each benchmark records bytes, files and its median MB/s in ``extra_info``; the ratio
 (verify MB/s / hashlib MB/s, target >= 0.8) is read across the two medians of the group.

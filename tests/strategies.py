@@ -1,4 +1,4 @@
-"""Hypothesis strategies for T10: hostile and valid dataset names, tags, refs and manifest paths.
+"""Hypothesis strategies: hostile and valid dataset names, tags, refs and manifest paths.
 
 The patterns below are written out here on purpose (not imported from ``wrdsvault``): the tests
 check the code against the specification, not against itself.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-#: The specification of a dataset name (DESIGN.md, datasets.py docstring), used with re.fullmatch.
+#: The specification of a dataset name (docs/format.md), used with re.fullmatch.
 DATASET_PATTERN = r"[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}"
 #: The specification of a tag name; "latest" is reserved on top of it.
 TAG_PATTERN = r"[A-Za-z][A-Za-z0-9._-]{0,63}"

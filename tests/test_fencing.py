@@ -1,4 +1,4 @@
-"""Fencing at the sync level (RELIABILITY.md T8): a writer paused past a takeover never commits."""
+"""Fencing at the sync level (docs/locking.md): a writer paused past a takeover never commits."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_paused_writer_is_fenced_off_after_a_takeover(tmp_path: Path, make_sourc
         os.kill(child.pid, signal.SIGSTOP)
         # The human override: the owner is alive (stopped) on this host, so only allow_live breaks.
         broken = force_unlock(root / ".lock", allow_live=True)
-        assert broken["broken"] is True
+        assert broken.broken is True
         wh.source = make_source(2)
         takeover = wh.sync("ff.factors_monthly")
         assert takeover.committed

@@ -1,4 +1,4 @@
-"""T10: hostile dataset names, tags and refs are refused before any path join or SQL.
+"""Hostile dataset names, tags and refs are refused before any path join or SQL.
 
 Properties (Hypothesis, strategies in ``tests/strategies.py``):
 

@@ -1,6 +1,6 @@
-"""T11: the query sandbox refuses every escape and leaves the vault byte-identical.
+"""The query sandbox refuses every escape and leaves the vault byte-identical.
 
-Two walls (RELIABILITY.md §1, ``src/wrdsvault/_query.py``): a statement allow-list (exactly one
+Two walls (docs/design/sandbox.md, ``src/wrdsvault/_query.py``): a statement allow-list (exactly one
 SELECT, checked by DuckDB's own parser) raises `QueryRejectedError` naming the statement type; the
 DuckDB settings (``allowed_paths`` = the pinned files, external access off, configuration locked)
 make DuckDB itself refuse anything else at run time, surfacing as `QueryError`. A hostile corpus

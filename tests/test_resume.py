@@ -234,13 +234,15 @@ def test_years_hint_reaches_the_source(tmp_path: Path) -> None:
 
 
 def test_requested_year_gone_from_the_source_is_removed(tmp_path: Path) -> None:
-    """years=[y] where the source no longer has y: y leaves the snapshot, others stay."""
+    """years=[y] where the source no longer has y: allowed, y leaves the snapshot, others stay."""
     root = tmp_path / "vault"
     with wrdsvault.Warehouse(root, source=sample()) as wh:
         wh.sync("crsp.msf")
     shorter = SampleSource(seed=3, years=range(2019, 2023), vintage=1, n_securities=40)
     with wrdsvault.Warehouse(root, source=shorter) as wh:
-        report = wh.sync("crsp.msf", years=[2022, 2023])
+        with pytest.raises(wrdsvault.ValidationFailedError, match="removed_years"):
+            wh.sync("crsp.msf", years=[2022, 2023])
+        report = wh.sync("crsp.msf", years=[2022, 2023], allow_removal=True)
         assert report["crsp.msf"].years_removed == (2023,)
         with wh.snapshot() as snap:
             assert [p.year for p in snap.dataset("crsp.msf").partitions] == [

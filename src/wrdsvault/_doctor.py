@@ -117,6 +117,7 @@ def examine(
     committed: list[str],
     load: Callable[[str], Manifest],
     stale_after_s: float,
+    file_mode: int = 0o600,
     damaged_tags: dict[str, str] | None = None,
     head_damaged: bool = False,
 ) -> list[DoctorFinding]:
@@ -250,9 +251,11 @@ def examine(
                             advice="garbage; repair removes it",
                         )
                     )
-    lock = describe_lock(layout.lock, stale_after_s=stale_after_s) or {"state": "free"}
-    state = str(lock["state"])
-    if state.startswith("stale"):
+    lock = describe_lock(layout.lock, stale_after_s=stale_after_s, file_mode=file_mode)
+    state = lock.state if lock is not None else "free"
+    if lock is None or lock.free:
+        pass
+    elif lock.stale:
         out.append(
             DoctorFinding(
                 kind="stale-lock",
@@ -261,13 +264,14 @@ def examine(
                 advice="the next writer breaks it; repair does so now",
             )
         )
-    elif state == "held":
+    else:  # held, or unknown (no write access to judge another host's lock)
         out.append(
             DoctorFinding(
                 kind="held-lock",
                 path=rel(layout.lock),
-                detail=f"held by pid {lock.get('pid')} on {lock.get('host')} since "
-                f"{lock.get('acquired_at')} ({lock.get('operation')})",
+                detail=("" if state == "held" else f"{state}; ")
+                + f"held by pid {lock.pid} on {lock.host} since "
+                f"{lock.acquired_at} ({lock.operation})",
                 advice="a writer is working; wait for it",
             )
         )

@@ -1,6 +1,6 @@
 """The sandboxed, pinned-manifest DuckDB connection behind `Snapshot.query`.
 
-Two walls (RELIABILITY.md §1):
+Two walls (docs/design/sandbox.md says why both are needed):
 
 1. Statement allow-list: DuckDB's own parser splits the input; exactly one statement of type
    SELECT is accepted, and only that parsed statement's text runs. EXPLAIN (``EXPLAIN ANALYZE COPY``
@@ -68,12 +68,23 @@ class PinnedConnection:
         union_by_name: frozenset[str] = frozenset(),
         threads: int | None = None,
         memory_limit: str | None = None,
+        schemas: Mapping[str, pa.Schema] | None = None,
+        unqueryable: Mapping[str, str] | None = None,
     ) -> None:
+        """Build the views.
+
+        Args:
+            views: ``library.table`` -> the Parquet files of its view.
+            schemas: the columns of a view without files (a dataset with no rows keeps them).
+            unqueryable: datasets left out of the views -> what to do about it; a failed query
+                that names one gets this advice appended.
+        """
         self._tmp = tempfile.mkdtemp(prefix="wrdsvault-duckdb-")
         self._lock = threading.Lock()
+        self._unqueryable = dict(unqueryable or {})
         try:
             self._con = duckdb.connect(":memory:", config=dict(_CONFIG))
-            self._build(views, union_by_name, threads, memory_limit)
+            self._build(views, union_by_name, threads, memory_limit, schemas or {})
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise
@@ -84,6 +95,7 @@ class PinnedConnection:
         union_by_name: frozenset[str],
         threads: int | None,
         memory_limit: str | None,
+        schemas: Mapping[str, pa.Schema],
     ) -> None:
         con = self._con
         allowed: list[str] = []
@@ -100,8 +112,8 @@ class PinnedConnection:
             con.execute(f'USE memory."{library}"')
             if paths:
                 rel = con.read_parquet(escaped, union_by_name=name in union_by_name)
-            else:  # a dataset with no rows: keep the name, return nothing
-                rel = con.sql("SELECT NULL AS no_rows WHERE false")
+            else:  # a dataset with no rows: keep the name and the columns, return nothing
+                rel = _empty_relation(con, schemas.get(name))
             rel.create_view(table, replace=False)
         con.execute("USE memory.main")
         con.execute("SET temp_directory = $1", [self._tmp])
@@ -161,11 +173,24 @@ class PinnedConnection:
         except duckdb.InterruptException as exc:
             raise QueryTimeoutError(timeout_s=timeout_s or 0.0) from exc
         except duckdb.Error as exc:
-            raise QueryError(sql=text, reason=str(exc)) from exc
+            raise QueryError(sql=text, reason=self._advise(str(exc), text)) from exc
         finally:
             if timer is not None:
                 timer.cancel()
             cur.close()
+
+    def _advise(self, reason: str, sql: str) -> str:
+        """``reason``, plus the advice for each left-out dataset ``sql`` names."""
+        notes = [
+            note
+            for name, note in sorted(self._unqueryable.items())
+            if re.search(
+                r'(?<![\w."])"?{}"?\s*\.\s*"?{}"?(?![\w"])'.format(*name.split(".", 1)),
+                sql,
+                re.IGNORECASE,
+            )
+        ]
+        return "; ".join([reason, *notes])
 
     def df(
         self, sql: str, params: Params = None, *, timeout_s: float | None = None
@@ -185,6 +210,30 @@ class PinnedConnection:
         with self._lock:
             self._con.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _empty_relation(
+    con: duckdb.DuckDBPyConnection, schema: pa.Schema | None
+) -> duckdb.DuckDBPyRelation:
+    """No rows, with ``schema``'s columns typed as DuckDB reads them from Parquet."""
+    import pyarrow as pa
+
+    if schema is None or len(schema) == 0:
+        return con.sql("SELECT NULL AS no_rows WHERE false")
+    # DuckDB maps the Arrow types itself (the mapping a Parquet view of the same columns gets);
+    # the empty Arrow table is only read for its types, never kept by a view.
+    types = con.from_arrow(schema.empty_table()).types
+    columns = ", ".join(
+        f"NULL AS {_quote(field.name)}"
+        if pa.types.is_null(field.type)
+        else f"CAST(NULL AS {duck_type}) AS {_quote(field.name)}"
+        for field, duck_type in zip(schema, types, strict=True)
+    )
+    return con.sql(f"SELECT {columns} WHERE false")
 
 
 def _arrow_table(rel: duckdb.DuckDBPyRelation) -> pa.Table:

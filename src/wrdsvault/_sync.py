@@ -8,7 +8,7 @@ For each dataset:
   reading; any other year is streamed into a staged Parquet file whose SHA-256 is computed while
   writing. If that hash equals the current file's, the staged copy is dropped and the file reused.
 * Years the source no longer has are dropped from the new manifest (their files stay on disk for
-  older snapshots).
+  older snapshots), if the `RemovedYears` rule lets them go (by default no year with rows may).
 
 All datasets of one call land in one commit; if any dataset fails, nothing is committed.
 """
@@ -19,10 +19,10 @@ import errno
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import attrs
 import psutil
@@ -35,6 +35,7 @@ from wrdsvault.datasets import DatasetSpec
 from wrdsvault.errors import (
     DiskSpaceError,
     SchemaDriftError,
+    SourceError,
     SyncError,
     ValidationFailedError,
     WrdsVaultError,
@@ -48,10 +49,11 @@ from wrdsvault.manifest import (
 )
 from wrdsvault.reports import DatasetResult, Status, SyncReport
 from wrdsvault.schema import DriftPolicy, diff
-from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, Source
+from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, Source, TableInfo
 from wrdsvault.validation import (
     Finding,
     PartitionData,
+    RemovedYears,
     Rule,
     ValidationReport,
     default_rules,
@@ -139,6 +141,8 @@ class SyncOptions:
     rules: Mapping[str, Sequence[Rule]] = attrs.field(factory=dict)  # extra rules per dataset
     validate: bool = True
     guard: DiskGuard | None = None
+    #: the `RemovedYears` threshold; None lets years go without a check (allow_removal=True)
+    max_removed_fraction: float | None = 0.0
 
     def policy(self, dataset: str) -> DriftPolicy:
         return self.drift.get(dataset, self.default_drift)
@@ -163,6 +167,190 @@ def source_partitions(
     return source.partitions(spec)
 
 
+# -- what a source sends ------------------------------------------------------------------
+#
+# A source is code the vault does not own (a user's, a driver's). Whatever it raises or returns
+# outside its contract must fail the sync with an error naming the dataset and the fault, never
+# escape raw or reach the files: a SourceError, or a SyncError for a schema DuckDB cannot query.
+
+_T = TypeVar("_T")
+
+
+def _kind_of(value: object) -> str:
+    """``None``, or the qualified type of ``value`` (``pyarrow.lib.Table``), for messages."""
+    if value is None:
+        return "None"
+    kind = type(value)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _source_name(source: Source) -> str:
+    try:
+        return str(source.name)
+    except Exception:  # a broken name must not hide the real fault
+        return type(source).__name__
+
+
+def _misbehaved(source: Source, spec: DatasetSpec, reason: str) -> SourceError:
+    return SourceError(source=_source_name(source), dataset=spec.name, reason=reason)
+
+
+def _call(source: Source, spec: DatasetSpec, what: str, fn: Callable[[], _T]) -> _T:
+    """``fn()``, a call into ``source``; an exception outside our hierarchy becomes SourceError.
+
+    OS errors pass unchanged (a broken connection is retried like any other I/O failure).
+    """
+    try:
+        return fn()
+    except (WrdsVaultError, OSError):
+        raise
+    except Exception as exc:
+        raise _misbehaved(source, spec, f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def describe(source: Source, spec: DatasetSpec) -> TableInfo:
+    """``source.describe(spec)``, checked against the `Source` contract.
+
+    Raises:
+        SourceError: it raised, or did not return a `TableInfo` with a pyarrow schema.
+    """
+    got: object = _call(source, spec, "describe()", lambda: source.describe(spec))
+    schema: object = got.schema if isinstance(got, TableInfo) else None
+    if not isinstance(got, TableInfo) or not isinstance(schema, pa.Schema):
+        shown = _kind_of(schema if isinstance(got, TableInfo) else got)
+        raise _misbehaved(
+            source, spec, f"describe() returned {shown}, not a TableInfo with a pyarrow.Schema"
+        )
+    info = got
+    marker: object = info.change_marker
+    if marker is not None and not isinstance(marker, str):
+        raise _misbehaved(
+            source,
+            spec,
+            f"describe() gave a change marker {info.change_marker!r}; a marker is a str or None",
+        )
+    return info
+
+
+def _refuse_duplicate_columns(spec: DatasetSpec, schema: pa.Schema) -> None:
+    """SyncError when two columns share a name: DuckDB compares names without case."""
+    seen: dict[str, str] = {}
+    for name in schema.names:
+        first = seen.get(name.lower())
+        seen.setdefault(name.lower(), name)
+        if first is not None:
+            same = f"{name!r} twice" if first == name else f"{first!r} and {name!r}"
+            raise SyncError(
+                dataset=spec.name,
+                reason=f"the source's columns include {same}; DuckDB matches column names "
+                "without regard to case, so a query could not tell them apart. Rename one at "
+                "the source (or select the columns to mirror there)",
+            )
+
+
+def list_partitions(
+    source: Source, spec: DatasetSpec, years: frozenset[int] | None
+) -> list[PartitionInfo]:
+    """The source's partitions of ``spec``, checked against the `Source` contract.
+
+    Raises:
+        SourceError: it raised, or returned anything but `PartitionInfo` objects with one
+            distinct calendar year each (partitioned) or a single ``year=None`` (not),
+            ``row_count`` a count or None, ``marker`` a str or None.
+    """
+    got: object = _call(
+        source, spec, "partitions()", lambda: source_partitions(source, spec, years)
+    )
+    if isinstance(got, (str, bytes)) or not isinstance(got, (Sequence, Iterator)):
+        raise _misbehaved(
+            source, spec, f"partitions() returned {_kind_of(got)}, not a list of PartitionInfo"
+        )
+    listed: Iterable[object] = got
+    parts: list[PartitionInfo] = []
+    seen: set[int | None] = set()
+    for part in _call(source, spec, "partitions()", lambda: list(listed)):
+        if not isinstance(part, PartitionInfo):
+            raise _misbehaved(
+                source, spec, f"partitions() listed {_kind_of(part)}, not a PartitionInfo"
+            )
+        parts.append(part)
+        year = part.year
+        if spec.partitioned:
+            if not isinstance(year, int) or isinstance(year, bool) or not 0 < year < 10_000:
+                raise _misbehaved(
+                    source,
+                    spec,
+                    f"partitions() listed year={year!r}; {spec.name} is partitioned by "
+                    f"{spec.partition_column!r}, so each partition is a calendar year (an int "
+                    "from 1 to 9999) whose rows the dates_in_year rule checks",
+                )
+        elif year is not None:
+            raise _misbehaved(
+                source,
+                spec,
+                f"partitions() listed year={year!r}, but {spec.name} is synced without a date "
+                "column: it is one partition, PartitionInfo(year=None)",
+            )
+        if year in seen:
+            which = "the single partition" if year is None else f"year {year}"
+            raise _misbehaved(
+                source, spec, f"partitions() listed {which} twice; each year is one partition"
+            )
+        seen.add(year)
+        count = part.row_count
+        if count is not None and (
+            not isinstance(count, int) or isinstance(count, bool) or count < 0
+        ):
+            raise _misbehaved(
+                source,
+                spec,
+                f"partitions() gave {year} a row_count of {count!r}; a count is an int >= 0 "
+                "or None",
+            )
+        if part.marker is not None and not isinstance(part.marker, str):
+            raise _misbehaved(
+                source,
+                spec,
+                f"partitions() gave {year} a marker {part.marker!r}; a marker is a str or None",
+            )
+    return parts
+
+
+def read_batches(
+    source: Source, spec: DatasetSpec, year: int | None, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """``source.read_partition(...)``, yielding only record batches (the `Source` contract).
+
+    Raises:
+        SourceError: it raised, or yielded anything but a `pyarrow.RecordBatch` (a Table, None).
+    """
+    what = f"read_partition({year})"
+    batches: object = _call(
+        source, spec, what, lambda: source.read_partition(spec, year, batch_rows=batch_rows)
+    )
+    if not isinstance(batches, Iterable):
+        raise _misbehaved(
+            source, spec, f"{what} returned {_kind_of(batches)}, not an iterator of RecordBatch"
+        )
+    it = _call(source, spec, what, lambda: iter(batches))
+    end = object()  # not None: a source yielding None is at fault, not finished
+    while True:
+        batch = _call(source, spec, what, lambda: next(it, end))
+        if batch is end:
+            return
+        if not isinstance(batch, pa.RecordBatch):
+            hint = " (send table.to_batches())" if isinstance(batch, pa.Table) else ""
+            raise _misbehaved(
+                source, spec, f"{what} yielded {_kind_of(batch)}, not a pyarrow.RecordBatch{hint}"
+            )
+        yield batch
+
+
 #: Bytes per row assumed for the disk check before a dataset was ever synced (a wide CRSP row).
 _DEFAULT_BYTES_PER_ROW: Final = 64
 
@@ -176,7 +364,7 @@ def _sync_dataset(
     position: tuple[int, int] = (0, 1),
 ) -> tuple[DatasetEntry | None, DatasetResult]:
     years, full, progress = opts.years, opts.full, opts.progress
-    info = source.describe(spec)
+    info = describe(source, spec)
     prev_years = {p.year for p in prev.partitions} if prev else set()
     marker_same = (
         prev is not None
@@ -195,12 +383,13 @@ def _sync_dataset(
             previous_change_marker=prev.change_marker,
         )
 
+    _refuse_duplicate_columns(spec, info.schema)
     columns = columns_of(info.schema)
     same_schema = prev is not None and prev.columns == columns
     drift = diff(spec.name, prev.columns, columns) if prev is not None else None
     if drift is not None and not drift.allowed_by(opts.policy(spec.name)):
         raise SchemaDriftError(dataset=spec.name, drift=drift, policy=opts.policy(spec.name))
-    parts: Sequence[PartitionInfo] = source_partitions(source, spec, years)
+    parts: Sequence[PartitionInfo] = list_partitions(source, spec, years)
     if years is not None:
         if not spec.partitioned:
             raise SyncError(
@@ -254,7 +443,7 @@ def _sync_dataset(
 
     def counted(index: int, part: PartitionInfo) -> Iterator[pa.RecordBatch]:
         read = 0
-        for batch in source.read_partition(spec, part.year, batch_rows=writer.settings.batch_rows):
+        for batch in read_batches(source, spec, part.year, writer.settings.batch_rows):
             yield batch
             read += batch.num_rows
             tell(index, part, read=read)
@@ -330,22 +519,6 @@ def _sync_dataset(
         rows_done += staged.row_count
         tell(index, part, read=staged.row_count if action == "read" else 0, action=action)
 
-    if findings:
-        raise ValidationFailedError(
-            dataset=spec.name, report=ValidationReport(dataset=spec.name, findings=tuple(findings))
-        )
-    if info.change_marker is not None and (written or resumed):
-        # The markers were read before the rows: if the source was updated while its rows were
-        # read, the snapshot could pair new rows with old markers (or a mix of both versions)
-        # and later syncs would skip the difference. Ask again; a retry resumes what it can.
-        now = source.describe(spec).change_marker
-        if now != info.change_marker:
-            raise SyncError(
-                dataset=spec.name,
-                reason=f"the source was updated while it was being read (its change marker "
-                f"went from {info.change_marker!r} to {now!r}); run the sync again (finished "
-                "years that did not change are resumed, not downloaded again)",
-            )
     removed: list[int | None] = []
     if prev is not None:
         for old in prev.partitions:
@@ -355,14 +528,37 @@ def _sync_dataset(
                 removed.append(old.year)  # the source no longer has this year
             else:
                 new_parts[old.year] = old  # outside the requested years: keep
+    partitions = tuple(
+        new_parts[y] for y in sorted(new_parts, key=lambda y: -1 if y is None else y)
+    )
+    if prev is not None and opts.validate and opts.max_removed_fraction is not None:
+        loss = RemovedYears(opts.max_removed_fraction).check(
+            prev, partitions, spec.partition_column
+        )
+        if loss is not None:
+            findings.append(loss)
+    if findings:
+        raise ValidationFailedError(
+            dataset=spec.name, report=ValidationReport(dataset=spec.name, findings=tuple(findings))
+        )
+    if info.change_marker is not None and (written or resumed):
+        # The markers were read before the rows: if the source was updated while its rows were
+        # read, the snapshot could pair new rows with old markers (or a mix of both versions)
+        # and later syncs would skip the difference. Ask again; a retry resumes what it can.
+        now = describe(source, spec).change_marker
+        if now != info.change_marker:
+            raise SyncError(
+                dataset=spec.name,
+                reason=f"the source was updated while it was being read (its change marker "
+                f"went from {info.change_marker!r} to {now!r}); run the sync again (finished "
+                "years that did not change are resumed, not downloaded again)",
+            )
     entry = DatasetEntry(
         name=spec.name,
         partition_column=spec.partition_column,
         primary_key=spec.primary_key,
         columns=columns,
-        partitions=tuple(
-            new_parts[y] for y in sorted(new_parts, key=lambda y: -1 if y is None else y)
-        ),
+        partitions=partitions,
         source=source.name,
         change_marker=info.change_marker,
         comment=info.comment,

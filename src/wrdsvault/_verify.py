@@ -2,7 +2,7 @@
 
 The manifest SHA-256 is the only end-to-end guard on the DuckDB read path (DuckDB neither writes
 nor checks Parquet page CRCs; single bit flips gave silently wrong answers in most reads,
-RELIABILITY.md §1), so ``verify`` reads every byte. Files shared by several snapshots are hashed
+docs/design/sandbox.md), so ``verify`` reads all bytes. Files shared by several snapshots are hashed
 once. Hashing runs on a small thread pool: ``hashlib`` releases the GIL on large buffers, so two
 cores hash about twice as fast as one.
 """

@@ -1,4 +1,4 @@
-"""The ``wrdsvault`` command line: sync, snapshots, query, status, tag, demo.
+"""The ``wrdsvault`` command line: sync, snapshots, query, status, tag, drop, demo.
 
 Every command takes ``--json`` for machine-readable output. Exit codes: 0 success, 1 a wrdsvault
 error (the message says what to do), 2 bad usage.
@@ -25,7 +25,7 @@ import attrs
 from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
 from wrdsvault.errors import InvalidNameError, WrdsVaultError
-from wrdsvault.reports import DatasetResult, SyncReport
+from wrdsvault.reports import DatasetResult, LockInfo, SyncReport
 from wrdsvault.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--years", type=_years, help="only these years, e.g. 2000-2024")
     sync.add_argument("--full", action="store_true", help="compare every year's content")
     sync.add_argument(
+        "--allow-removal",
+        action="store_true",
+        help="let years the source no longer lists leave the snapshot (refused by default)",
+    )
+    sync.add_argument(
         "--date-column",
         help="partition column of a table without a built-in spec ('auto' to detect it, 'none' "
         "for one partition)",
@@ -123,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     quarantine.add_argument("action", choices=["list", "show", "purge"])
     quarantine.add_argument("names", nargs="*", metavar="NAME", help="entries (show, purge)")
     quarantine.add_argument("--all", action="store_true", help="purge every entry")
+
+    drop = add("drop", "commit a snapshot without some datasets (older snapshots keep them)")
+    drop.add_argument("datasets", nargs="+", metavar="DATASET", help="e.g. main.x")
+    drop.add_argument("--yes", action="store_true", help="do not ask")
+    drop.add_argument("--wait", type=float, help="seconds to wait for another writer")
 
     tag = add("tag", "name a snapshot so backtests can pin it")
     tag.add_argument("name")
@@ -586,6 +596,7 @@ def _cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             args.datasets,
             years=args.years,
             full=args.full,
+            allow_removal=args.allow_removal,
             wait=args.wait,
             progress=progress,
             **kwargs,
@@ -689,22 +700,22 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if report.ok else 1
 
 
-def _describe_lock(lock: dict[str, Any] | None) -> str:
-    if not lock or lock.get("state") == "free":
+def _describe_lock(lock: LockInfo | None) -> str:
+    if lock is None or lock.free:
         return "free"
-    if lock.get("unreadable"):
-        return f"{lock['state']} (unreadable owner record)"
+    if lock.unreadable:
+        return f"{lock.state} (unreadable owner record)"
+    clock = " by this machine's clock" if lock.clock == "local" else ""
     return (
-        f"{lock['state']}: pid {lock.get('pid')} on {lock.get('host')} since "
-        f"{lock.get('acquired_at')} ({lock.get('operation')}), last heartbeat "
-        f"{lock.get('heartbeat_age_s', 0):.0f} s ago"
+        f"{lock.state}: pid {lock.pid} on {lock.host} since {lock.acquired_at} "
+        f"({lock.operation}), last heartbeat {lock.heartbeat_age_s or 0:.0f} s ago{clock}"
     )
 
 
 def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with _open(args) as wh:
         lock = wh.lock_info()
-        if lock["state"] == "free":
+        if lock.free:
             if args.json:
                 _print_json({"state": "free", "broken": False}, out)
             else:
@@ -712,16 +723,22 @@ def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 0
         if not args.json:
             out.write(f"writer lock {_describe_lock(lock)}\n")
+        writable = lock.write_access is not False
         if not args.force:
-            if not args.json:
+            if args.json:
+                _print_json({**lock.to_json(), "broken": False}, out)
+            elif not writable:
+                out.write(
+                    f"breaking it needs write access to {wh.root}, which this user does not "
+                    "have: run `wrdsvault unlock` as a user who may write it, on a writable mount\n"
+                )
+            else:
                 out.write(
                     "pass --force to break it by hand (refused while its owner is alive "
                     "on this host)\n"
                 )
-            else:
-                _print_json({**lock, "broken": False}, out)
             return 1
-        if not args.yes:
+        if not args.yes and writable:  # without write access, break_lock says so: do not ask
             if not sys.stdin.isatty():
                 err.write("wrdsvault: not breaking the lock without a confirmation; pass --yes\n")
                 return 1
@@ -730,11 +747,11 @@ def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if sys.stdin.readline().strip().lower() not in ("y", "yes"):
                 out.write("left alone\n")
                 return 1
-        broken = wh.break_lock(expect_token=lock.get("incarnation"))
+        broken = wh.break_lock(expect_token=lock.incarnation)
     if args.json:
-        _print_json(broken, out)
+        _print_json(broken.to_json(), out)
     else:
-        out.write("lock broken\n" if broken.get("broken") else "the lock was already free\n")
+        out.write("lock broken\n" if broken.broken else "the lock was already free\n")
     return 0
 
 
@@ -782,6 +799,35 @@ def _cmd_quarantine(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     return 0
 
 
+def _cmd_drop(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with _open(args) as wh:
+        if not args.yes:
+            if not sys.stdin.isatty():
+                err.write("wrdsvault: not dropping without a confirmation; pass --yes\n")
+                return 1
+            with wh.snapshot() as latest:
+                held = {name: latest.dataset(name) for name in args.datasets}
+                out.write(f"The latest snapshot {latest.id} holds:\n")
+            for name, entry in held.items():
+                out.write(
+                    f"  {name:<24} {entry.row_count:>12,} rows {len(entry.partitions):>3} files\n"
+                )
+            out.write(
+                "Commit a new snapshot without them? Older snapshots keep them and their files. "
+                "[y/N] "
+            )
+            out.flush()
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                out.write("left alone\n")
+                return 1
+        snapshot_id = wh.drop(args.datasets, wait=args.wait)
+    if args.json:
+        _print_json({"snapshot_id": snapshot_id, "dropped": args.datasets}, out)
+    else:
+        out.write(f"committed snapshot {snapshot_id} without {', '.join(args.datasets)}\n")
+    return 0
+
+
 def _cmd_tag(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     with _open(args) as wh:
         target = wh.tag(args.name, args.ref, force=args.force)
@@ -813,6 +859,7 @@ _COMMANDS = {
     "quarantine": _cmd_quarantine,
     "doctor": _cmd_doctor,
     "unlock": _cmd_unlock,
+    "drop": _cmd_drop,
 }
 
 

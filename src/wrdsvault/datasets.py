@@ -18,11 +18,29 @@ from wrdsvault.errors import InvalidNameError, SyncError, UnknownDatasetError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["BUILTIN_SPECS", "DATASET_NAME_RE", "DatasetSpec", "builtin_spec", "validate_dataset"]
+__all__ = [
+    "BUILTIN_SPECS",
+    "DATASET_NAME_RE",
+    "RESERVED_LIBRARIES",
+    "DatasetSpec",
+    "builtin_spec",
+    "reserved_library",
+    "validate_dataset",
+    "validate_new_dataset",
+]
 
 #: The only accepted shape of a dataset name (lower case, as WRDS names its schemas and tables).
 DATASET_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}\.[a-z][a-z0-9_]{0,62}$")
 _COLUMN_RE: Final = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+#: Library names a query could not reach: each library becomes a DuckDB schema of the query
+#: connection's ``memory`` catalog, and these are names DuckDB already gives its own catalogs
+#: (``memory``, ``system``, ``temp``: ``temp.x`` would be ambiguous) and schemas (``main``,
+#: ``information_schema``, ``pg_catalog``: creating them fails). A snapshot holding one could not
+#: build its views, so a sync refuses them (tests/test_drop.py checks the list against DuckDB).
+RESERVED_LIBRARIES: Final = frozenset(
+    {"main", "memory", "system", "temp", "information_schema", "pg_catalog"}
+)
 
 
 def validate_dataset(name: object) -> str:
@@ -42,6 +60,33 @@ def validate_dataset(name: object) -> str:
             value=name,
             rule="expected 'library.table' in lower case letters, digits and '_' "
             "(for example 'crsp.msf'), at most 63 characters each",
+        )
+    return name
+
+
+def reserved_library(name: str) -> bool:
+    """Whether the library of the (well-formed) dataset ``name`` is one of `RESERVED_LIBRARIES`."""
+    return name.split(".", 1)[0] in RESERVED_LIBRARIES
+
+
+def validate_new_dataset(name: object) -> str:
+    """`validate_dataset`, and the library must not be a name DuckDB reserves.
+
+    Applied to what a sync would write (`DatasetSpec`); reading stays with `validate_dataset`, so
+    that a vault written before this check can still be opened and the dataset dropped.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        InvalidNameError: a malformed name, or a library in `RESERVED_LIBRARIES`.
+    """
+    name = validate_dataset(name)
+    if reserved_library(name):
+        raise InvalidNameError(
+            kind="dataset",
+            value=name,
+            rule=f"the library {name.split('.', 1)[0]!r} is a name DuckDB gives its own catalogs "
+            f"and schemas ({', '.join(sorted(RESERVED_LIBRARIES))}), so its tables could not be "
+            "queried; mirror the table under another library name",
         )
     return name
 
@@ -70,7 +115,7 @@ class DatasetSpec:
     """How one WRDS table is mirrored.
 
     Attributes:
-        name: ``library.table``.
+        name: ``library.table``; the library must not be one of `RESERVED_LIBRARIES`.
         partition_column: the date column whose calendar year picks the partition; ``None`` for
             tables stored as one partition (dimension tables such as ``crsp.msenames``).
         primary_key: the logical key, a sequence of column names (WRDS declares none in
@@ -79,7 +124,7 @@ class DatasetSpec:
         frequency: ``"daily"``, ``"monthly"``, ``"annual"``, ``"quarterly"`` or ``None``.
     """
 
-    name: str = attrs.field(converter=validate_dataset)
+    name: str = attrs.field(converter=validate_new_dataset)
     partition_column: str | None = attrs.field(default=None, validator=_validate_column)
     primary_key: tuple[str, ...] = attrs.field(default=(), converter=column_tuple)
     title: str = ""

@@ -36,7 +36,7 @@ order by year
 """
 
 # CCM-linked merge: December market equity joined to the fiscal year's book equity via the link
-# table, on the CRSP date (wrds_datasets.md section 10, Q3/Q4).
+# table, on the CRSP date (not on datadate), as CCM merges in research code do.
 BOOK_TO_MARKET: Final = """
 with link as (
     select gvkey, cast(lpermno as integer) as permno, linkdt,

@@ -16,6 +16,7 @@ WrdsVaultError
 ├─ VaultFormatError                    the folder is not a vault, or one newer than this wrdsvault
 ├─ IntegrityError                      a pinned file is missing, resized or altered
 ├─ LockHeldError(TimeoutError)         another writer holds the vault; names the holder
+├─ VaultAccessError(PermissionError)   a write (sync, tag, unlock, ...) without write access
 ├─ DiskSpaceError                      not enough free space to write safely
 ├─ CommitOutcomeUnknownError          HEAD names the new snapshot but its last fsync failed
 ├─ SyncError                           nothing was committed; the previous snapshot stays current
@@ -53,6 +54,7 @@ __all__ = [
     "SyncError",
     "UnknownDatasetError",
     "ValidationFailedError",
+    "VaultAccessError",
     "VaultFormatError",
     "WrdsVaultError",
 ]
@@ -262,6 +264,29 @@ class LockHeldError(WrdsVaultError, TimeoutError):
         )
 
 
+class VaultAccessError(WrdsVaultError, PermissionError):
+    """An operation that writes needs write access to the vault folder, which this process lacks.
+
+    A member of the vault's group (``group_access`` gives the group read access only), another
+    user, or a read-only mount. Reading (status, snapshots, query, verify, doctor) works without it.
+    """
+
+    path: str
+    operation: str
+    reason: str
+
+    def __init__(self, *, path: str, operation: str, reason: str) -> None:
+        super().__init__(
+            f"{operation} needs write access to the vault folder {path}, which this process does "
+            f"not have ({reason}). Run it as a user who may write the vault (its owner) on a "
+            "mount that is not read-only; reading (status, snapshots, query, verify, doctor "
+            "without --repair) works without write access",
+            path=path,
+            operation=operation,
+            reason=reason,
+        )
+
+
 class DiskSpaceError(WrdsVaultError):
     """Not enough free space to write safely."""
 
@@ -297,7 +322,7 @@ class SyncError(WrdsVaultError):
 
 
 class CommitOutcomeUnknownError(WrdsVaultError):
-    """The new HEAD is in place but the fsync that makes it durable failed (RELIABILITY.md §1).
+    """HEAD names the new snapshot but the fsync that makes it durable failed (see docs/design).
 
     Readers see the new snapshot now; after a power loss the vault may come back at the previous
     one. Nothing is retried (after a failed fsync the data must be treated as lost).
@@ -352,18 +377,26 @@ class ValidationFailedError(SyncError):
 
 
 class SourceError(WrdsVaultError):
-    """The data source failed."""
+    """The data source failed, or sent what the `Source` contract does not allow.
+
+    ``dataset`` names the dataset being synced when the sync raised it (None otherwise).
+    """
 
     source: str
     reason: str
     retryable: bool
+    dataset: str | None
 
-    def __init__(self, *, source: str, reason: str, retryable: bool = False) -> None:
+    def __init__(
+        self, *, source: str, reason: str, retryable: bool = False, dataset: str | None = None
+    ) -> None:
+        where = f" for {dataset}" if dataset else ""
         super().__init__(
-            f"source {source} failed: {reason}",
+            f"source {source} failed{where}: {reason}",
             source=source,
             reason=reason,
             retryable=retryable,
+            dataset=dataset,
         )
 
 

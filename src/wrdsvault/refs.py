@@ -1,6 +1,6 @@
 """Snapshot refs: a tag, an exact id, ``"latest"``, or an ISO date/datetime read as-of (no I/O).
 
-Resolution order (DESIGN.md): tag, exact snapshot id, ``"latest"``, then as-of. A date means "as the
+Resolution order: tag, exact snapshot id, ``"latest"``, then as-of. A date means "as the
 vault stood at the end of that day, UTC": the last snapshot committed before the next midnight UTC.
 A datetime without a zone is read as UTC. No ref ever becomes a path: tags and ids are looked up in
 lists the caller read from disk.

@@ -15,6 +15,7 @@ __all__ = [
     "DatasetResult",
     "DatasetSummary",
     "FileFault",
+    "LockInfo",
     "SnapshotInfo",
     "SyncReport",
     "VaultStatus",
@@ -168,9 +169,114 @@ class DatasetSummary:
         return attrs.asdict(self)
 
 
+def _owner(value: object) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+@attrs.frozen(kw_only=True)
+class LockInfo:
+    """The writer lock as a human needs to see it (`Warehouse.lock_info`, ``wrdsvault status``).
+
+    Attributes:
+        state: ``"free"``, ``"held"``, ``"stale: <why>"`` (the next writer breaks it), or
+            ``"unknown: <why>"`` (cannot be judged here, e.g. without write access).
+        path: the lock file.
+        owner: the owner record as its writer wrote it (pid, start, host, boot_id, pid_ns,
+            machine_id, acquired_at, operation, epoch, token, heartbeat_s, format); empty when
+            the lock is free or its record unreadable. `pid`, `host`, ... read it.
+        unreadable: a lock file exists but its record cannot be parsed (or read).
+        same_host: the owner ran on this host, boot and PID namespace (judged by its PID).
+        heartbeat_at: the lock file's mtime (ISO UTC).
+        heartbeat_age_s: seconds since then, by the clock ``clock`` names.
+        clock: ``"server"`` (the file server's, probed by touching a file) or ``"local"`` (ours:
+            probing needs write access).
+        write_access: whether this process may write the vault folder, as breaking needs.
+        incarnation: the owner's token, or ``ino<inode>`` for an unreadable record: what
+            `Warehouse.break_lock` takes as ``expect_token``.
+        breakers: claim files of breakers at work on this incarnation now.
+        last_epoch: the last fencing epoch (only when the lock is free).
+        broken: set by `Warehouse.break_lock`: whether it broke a lock.
+    """
+
+    state: str
+    path: str
+    owner: dict[str, Any] = attrs.field(factory=dict, converter=_owner)
+    unreadable: bool = False
+    same_host: bool = False
+    heartbeat_at: str | None = None
+    heartbeat_age_s: float | None = None
+    clock: str | None = None
+    write_access: bool | None = None
+    incarnation: str | None = None
+    breakers: tuple[str, ...] = ()
+    last_epoch: int | None = None
+    broken: bool | None = None
+
+    @property
+    def free(self) -> bool:
+        return self.state == "free"
+
+    @property
+    def stale(self) -> bool:
+        return self.state.startswith("stale")
+
+    @property
+    def pid(self) -> int | None:
+        pid = self.owner.get("pid")
+        return pid if isinstance(pid, int) else None
+
+    @property
+    def host(self) -> str | None:
+        return self._text("host")
+
+    @property
+    def operation(self) -> str | None:
+        return self._text("operation")
+
+    @property
+    def acquired_at(self) -> str | None:
+        return self._text("acquired_at")
+
+    @property
+    def token(self) -> str | None:
+        return self._text("token")
+
+    def _text(self, key: str) -> str | None:
+        value = self.owner.get(key)
+        return value if isinstance(value, str) else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The owner record's fields and the lock's state, flat (``--json`` of status/unlock)."""
+        if self.free:
+            out: dict[str, Any] = {"state": self.state, "path": self.path}
+            if self.last_epoch is not None:
+                out["last_epoch"] = self.last_epoch
+        else:
+            out = {
+                **self.owner,
+                "state": self.state,
+                "path": self.path,
+                "unreadable": self.unreadable,
+                "same_host": self.same_host,
+                "heartbeat_at": self.heartbeat_at,
+                "heartbeat_age_s": self.heartbeat_age_s,
+                "clock": self.clock,
+                "write_access": self.write_access,
+                "incarnation": self.incarnation,
+                "breakers": list(self.breakers),
+            }
+        if self.broken is not None:
+            out["broken"] = self.broken
+        return out
+
+
 @attrs.frozen(kw_only=True)
 class VaultStatus:
-    """What `Warehouse.status` reports."""
+    """What `Warehouse.status` reports.
+
+    ``format_version`` is the vault's own, from ``vault.json`` (the format it was created in),
+    not the newest format this wrdsvault writes (`wrdsvault.FORMAT_VERSION`).
+    """
 
     root: str
     format_version: int
@@ -180,7 +286,7 @@ class VaultStatus:
     fingerprint: str | None
     datasets: tuple[DatasetSummary, ...]
     tags: dict[str, str]
-    lock_holder: dict[str, Any] | None
+    lock_holder: LockInfo | None
     disk: DiskState | None = None
     drift: dict[str, str] = attrs.field(factory=dict)
     quarantined: int = 0
@@ -197,7 +303,7 @@ class VaultStatus:
             "fingerprint": self.fingerprint,
             "datasets": [d.to_json() for d in self.datasets],
             "tags": dict(self.tags),
-            "lock_holder": self.lock_holder,
+            "lock_holder": self.lock_holder.to_json() if self.lock_holder else None,
             "disk": self.disk.to_json() if self.disk else None,
             "drift": dict(self.drift),
             "quarantined": self.quarantined,

@@ -21,10 +21,19 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 import attrs
+import pyarrow as pa
 
 from wrdsvault.manifest import ColumnSchema
 
-__all__ = ["DRIFT_POLICIES", "ColumnChange", "DriftPolicy", "SchemaDrift", "SchemaVersion", "diff"]
+__all__ = [
+    "DRIFT_POLICIES",
+    "ColumnChange",
+    "DriftPolicy",
+    "SchemaDrift",
+    "SchemaVersion",
+    "arrow_schema",
+    "diff",
+]
 
 DriftPolicy = Literal["strict", "additive", "accept"]
 DRIFT_POLICIES: Final = ("strict", "additive", "accept")
@@ -32,6 +41,7 @@ DRIFT_POLICIES: Final = ("strict", "additive", "accept")
 _INT_WIDTH: Final = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
 _DECIMAL_RE: Final = re.compile(r"^decimal(?:128|256)\((\d+), (\d+)\)$")
 _VARCHAR_RE: Final = re.compile(r"^(?:character varying|varchar|char|character)\((\d+)\)$")
+_TIMESTAMP_TZ_RE: Final = re.compile(r"^timestamp\[(s|ms|us|ns), tz=(.+)\]$")
 
 
 @attrs.frozen(kw_only=True)
@@ -186,3 +196,25 @@ class SchemaVersion:
             "columns": [c.to_json() for c in self.columns],
             "drift": self.drift.to_json() if self.drift else None,
         }
+
+
+def _arrow_type(text: str) -> pa.DataType:
+    """The Arrow type whose ``str()`` is ``text`` (a manifest's column type); null if unknown."""
+    if m := _DECIMAL_RE.match(text):
+        precision, scale = int(m.group(1)), int(m.group(2))
+        make = pa.decimal128 if text.startswith("decimal128") else pa.decimal256
+        return make(precision, scale)
+    if m := _TIMESTAMP_TZ_RE.match(text):
+        unit: Any = m.group(1)  # one of s, ms, us, ns (the pattern says so)
+        return pa.timestamp(unit, tz=m.group(2))
+    alias: Any = text  # type_for_alias is typed for literal aliases only
+    try:
+        found: pa.DataType = pa.type_for_alias(alias)
+        return found
+    except (ValueError, KeyError):
+        return pa.null()  # nested and other rare types: the column keeps its name, not its type
+
+
+def arrow_schema(columns: Sequence[ColumnSchema]) -> pa.Schema:
+    """The Arrow schema a manifest's column list describes (to type a dataset with no files)."""
+    return pa.schema([pa.field(c.name, _arrow_type(c.type), c.nullable) for c in columns])

@@ -41,6 +41,12 @@ def _fraction(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(msg)
 
 
+def _share(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value <= 1:
+        msg = f"{attr.name} must be in [0, 1], got {value!r}"
+        raise ValueError(msg)
+
+
 def _policies(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, dict):
         msg = f"drift_policies must be an object mapping datasets to policies, got {value!r}"
@@ -60,7 +66,7 @@ class VaultSettings:
         group_access: make files readable (0640) and folders enterable (0750) by the owner's group;
             by default licensed WRDS data is private to the user (0600/0700).
         lock_timeout_s: how long a writer waits for the lock before `LockHeldError`.
-        lock_stale_after_s: heartbeat age after which another host's lock is stale (4 h, ADR-012).
+        lock_stale_after_s: heartbeat age after which another host's lock is stale (4 h).
         lock_heartbeat_s: how often a writer refreshes its lock's heartbeat (60 s).
         query_timeout_s: default time limit of one query (None: no limit).
         row_group_rows: rows per Parquet row group (262,144). A sync holds one row group in
@@ -73,6 +79,9 @@ class VaultSettings:
         drift_policy: what a sync does when a source's columns change: ``"strict"`` refuses,
             ``"additive"`` accepts added columns only, ``"accept"`` accepts all.
         drift_policies: per-dataset overrides, e.g. ``{"comp.funda": "additive"}``.
+        max_removed_fraction: the share of a dataset's rows that years vanishing from the
+            source's listing may take with them in one sync (0: none; such a sync fails
+            validation unless ``sync(allow_removal=True)``; docs/integrity.md).
     """
 
     group_access: bool = False
@@ -95,6 +104,7 @@ class VaultSettings:
         default="strict", validator=attrs.validators.in_(DRIFT_POLICIES)
     )
     drift_policies: dict[str, str] = attrs.field(factory=dict, validator=_policies)
+    max_removed_fraction: float = attrs.field(default=0.0, converter=float, validator=_share)
 
     @property
     def file_mode(self) -> int:

@@ -6,6 +6,7 @@ long as its files exist: tomorrow, next year, on another machine with a copy of 
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
@@ -18,8 +19,9 @@ import duckdb
 
 from wrdsvault._query import LazyResult, Params, PinnedConnection
 from wrdsvault._storage.atomic import sha256_file
-from wrdsvault.datasets import validate_dataset
+from wrdsvault.datasets import reserved_library, validate_dataset
 from wrdsvault.errors import IntegrityError, UnknownDatasetError
+from wrdsvault.schema import arrow_schema
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from wrdsvault.manifest import DatasetEntry, Manifest
 
 __all__ = ["Snapshot"]
+
+log = logging.getLogger(__name__)
 
 
 class Snapshot:
@@ -188,7 +192,7 @@ class Snapshot:
                 # Every partition of a dataset has the dataset's one schema (sync refuses to mix
                 # schemas across years), so no union_by_name: it costs ~9x at view creation.
                 try:
-                    self._con = PinnedConnection(self._paths)
+                    self._con = self._pinned()
                 except duckdb.Error as exc:  # a damaged footer fails when the views are built
                     raise IntegrityError(
                         path="a pinned Parquet file",
@@ -197,6 +201,33 @@ class Snapshot:
                     ) from exc
                 self._finalizer = weakref.finalize(self, self._con.close)
             return self._con
+
+    def _pinned(self) -> PinnedConnection:
+        """The connection over this snapshot's datasets, those DuckDB can name.
+
+        A dataset whose library is a name DuckDB reserves (committed before syncs refused such
+        names) gets no view: its schema could not be created, and leaving it out keeps the rest
+        of the snapshot queryable. Its files are still listed by `files`.
+        """
+        unqueryable = {
+            name: f"{name} cannot be queried: its library {name.split('.', 1)[0]!r} is a name "
+            f"DuckDB reserves (read its files with snapshot.files({name!r}), and run `wrdsvault "
+            f"drop {name}` to commit a snapshot without it)"
+            for name in self._paths
+            if reserved_library(name)
+        }
+        for note in unqueryable.values():
+            log.warning("snapshot %s: %s", self.id, note)
+        entries = self.manifest.datasets
+        return PinnedConnection(
+            {name: paths for name, paths in self._paths.items() if name not in unqueryable},
+            schemas={
+                name: arrow_schema(entries[name].columns)
+                for name, paths in self._paths.items()
+                if not paths
+            },
+            unqueryable=unqueryable,
+        )
 
     def _timeout(self, timeout_s: float | None) -> float | None:
         return self.query_timeout_s if timeout_s is None else timeout_s

@@ -2,7 +2,7 @@
 
 `WrdsReplica` loads the tables of a source (normally `SampleSource`) into a throwaway PostgreSQL
 server started from the ``pgserver`` wheel, laid out the way WRDS lays out its database
-(``wrds_datasets.md`` §9):
+(docs/wrds.md, "What wrdsvault relies on about WRDS"):
 
 * the rows live in *product* schemas (``crsp_a_stock``, ``crsp_a_ccm``, ``comp_na_daily_all``,
   ``ff_all``), in tables whose columns carry the declared WRDS types of the source's profile
@@ -76,7 +76,7 @@ REPLICA_PASSWORD: Final = "wrdsvault-replica"  # noqa: S105 - a test fixture's k
 #: The superuser (trusted on the Unix socket, no password).
 SUPERUSER: Final = "postgres"
 
-#: Product schema of each friendly library (wrds_datasets.md §2); other libraries get ``<lib>_all``.
+#: Product schema of each friendly library (docs/wrds.md); other libraries get ``<lib>_all``.
 _PRODUCTS: Final = {"crsp": "crsp_a_stock", "comp": "comp_na_daily_all", "ff": "ff_all"}
 _PRODUCT_OF_TABLE: Final = {
     "crsp.ccmxpf_lnkhist": "crsp_a_ccm",
@@ -447,7 +447,7 @@ class WrdsReplica:
             cur.execute(f"COMMENT ON VIEW {view} IS %s", (info.comment,))
         for field in info.schema:
             label = _COLUMN_LABELS.get(field.name, field.name.upper())
-            # On the view: comments on the base table do not show through it (§1).
+            # On the view: comments on the base table do not show through it.
             cur.execute(f"COMMENT ON COLUMN {view}.{_ident(field.name)} IS %s", (label,))
         return product, library
 

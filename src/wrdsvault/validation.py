@@ -18,6 +18,9 @@ Built-in rules (`default_rules`): the row count equals the source's; key columns
 duplicate primary keys; every date lies in the partition's year; no missing month in monthly
 data; no gap of more than ``max_gap_days`` calendar days in daily data; no sudden drop of rows
 against the previous snapshot's file for the same year.
+
+One rule looks at a dataset as a whole rather than at a staged partition: `RemovedYears`, on the
+years the source stopped listing (a partition that is gone cannot be staged and checked).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from wrdsvault.datasets import DatasetSpec
-    from wrdsvault.manifest import PartitionFile
+    from wrdsvault.manifest import DatasetEntry, PartitionFile
 
 __all__ = [
     "DatesInYear",
@@ -46,6 +49,7 @@ __all__ = [
     "MonthlyContinuity",
     "NoRowDrop",
     "PartitionData",
+    "RemovedYears",
     "RowCountMatchesSource",
     "Rule",
     "SqlRule",
@@ -370,6 +374,55 @@ class NoRowDrop:
             f"rows fell from {prev.row_count:,} to {partition.row_count:,} "
             f"({drop:.0%} > {self.max_drop:.0%}) against the previous snapshot",
             count=prev.row_count - partition.row_count,
+        )
+
+
+@attrs.frozen
+class RemovedYears:
+    """Years that vanish from the source's listing take at most ``max_fraction`` of the rows.
+
+    A year the previous snapshot holds and the source no longer lists leaves the new snapshot
+    (its file stays for older snapshots). On WRDS that is rare and a listing cut short (a failed
+    or partial query, a permissions change) is the likelier cause, so by default (0) no year
+    with rows may go. The sync runs it when ``Warehouse.sync(allow_removal=False)`` (the
+    default), with the vault's ``max_removed_fraction`` setting.
+
+    A dataset whose partition column changed is re-cut into other years, not losing them: then
+    the whole dataset's row count may fall by at most ``max_fraction``.
+    """
+
+    max_fraction: float = 0.0
+    name: str = "removed_years"
+
+    def check(
+        self,
+        previous: DatasetEntry,
+        partitions: Sequence[PartitionFile],
+        partition_column: str | None,
+    ) -> Finding | None:
+        """A finding when the new ``partitions`` lose too many of ``previous``'s rows."""
+        kept = {p.year for p in partitions}
+        removed = [p for p in previous.partitions if p.year not in kept]
+        total = previous.row_count
+        if not removed or total == 0:
+            return None
+        if partition_column != previous.partition_column:
+            lost = max(0, total - sum(p.row_count for p in partitions))
+        else:
+            lost = sum(p.row_count for p in removed)
+        if lost <= self.max_fraction * total:
+            return None
+        years = ", ".join("all" if p.year is None else str(p.year) for p in removed)
+        return Finding(
+            rule=self.name,
+            dataset=previous.name,
+            year=None,
+            message=f"the source no longer lists {len(removed)} year(s) of the previous snapshot "
+            f"({years}); {lost:,} of its {total:,} rows would go ({lost / total:.0%}, at most "
+            f"{self.max_fraction:.0%} may). If the source really dropped them, sync with "
+            "allow_removal=True (CLI: --allow-removal) or raise the max_removed_fraction setting",
+            count=lost,
+            examples=tuple({"year": p.year, "rows": p.row_count} for p in removed[:_EXAMPLES]),
         )
 
 

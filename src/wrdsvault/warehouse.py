@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
-from wrdsvault._storage.atomic import fsync_dir, make_dirs, temp_name
+from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, temp_name
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id, validate_tag
 from wrdsvault._storage.lock import describe_lock, force_unlock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
 from wrdsvault._storage.writer import Writer, committed_at_of, open_writer, read_head
-from wrdsvault._sync import ProgressCallback, SyncOptions, os_error, run_sync
+from wrdsvault._sync import ProgressCallback, SyncOptions, describe, os_error, run_sync
 from wrdsvault._verify import VerifyProgress
 from wrdsvault._verify import verify as verify_files
 from wrdsvault.datasets import (
@@ -33,10 +33,13 @@ from wrdsvault.datasets import (
     builtin_spec,
     detect_date_column,
     validate_dataset,
+    validate_new_dataset,
 )
 from wrdsvault.errors import (
     InvalidNameError,
     SourceRequiredError,
+    UnknownDatasetError,
+    VaultAccessError,
     VaultFormatError,
     WrdsVaultError,
 )
@@ -45,6 +48,7 @@ from wrdsvault.refs import resolve_ref
 from wrdsvault.reports import (
     DatasetSummary,
     FileFault,
+    LockInfo,
     SnapshotInfo,
     SyncReport,
     VaultStatus,
@@ -109,7 +113,9 @@ class Warehouse:
             msg = f"settings must be a VaultSettings, not {type(given).__name__}"
             raise TypeError(msg)
         self.source = source
-        self._layout, self.settings = _open_root(Path(os.fspath(root)), settings, create=create)
+        self._layout, self.settings, self._format_version = _open_root(
+            Path(os.fspath(root)), settings, create=create
+        )
         if lock_timeout_s is not None:
             self.settings = attrs.evolve(self.settings, lock_timeout_s=lock_timeout_s)
         self.rules: dict[str, list[Rule]] = {}
@@ -155,6 +161,10 @@ class Warehouse:
             raise  # LockHeldError is a TimeoutError, hence an OSError: keep it as it is
         except OSError as exc:
             # Taking the lock, recovery or cleanup failed (ENOSPC, EIO, EACCES, ...).
+            if exc.errno in NO_WRITE_ACCESS:
+                raise VaultAccessError(
+                    path=str(self.root), operation=operation, reason=str(exc)
+                ) from exc
             label = operation.split(" ", 1)[-1]
             raise os_error(exc, dataset=label, root=self.root) from exc
 
@@ -169,6 +179,7 @@ class Warehouse:
         progress: ProgressCallback | None = None,
         drift: DriftPolicy | Mapping[str, DriftPolicy] | None = None,
         validate: bool = True,
+        allow_removal: bool = False,
     ) -> SyncReport:
         """Pull datasets from the source and commit one new snapshot for all of them.
 
@@ -190,6 +201,10 @@ class Warehouse:
                 ``"strict"`` refuses, ``"additive"`` accepts added columns only, ``"accept"``
                 accepts all; one policy or one per dataset (default: the vault's settings).
             validate: run the validation rules on staged partitions (default True).
+            allow_removal: let years the source no longer lists leave the snapshot whatever
+                rows they hold; by default they may take at most the ``max_removed_fraction``
+                setting's share of the dataset's rows (0: none), else the sync fails validation
+                (rule ``removed_years``).
 
         Returns:
             What happened to each dataset, and the new snapshot id if one was committed.
@@ -201,7 +216,8 @@ class Warehouse:
             LockHeldError: another writer kept the lock for the whole wait.
             DiskSpaceError: too little free space, or the disk filled up mid-write.
             SchemaDriftError: the columns changed and the drift policy refuses it.
-            ValidationFailedError: a partition failed a rule; its files are in quarantine.
+            ValidationFailedError: a partition failed a rule, or years the source no longer
+                lists would take rows away; the staged files are in quarantine.
             SyncError: a dataset failed; nothing was committed.
         """
         if self.source is None:
@@ -229,6 +245,7 @@ class Warehouse:
             rules=self.rules,
             validate=validate,
             guard=self._guard,
+            max_removed_fraction=None if allow_removal else self.settings.max_removed_fraction,
         )
         operation = f"sync {' '.join(s.name for s in specs)}"
         with self._writer(operation, wait=wait, quarantine_on_error=True) as writer:
@@ -252,14 +269,14 @@ class Warehouse:
         return out
 
     def _spec(self, name: str, date_column: str | None) -> DatasetSpec:
-        validate_dataset(name)
+        validate_new_dataset(name)
         if date_column is _UNSET:
             return builtin_spec(name)
         base = BUILTIN_SPECS.get(name)
         if date_column == AUTO_DATE_COLUMN:
             assert self.source is not None
             probe = DatasetSpec(name=name, partition_column=None)
-            date_column = detect_date_column(name, self.source.describe(probe).schema)
+            date_column = detect_date_column(name, describe(self.source, probe).schema)
             log.info("%s: date_column=%r (auto)", name, date_column)
         return DatasetSpec(
             name=name,
@@ -267,6 +284,56 @@ class Warehouse:
             primary_key=base.primary_key if base else (),
             title=base.title if base else "",
         )
+
+    def drop(self, datasets: str | Iterable[str], *, wait: float | None = None) -> str:
+        """Commit a new snapshot that holds everything the latest one does but ``datasets``.
+
+        The way out for a dataset that should not be in the vault, for example one committed
+        under a library name DuckDB reserves (``main.x``), which no query can reach. Older
+        snapshots keep it, files included (pinned backtests still read it); the commit follows
+        the same protocol as a sync, under the writer lock.
+
+        Args:
+            datasets: ``"crsp.msf"`` or a list of names, each held by the latest snapshot.
+            wait: seconds to wait for another writer (default: ``settings.lock_timeout_s``).
+
+        Returns:
+            The id of the new snapshot.
+
+        Raises:
+            InvalidNameError: a malformed name, an empty list, or a name given twice.
+            UnknownDatasetError: the latest snapshot does not hold a dataset (or there is none);
+                nothing was committed.
+            LockHeldError: another writer kept the lock for the whole wait.
+        """
+        given: object = datasets  # typed callers cannot pass bytes; untyped ones can
+        if isinstance(given, (bytes, bytearray)):
+            msg = "datasets must be a str or an iterable of str, not bytes"
+            raise TypeError(msg)
+        names = [datasets] if isinstance(datasets, str) else list(datasets)
+        for name in names:
+            validate_dataset(name)
+        if not names or len(set(names)) != len(names):
+            raise InvalidNameError(
+                kind="dataset list",
+                value=names,
+                rule="drop() needs at least one dataset name, each named once",
+            )
+        with self._writer(f"drop {' '.join(names)}", wait=wait) as writer:
+            head_id = read_head(self._layout)
+            head = self._manifest(head_id) if head_id else None
+            held = dict(head.datasets) if head is not None else {}
+            for name in names:
+                if name not in held:
+                    raise UnknownDatasetError(
+                        dataset=name,
+                        known=sorted(held),
+                        hint="the latest snapshot does not hold it; nothing was dropped",
+                    )
+                del held[name]
+            manifest = writer.commit(head, held)
+        log.info("dropped %s in snapshot %s", ", ".join(names), manifest.snapshot_id)
+        return manifest.snapshot_id
 
     def tag(self, name: str, ref: str = "latest", *, force: bool = False) -> str:
         """Give a snapshot a name backtests can pin (``wh.snapshot("paper-v1")``).
@@ -547,6 +614,7 @@ class Warehouse:
                 committed=committed,
                 load=self._manifest,
                 stale_after_s=self.settings.lock_stale_after_s,
+                file_mode=self.settings.file_mode,
                 damaged_tags=damaged,
                 head_damaged=bool(damaged_head),
             )
@@ -571,14 +639,17 @@ class Warehouse:
         ]
         return DoctorReport(findings=tuple(findings), repaired=tuple(removed))
 
-    def lock_info(self) -> dict[str, Any]:
+    def lock_info(self) -> LockInfo:
         """The writer lock as a human needs to see it: ``state`` (``free``, ``held``,
-        ``stale: <why>``), the owner's pid, host, start, operation, heartbeat age, token."""
-        return describe_lock(self._layout.lock, stale_after_s=self.settings.lock_stale_after_s) or {
-            "state": "free"
-        }
+        ``stale: <why>``, ``unknown: <why>``), the owner's pid, host, start, operation,
+        heartbeat age, token. Needs no write access."""
+        return describe_lock(
+            self._layout.lock,
+            stale_after_s=self.settings.lock_stale_after_s,
+            file_mode=self.settings.file_mode,
+        ) or LockInfo(state="free", path=str(self._layout.lock))
 
-    def break_lock(self, *, expect_token: str | None = None) -> dict[str, Any]:
+    def break_lock(self, *, expect_token: str | None = None) -> LockInfo:
         """Break the writer lock by hand (``wrdsvault unlock --force``).
 
         Args:
@@ -589,6 +660,7 @@ class Warehouse:
             What was broken (``broken`` is False if the lock was free).
 
         Raises:
+            VaultAccessError: this process may not write the vault folder.
             WrdsVaultError: the owner is a live process on this host (stop it first), or the
                 lock changed since it was shown.
         """
@@ -596,6 +668,7 @@ class Warehouse:
             self._layout.lock,
             expect_token=expect_token,
             stale_after_s=self.settings.lock_stale_after_s,
+            file_mode=self.settings.file_mode,
         )
 
     def disk(self) -> DiskState:
@@ -626,14 +699,14 @@ class Warehouse:
         lock = self.lock_info()
         return VaultStatus(
             root=str(self.root),
-            format_version=FORMAT_VERSION,
+            format_version=self._format_version,
             snapshot_count=len(committed),
             latest_id=latest.snapshot_id if latest else None,
             latest_committed_at=latest.committed_at if latest else None,
             fingerprint=latest.fingerprint if latest else None,
             datasets=tuple(datasets),
             tags=self.tags(),
-            lock_holder=None if lock["state"] == "free" else lock,
+            lock_holder=None if lock.free else lock,
             disk=self.disk(),
             drift={
                 d.name: f"{h[-1].drift.summary()} (in {h[-1].snapshot_id})"
@@ -682,8 +755,8 @@ def _years(years: Iterable[int]) -> frozenset[int]:
 
 def _open_root(
     path: Path, settings: VaultSettings | None, *, create: bool
-) -> tuple[Layout, VaultSettings]:
-    """Open or create the vault at ``path``; return its layout and effective settings."""
+) -> tuple[Layout, VaultSettings, int]:
+    """Open or create the vault at ``path``; return its layout, settings and format version."""
     initial = settings or VaultSettings()
     path = path.expanduser()
     try:
@@ -708,7 +781,16 @@ def _open_root(
                 problem="the folder is not empty and holds no vault.json; choose an empty or new "
                 "folder for a vault",
             )
-        _create_vault_json(layout, initial)
+        try:
+            _create_vault_json(layout, initial)
+        except OSError as exc:
+            if exc.errno in NO_WRITE_ACCESS:
+                raise VaultAccessError(
+                    path=str(root), operation="creating a vault", reason=str(exc)
+                ) from exc
+            raise VaultFormatError(
+                path=str(root), problem=f"cannot create vault.json ({exc})"
+            ) from exc
     try:
         obj = json.loads(layout.vault_json.read_bytes())
         version = int(obj["format_version"])
@@ -727,7 +809,7 @@ def _open_root(
         )
     if settings is None:
         settings = VaultSettings.from_json(stored, where=str(layout.vault_json)).with_env()
-    return layout, settings
+    return layout, settings, version
 
 
 def _create_vault_json(layout: Layout, settings: VaultSettings) -> None:

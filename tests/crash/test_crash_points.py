@@ -1,4 +1,4 @@
-"""Crash safety of `Warehouse.sync` (RELIABILITY.md §2, test T1), with real processes and SIGKILL.
+"""Crash safety of `Warehouse.sync` (docs/design/commit-protocol.md): real processes, SIGKILL.
 
 A child process (``_writer_child.py``, run by path) opens a vault holding a vintage-1 snapshot and
 syncs vintage 2 of two datasets in one call. It is killed with SIGKILL either by itself at a named

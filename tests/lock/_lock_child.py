@@ -9,7 +9,8 @@ config makes ``os.link`` fail with EPERM in this process, as on a file system wi
 (FAT, some SMB mounts), so the lock must fall back to O_CREAT|O_EXCL. Modes:
 
 ``hold``
-    Acquire (``timeout_s``, ``stale_after_s``, ``heartbeat_s``), print ``held`` (token, epoch, pid,
+    Acquire (``timeout_s``, ``stale_after_s``, ``heartbeat_s``, ``file_mode``: the vault's mode for
+    files, 0o600 unless given), print ``held`` (token, epoch, pid,
     broke), then obey stdin lines: ``check`` prints ``check`` with ``ours`` (`still_ours`),
     ``release`` releases and prints ``released``, ``vanish`` exits without releasing. EOF releases.
     A failed acquire prints ``lock-held-error`` and exits 3. With ``WRDSVAULT_TEST_CRASHPOINT`` set
@@ -53,6 +54,7 @@ def make_lock(cfg: dict[str, Any], operation: str) -> Any:
     return WriterLock(
         Path(cfg["path"]),
         operation=operation,
+        file_mode=cfg.get("file_mode", 0o600),
         stale_after_s=cfg.get("stale_after_s", 4 * 3600.0),
         heartbeat_s=cfg.get("heartbeat_s", 60.0),
     )

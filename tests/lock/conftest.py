@@ -165,26 +165,47 @@ def owner_record(**overrides: Any) -> dict[str, Any]:
         "operation": "sync crsp.msf",
         "epoch": 1,
         "heartbeat_s": 60.0,
-        "format": 2,
+        "format": 3,
     }
     record.update(overrides)
     return record
 
 
+def uptime_s() -> float:
+    """Seconds since this machine booted (the clock the lock compares an earlier boot's age to)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def earlier_boot_record(**overrides: Any) -> dict[str, Any]:
+    """The record a writer of an earlier boot of this machine left: same machine id and host,
+    another boot id; its PID (here a live process's, by default this one's) means nothing now."""
+    return owner_record(boot_id="00000000-0000-4000-8000-000000000000", **overrides)
+
+
+def earlier_boot_age_s() -> float:
+    """An age for an earlier boot's lock: its last heartbeat came a minute before this boot."""
+    return uptime_s() + 60.0
+
+
 def stale_lock(path: Path, kind: str, *, live_pid: int) -> str:
     """Leave a stale lock of ``kind`` at ``path``; return its incarnation (token or inode name)."""
+    age_s = 0.0
     if kind in ("dead", "dead-claimer"):
         record = owner_record(pid=reaped_pid())
     elif kind == "reused":
         record = owner_record(pid=live_pid, start="ticks:1")
     elif kind == "foreign":
         record = owner_record(host="elsewhere.invalid", boot_id="b", pid_ns="pid:[1]")
+        age_s = 5 * 3600.0
+    elif kind == "earlier-boot":
+        record = earlier_boot_record(pid=live_pid)
+        age_s = earlier_boot_age_s()
     elif kind in ("empty", "garbage"):
         write_lock(path, b"" if kind == "empty" else b'{"token": "trunc', age_s=120.0)
         return f"ino{path.stat().st_ino}"
     else:
         raise ValueError(kind)
-    write_lock(path, json.dumps(record).encode(), age_s=5 * 3600.0 if kind == "foreign" else 0.0)
+    write_lock(path, json.dumps(record).encode(), age_s=age_s)
     if kind == "dead-claimer":
         claimer = owner_record(pid=reaped_pid(), operation="breaker that died")
         claim = path.with_name(f"{path.name}.claim.{record['token']}.0")
@@ -253,6 +274,9 @@ class Kit:
     """The helpers above, for test modules (which cannot import conftest under importlib mode)."""
 
     reaped_pid = staticmethod(reaped_pid)
+    uptime_s = staticmethod(uptime_s)
+    earlier_boot_record = staticmethod(earlier_boot_record)
+    earlier_boot_age_s = staticmethod(earlier_boot_age_s)
     write_lock = staticmethod(write_lock)
     owner_record = staticmethod(owner_record)
     stale_lock = staticmethod(stale_lock)

@@ -1,7 +1,7 @@
-"""Mutual exclusion, waiting and the owner record (RELIABILITY.md §4 T6), with real processes.
+"""Mutual exclusion, waiting and the owner record (docs/locking.md), with real processes.
 
-The big test runs 16 processes x 100 acquisitions (1,600, ~20-30 s on 2 cores), the size issue #3
-asks for. Every holder appends ``enter``/``exit`` lines with its
+The big test runs 16 processes x 100 acquisitions (1,600, ~20-30 s on 2 cores), the size the lock
+is specified to survive. Every holder appends ``enter``/``exit`` lines with its
 token and epoch to one O_APPEND log while it holds the lock; the log must never show two holders.
 """
 

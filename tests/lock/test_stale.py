@@ -1,4 +1,4 @@
-"""Stale-lock recovery and fencing (RELIABILITY.md §4 T7, T8), with real processes.
+"""Stale-lock recovery and fencing (docs/locking.md), with real processes.
 
 Same host: a lock is stale as soon as its owner is provably dead (gone, or its PID now belongs to
 another process); a live owner is never broken. Another host (here: a real process in its own PID
@@ -173,7 +173,7 @@ def test_heartbeat_keeps_a_long_running_foreign_holder_alive(
 def test_paused_writer_loses_the_lock_and_fails_its_fencing_check(
     lock_path: Path, spawn, other_host: list[str]
 ) -> None:
-    """T8: a writer SIGSTOPped past the timeout is replaced; after SIGCONT still_ours() is False."""
+    """A writer SIGSTOPped past the timeout is replaced; after SIGCONT still_ours() is False."""
     cfg = {"path": str(lock_path), "stale_after_s": 1.0, "heartbeat_s": 0.2}
     paused = spawn("hold", cfg, prefix=other_host)
     first = paused.expect("held")

@@ -1,4 +1,4 @@
-"""Malformed and truncated files on disk (RELIABILITY.md §4 T9, T14; issue 6 items 4 and 5).
+"""Malformed and truncated files on disk, and what verify, doctor and quarantine make of them.
 
 Hostile names, refs and SQL through the Python API are covered by tests/test_names.py and
 tests/test_query_sandbox.py; here a few go through the CLI. The bulk of this module damages one
@@ -16,7 +16,7 @@ nothing on disk changes (tree hashed before and after, the lock's own ``.lock*``
 the CLI exits 0 or 1 with a ``wrdsvault:`` message and never a traceback; a sync either works
 or fails with a wrdsvault error without touching committed files. Queries on a damaged Parquet
 file run in a child process (``_read_child.py``): they may fail (with a wrdsvault error) or, as
-RELIABILITY.md §1 measured, answer wrongly without verify, in which case ``verify()`` and
+docs/design/sandbox.md explains, answer wrongly without verify, in which case ``verify()`` and
 ``snapshot(verify=True)`` must flag it: never a silently wrong answer when verify was asked for.
 
 A third-party exception reaching the user raises `LeakedError`, a damage ``doctor()`` fails to

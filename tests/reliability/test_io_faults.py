@@ -1,4 +1,4 @@
-"""I/O errors in a real writer process (RELIABILITY.md §4 T2, T3, T14; issue 6 item 3 and 5).
+"""I/O errors (EIO, ENOSPC) in a real writer process: clean failures, quarantine, recovery.
 
 A child (``_sync_child.py``) syncs vintage 2 on top of a vintage-1 vault under
 ``strace -f -e inject=<syscall>:error=<ERRNO>:when=<k>``. A traced dry run first lists every

@@ -1,4 +1,4 @@
-"""Readers under write load (RELIABILITY.md §4 T5; issue 6 item 1), with a negative control.
+"""Readers under write load (docs/reliability.md), with a negative control.
 
 Four reader processes (``_rw_child.py reader``) query the vault about five times a second each
 while one writer process (``_rw_child.py writer``) commits 20 snapshots of changing vintages (the

@@ -1,4 +1,4 @@
-"""A crash during recovery (issue 6 items 2 and 5): the writer after a crash dies too.
+"""A crash during recovery: the writer after a crash dies too, and doctor names the leftovers.
 
 tests/crash kills one writer at every `CrashPoint` and lets the next writer recover. Here the
 *next* writer is killed as well, while it cleans up (or right after): at ``lock-acquired``

@@ -1,4 +1,4 @@
-"""The soak: items 1-3 of issue 6 with random crash points and random faults, for N minutes.
+"""The soak: readers under load, random crash points and random faults, for N minutes.
 
 ``WRDSVAULT_SOAK_MINUTES=N pytest tests/reliability/test_soak.py`` runs rounds in turn until N
 minutes have passed: a readers round (4 readers, 20 commits, the checker of

@@ -25,6 +25,7 @@ from wrdsvault import (
     Snapshot,
     SyncReport,
     ValidationFailedError,
+    VaultAccessError,
     VaultFormatError,
     VaultSettings,
     Warehouse,
@@ -134,6 +135,9 @@ def handle_errors(root: Path) -> None:
     except VaultFormatError as exc:
         problem: str = exc.problem
         print(problem, exc.path)
+    except VaultAccessError as exc:
+        operation: str = exc.operation
+        print(operation, exc.path, exc.reason)
     except LockHeldError as exc:
         holder: dict[str, Any] = exc.holder
         print(holder.get("pid"), exc.waited_s, exc.lock_path)

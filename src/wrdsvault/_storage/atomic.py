@@ -6,13 +6,19 @@ retries an fsync; the error propagates and the caller aborts the commit.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import secrets
 from pathlib import Path
+from typing import Final
 
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
+
+#: errnos meaning "this process may not write here": no permission (a reader in the vault's group,
+#: another user), or a read-only mount.
+NO_WRITE_ACCESS: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 def fsync_dir(path: Path) -> None:
@@ -115,7 +121,7 @@ class HashingWriter(io.RawIOBase):
     """A write-only file that hashes (SHA-256) and counts the bytes as they are written.
 
     Parquet writers stream into it, so the checksum comes from the bytes written, with no second
-    read of the file (RELIABILITY.md §1).
+    read of the file (docs/design/measured-facts.md#hashing).
     """
 
     def __init__(self, path: Path, *, mode: int) -> None:

@@ -64,7 +64,7 @@ def crashpoint(point: CrashPoint) -> None:
 
 
 class BreakPoint(enum.Enum):
-    """Every step of breaking a stale writer lock (lock.py, protocol P2), in the order reached.
+    """Every step of breaking a stale writer lock (lock.py, docs/locking.md), in the order reached.
 
     Armed through the same ``WRDSVAULT_TEST_CRASHPOINT`` variable as `CrashPoint`; the values carry
     a ``break-`` prefix so the two enums never share a name. A breaker killed at any of them must

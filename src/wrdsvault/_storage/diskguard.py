@@ -1,9 +1,9 @@
 """Disk guard: refuse a write that would fill the vault's file system.
 
-Watermarks on the vault's file system (ADR-012): 80% used warns, 90% is critical (logged, shown
+Watermarks on the vault's file system (docs/integrity.md): 80% warns, 90% is critical (logged, shown
 by ``status``), 95% refuses to write. Before a sync, twice the expected bytes must be free.
 "Used" counts space the user cannot write: free means ``f_bavail`` (what psutil reports), not
-``f_bfree`` (RELIABILITY.md §1). Quotas (EDQUOT) do not show in statvfs, so running out mid-write
+``f_bfree`` (see docs/design). Quotas (EDQUOT) do not show in statvfs, so running out mid-write
 is still handled where it happens (`DiskSpaceError`, previous snapshot current).
 """
 

@@ -2,7 +2,7 @@
 
 Inputs are validated by pattern before any join (dataset names, snapshot ids, tags, sha256 digests),
 and the result is checked once more to lie inside the root, so no user string can name a file
-outside the vault (RELIABILITY.md T10).
+outside the vault (fuzzed by tests/test_names.py).
 """
 
 from __future__ import annotations

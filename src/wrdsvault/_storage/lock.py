@@ -7,10 +7,12 @@ Protocol (docs/locking.md has the argument why it is correct):
   record behind it, so no contender judges a half-written record (the NFS-safe O_EXCL of open(2)).
 * **Stale**: same host (host name, boot id and PID namespace all equal) and the owner process is
   gone, a zombie, or its start time differs (a reused PID). A live same-host owner is never
-  broken. On another host the lock is stale only when its heartbeat (the file's mtime, touched by
-  the holder) is older than ``stale_after_s`` by the *file server's* clock (the mtime of a probe
-  file we touch), never by ours. An unreadable record is held for `UNREADABLE_GRACE_S`.
-* **Break** (P2, one winner per stale incarnation): a breaker writes its own record to a temp file
+  broken. An owner from an earlier boot of this machine (same machine id and host name, another
+  boot id, and no heartbeat since before this boot) died with that boot: stale at once. On
+  another host the lock is stale only when its heartbeat (the file's mtime, touched by the
+  holder) is older than ``stale_after_s`` by the *file server's* clock (the mtime of a probe file
+  we touch), never by ours. An unreadable record is held for `UNREADABLE_GRACE_S`.
+* **Break** (one winner per stale incarnation): a breaker writes its own record to a temp file
   and links it to ``.lock.claim.<nonce>.<k>`` (nonce = the stale record's token), k = 0, 1, ...; an
   existing claim whose claimer is provably dead is skipped (k + 1), a live one makes us lose. The
   claim winner re-reads ``.lock``: only if it is still the same incarnation (token and inode) and
@@ -37,6 +39,8 @@ import re
 import secrets
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -48,13 +52,14 @@ from typing import Any, Final, TypeGuard
 import attrs
 import psutil
 
-from wrdsvault._storage.atomic import fsync_dir, temp_name
+from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, temp_name
 from wrdsvault._storage.crashpoints import BreakPoint, breakpoint_hit
-from wrdsvault.errors import LockHeldError, WrdsVaultError
+from wrdsvault.errors import LockHeldError, VaultAccessError, WrdsVaultError
+from wrdsvault.reports import LockInfo
 
 log = logging.getLogger(__name__)
 
-#: Heartbeat age after which another host's lock is stale (ADR-012).
+#: Heartbeat age after which another host's lock is stale (docs/design/lock.md).
 DEFAULT_STALE_AFTER_S: Final = 4 * 3600.0
 #: How often a holder touches its lock file.
 DEFAULT_HEARTBEAT_S: Final = 60.0
@@ -63,13 +68,21 @@ DEFAULT_HEARTBEAT_S: Final = 60.0
 UNREADABLE_GRACE_S: Final = 30.0
 #: Longest sleep between two looks at a held lock.
 MAX_BACKOFF_S: Final = 0.5
-#: Owner record format (1: wrdsvault 0.1, no epoch; 2: epoch and heartbeat_s).
-RECORD_FORMAT: Final = 2
+#: Owner record format (1: wrdsvault 0.1, no epoch; 2: epoch and heartbeat_s; 3: machine_id).
+RECORD_FORMAT: Final = 3
+#: Files that hold the machine id on Linux (systemd, then D-Bus), first readable one wins.
+MACHINE_ID_FILES: Final = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 #: More dead claimers than this for one stale incarnation is damage, not a crash.
 _MAX_CLAIMS: Final = 64
 #: Attempts in a row that found the state changed under them before we back off anyway.
 _MAX_IMMEDIATE_RETRIES: Final = 50
 _TOKEN_RE: Final = re.compile(r"[0-9a-f]{8,64}")
+_MACHINE_ID_RE: Final = re.compile(
+    r"[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+#: A lock of an earlier boot is broken only after this many of its heartbeat intervals without a
+#: beat (besides our uptime): a live clone that shares our machine id beats more often than that.
+_EARLIER_BOOT_BEATS: Final = 3
 #: ``.lock.epoch``'s mtime is this many seconds (2000-01-01T00:00:00Z) plus the last epoch: a date
 #: every file system can store, and a copy that resets mtimes to "now" only makes epochs jump up.
 _EPOCH_BASE_S: Final = 946_684_800
@@ -83,7 +96,7 @@ _AGAIN: Final = _Again()
 _HELD: Final = True
 
 
-# -- process identity (RELIABILITY.md §1) --------------------------------------------------------
+# -- process identity (why these proofs: docs/design/lock.md) -------------------------------------
 
 
 @cache
@@ -92,6 +105,55 @@ def _boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return f"boot-{psutil.boot_time():.0f}"
+
+
+def _parse_machine_id(text: str) -> str | None:
+    """A machine id from the text of a machine-id file (None: empty or not an id)."""
+    value = text.strip().lower()
+    return value if _MACHINE_ID_RE.fullmatch(value) else None
+
+
+def _parse_ioreg(text: str) -> str | None:
+    """The IOPlatformUUID from ``ioreg -rd1 -c IOPlatformExpertDevice`` output (macOS)."""
+    match = re.search(r'"IOPlatformUUID"\s*=\s*"([0-9A-Fa-f-]{36})"', text)
+    return match.group(1).lower() if match else None
+
+
+@cache
+def _machine_id() -> str | None:
+    """This machine's stable id (survives reboots), or None where there is none.
+
+    Linux: ``/etc/machine-id`` (or the D-Bus copy). macOS: the IOPlatformUUID. Elsewhere, or if
+    unreadable: None, and locks of an earlier boot are judged by heartbeat age as on another host.
+    """
+    for name in MACHINE_ID_FILES:
+        try:
+            found = _parse_machine_id(Path(name).read_text())
+        except (OSError, UnicodeDecodeError):
+            continue
+        if found is not None:
+            return found
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(
+                ["/usr/sbin/ioreg", "-rd1", "-c", "IOPlatformExpertDevice"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return _parse_ioreg(out.stdout)
+    return None
+
+
+def _uptime_s() -> float:
+    """Seconds since this machine booted, sleep included (by its own clock, not the wall clock)."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (AttributeError, OSError):  # not Linux
+        return time.time() - psutil.boot_time()
 
 
 @cache
@@ -170,12 +232,28 @@ def own_identity() -> dict[str, Any]:
         "host": socket.gethostname(),
         "boot_id": _boot_id(),
         "pid_ns": _pid_namespace(),
+        "machine_id": _machine_id(),
     }
 
 
 def _same_host(record: dict[str, Any]) -> bool:
     me = own_identity()
     return all(record.get(k) == me[k] for k in ("host", "boot_id", "pid_ns"))
+
+
+def _earlier_boot(record: dict[str, Any]) -> bool:
+    """Whether ``record`` was written on this machine (same machine id and host name) in an
+    earlier boot: every process of that boot is gone. Records without a machine id (older
+    wrdsvault, or a machine without one) are never judged so."""
+    me = own_identity()
+    machine = record.get("machine_id")
+    return (
+        isinstance(machine, str)
+        and me["machine_id"] is not None
+        and machine == me["machine_id"]
+        and record.get("host") == me["host"]
+        and record.get("boot_id") != me["boot_id"]
+    )
 
 
 def _now_iso() -> str:
@@ -297,7 +375,13 @@ def server_now(lock_path: Path, *, file_mode: int = 0o600) -> float:
     """The file server's clock: the mtime of a probe file touched just now on the lock's mount.
 
     Heartbeats are mtimes set by that clock, so ages compare like with like however far the
-    clocks of the holder's host and ours drift apart.
+    clocks of the holder's host and ours drift apart. The shared probe ``.lock.clock`` is created
+    with ``file_mode`` (the vault's); if it cannot be touched (another user's, in a group-shared
+    vault), a private temp file is created and removed instead.
+
+    Raises:
+        OSError: neither can be written (errno in `NO_WRITE_ACCESS`: no write access to the
+            vault folder, or a read-only mount), or another I/O error.
     """
     probe = lock_path.with_name(lock_path.name + ".clock")
     try:
@@ -306,6 +390,9 @@ def server_now(lock_path: Path, *, file_mode: int = 0o600) -> float:
         fd = -1
     if fd >= 0:
         try:
+            st = os.fstat(fd)
+            if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != file_mode:
+                os.fchmod(fd, file_mode)  # umask-proof, and an older probe made with 0600
             os.utime(fd)
             return os.fstat(fd).st_mtime
         except OSError:
@@ -319,6 +406,10 @@ def server_now(lock_path: Path, *, file_mode: int = 0o600) -> float:
     finally:
         os.close(fd)
         private.unlink(missing_ok=True)
+
+
+class _NoServerClock(Exception):
+    """Judging needs the file server's clock, which this process cannot read (no write access)."""
 
 
 def staleness(
@@ -351,6 +442,20 @@ def staleness(
             return f"owner pid {pid} now belongs to another process (start time differs)"
         return None
     age = now() - st.st_mtime
+    if _earlier_boot(record):
+        # Its boot ended before ours began, so its last heartbeat is older than our uptime. A lock
+        # that beat since (a clone sharing our machine id, or a boot id that is not stable) is
+        # alive somewhere: it falls through to the heartbeat rule. Durations, not instants, are
+        # compared, so the skew between the file server's clock and ours does not enter.
+        uptime = _uptime_s()
+        beat = record.get("heartbeat_s")
+        beat_s = float(beat) if isinstance(beat, (int, float)) and beat > 0 else 0.0
+        if age > max(uptime, _EARLIER_BOOT_BEATS * beat_s):
+            return (
+                f"owner pid {record['pid']} ran in an earlier boot of this machine (boot id "
+                f"{record.get('boot_id')}); no heartbeat for {age:.0f} s, this boot is "
+                f"{uptime:.0f} s old"
+            )
     if age > stale_after_s:
         where = f"host {record.get('host')!r} (PID namespace {record.get('pid_ns')})"
         return f"no heartbeat from {where} for {age:.0f} s (limit {stale_after_s:g} s)"
@@ -564,7 +669,7 @@ class WriterLock:
     def _break(
         self, record: dict[str, Any] | None, st: os.stat_result, why: str, *, force: bool = False
     ) -> bool | _Again | dict[str, Any]:
-        """Replace the stale incarnation at ``.lock`` by ours, unless another breaker wins (P2)."""
+        """Replace the stale incarnation at ``.lock`` by ours, unless another breaker wins."""
         breakpoint_hit(BreakPoint.STALE_JUDGED)
         nonce = incarnation(record, st)
         epoch = self._next_epoch(record)
@@ -606,6 +711,22 @@ class WriterLock:
             return self._won(ino, epoch, broke=True)
         finally:
             temp.path.unlink(missing_ok=True)
+
+    def break_by_hand(
+        self, record: dict[str, Any] | None, st: os.stat_result, *, why: str
+    ) -> dict[str, Any]:
+        """Take over the incarnation ``(record, st)`` for a human who vouched its owner is gone.
+
+        The claim protocol of an automatic break, except that the lock need not be stale and
+        live claimers on other hosts are stepped over (see `force_unlock`, which checks the
+        owner first). Afterwards `held` says whether this lock now holds it.
+
+        Returns:
+            The record of the live breaker or holder that keeps us out; ``{}`` when we hold the
+            lock or it changed under us (look again).
+        """
+        outcome = self._break(record, st, why, force=True)
+        return outcome if isinstance(outcome, dict) else {}
 
     def _claim(
         self, temp: _Temp, nonce: str, *, force: bool
@@ -779,44 +900,91 @@ class WriterLock:
 
 
 def describe_lock(
-    path: Path, *, stale_after_s: float = DEFAULT_STALE_AFTER_S
-) -> dict[str, Any] | None:
+    path: Path, *, stale_after_s: float = DEFAULT_STALE_AFTER_S, file_mode: int = 0o600
+) -> LockInfo | None:
     """Describe the writer lock at ``path`` for a human (``wrdsvault status`` / ``unlock``).
 
+    Needs no write access: without it (a member of the vault's group, a read-only mount) the
+    file server's clock cannot be probed, so ``heartbeat_age_s`` is measured by this machine's
+    clock (``clock``: ``"local"``) and a lock whose staleness depends on its age (another host's,
+    an earlier boot's, an unreadable record) has ``state`` ``"unknown: ..."``.
+
+    Args:
+        path: the lock file (``<root>/.lock``).
+        stale_after_s: heartbeat age after which another host's lock is stale.
+        file_mode: mode of the clock probe file if this call creates it (the vault's file mode).
+
     Returns:
-        None if the folder holding ``path`` does not exist. Otherwise a dict with ``state``:
-        ``"free"``, ``"held"`` or ``"stale: <why>"``; when a lock file exists, also the owner
-        record's fields (pid, host, acquired_at, operation, epoch, token, ...), ``heartbeat_at``
-        (the file's mtime, ISO UTC), ``heartbeat_age_s`` (by the file server's clock),
-        ``same_host``, ``unreadable``, ``incarnation`` (the token, or ``ino<inode>`` for an
-        unreadable record: what `force_unlock` takes as ``expect_token``) and ``breakers`` (claims
-        of breakers at work on it now).
+        None if the folder holding ``path`` does not exist; otherwise a `LockInfo` whose
+        ``state`` is ``"free"``, ``"held"``, ``"stale: <why>"`` or ``"unknown: <why>"``.
     """
     path = Path(path)
     if not path.parent.is_dir():
         return None
     epoch_path = path.with_name(path.name + ".epoch")
-    record, st = read_record(path)
+    try:
+        record, st = read_record(path)
+    except PermissionError:
+        # Written by a writer whose files this user may not read (another user, without group
+        # access): it exists, but whose it is and whether it is stale cannot be told here.
+        st = path.lstat()
+        return LockInfo(
+            state="unknown: cannot read the owner record (permission denied)",
+            path=str(path),
+            unreadable=True,
+            heartbeat_at=_iso(st.st_mtime),
+            heartbeat_age_s=round(time.time() - st.st_mtime, 3),
+            clock="local",
+            write_access=os.access(path.parent, os.W_OK),
+            incarnation=f"ino{st.st_ino}",
+        )
     if st is None:
-        return {"state": "free", "path": str(path), "last_epoch": read_epoch(epoch_path)}
-    now = server_now(path)
-    why = staleness(record, st, stale_after_s=stale_after_s, now=lambda: now)
+        try:
+            last_epoch = read_epoch(epoch_path)
+        except PermissionError:  # another user's file: its mtime is all we need
+            last_epoch = max(0, int(epoch_path.stat().st_mtime) - _EPOCH_BASE_S)
+        return LockInfo(state="free", path=str(path), last_epoch=last_epoch)
+    server: float | None
+    try:
+        server = server_now(path, file_mode=file_mode)
+    except OSError as exc:
+        if exc.errno not in NO_WRITE_ACCESS:
+            raise
+        server = None
+
+    def judge_now() -> float:
+        if server is None:
+            raise _NoServerClock
+        return server
+
+    try:
+        why = staleness(record, st, stale_after_s=stale_after_s, now=judge_now)
+        state = "held" if why is None else f"stale: {why}"
+    except _NoServerClock:
+        state = (
+            f"unknown: cannot judge whether it is stale without write access to {path.parent} "
+            "(the age of another host's lock is measured by the file server's clock, read by "
+            "touching a file there)"
+        )
+    now = time.time() if server is None else server
     valid = _valid(record)
     nonce = incarnation(record, st)
     prefix = f"{path.name}.claim.{nonce}."
     with os.scandir(path.parent) as entries:
         breakers = sorted(e.name for e in entries if e.name.startswith(prefix))
-    return {
-        **(record if valid and record is not None else {}),
-        "state": "held" if why is None else f"stale: {why}",
-        "path": str(path),
-        "unreadable": not valid,
-        "same_host": valid and _same_host(record or {}),
-        "heartbeat_at": _iso(st.st_mtime),
-        "heartbeat_age_s": round(now - st.st_mtime, 3),
-        "incarnation": nonce,
-        "breakers": breakers,
-    }
+    return LockInfo(
+        state=state,
+        path=str(path),
+        owner=record if valid and record is not None else {},
+        unreadable=not valid,
+        same_host=valid and _same_host(record or {}),
+        heartbeat_at=_iso(st.st_mtime),
+        heartbeat_age_s=round(now - st.st_mtime, 3),
+        clock="local" if server is None else "server",
+        write_access=server is not None,
+        incarnation=nonce,
+        breakers=tuple(breakers),
+    )
 
 
 def force_unlock(
@@ -826,7 +994,8 @@ def force_unlock(
     expect_token: str | None = None,
     stale_after_s: float = DEFAULT_STALE_AFTER_S,
     timeout_s: float = 2.0,
-) -> dict[str, Any]:
+    file_mode: int = 0o600,
+) -> LockInfo:
     """Break the writer lock by hand, after the caller has shown its owner to a human.
 
     The lock is broken with the same claim protocol as an automatic break (so it never races a
@@ -841,49 +1010,75 @@ def force_unlock(
             changed since, refuse rather than break a lock nobody has looked at.
         stale_after_s: the heartbeat timeout used to describe the lock.
         timeout_s: how long to wait for a breaker that is working on the same lock right now.
+        file_mode: the vault's file mode, for the files the break writes (claim, epoch).
 
     Returns:
-        ``describe_lock`` of the lock that was broken (``state`` says why it was or was not stale)
-        plus ``broken: True``; or ``{"state": "free", "broken": False, ...}`` if there was no lock.
+        `describe_lock` of the lock that was broken (``state`` says why it was or was not stale)
+        with ``broken`` True; or a free `LockInfo` with ``broken`` False if there was no lock.
 
     Raises:
+        VaultAccessError: this process may not write the vault folder (breaking writes files
+            there); nothing was changed.
         WrdsVaultError: the owner is alive on this host, or the lock changed since it was shown,
             or another process kept breaking it for ``timeout_s``.
     """
     path = Path(path)
     deadline = time.monotonic() + timeout_s
     while True:
-        shown = describe_lock(path, stale_after_s=stale_after_s)
-        if shown is None or shown["state"] == "free":
+        shown = describe_lock(path, stale_after_s=stale_after_s, file_mode=file_mode)
+        if shown is None or shown.free:
             if expect_token is not None:
                 raise _changed(path, expect_token, shown)
-            return {**(shown or {"state": "free", "path": str(path)}), "broken": False}
-        if expect_token is not None and shown["incarnation"] != expect_token:
+            return attrs.evolve(shown or LockInfo(state="free", path=str(path)), broken=False)
+        if expect_token is not None and shown.incarnation != expect_token:
             raise _changed(path, expect_token, shown)
-        if shown["state"] == "held" and shown["same_host"] and not allow_live:
+        if not shown.write_access:
+            raise _no_write_access(
+                path, "a probe file to read the file server's clock; nothing was changed"
+            )
+        if shown.state.startswith("unknown"):
             raise WrdsVaultError(
-                f"refusing to break the writer lock {path}: its owner, pid {shown.get('pid')} "
-                f"({shown.get('operation')}, since {shown.get('acquired_at')}), is alive on this "
+                f"refusing to break the writer lock {path}: {shown.state}. Run `wrdsvault "
+                "unlock` as the user who owns the vault; nothing was changed",
+                lock_path=str(path),
+                holder=shown.to_json(),
+            )
+        if shown.state == "held" and shown.same_host and not allow_live:
+            raise WrdsVaultError(
+                f"refusing to break the writer lock {path}: its owner, pid {shown.pid} "
+                f"({shown.operation}, since {shown.acquired_at}), is alive on this "
                 "host. Stop that process first (or pass allow_live / --force: its commit will be "
                 "refused)",
                 lock_path=str(path),
-                holder=shown,
+                holder=shown.to_json(),
             )
         record, st = read_record(path)
         if st is None:
             continue
         if expect_token is not None and incarnation(record, st) != expect_token:
-            raise _changed(path, expect_token, describe_lock(path, stale_after_s=stale_after_s))
+            raise _changed(
+                path,
+                expect_token,
+                describe_lock(path, stale_after_s=stale_after_s, file_mode=file_mode),
+            )
         breaker = WriterLock(
-            path, operation="wrdsvault unlock", stale_after_s=stale_after_s, heartbeat_s=0
+            path,
+            operation="wrdsvault unlock",
+            file_mode=file_mode,
+            stale_after_s=stale_after_s,
+            heartbeat_s=0,
         )
-        outcome = breaker._break(record, st, f"broken by hand: {shown['state']}", force=True)
-        if outcome is _HELD:
+        try:
+            blocker = breaker.break_by_hand(record, st, why=f"broken by hand: {shown.state}")
+        except OSError as exc:
+            if exc.errno in NO_WRITE_ACCESS:
+                raise _no_write_access(path, str(exc)) from exc
+            raise
+        if breaker.held:
             breaker.release()
-            log.warning("broke the writer lock %s by hand: %s", path, shown)
-            return {**shown, "broken": True}
+            log.warning("broke the writer lock %s by hand: %s", path, shown.to_json())
+            return attrs.evolve(shown, broken=True)
         if time.monotonic() >= deadline:
-            blocker = outcome if isinstance(outcome, dict) else {}
             raise WrdsVaultError(
                 f"could not break the writer lock {path}: another process is breaking or taking "
                 f"it right now ({blocker.get('state', 'held')}, pid {blocker.get('pid')}); run "
@@ -891,14 +1086,22 @@ def force_unlock(
                 lock_path=str(path),
                 holder=blocker,
             )
-        time.sleep(0.05 if isinstance(outcome, dict) else 0.005)
+        time.sleep(0.05 if blocker else 0.005)
 
 
-def _changed(path: Path, token: str, now: dict[str, Any] | None) -> WrdsVaultError:
+def _no_write_access(path: Path, reason: str) -> VaultAccessError:
+    return VaultAccessError(
+        path=str(path.parent),
+        operation="breaking the writer lock",
+        reason=f"could not write {reason}",
+    )
+
+
+def _changed(path: Path, token: str, now: LockInfo | None) -> WrdsVaultError:
     return WrdsVaultError(
         f"the writer lock {path} changed since it was shown (expected token {token}, now "
-        f"{(now or {}).get('state', 'free')}, token {(now or {}).get('token')}); nothing was "
+        f"{now.state if now else 'free'}, token {now.token if now else None}); nothing was "
         "broken. Look at it again",
         lock_path=str(path),
-        holder=now or {},
+        holder=now.to_json() if now else {},
     )

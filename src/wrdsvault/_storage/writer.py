@@ -1,6 +1,6 @@
 """The internal single-writer context manager: lock, recovery, staging, commit or roll back.
 
-Commit protocol (RELIABILITY.md §2), every step a named crash point:
+Commit protocol (docs/design/commit-protocol.md), every step a named crash point:
 
 1. Stage each new partition under ``tmp/<txid>/``, hashing while writing; fsync it.
 2. Move it to its final, content-addressed name under ``data/``; fsync the directory.
@@ -10,7 +10,7 @@ Commit protocol (RELIABILITY.md §2), every step a named crash point:
 
 A crash before step 5 leaves the old snapshot current; files from steps 2-3 are unreferenced
 (manifests newer than ``HEAD`` are not listed as snapshots and are removed by the next writer's
-recovery; data files are reported as orphans and removed only by GC).
+recovery; data files are orphans that only ``doctor --repair`` removes).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class Writer:
         """Write one partition's batches to a staged Parquet file, hashing as it goes.
 
         Batches are re-cut into row groups of ``settings.row_group_rows`` (one row group per
-        driver batch makes files 1.5-2x larger, PERFORMANCE.md).
+        driver batch makes files 1.5-2x larger, docs/design/measured-facts.md).
 
         Raises:
             SyncError: a batch does not have the declared schema.
@@ -245,7 +245,7 @@ class Writer:
                 points=(CrashPoint.PARTITION_RENAMED, CrashPoint.PARTITION_DIR_FSYNCED),
             )
             # Checked again after the rename, before the commit: what readers will open is what
-            # was hashed while writing (issue #5).
+            # was hashed while writing.
             digest, size = sha256_file(final)
             if (digest, size) != (staged.sha256, staged.size_bytes):
                 raise SyncError(

@@ -2,7 +2,7 @@
 
 `SampleSource` serves CRSP (legacy SIZ, plus the CIZ tables the CIZ universe query needs),
 Compustat and Fama-French tables under their real WRDS names, with WRDS's column names in WRDS's
-order and the declared PostgreSQL types of either type profile (``wrds_datasets.md`` §9.3). The
+order and the declared PostgreSQL types of either type profile (docs/wrds.md#two-type-profiles). The
 rows are synthetic but shaped like the real tables, so that research code behaves as on WRDS:
 
 * one security universe (permnos 10001..) laid out in absolute time: companies with one to three

@@ -71,7 +71,7 @@ _CONNECT_KEYS: Final = (
     "wrds_dbname",
     "wrds_connect_args",
 )
-#: WRDS's two comment formats (wrds_datasets.md §8).
+#: WRDS's two comment formats (docs/wrds.md#table-comments-say-when-a-table-changed).
 _UPDATED_RE: Final = re.compile(r"\(Updated\s+(\d{4}-\d{2}-\d{2})\)\s*$")
 _MODIFIED_RE: Final = re.compile(r"^Last modified:\s*(\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2})")
 #: Marker of a year: "<method>:<row count>:<sum of row hashes>"; bump the method to invalidate.
@@ -89,7 +89,7 @@ _COPY_SETUP: Final = (
 )
 #: SQLSTATEs after which a reconnect and retry can help (class 08 is matched by prefix).
 #: Libraries WRDS serves only as SAS data sets on the WRDS Cloud, never through PostgreSQL
-#: (../shared/wrds_datasets.md §7.4: TAQ is readable only through SAS).
+#: (docs/wrds.md#libraries-served-only-as-sas-data).
 SAS_ONLY_LIBRARIES: Final = {
     "taqmsec": "TAQ millisecond trades and quotes",
     "taq": "monthly TAQ",
@@ -120,7 +120,7 @@ _FIXED_TYPES: Final[dict[str, pa.DataType]] = {
     "bigint": pa.int64(),
     "real": pa.float32(),
     "double precision": pa.float64(),
-    "numeric": pa.float64(),  # unbounded: no fixed scale to keep (wrds_datasets.md §3)
+    "numeric": pa.float64(),  # unbounded: no fixed scale to keep
     "date": pa.date32(),
     "boolean": pa.bool_(),
     "text": pa.string(),
@@ -145,7 +145,7 @@ def _short_type(formatted: str) -> str:
 def arrow_type(declared: str) -> pa.DataType | None:
     """Return the Arrow type wrdsvault stores for a declared PostgreSQL type, or ``None``.
 
-    The mapping is explicit (wrds_datasets.md §9.3): ``smallint``/``integer``/``bigint`` ->
+    The mapping is explicit (docs/wrds.md#types): ``smallint``/``integer``/``bigint`` ->
     int16/int32/int64; ``real``/``double precision`` -> float32/float64; ``numeric(p,s)`` with
     ``p <= 38`` -> ``decimal128(p,s)``; unbounded ``numeric`` (and wider ones) -> float64;
     ``varchar``/``char``/``text`` -> string; ``date`` -> date32; ``time`` -> time64[us];
