@@ -141,6 +141,26 @@ def test_validate_dataset_refuses_non_strings_with_type_error(value: object) -> 
         validate_dataset(value)
 
 
+def test_key_columns_refuse_a_bare_string() -> None:
+    """A key given as one string is a TypeError, not one column per character."""
+    from wrdsvault import DatasetSpec
+    from wrdsvault.validation import KeyNotNull, Rule, SqlRule, UniqueKey
+
+    spec = DatasetSpec(name="crsp.msf", primary_key=["permno", "date"])
+    assert spec.primary_key == ("permno", "date")
+    assert UniqueKey(iter(["permno"])).columns == ("permno",)
+    for make in (
+        lambda: DatasetSpec(name="crsp.msf", primary_key="permno"),
+        lambda: KeyNotNull("permno"),
+        lambda: UniqueKey("permno"),
+    ):
+        with pytest.raises(TypeError, match="not the string 'permno'"):
+            make()
+    # The frozen built-in rules satisfy the (read-only ``name``) Rule protocol at run time too.
+    assert isinstance(SqlRule("r", "select 1"), Rule)
+    assert isinstance(UniqueKey(("permno",)), Rule)
+
+
 @pytest.mark.parametrize(
     ("name", "ok"),
     [

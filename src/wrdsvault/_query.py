@@ -269,8 +269,9 @@ class PinnedConnection:
             return self._check(cur, sql)
 
     def _check(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
-        if not isinstance(sql, str):
-            msg = f"sql must be a str, not {type(sql).__name__}"
+        given: object = sql  # untyped callers can pass anything; mypy cannot see that
+        if not isinstance(given, str):
+            msg = f"sql must be a str, not {type(given).__name__}"
             raise TypeError(msg)
         if len(sql) > MAX_SQL_CHARS:
             raise QueryRejectedError(
@@ -464,13 +465,13 @@ def _inlined_blocks(cur: duckdb.DuckDBPyConnection, ast: str, tables: Sequence[s
 
 
 def fetch_df(rel: duckdb.DuckDBPyRelation) -> pd.DataFrame:
-    return rel.df()
+    frame: pd.DataFrame = rel.df()  # DuckDB 2's relation types it as Any
+    return frame
 
 
 def fetch_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
-    # DuckDB 2.0 renamed fetch_arrow_table() to to_arrow_table(); support both (minimum 1.2).
-    fetch = getattr(rel, "to_arrow_table", None) or rel.fetch_arrow_table
-    return fetch()
+    table: pa.Table = rel.to_arrow_table()  # DuckDB 2.0 name (the declared minimum)
+    return table
 
 
 def fetch_rows(rel: duckdb.DuckDBPyRelation) -> list[tuple[Any, ...]]:

@@ -159,7 +159,7 @@ def source_partitions(
     if years is None:
         return source.partitions(spec)
     try:
-        params = inspect.signature(source.partitions).parameters.values()
+        params = list(inspect.signature(source.partitions).parameters.values())
     except (TypeError, ValueError):  # builtins, C extensions: no signature to read
         params = []
     if any(p.name == "years" or p.kind is p.VAR_KEYWORD for p in params):

@@ -8,6 +8,7 @@ names under ``data/``, so nothing else may get through.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -95,6 +96,20 @@ def _validate_column(_inst: object, _attr: object, value: str | None) -> None:
         raise InvalidNameError(kind="column", value=value, rule="lower case letters, digits, '_'")
 
 
+def column_tuple(columns: Iterable[str]) -> tuple[str, ...]:
+    """Column names as a tuple (the attrs converter of key fields; typed, unlike bare ``tuple``).
+
+    Raises:
+        TypeError: ``columns`` is a single string (it would become one column per character).
+    """
+    if isinstance(columns, str):
+        msg = (
+            f"expected a sequence of column names, not the string {columns!r}; write ({columns!r},)"
+        )
+        raise TypeError(msg)
+    return tuple(columns)
+
+
 @attrs.frozen
 class DatasetSpec:
     """How one WRDS table is mirrored.
@@ -103,15 +118,15 @@ class DatasetSpec:
         name: ``library.table``; the library must not be one of `RESERVED_LIBRARIES`.
         partition_column: the date column whose calendar year picks the partition; ``None`` for
             tables stored as one partition (dimension tables such as ``crsp.msenames``).
-        primary_key: the logical key (WRDS declares none in PostgreSQL; these are the
-            documented ones).
+        primary_key: the logical key, a sequence of column names (WRDS declares none in
+            PostgreSQL; these are the documented ones). A bare string is a TypeError.
         title: a short human description.
         frequency: ``"daily"``, ``"monthly"``, ``"annual"``, ``"quarterly"`` or ``None``.
     """
 
     name: str = attrs.field(converter=validate_new_dataset)
     partition_column: str | None = attrs.field(default=None, validator=_validate_column)
-    primary_key: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    primary_key: tuple[str, ...] = attrs.field(default=(), converter=column_tuple)
     title: str = ""
     frequency: str | None = None
 

@@ -32,7 +32,11 @@ WrdsVaultError
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wrdsvault.schema import SchemaDrift
+    from wrdsvault.validation import ValidationReport
 
 __all__ = [
     "CommitOutcomeUnknownError",
@@ -66,7 +70,14 @@ class WrdsVaultError(Exception):
     Subclasses take keyword-only evidence (kept as attributes) and build the message from it, so
     that callers can react to the facts and not parse strings. Instances pickle (they cross process
     boundaries in the CLI and in multi-process readers).
+
+    Each subclass declares its evidence attributes as class annotations (no class-level values),
+    so a type checker knows ``exc.problem`` etc.; the values live on the instance and in
+    ``_evidence``, which is what ``__reduce__`` pickles.
     """
+
+    message: str
+    _evidence: dict[str, Any]
 
     def __init__(self, message: str, **evidence: Any) -> None:
         super().__init__(message)
@@ -91,6 +102,10 @@ def _rebuild(cls: type[WrdsVaultError], message: str, evidence: dict[str, Any]) 
 class InvalidNameError(WrdsVaultError, ValueError):
     """A dataset name, tag or snapshot ref does not match its pattern. Nothing was written."""
 
+    kind: str
+    value: object
+    rule: str
+
     def __init__(self, *, kind: str, value: object, rule: str) -> None:
         super().__init__(
             f"invalid {kind} {value!r}: {rule}",
@@ -103,6 +118,9 @@ class InvalidNameError(WrdsVaultError, ValueError):
 class UnknownDatasetError(WrdsVaultError, LookupError):
     """A dataset is not part of the snapshot, or not known to the source."""
 
+    dataset: str
+    known: list[str]
+
     def __init__(self, *, dataset: str, known: list[str], hint: str = "") -> None:
         listed = ", ".join(known) if known else "(none)"
         text = f"unknown dataset {dataset!r}; known: {listed}"
@@ -111,6 +129,11 @@ class UnknownDatasetError(WrdsVaultError, LookupError):
 
 class SnapshotNotFoundError(WrdsVaultError, LookupError):
     """No committed snapshot matches the ref."""
+
+    ref: str
+    tags: list[str]
+    newest: list[str]
+    committed_range: tuple[str, str] | None
 
     def __init__(
         self,
@@ -137,6 +160,9 @@ class SnapshotNotFoundError(WrdsVaultError, LookupError):
 class QueryRejectedError(WrdsVaultError, ValueError):
     """The SQL is not exactly one read-only SELECT statement."""
 
+    statement_type: str
+    reason: str
+
     def __init__(self, *, statement_type: str, reason: str) -> None:
         super().__init__(
             f"query rejected ({statement_type}): {reason}. Only one SELECT statement over the "
@@ -148,6 +174,9 @@ class QueryRejectedError(WrdsVaultError, ValueError):
 
 class QueryError(WrdsVaultError, ValueError):
     """DuckDB could not run an allowed query (syntax error, unknown table or column, ...)."""
+
+    sql: str
+    reason: str
 
     def __init__(self, *, sql: str, reason: str) -> None:
         super().__init__(
@@ -161,6 +190,8 @@ class QueryError(WrdsVaultError, ValueError):
 class QueryTimeoutError(WrdsVaultError, TimeoutError):
     """A query ran past its time limit and was interrupted."""
 
+    timeout_s: float
+
     def __init__(self, *, timeout_s: float) -> None:
         super().__init__(
             f"query interrupted after {timeout_s:g} s; narrow it (filter years or permnos) or pass "
@@ -171,6 +202,8 @@ class QueryTimeoutError(WrdsVaultError, TimeoutError):
 
 class SourceRequiredError(WrdsVaultError):
     """A write needs a data source and the Warehouse was opened without one."""
+
+    operation: str
 
     def __init__(self, *, operation: str) -> None:
         super().__init__(
@@ -193,6 +226,10 @@ class VaultFormatError(WrdsVaultError):
 class IntegrityError(WrdsVaultError):
     """A file pinned by a snapshot is missing, has the wrong size, or fails its checksum."""
 
+    path: str
+    problem: str
+    snapshot_id: str | None
+
     def __init__(self, *, path: str, problem: str, snapshot_id: str | None = None) -> None:
         where = f" (snapshot {snapshot_id})" if snapshot_id else ""
         super().__init__(
@@ -206,6 +243,10 @@ class IntegrityError(WrdsVaultError):
 
 class LockHeldError(WrdsVaultError, TimeoutError):
     """Another writer holds the vault's lock."""
+
+    lock_path: str
+    holder: dict[str, Any]
+    waited_s: float
 
     def __init__(self, *, lock_path: str, holder: dict[str, Any], waited_s: float) -> None:
         who = (
@@ -234,6 +275,10 @@ class VaultAccessError(WrdsVaultError, PermissionError):
     user, or a read-only mount. Reading (status, snapshots, query, verify, doctor) works without it.
     """
 
+    path: str
+    operation: str
+    reason: str
+
     def __init__(self, *, path: str, operation: str, reason: str) -> None:
         super().__init__(
             f"{operation} needs write access to the vault folder {path}, which this process does "
@@ -249,6 +294,11 @@ class VaultAccessError(WrdsVaultError, PermissionError):
 class DiskSpaceError(WrdsVaultError):
     """Not enough free space to write safely."""
 
+    path: str
+    needed_bytes: int
+    free_bytes: int
+    reason: str
+
     def __init__(self, *, path: str, needed_bytes: int, free_bytes: int, reason: str) -> None:
         super().__init__(
             f"not enough disk space at {path}: {reason} (needed {needed_bytes:,} bytes, "
@@ -262,6 +312,9 @@ class DiskSpaceError(WrdsVaultError):
 
 class SyncError(WrdsVaultError):
     """A sync failed; nothing was committed and the previous snapshot stays current."""
+
+    dataset: str
+    reason: str
 
     def __init__(self, *, dataset: str, reason: str) -> None:
         super().__init__(
@@ -278,6 +331,9 @@ class CommitOutcomeUnknownError(WrdsVaultError):
     Readers see the new snapshot now; after a power loss the vault may come back at the previous
     one. Nothing is retried (after a failed fsync the data must be treated as lost).
     """
+
+    snapshot_id: str
+    reason: str
 
     def __init__(self, *, snapshot_id: str, reason: str) -> None:
         super().__init__(
@@ -322,7 +378,10 @@ class WriteError(WrdsVaultError):
 class SchemaDriftError(SyncError):
     """The source's columns changed in a way the dataset's drift policy refuses."""
 
-    def __init__(self, *, dataset: str, drift: Any, policy: str) -> None:
+    drift: SchemaDrift
+    policy: str
+
+    def __init__(self, *, dataset: str, drift: SchemaDrift, policy: str) -> None:
         WrdsVaultError.__init__(
             self,
             f"sync of {dataset} refused: the source's columns changed ({drift.summary()}) and the "
@@ -338,7 +397,9 @@ class SchemaDriftError(SyncError):
 class ValidationFailedError(SyncError):
     """A staged partition failed a validation rule; its files are in quarantine."""
 
-    def __init__(self, *, dataset: str, report: Any) -> None:
+    report: ValidationReport
+
+    def __init__(self, *, dataset: str, report: ValidationReport) -> None:
         WrdsVaultError.__init__(
             self,
             f"sync of {dataset} failed validation; nothing was committed and the staged files "
@@ -354,6 +415,11 @@ class SourceError(WrdsVaultError):
 
     ``dataset`` names the dataset being synced when the sync raised it (None otherwise).
     """
+
+    source: str
+    reason: str
+    retryable: bool
+    dataset: str | None
 
     def __init__(
         self, *, source: str, reason: str, retryable: bool = False, dataset: str | None = None

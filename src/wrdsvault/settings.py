@@ -10,7 +10,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 import attrs
 
@@ -22,7 +22,8 @@ from wrdsvault.schema import DRIFT_POLICIES
 __all__ = ["VaultSettings"]
 
 _ENV_PREFIX: Final = "WRDSVAULT_"
-_COMPRESSIONS: Final = ("zstd", "snappy", "gzip", "lz4", "none")
+Compression = Literal["zstd", "snappy", "gzip", "lz4", "none"]
+_COMPRESSIONS: Final = get_args(Compression)
 
 
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
@@ -74,7 +75,7 @@ def _share(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(msg)
 
 
-def _policies(_inst: object, _attr: attrs.Attribute[Any], value: dict[str, str]) -> None:
+def _policies(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, dict):
         msg = f"drift_policies must be an object mapping datasets to policies, got {value!r}"
         raise TypeError(msg)
@@ -125,7 +126,9 @@ class VaultSettings:
     query_memory_limit: str | None = attrs.field(default=None, validator=_memory_limit)
     query_threads: int | None = attrs.field(default=None, validator=_threads)
     row_group_rows: int = attrs.field(default=262_144, converter=int, validator=_positive)
-    compression: str = attrs.field(default="zstd", validator=attrs.validators.in_(_COMPRESSIONS))
+    compression: Compression = attrs.field(
+        default="zstd", validator=attrs.validators.in_(_COMPRESSIONS)
+    )
     compression_level: int | None = attrs.field(default=1, validator=_optional_int)
     batch_rows: int = attrs.field(default=131_072, converter=int, validator=_positive)
     disk_warn_fraction: float = attrs.field(default=0.80, converter=float, validator=_fraction)

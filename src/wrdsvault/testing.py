@@ -135,7 +135,7 @@ def _ident(name: str) -> str:
     return f'"{name}"'
 
 
-def _declared_type(field: pa.Field) -> str:
+def _declared_type(field: pa.Field[Any]) -> str:
     """The PostgreSQL type to declare for a field: its ``source_type``, else one from Arrow."""
     meta = field.metadata or {}
     raw = meta.get(SOURCE_TYPE_KEY)
@@ -234,7 +234,7 @@ class ReplicaServer:
         """
         pgserver = _import_pgserver()
         temporary = directory is None
-        folder = Path(tempfile.mkdtemp(prefix="wrdsvault-pg-") if temporary else directory)
+        folder = Path(tempfile.mkdtemp(prefix="wrdsvault-pg-") if directory is None else directory)
         folder = folder.absolute()
         folder.mkdir(parents=True, exist_ok=True)
         pgdata = folder / "pgdata"
@@ -366,11 +366,13 @@ class WrdsReplica:
             ImportError: pgserver is not installed (``pip install 'wrdsvault[test]'``).
         """
         if profile is not None and getattr(source, "profile", None) != profile:
-            if not hasattr(source, "profile"):
-                msg = f"profile= needs a source with type profiles (SampleSource), not {source!r}"
-                raise TypeError(msg)
             import attrs
 
+            from wrdsvault.sources.sample import SampleSource
+
+            if not isinstance(source, SampleSource):
+                msg = f"profile= needs a source with type profiles (SampleSource), not {source!r}"
+                raise TypeError(msg)
             source = attrs.evolve(source, profile=profile)
         if datasets is None and not hasattr(source, "datasets"):
             msg = "pass datasets=: the source does not list the datasets it serves"

@@ -34,6 +34,7 @@ import attrs
 import duckdb
 
 from wrdsvault._query import connect
+from wrdsvault.datasets import column_tuple
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,7 +156,8 @@ class PartitionData:
         """Build a finding for this partition (examples: up to five offending rows)."""
         rows: tuple[dict[str, Any], ...] = ()
         if examples is not None and len(examples):
-            rows = tuple(examples.head(_EXAMPLES).to_dict("records"))
+            records = examples.head(_EXAMPLES).to_dict("records")
+            rows = tuple({str(k): v for k, v in r.items()} for r in records)
         return Finding(
             rule=rule,
             dataset=self.spec.name,
@@ -201,9 +203,14 @@ def _session() -> duckdb.DuckDBPyConnection:
 
 @runtime_checkable
 class Rule(Protocol):
-    """A validation rule. ``check`` returns a Finding when the partition fails, else None."""
+    """A validation rule. ``check`` returns a Finding when the partition fails, else None.
 
-    name: str
+    ``name`` is read-only so that frozen rules (the built-in ones, `SqlRule`, a user's
+    ``attrs.frozen`` or ``NamedTuple`` rule) satisfy the protocol; a plain attribute works too.
+    """
+
+    @property
+    def name(self) -> str: ...
 
     def check(self, partition: PartitionData) -> Finding | None: ...
 
@@ -241,7 +248,7 @@ class RowCountMatchesSource:
 class KeyNotNull:
     """No NULL in any primary-key column."""
 
-    columns: tuple[str, ...] = attrs.field(converter=tuple)
+    columns: tuple[str, ...] = attrs.field(converter=column_tuple)
     name: str = "key_not_null"
 
     def check(self, partition: PartitionData) -> Finding | None:
@@ -265,7 +272,7 @@ class KeyNotNull:
 class UniqueKey:
     """No two rows share a primary key."""
 
-    columns: tuple[str, ...] = attrs.field(converter=tuple)
+    columns: tuple[str, ...] = attrs.field(converter=column_tuple)
     name: str = "unique_key"
 
     def check(self, partition: PartitionData) -> Finding | None:

@@ -194,7 +194,7 @@ class Checkpoints:
 
     def entries(self) -> list[tuple[str, Path, int]]:
         """``(dataset, folder, bytes)`` per dataset with checkpoints (for `doctor`, `status`)."""
-        out = []
+        out: list[tuple[str, Path, int]] = []
         if not self.root.is_dir():
             return out
         for library in sorted(self.root.iterdir()):

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import attrs
 import psutil
@@ -298,7 +298,7 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, os.stat_result | Non
     return (record if isinstance(record, dict) else None), st
 
 
-def _valid(record: dict[str, Any] | None) -> bool:
+def _valid(record: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     if record is None:
         return False
     token, pid = record.get("token"), record.get("pid")

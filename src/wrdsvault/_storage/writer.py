@@ -190,7 +190,7 @@ class Writer:
         rows = 0
         try:
             with pq.ParquetWriter(
-                out,
+                out,  # type: ignore[arg-type]  # any object with write() works; stubs want IO[Any]
                 schema,
                 compression=self.settings.compression,
                 compression_level=self.settings.compression_level,

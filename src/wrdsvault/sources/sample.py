@@ -35,7 +35,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeVar
 
 import attrs
 import numpy as np
@@ -48,6 +48,7 @@ from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, TableInfo
 
 __all__ = ["SampleSource"]
 
+_T = TypeVar("_T")
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 BoolA = npt.NDArray[np.bool_]
@@ -174,7 +175,7 @@ def _month_ends(year: int) -> I64:
 
 def _snap(days: I64, *, forward: bool) -> I64:
     """Move day numbers to the next (``forward``) or previous trading day."""
-    roll = "forward" if forward else "backward"
+    roll: Literal["forward", "backward"] = "forward" if forward else "backward"
     out = np.busday_offset(days.astype("datetime64[D]"), 0, roll=roll, holidays=_holidays())
     return out.astype(np.int64)
 
@@ -382,7 +383,7 @@ def _schema(name: str, profile: str) -> pa.Schema:
 class _Pooled:
     """A string column stored as indices into a pool of distinct strings (-1 = NULL)."""
 
-    pool: pa.Array
+    pool: pa.Array[Any]
     idx: I64
 
     def __len__(self) -> int:
@@ -394,7 +395,7 @@ _Column = F64 | npt.NDArray[np.object_] | _Pooled
 _Frame = dict[str, _Column]
 
 
-def _decimal(values: F64, nulls: BoolA, typ: pa.Decimal128Type) -> pa.Array:
+def _decimal(values: F64, nulls: BoolA, typ: pa.Decimal128Type) -> pa.Array[Any]:
     """Build a decimal128 array from float values exactly (values are pre-rounded to the scale)."""
     unscaled = np.rint(np.where(nulls, 0.0, values) * 10.0**typ.scale).astype(np.int64)
     words = np.empty((len(values), 2), dtype=np.int64)
@@ -403,21 +404,21 @@ def _decimal(values: F64, nulls: BoolA, typ: pa.Decimal128Type) -> pa.Array:
     null_count = int(nulls.sum())
     validity = pa.array(~nulls).buffers()[1] if null_count else None
     return pa.Array.from_buffers(
-        typ, len(values), [validity, pa.py_buffer(words)], null_count=null_count
+        typ, len(values), [validity, pa.py_buffer(words.data)], null_count=null_count
     )
 
 
-def _to_arrow(values: _Column, typ: pa.DataType, start: int, stop: int) -> pa.Array:
+def _to_arrow(values: _Column, typ: pa.DataType, start: int, stop: int) -> pa.Array[Any]:
     if isinstance(values, _Pooled):
         idx = values.idx[start:stop]
         missing = idx < 0
-        return values.pool.take(pa.array(np.where(missing, 0, idx), mask=missing))
-    part = values[start:stop]
-    if part.dtype == object:
-        return pa.array(part, type=pa.string())
+        return values.pool.take(pa.array(np.where(missing, 0, idx), type=pa.int64(), mask=missing))
+    if values.dtype == object:
+        return pa.array(values[start:stop], type=pa.string())
+    part = values[start:stop].astype(np.float64, copy=False)  # float64 already: no copy
     nulls = np.isnan(part)
     mask = nulls if nulls.any() else None
-    if pa.types.is_decimal(typ):
+    if pa.types.is_decimal128(typ):
         return _decimal(part, nulls, typ)
     if pa.types.is_integer(typ):
         return pa.array(np.where(nulls, 0, part).astype(typ.to_pandas_dtype()), mask=mask)
@@ -590,7 +591,7 @@ class _Universe:
     shrcls: npt.NDArray[np.object_]
     naics: npt.NDArray[np.object_]
     issuertype: npt.NDArray[np.object_]
-    cusip_pool: pa.Array
+    cusip_pool: pa.Array[Any]
     # per Compustat company (gvkey order)
     gvkey: npt.NDArray[np.object_]
     gv_sec: I64  # primary security of the company, -1 = not in CRSP
@@ -1197,7 +1198,7 @@ def _msf_v2_frame(u: _Universe, m: _Monthly, year: int) -> _Frame:
     sec = m.sec
     rows = len(sec)
     t = year - _MIN_YEAR
-    mthprc = np.abs(np.where(np.isnan(m.prc), m.altprc, m.prc))
+    mthprc: F64 = np.abs(np.where(np.isnan(m.prc), m.altprc, m.prc))
     mthprcdt = np.where(np.isnan(m.prc), m.altprcdt, _f(m.date))
     delisting = (u.last[sec] < _FOREVER) & (_month_end_trading(u.last[sec]) == m.date)
     delret = np.where(delisting, np.nan_to_num(u.ciz_delret[sec]), 0.0)
@@ -1525,8 +1526,9 @@ def _last_price(u: _Universe, secs: I64, days: I64) -> F64:
     years = days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
     t = np.clip(years - _MIN_YEAR, 0, u.level.shape[1] - 2)
     frac = (days - _year_to_day(years.astype(np.float64))) / 365.25
-    log_p = u.level[secs, t] + np.clip(frac, 0, 1) * (u.level[secs, t + 1] - u.level[secs, t])
-    return np.round(np.exp(log_p), 2)
+    log_p: F64 = u.level[secs, t] + np.clip(frac, 0, 1) * (u.level[secs, t + 1] - u.level[secs, t])
+    price: F64 = np.exp(log_p)
+    return np.round(price, 2)
 
 
 def _msedelist_frame(u: _Universe, data_end: int) -> _Frame:
@@ -1885,8 +1887,9 @@ class SampleSource:
         yield from _batches(self._frame(table, year), schema, batch_rows)
 
     def _table(self, spec: DatasetSpec) -> _Table:
-        if not isinstance(spec, DatasetSpec):
-            msg = f"spec must be a DatasetSpec, not {type(spec).__name__}"
+        given: object = spec  # untyped callers can pass anything; mypy cannot see that
+        if not isinstance(given, DatasetSpec):
+            msg = f"spec must be a DatasetSpec, not {type(given).__name__}"
             raise TypeError(msg)
         table = _TABLES.get(spec.name)
         if table is None:
@@ -2012,7 +2015,7 @@ class SampleSource:
                 self._cache.move_to_end(key)
             return value
 
-    def _remember(self, key: tuple[Any, ...], value: Any) -> Any:
+    def _remember(self, key: tuple[Any, ...], value: _T) -> _T:
         with self._lock:
             self._cache[key] = value
             self._cache.move_to_end(key)
@@ -2024,7 +2027,7 @@ class SampleSource:
         """Return the rows of one partition (cached unless the table is crsp.dsf)."""
         if year is None:
             key: tuple[Any, ...] = (table.name, self._data_end)
-            frame = self._cached(key)
+            frame: _Frame | None = self._cached(key)
             if frame is None:
                 frame = self._remember(key, _UNPARTITIONED[table.name](self._universe(), key[1]))
             return frame
@@ -2034,7 +2037,7 @@ class SampleSource:
             daily, _ = _crsp_year(self._universe(), self.seed, year, restate=restate)
             return _dsf_frame(self._universe(), daily, daily.mon < months)
         key = (table.name, year, months, restate, year == self._last_year)
-        cached = self._cached(key)
+        cached: _Frame | None = self._cached(key)
         if cached is not None:
             return cached
         if table.name in ("crsp.msf", "crsp.msf_v2"):
@@ -2058,7 +2061,7 @@ class SampleSource:
 
     def _monthly(self, year: int, restate: bool) -> _Monthly:
         key = ("monthly", year, restate)
-        monthly = self._cached(key)
+        monthly: _Monthly | None = self._cached(key)
         if monthly is None:
             _, monthly = _crsp_year(self._universe(), self.seed, year, restate=restate)
             self._remember(key, monthly)

@@ -37,7 +37,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -416,7 +416,8 @@ class _CopyStream:
         self._table = table
         self._read_fd, write_fd = os.pipe()
         self._sink = os.fdopen(write_fd, "wb", buffering=_PIPE_BUFFER_BYTES)
-        self._source = os.fdopen(self._read_fd, "rb", buffering=_PIPE_BUFFER_BYTES)
+        # What os.fdopen(fd, "rb", buffering=...) builds, spelled out so its type has peek().
+        self._source = io.BufferedReader(io.FileIO(self._read_fd, "rb"), _PIPE_BUFFER_BYTES)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_BLOCKS)
         self._stopping = threading.Event()
         self._copy_ended = threading.Event()  # set before the pipe closes
@@ -426,7 +427,7 @@ class _CopyStream:
         self._copier = threading.Thread(target=self._copy, name="wrdsvault-copy", daemon=True)
         self._parser = threading.Thread(target=self._parse, name="wrdsvault-parse", daemon=True)
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def batches(self) -> Generator[pa.RecordBatch, None, None]:
         """Yield the converted blocks; afterwards see `copy_error`/`parse_error`."""
         self._copier.start()
         self._parser.start()
@@ -692,7 +693,7 @@ class WrdsSource:
                 reason="the wrds.Connection passed as db= is closed; open a new one "
                 "(wrds.Connection()) or let WrdsSource connect",
             )
-        raw = self._dbapi(db)
+        raw: psycopg2.extensions.connection | None = self._dbapi(db)
         if raw is None or raw.closed:
             self._reconnect(db)
             raw = self._dbapi(db)
@@ -767,8 +768,9 @@ class WrdsSource:
         )
 
     def _load_table(self, spec: DatasetSpec) -> _Table:
-        if not isinstance(spec, DatasetSpec):
-            msg = f"spec must be a DatasetSpec, not {type(spec).__name__}"
+        given: object = spec  # untyped callers can pass anything; mypy cannot see that
+        if not isinstance(given, DatasetSpec):
+            msg = f"spec must be a DatasetSpec, not {type(given).__name__}"
             raise TypeError(msg)
         rows = self._fetch(
             spec,
@@ -1071,7 +1073,7 @@ class WrdsSource:
 
     def _stream(
         self, spec: DatasetSpec, table: _Table, year: int | None, batch_rows: int
-    ) -> Iterator[pa.RecordBatch]:
+    ) -> Generator[pa.RecordBatch, None, None]:
         raw = self._raw()
         stream = _CopyStream(raw, _COPY_SETUP, self._copy_sql(spec, table, year, raw), table)
         with contextlib.closing(stream.batches()) as batches:  # closing stops both threads
