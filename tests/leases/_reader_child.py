@@ -1,0 +1,80 @@
+"""Child process of the reader-lease tests: a real reader, driven by its parent.
+
+Run by path (never collected by pytest)::
+
+    python _reader_child.py MODE CONFIG_JSON
+
+Every line it prints is one JSON object with an ``event`` key. Modes:
+
+``lease``
+    `take_lease` on each id of ``snapshot_ids`` in ``root`` (``refresh_s``), print ``held`` with
+    the lease paths and pid.
+``snapshot``
+    ``Warehouse(root).snapshot(ref)`` for each of ``refs``, run ``sql`` on each, print ``held``
+    with the ids and answers.
+
+Then obey stdin lines: ``query`` runs ``sql`` on every open snapshot and prints ``answers``;
+``release`` releases the leases (closes the snapshots) and prints ``released``; ``threads``
+prints the number of lease refresh threads; ``exit`` returns from main without releasing (the
+interpreter's exit must remove the leases). EOF is ``exit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def main(mode: str, cfg: dict[str, Any]) -> int:
+    from wrdsvault import Warehouse
+    from wrdsvault._storage.layout import Layout
+    from wrdsvault._storage.lease import THREAD_NAME, take_lease
+
+    held: list[Any] = []
+    sql = cfg.get("sql", "select count(*) as n from crsp.msf")
+
+    def answers() -> list[Any]:
+        return [snap.query(sql).to_dict("records") for snap in held]
+
+    if mode == "lease":
+        layout = Layout(Path(os.path.realpath(cfg["root"])))
+        for sid in cfg["snapshot_ids"]:
+            held.append(
+                take_lease(
+                    layout,
+                    sid,
+                    file_mode=0o600,
+                    dir_mode=0o700,
+                    refresh_s=cfg.get("refresh_s", 60.0),
+                )
+            )
+        emit("held", pid=os.getpid(), paths=[str(lease.path) for lease in held])
+    else:
+        wh = Warehouse(cfg["root"], create=False)
+        held.extend(wh.snapshot(ref) for ref in cfg["refs"])
+        emit("held", pid=os.getpid(), ids=[s.id for s in held], answers=answers())
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "query":
+            emit("answers", answers=answers())
+        elif command == "release":
+            for item in held:
+                item.release() if mode == "lease" else item.close()
+            emit("released")
+        elif command == "threads":
+            emit("threads", n=sum(t.name == THREAD_NAME for t in threading.enumerate()))
+        elif command == "exit":
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], json.loads(sys.argv[2])))
