@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, tem
 from wrdsvault._storage.catalog import Catalog, find_garbage, read_head
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
 from wrdsvault._storage.layout import Layout, validate_tag
+from wrdsvault._storage.lease import Lease, try_take_lease
 from wrdsvault._storage.lock import describe_lock, force_unlock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
@@ -392,6 +394,11 @@ class Warehouse:
     def snapshot(self, ref: str = "latest", *, verify: bool = False) -> Snapshot:
         """Open a read-only view pinned to one committed snapshot.
 
+        Takes a reader lease first (``leases/``): until `Snapshot.close`, ``gc`` keeps every
+        file of the snapshot, even if it expires it meanwhile. A process that cannot write the
+        vault (a group member, a read-only mount) reads without one, unprotected, and logs a
+        warning once (docs/retention.md).
+
         Args:
             ref: a tag, an exact snapshot id, ``"latest"``, or an ISO date/datetime read as-of
                 (the last snapshot committed at or before the end of that day, UTC).
@@ -404,14 +411,23 @@ class Warehouse:
                 folder), unreadable (EIO, EACCES), or (verify) altered.
         """
         snapshot_id = self._resolve(ref)
-        return Snapshot(
-            self._layout,
-            self._manifest(snapshot_id),
-            verify=verify,
-            query_timeout_s=self.settings.query_timeout_s,
-            query_threads=self.settings.query_threads,
-            query_memory_limit=self.settings.query_memory_limit,
-        )
+        renew = functools.partial(_reader_lease, self._layout, self.settings, snapshot_id)
+        lease = renew()
+        try:
+            return Snapshot(
+                self._layout,
+                self._manifest(snapshot_id),
+                verify=verify,
+                query_timeout_s=self.settings.query_timeout_s,
+                query_threads=self.settings.query_threads,
+                query_memory_limit=self.settings.query_memory_limit,
+                lease=lease,
+                renew_lease=renew,
+            )
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
 
     def snapshots(self) -> list[SnapshotInfo]:
         """Every committed snapshot, oldest first."""
@@ -684,6 +700,27 @@ class Warehouse:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reader_lease(layout: Layout, settings: VaultSettings, snapshot_id: str) -> Lease | None:
+    """Take a reader lease on ``snapshot_id``, then check that it may still be read.
+
+    None if this process cannot write a lease (it reads unprotected; `try_take_lease` warns).
+    A function of the layout and settings, not a method: a `Snapshot` keeps it to renew its
+    lease after ``close``, and must not keep the `Warehouse` alive.
+    """
+    lease = try_take_lease(
+        layout,
+        snapshot_id,
+        file_mode=settings.file_mode,
+        dir_mode=settings.dir_mode,
+        refresh_s=settings.lease_refresh_s,
+    )
+    # -- retention: the expiry check belongs HERE, after the lease is durable and before any
+    # file or manifest of the snapshot is read. gc records an expiry durably before it reads the
+    # leases, so a reader that finds the snapshot not expired now is seen by every later gc.
+    # If it is expired: release the lease, then raise SnapshotNotFoundError saying so.
+    return lease
 
 
 def _policy(value: object) -> DriftPolicy:

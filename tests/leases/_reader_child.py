@@ -11,7 +11,7 @@ Every line it prints is one JSON object with an ``event`` key. Modes:
     the lease paths and pid.
 ``snapshot``
     ``Warehouse(root).snapshot(ref)`` for each of ``refs``, run ``sql`` on each, print ``held``
-    with the ids and answers.
+    with the ids, answers, whether each is ``leased``, and the warnings wrdsvault logged.
 
 Then obey stdin lines: ``query`` runs ``sql`` on every open snapshot and prints ``answers``;
 ``release`` releases the leases (closes the snapshots) and prints ``released``; ``threads``
@@ -22,6 +22,7 @@ interpreter's exit must remove the leases). EOF is ``exit``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -39,6 +40,13 @@ def main(mode: str, cfg: dict[str, Any]) -> int:
     from wrdsvault._storage.lease import THREAD_NAME, take_lease
 
     held: list[Any] = []
+    warnings: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warnings.append(record.getMessage())
+
+    logging.getLogger("wrdsvault").addHandler(Collect(logging.WARNING))
     sql = cfg.get("sql", "select count(*) as n from crsp.msf")
 
     def answers() -> list[Any]:
@@ -60,11 +68,18 @@ def main(mode: str, cfg: dict[str, Any]) -> int:
     else:
         wh = Warehouse(cfg["root"], create=False)
         held.extend(wh.snapshot(ref) for ref in cfg["refs"])
-        emit("held", pid=os.getpid(), ids=[s.id for s in held], answers=answers())
+        emit(
+            "held",
+            pid=os.getpid(),
+            ids=[s.id for s in held],
+            answers=answers(),
+            leased=[s.leased for s in held],
+            warnings=warnings,
+        )
     for line in sys.stdin:
         command = line.strip()
         if command == "query":
-            emit("answers", answers=answers())
+            emit("answers", answers=answers(), warnings=warnings)
         elif command == "release":
             for item in held:
                 item.release() if mode == "lease" else item.close()
