@@ -573,8 +573,9 @@ class Warehouse:
         """Report leftovers and damage; with ``repair``, remove what is provably garbage.
 
         Read-only by default. The repair takes the writer lock (breaking a stale one) and removes
-        staging folders, temp files, the manifest a crashed writer left and data files no
-        manifest references. Quarantine entries, damage, symlinks and a ``HEAD`` that is behind
+        staging folders, temp files, the manifest a crashed writer left, data files no
+        manifest references and reader leases of dead processes (live ones are listed as
+        ``lease``). Quarantine entries, damage, symlinks and a ``HEAD`` that is behind
         committed snapshots are only reported (nothing a tag or a manifest names is removed).
 
         Raises:
@@ -588,6 +589,7 @@ class Warehouse:
                     self._catalog,
                     stale_after_s=self.settings.lock_stale_after_s,
                     file_mode=self.settings.file_mode,
+                    lease_stale_after_s=self.settings.lease_stale_after_s,
                 )
             )
 
@@ -596,9 +598,13 @@ class Warehouse:
             return DoctorReport(findings=findings)
         with self._writer(Operation("doctor-repair")):
             # Taking the lock broke a stale lock and ran recovery (staging, temp files, the
-            # uncommitted manifest); orphan data files are garbage now that no writer runs.
-            for item in find_garbage(self._catalog):
-                if item.kind == "orphan-file":
+            # uncommitted manifest); orphan data files are garbage now that no writer runs, and
+            # leases of dead readers at any time.
+            garbage = find_garbage(
+                self._catalog, lease_stale_after_s=self.settings.lease_stale_after_s
+            )
+            for item in garbage:
+                if item.kind in ("orphan-file", "dead-lease"):
                     item.path.unlink(missing_ok=True)
                     fsync_dir(item.path.parent)
         after = {(f.kind, f.path) for f in look()}
