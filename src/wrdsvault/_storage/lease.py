@@ -200,7 +200,9 @@ def take_lease(
         "snapshot_id": snapshot_id,
         "token": token,
         **own_identity(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(timezone.utc)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
         "refresh_s": refresh_s,
     }
     data = json.dumps(record, sort_keys=True).encode()
