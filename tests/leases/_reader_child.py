@@ -14,7 +14,9 @@ Every line it prints is one JSON object with an ``event`` key. Modes:
     with the ids, answers, whether each is ``leased``, and the warnings wrdsvault logged.
 
 Then obey stdin lines: ``query`` runs ``sql`` on every open snapshot and prints ``answers``;
-``release`` releases the leases (closes the snapshots) and prints ``released``; ``threads``
+``release`` releases the leases (closes the snapshots) and prints ``released``; ``fork``
+(``lease`` mode) forks a child that releases every inherited lease and exits normally, and
+prints ``forked`` with its wait status; ``threads``
 prints the number of lease refresh threads; ``exit`` returns from main without releasing (the
 interpreter's exit must remove the leases). EOF is ``exit``.
 """
@@ -84,6 +86,13 @@ def main(mode: str, cfg: dict[str, Any]) -> int:
             for item in held:
                 item.release() if mode == "lease" else item.close()
             emit("released")
+        elif command == "fork":
+            pid = os.fork()
+            if pid == 0:  # the forked child releases what it inherited, then exits normally
+                for item in held:
+                    item.release()
+                sys.exit(0)  # runs the interpreter's exit (and the leases' finalizers)
+            emit("forked", status=os.waitpid(pid, 0)[1])
         elif command == "threads":
             emit("threads", n=sum(t.name == THREAD_NAME for t in threading.enumerate()))
         elif command == "exit":

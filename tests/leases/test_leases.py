@@ -244,6 +244,22 @@ def test_a_many_snapshot_reader_process_has_one_refresh_thread(
     assert _held(wh) == set(ids)
 
 
+def test_a_forked_child_never_removes_its_parents_leases(
+    synced: tuple[Warehouse, list[str]], reader: Callable[..., Any]
+) -> None:
+    """A forked child that releases the leases it inherited, and exits, leaves them in place."""
+    wh, ids = synced
+    child = reader("lease", {"root": str(wh.root), "snapshot_ids": ids})
+    paths = child.expect("held")["paths"]
+    child.send("fork")
+    assert child.expect("forked")["status"] == 0
+    assert all(Path(p).exists() for p in paths)
+    assert _held(wh) == set(ids)
+    child.send("release")
+    child.expect("released")
+    assert _held(wh) == frozenset()
+
+
 def test_lease_names_are_validated(tmp_path: Path) -> None:
     """Lease paths are built only from a valid snapshot id and a 32-hex-digit token."""
     layout = Layout(tmp_path)

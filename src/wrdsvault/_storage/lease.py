@@ -141,6 +141,10 @@ class Lease:
 
     def release(self) -> None:
         """Remove the lease file and stop refreshing it. Idempotent; never raises."""
+        if os.getpid() != self._pid:
+            # A forked child's copy: not its lease (and the lock may have been copied held).
+            self._released = True
+            return
         with self._lock:
             if self._released:
                 return
