@@ -35,9 +35,6 @@ from wrdsvault._version import __version__
 from wrdsvault.errors import InvalidNameError, WrdsVaultError
 from wrdsvault.warehouse import Warehouse
 
-#: The progress display and the sync summary, under the names the CLI tests import them by.
-_SyncProgress, _summary = SyncDisplay, sync_summary
-
 DEFAULT_VAULT = "data/wrds"
 
 
