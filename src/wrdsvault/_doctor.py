@@ -77,14 +77,17 @@ class DoctorReport:
     repaired: tuple[str, ...] = ()
 
     @property
-    def healthy(self) -> bool:
-        """No finding left that needs attention (after a repair, only what it could not fix)."""
+    def ok(self) -> bool:
+        """No finding left that needs attention (after a repair, only what it could not fix).
+
+        Quarantine entries, a disk past a watermark and resumable checkpoints are reported but
+        do not make a vault unhealthy."""
         left = [f for f in self.findings if f.path not in self.repaired]
         return not [f for f in left if f.kind not in ("quarantine", "disk", "checkpoint")]
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "healthy": self.healthy,
+            "ok": self.ok,
             "findings": [f.to_json() for f in self.findings],
             "repaired": list(self.repaired),
         }

@@ -636,7 +636,7 @@ def _cmd_snapshots(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     for s in snaps:
         tags = f"  tags: {', '.join(s.tags)}" if s.tags else ""
         out.write(
-            f"{s.id}  {s.committed_at:%Y-%m-%d %H:%M:%S}Z  {s.row_count:>12,} rows  "
+            f"{s.snapshot_id}  {s.committed_at:%Y-%m-%d %H:%M:%S}Z  {s.row_count:>12,} rows  "
             f"{len(s.datasets)} datasets  {s.fingerprint[:12]}{tags}\n"
         )
     return 0
@@ -723,8 +723,9 @@ def _cmd_status(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
         return 0
     out.write(f"vault     {st.root} (format {st.format_version})\n")
     out.write(f"snapshots {st.snapshot_count}")
-    if st.latest_id:
-        out.write(f"; latest {st.latest_id} committed {st.latest_committed_at:%Y-%m-%d %H:%M:%S}Z")
+    if st.latest_snapshot_id:
+        when = f"{st.latest_committed_at:%Y-%m-%d %H:%M:%S}Z"
+        out.write(f"; latest {st.latest_snapshot_id} committed {when}")
         out.write(f"\n          fingerprint {st.fingerprint}")
     out.write("\n")
     for d in st.datasets:
@@ -837,7 +838,7 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
         _print_json(report.to_json(), out)
     else:
         out.write(report.summary() + "\n")
-    return 0 if report.healthy else 1
+    return 0 if report.ok else 1
 
 
 def _cmd_quarantine(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:

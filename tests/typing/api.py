@@ -125,7 +125,9 @@ def sync_and_query(wh: Warehouse) -> None:
         rows: list[tuple[Any, ...]] = lazy.fetchall(timeout_s=10)
         print(when, names, files, rows, snap.id, snap.fingerprint, lazy.df(), lazy.arrow())
     tags: dict[str, str] = wh.tags()
-    print(tags, [s.id for s in wh.snapshots()], wh.status(), wh.verify(all_snapshots=True).ok)
+    print(
+        tags, [s.snapshot_id for s in wh.snapshots()], wh.status(), wh.verify(all_snapshots=True).ok
+    )
 
 
 def handle_errors(root: Path) -> None:
