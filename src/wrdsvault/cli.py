@@ -793,7 +793,7 @@ def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         lock = wh.lock_info()
         if lock.free:
             if args.json:
-                _print_json({"state": "free", "broken": False}, out)
+                _print_json({**lock.to_json(), "broken": False}, out)
             else:
                 out.write("the writer lock is free\n")
             return 0

@@ -162,3 +162,7 @@ def test_lock_info_is_a_typed_record_whose_json_keeps_the_old_shape(
         broken = json.loads(capsys.readouterr().out)
         assert broken["broken"] is True and broken["state"].startswith("stale: owner process")
         assert wh.lock_info().free
+        assert main(["unlock", "--vault", str(root), "--json"]) == 0
+        free_json = json.loads(capsys.readouterr().out)
+        assert free_json == {**wh.lock_info().to_json(), "broken": False}
+        assert free_json["path"] == str(root / ".lock")
