@@ -190,6 +190,24 @@ def test_every_evidence_attribute_is_declared_and_pickles() -> None:
             assert getattr(back, name) == value, (type(err).__name__, name)
 
 
+def test_both_error_trees_list_every_error() -> None:
+    """The class trees in errors.py and docs/errors.md name every error, with its parents."""
+    import re
+
+    import wrdsvault.errors as module
+
+    docs = (Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")
+    for text in (module.__doc__ or "", docs):
+        tree = text.split("```")[1]
+        names = re.findall(r"^[│ ]*[├└]─ (\w+)", tree, re.MULTILINE)
+        assert sorted(names) == sorted(set(module.__all__) - {"WrdsVaultError"})
+        for name in names:
+            cls = getattr(module, name)
+            extra = [b.__name__ for b in cls.__bases__ if not issubclass(b, module.WrdsVaultError)]
+            if extra:
+                assert f"{name}({', '.join(extra)})" in tree, name
+
+
 def test_no_error_message_claims_an_unknown_figure() -> None:
     """A DiskSpaceError without figures says they are unknown instead of printing 0."""
     err = wrdsvault.DiskSpaceError(path="/v", needed_bytes=None, free_bytes=None, reason="ENOSPC")

@@ -20,7 +20,7 @@ WrdsVaultError
 ├─ LockBreakRefusedError               breaking the lock by hand was refused; nothing was broken
 ├─ VaultAccessError(PermissionError)   a write (sync, tag, unlock, ...) without write access
 ├─ DiskSpaceError                      not enough free space to write safely
-├─ CommitOutcomeUnknownError          HEAD names the new snapshot but its last fsync failed
+├─ CommitOutcomeUnknownError           HEAD names the new snapshot but its last fsync failed
 ├─ TagExistsError                      the tag already names another snapshot (pass force=True)
 ├─ WriteError                          a drop, tag, repair or quarantine purge hit an OS error
 ├─ SyncError                           nothing was committed; the previous snapshot stays current
@@ -104,7 +104,11 @@ def _rebuild(cls: type[WrdsVaultError], message: str, evidence: dict[str, Any]) 
 
 
 class InvalidNameError(WrdsVaultError, ValueError):
-    """A dataset name, tag or snapshot ref does not match its pattern. Nothing was written."""
+    """A dataset name, tag, snapshot ref or quarantine entry name does not match its pattern.
+
+    Nothing was written. A *value* out of range (a setting, a time limit, a year) is an
+    `InvalidValueError` instead.
+    """
 
     kind: str
     value: object
