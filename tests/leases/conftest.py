@@ -101,7 +101,7 @@ def synced(tmp_path: Path) -> Iterator[tuple[Warehouse, list[str]]]:
     wh.sync("crsp.msf")
     wh.source = SampleSource(years=range(2020, 2022), vintage=2)
     wh.sync("crsp.msf")
-    ids = [s.id for s in wh.snapshots()]
+    ids = [s.snapshot_id for s in wh.snapshots()]
     assert len(ids) == 2
     yield wh, ids
     wh.close()

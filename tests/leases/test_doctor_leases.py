@@ -36,7 +36,7 @@ def test_doctor_lists_live_leases_and_repairs_dead_ones(
     report = wh.doctor()
     leases = [f for f in report.findings if f.kind == "lease"]
     assert len(leases) == 2 and not any(f.garbage for f in leases)
-    assert report.healthy, report.summary()
+    assert report.ok, report.summary()
     assert any(old in f.detail for f in leases) and any(new in f.detail for f in leases)
 
     doomed.sigkill()
@@ -44,7 +44,7 @@ def test_doctor_lists_live_leases_and_repairs_dead_ones(
     (dead,) = kinds["dead-lease"]
     assert dead.startswith(f"leases/{old}.")
     assert len(kinds["lease"]) == 1 and new in kinds["lease"][0]
-    assert not wh.doctor().healthy
+    assert not wh.doctor().ok
     assert cli(["doctor", "--vault", str(wh.root)]) != 0
     assert "dead-lease" in capsys.readouterr().out
 

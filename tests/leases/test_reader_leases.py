@@ -19,7 +19,7 @@ import pytest
 from wrdsvault import VaultSettings, Warehouse
 from wrdsvault._storage.layout import Layout
 from wrdsvault._storage.lease import held_snapshot_ids
-from wrdsvault.errors import IntegrityError, VaultFormatError
+from wrdsvault.errors import IntegrityError, InvalidValueError
 from wrdsvault.sources import SampleSource
 
 SQL = "select count(*) as n, sum(ret) as s from crsp.msf"
@@ -96,7 +96,7 @@ def test_warehouse_query_holds_a_lease_on_the_latest_snapshot(
     assert _held(wh) == {new}
     wh.source = SampleSource(years=range(2020, 2023), vintage=2)
     wh.sync("crsp.msf")
-    newest = wh.snapshots()[-1].id
+    newest = wh.snapshots()[-1].snapshot_id
     wh.query(SQL)
     assert _held(wh) == {newest}
     wh.close()
@@ -167,7 +167,7 @@ def test_a_reader_without_write_access_still_reads_and_warns_once(
         wh.sync("crsp.msf")
         wh.source = SampleSource(years=range(2020, 2022), vintage=2)
         wh.sync("crsp.msf")
-        ids = [s.id for s in wh.snapshots()]
+        ids = [s.snapshot_id for s in wh.snapshots()]
         with wh.snapshot(ids[0]) as a, wh.snapshot(ids[1]) as b:
             expected = [a.query(SQL).to_dict("records"), b.query(SQL).to_dict("records")]
     assert not (root / "leases").exists() or _lease_files(Warehouse(root, create=False)) == []
@@ -191,8 +191,10 @@ def test_lease_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     settings = VaultSettings().with_env()
     assert (settings.lease_refresh_s, settings.lease_stale_after_s) == (5.0, 15.0)
     assert (VaultSettings().lease_refresh_s, VaultSettings().lease_stale_after_s) == (60.0, 14400.0)
-    with pytest.raises(ValueError, match="3 x lease_refresh_s"):
+    with pytest.raises(InvalidValueError, match="3 x lease_refresh_s") as refused:
         VaultSettings(lease_refresh_s=60, lease_stale_after_s=120)
+    assert refused.value.name == "lease_stale_after_s"
     monkeypatch.setenv("WRDSVAULT_LEASE_STALE_AFTER_S", "14")
-    with pytest.raises(VaultFormatError, match="WRDSVAULT_LEASE_STALE_AFTER_S='14'"):
+    with pytest.raises(InvalidValueError) as refused:
         VaultSettings().with_env()
+    assert (refused.value.name, refused.value.value) == ("WRDSVAULT_LEASE_STALE_AFTER_S", "14")
