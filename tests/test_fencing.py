@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import wrdsvault
-from wrdsvault._storage.lock import force_unlock
+from wrdsvault._storage.lock_tools import force_unlock
 
 pytestmark = pytest.mark.crash
 

@@ -20,7 +20,7 @@ import attrs
 
 from wrdsvault._storage.catalog import GARBAGE_KINDS, BeyondHead, Catalog, find_garbage
 from wrdsvault._storage.checkpoint import Checkpoints
-from wrdsvault._storage.lock import describe_lock
+from wrdsvault._storage.lock_tools import describe_lock
 from wrdsvault._storage.quarantine import list_entries
 from wrdsvault.errors import VaultFormatError
 

@@ -21,7 +21,7 @@ from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, tem
 from wrdsvault._storage.catalog import Catalog, find_garbage, read_head
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
 from wrdsvault._storage.layout import Layout, validate_tag
-from wrdsvault._storage.lock import describe_lock, force_unlock
+from wrdsvault._storage.lock_tools import describe_lock, force_unlock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
 from wrdsvault._storage.writer import Operation, Writer, open_writer, operation_error

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from wrdsvault._storage.lock import own_identity, process_start
+from wrdsvault._storage.identity import own_identity, process_start
 
 CHILD: Path = Path(__file__).with_name("_lock_child.py")
 

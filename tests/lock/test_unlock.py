@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from wrdsvault._storage.lock import WriterLock, describe_lock, force_unlock, own_identity
+from wrdsvault._storage.identity import own_identity
+from wrdsvault._storage.lock import WriterLock
+from wrdsvault._storage.lock_tools import describe_lock, force_unlock
 from wrdsvault.errors import WrdsVaultError
 
 
