@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,10 +35,11 @@ import attrs
 from wrdsvault._storage.atomic import (
     atomic_write_bytes,
     fsync_dir,
+    hard_link,
     make_dirs,
+    publish_link,
     remove_tree,
     sha256_file,
-    temp_name,
 )
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
 from wrdsvault._storage.layout import SHA256_RE, Layout, partition_name
@@ -114,13 +114,7 @@ class Checkpoints:
         data, meta = self._paths(record.dataset, record.year)
         make_dirs(data.parent, mode=self._dir_mode)
         meta.unlink(missing_ok=True)  # never a record beside a file it does not describe
-        tmp = temp_name(data)
-        os.link(staged_path, tmp)
-        try:
-            os.replace(tmp, data)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        publish_link(staged_path, data)
         crashpoint(CrashPoint.CHECKPOINT_LINKED)
         atomic_write_bytes(meta, record.to_json(), mode=self._file_mode)  # fsyncs the folder
         crashpoint(CrashPoint.CHECKPOINT_RECORDED)
@@ -148,7 +142,7 @@ class Checkpoints:
         if (digest, size) != (have.sha256, have.size_bytes):
             log.warning("checkpoint %s does not match its record; reading the year again", data)
             return None
-        os.link(data, link_to)
+        hard_link(data, link_to)
         return have
 
     def forget(self, dataset: str, year: int | None) -> None:

@@ -35,7 +35,6 @@ a human (``wrdsvault status`` / ``unlock``): `wrdsvault._storage.lock_tools`.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import secrets
@@ -44,9 +43,14 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-import attrs
-
-from wrdsvault._storage.atomic import fsync_dir, temp_name
+from wrdsvault._storage.atomic import (
+    TempFile,
+    atomic_write_bytes,
+    fsync_dir,
+    link_if_absent,
+    publish,
+    write_temp,
+)
 from wrdsvault._storage.crashpoints import BreakPoint, breakpoint_hit
 from wrdsvault._storage.identity import same_host
 from wrdsvault._storage.owner import (
@@ -109,76 +113,27 @@ def read_epoch(path: Path) -> int:
 
 
 def _persist_epoch(path: Path, epoch: int, *, file_mode: int) -> None:
-    """Durably raise ``.lock.epoch`` to ``epoch`` (temp file, mtime, fsync, rename, dir fsync).
+    """Durably raise ``.lock.epoch`` to ``epoch`` (a fresh empty file with that mtime, replaced).
 
     A fresh file that we own, not ``utime`` on the old one: setting an explicit mtime needs
     ownership, and in a group-shared vault another member may own the old file.
     """
     if read_epoch(path) >= epoch:
         return  # never lower it (only a holder paused past the timeout could try)
-    tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode)
-    try:
-        os.fchmod(fd, file_mode)
-        os.utime(fd, (EPOCH_BASE_S + epoch, EPOCH_BASE_S + epoch))
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    atomic_write_bytes(path, b"", mode=file_mode, mtime=EPOCH_BASE_S + epoch)
 
 
-#: link(2) errors meaning "this file system has no hard links" (FAT, some SMB/CIFS mounts).
-_NO_LINKS: Final = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
-
-
-def _publish(temp: _Temp, dst: Path, *, file_mode: int) -> int | None:
+def _publish(temp: TempFile, dst: Path, *, file_mode: int) -> int | None:
     """Make ``dst`` appear with our complete record: its inode, or None if ``dst`` exists.
 
-    ``link(temp, dst)`` publishes the fsynced record in one step. Where the file system has no
-    hard links, fall back to O_CREAT|O_EXCL on ``dst`` and write the record into it: a contender
-    may then see it empty or torn, which counts as held for `owner.UNREADABLE_GRACE_S`. Never stats
-    ``dst`` after a successful link: a claim may be swept by a new holder at any moment.
+    `link_if_absent`; where the file system has no hard links, ``dst`` is created with O_EXCL and
+    the record written into it: a contender may then see it empty or torn, which counts as held
+    for `owner.UNREADABLE_GRACE_S`.
     """
     try:
-        os.link(temp.path, dst)
-    except FileExistsError:
-        # NFSv2/3: a retransmitted LINK whose first reply was lost fails with EEXIST although it
-        # worked; open(2) says to check the link count (we check that dst is our inode).
-        try:
-            return temp.ino if os.stat(dst).st_ino == temp.ino else None
-        except OSError:
-            return None
+        return link_if_absent(temp, dst, fallback_mode=file_mode)
     except FileNotFoundError:
         return None  # our temp record was swept (by recovery, as garbage): try again
-    except OSError as exc:
-        if exc.errno not in _NO_LINKS:
-            raise
-        return _create_exclusive(dst, temp.data, file_mode=file_mode)
-    return temp.ino
-
-
-def _create_exclusive(dst: Path, data: bytes, *, file_mode: int) -> int | None:
-    try:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode)
-    except FileExistsError:
-        return None
-    try:
-        os.fchmod(fd, file_mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-        return os.fstat(fd).st_ino
-    finally:
-        os.close(fd)
 
 
 def _unlink_if_inode(path: Path, ino: int) -> None:
@@ -188,15 +143,6 @@ def _unlink_if_inode(path: Path, ino: int) -> None:
 
 
 # -- the lock ------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class _Temp:
-    """Our owner record, written and fsynced to a private temp file."""
-
-    path: Path
-    data: bytes
-    ino: int
 
 
 class WriterLock:
@@ -311,27 +257,12 @@ class WriterLock:
     def _next_epoch(self, record: dict[str, Any] | None) -> int:
         return max(read_epoch(self.epoch_path), self._seen_epoch, record_epoch(record)) + 1
 
-    def _write_temp(self, epoch: int) -> _Temp:
+    def _write_temp(self, epoch: int) -> TempFile:
         """Write our full owner record to a fresh, fsynced temp file."""
         record = new_record(
             token=self.token, operation=self.operation, epoch=epoch, heartbeat_s=self.heartbeat_s
         )
-        data = encode_record(record)
-        tmp = temp_name(self.path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, self.file_mode)
-        try:
-            os.fchmod(fd, self.file_mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-            ino = os.fstat(fd).st_ino
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        return _Temp(path=tmp, data=data, ino=ino)
+        return write_temp(self.path, encode_record(record), mode=self.file_mode)
 
     def _break(
         self, record: dict[str, Any] | None, st: os.stat_result, why: str, *, force: bool = False
@@ -357,22 +288,17 @@ class WriterLock:
                 return now if valid_record(now) else {"unreadable": True}
             breakpoint_hit(BreakPoint.CLAIM_VERIFIED)
             try:
-                os.replace(claim, self.path)
-            except FileNotFoundError:
-                # NFS: a retransmitted RENAME whose first reply was lost fails although it worked.
-                try:
-                    installed = os.stat(self.path).st_ino == ino
-                except OSError:
-                    installed = False
-                if not installed:
-                    return _AGAIN
-            breakpoint_hit(BreakPoint.RECORD_INSTALLED)
-            try:
-                fsync_dir(self.path.parent)
+                installed = publish(
+                    claim,
+                    self.path,
+                    points=(BreakPoint.RECORD_INSTALLED, BreakPoint.DIR_FSYNCED),
+                    src_ino=ino,
+                )
             except BaseException:
-                self._give_back(ino)
+                self._give_back(ino)  # installed but not durable: do not keep it unknowingly
                 raise
-            breakpoint_hit(BreakPoint.DIR_FSYNCED)
+            if not installed:
+                return _AGAIN
             log.warning("broke the writer lock %s: %s", self.path, why)
             self.broke = why
             return self._won(ino, epoch, broke=True)
@@ -396,7 +322,7 @@ class WriterLock:
         return outcome if isinstance(outcome, dict) else {}
 
     def _claim(
-        self, temp: _Temp, nonce: str, *, force: bool
+        self, temp: TempFile, nonce: str, *, force: bool
     ) -> tuple[Path, int] | _Again | dict[str, Any]:
         """Link our record to the first free claim of ``nonce`` past provably dead claimers."""
         k = 0

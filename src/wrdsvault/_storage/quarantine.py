@@ -14,7 +14,6 @@ Entries are removed only by an explicit purge (``wrdsvault quarantine purge``).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import traceback
@@ -24,7 +23,13 @@ from typing import Any, Final
 
 import attrs
 
-from wrdsvault._storage.atomic import atomic_write_bytes, fsync_dir, make_dirs, remove_tree
+from wrdsvault._storage.atomic import (
+    atomic_write_bytes,
+    fsync_dir,
+    make_dirs,
+    publish,
+    remove_tree,
+)
 from wrdsvault.errors import InvalidNameError, WrdsVaultError
 
 REASON_FILE: Final = "reason.json"
@@ -100,10 +105,10 @@ def quarantine(
     make_dirs(quarantine_dir, mode=dir_mode)
     target = quarantine_dir / name
     if staging.is_dir():
-        os.replace(staging, target)
+        publish(staging, target)
     else:
         target.mkdir(mode=dir_mode)
-    fsync_dir(quarantine_dir)
+        fsync_dir(quarantine_dir)
     atomic_write_bytes(
         target / REASON_FILE,
         json.dumps(reason, indent=2, sort_keys=True).encode() + b"\n",
