@@ -144,10 +144,7 @@ def examine(
 ) -> list[DoctorFinding]:
     """Everything worth reporting in the vault, read-only."""
     layout = catalog.layout
-    root = layout.root
-
-    def rel(p: Path) -> str:
-        return str(p.relative_to(root))
+    rel = layout.relative
 
     out, beyond = _head_findings(catalog)
     on_disk = catalog.manifest_ids()
@@ -193,7 +190,7 @@ def examine(
             out.append(
                 DoctorFinding(
                     kind="damaged-manifest",
-                    path=f"snapshots/{sid}.json",
+                    path=rel(layout.manifest(sid)),
                     detail=exc.problem,
                     advice="restore the file from a backup; snapshots that need it cannot open"
                     + (
@@ -238,7 +235,7 @@ def examine(
                 advice="a writer is working; wait for it",
             )
         )
-    for entry in list_entries(layout.quarantine_dir):
+    for entry in list_entries(layout):
         out.append(
             DoctorFinding(
                 kind="quarantine",

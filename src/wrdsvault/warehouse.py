@@ -541,7 +541,7 @@ class Warehouse:
 
     def quarantine(self) -> list[QuarantineEntry]:
         """Failed writes kept in ``quarantine/``, oldest first (each with its reason.json)."""
-        return list_entries(self._layout.quarantine_dir)
+        return list_entries(self._layout)
 
     def purge_quarantine(self, names: Sequence[str] | None = None) -> list[str]:
         """Delete quarantine entries (all of them when ``names`` is None); return their names.
@@ -551,7 +551,7 @@ class Warehouse:
         """
         with self._writer(Operation("purge-quarantine")):
             targets = [e.name for e in self.quarantine()] if names is None else list(names)
-            return purge_entries(self._layout.quarantine_dir, targets)
+            return purge_entries(self._layout, targets)
 
     def doctor(self, *, repair: bool = False) -> DoctorReport:
         """Report leftovers and damage; with ``repair``, remove what is provably garbage.

@@ -42,8 +42,7 @@ from wrdsvault._storage.atomic import (
     sha256_file,
 )
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
-from wrdsvault._storage.layout import SHA256_RE, Layout, partition_name
-from wrdsvault.datasets import validate_dataset
+from wrdsvault._storage.layout import SHA256_RE, Layout
 from wrdsvault.manifest import ColumnSchema, canonical_json
 
 log = logging.getLogger(__name__)
@@ -99,15 +98,13 @@ class Checkpoints:
     """The checkpoint area of one vault (``tmp/resume/``)."""
 
     def __init__(self, layout: Layout, *, file_mode: int = 0o644, dir_mode: int = 0o755) -> None:
-        self.root = layout.tmp_dir / "resume"
+        self.layout = layout
+        self.root = layout.resume_dir
         self._file_mode = file_mode
         self._dir_mode = dir_mode
 
     def _paths(self, dataset: str, year: int | None) -> tuple[Path, Path]:
-        library, table = validate_dataset(dataset).split(".")
-        stem = partition_name(year)
-        folder = self.root / library / table
-        return folder / f"{stem}.parquet", folder / f"{stem}.json"
+        return self.layout.checkpoint(dataset, year)
 
     def save(self, staged_path: Path, record: CheckpointRecord) -> None:
         """Checkpoint a staged, fsynced partition file (a hard link: no copy)."""
@@ -153,8 +150,7 @@ class Checkpoints:
 
     def clear(self, dataset: str) -> None:
         """Drop every checkpoint of ``dataset`` (after a commit that includes it)."""
-        library, table = validate_dataset(dataset).split(".")
-        folder = self.root / library / table
+        folder = self.layout.checkpoint_dir(dataset)
         if folder.is_dir():
             remove_tree(folder)
             for parent in (folder.parent, self.root):

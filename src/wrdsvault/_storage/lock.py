@@ -53,6 +53,7 @@ from wrdsvault._storage.atomic import (
 )
 from wrdsvault._storage.crashpoints import BreakPoint, breakpoint_hit
 from wrdsvault._storage.identity import same_host
+from wrdsvault._storage.layout import LockFiles
 from wrdsvault._storage.owner import (
     encode_record,
     incarnation,
@@ -164,7 +165,8 @@ class WriterLock:
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
     ) -> None:
         self.path = path
-        self.epoch_path = path.with_name(path.name + ".epoch")
+        self.files = LockFiles(path)
+        self.epoch_path = self.files.epoch
         self.operation = operation
         self.file_mode = file_mode
         self.stale_after_s = stale_after_s
@@ -192,9 +194,6 @@ class WriterLock:
 
     def _stale(self, record: dict[str, Any] | None, st: os.stat_result) -> str | None:
         return staleness(record, st, stale_after_s=self.stale_after_s, now=self._now)
-
-    def _claim_path(self, nonce: str, k: int) -> Path:
-        return self.path.with_name(f"{self.path.name}.claim.{nonce}.{k}")
 
     # -- acquiring ---------------------------------------------------------------------------
 
@@ -328,7 +327,7 @@ class WriterLock:
         k = 0
         vanished = 0
         while k < _MAX_CLAIMS:
-            claim = self._claim_path(nonce, k)
+            claim = self.files.claim(nonce, k)
             ino = _publish(temp, claim, file_mode=self.file_mode)
             if ino is not None:
                 return claim, ino
@@ -399,12 +398,12 @@ class WriterLock:
 
     def _sweep_claims(self) -> None:
         """Remove claims of incarnations other than ours: no breaker of those can win any more."""
-        prefix = f"{self.path.name}.claim."
+        prefix = self.files.claim_prefix()
         with os.scandir(self.path.parent) as entries:
             names = [e.name for e in entries if e.name.startswith(prefix)]
         for name in names:
-            if name[len(prefix) :].rsplit(".", 1)[0] != self.token:
-                (self.path.parent / name).unlink(missing_ok=True)
+            if self.files.claim_nonce(name) != self.token:
+                self.files.sibling(name).unlink(missing_ok=True)
 
     # -- holding -----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import attrs
 
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS
 from wrdsvault._storage.identity import same_host
+from wrdsvault._storage.layout import LockFiles
 from wrdsvault._storage.lock import DEFAULT_STALE_AFTER_S, EPOCH_BASE_S, WriterLock, read_epoch
 from wrdsvault._storage.owner import (
     NoServerClock,
@@ -54,7 +55,8 @@ def describe_lock(
     path = Path(path)
     if not path.parent.is_dir():
         return None
-    epoch_path = path.with_name(path.name + ".epoch")
+    files = LockFiles(path)
+    epoch_path = files.epoch
     try:
         record, st = read_record(path)
     except PermissionError:
@@ -102,7 +104,7 @@ def describe_lock(
     now = time.time() if server is None else server
     valid = valid_record(record)
     nonce = incarnation(record, st)
-    prefix = f"{path.name}.claim.{nonce}."
+    prefix = files.claim_prefix(nonce)
     with os.scandir(path.parent) as entries:
         breakers = sorted(e.name for e in entries if e.name.startswith(prefix))
     return LockInfo(

@@ -30,6 +30,7 @@ from wrdsvault._storage.identity import (
     same_host,
     same_host_death,
 )
+from wrdsvault._storage.layout import LockFiles
 
 #: Owner record format (1: wrdsvault 0.1, no epoch; 2: epoch and heartbeat_s; 3: machine_id).
 RECORD_FORMAT: Final = 3
@@ -128,7 +129,7 @@ def server_now(lock_path: Path, *, file_mode: int = 0o600) -> float:
         OSError: neither can be written (errno in `NO_WRITE_ACCESS`: no write access to the
             vault folder, or a read-only mount), or another I/O error.
     """
-    probe = lock_path.with_name(lock_path.name + ".clock")
+    probe = LockFiles(lock_path).clock
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, file_mode)
     except OSError:
