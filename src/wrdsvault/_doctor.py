@@ -24,7 +24,7 @@ from wrdsvault._storage.checkpoint import Checkpoints
 from wrdsvault._storage.layout import Layout
 from wrdsvault._storage.lease import DEFAULT_STALE_AFTER_S as LEASE_STALE_AFTER_S
 from wrdsvault._storage.lease import scan_leases
-from wrdsvault._storage.lock import describe_lock
+from wrdsvault._storage.lock_tools import describe_lock
 from wrdsvault._storage.quarantine import list_entries
 from wrdsvault.errors import VaultFormatError
 
@@ -171,10 +171,7 @@ def examine(
 ) -> list[DoctorFinding]:
     """Everything worth reporting in the vault, read-only."""
     layout = catalog.layout
-    root = layout.root
-
-    def rel(p: Path) -> str:
-        return str(p.relative_to(root))
+    rel = layout.relative
 
     out, beyond = _head_findings(catalog)
     on_disk = catalog.manifest_ids()
@@ -220,7 +217,7 @@ def examine(
             out.append(
                 DoctorFinding(
                     kind="damaged-manifest",
-                    path=f"snapshots/{sid}.json",
+                    path=rel(layout.manifest(sid)),
                     detail=exc.problem,
                     advice="restore the file from a backup; snapshots that need it cannot open"
                     + (
@@ -266,7 +263,7 @@ def examine(
             )
         )
     out += _live_leases(layout, stale_after_s=lease_stale_after_s, file_mode=file_mode)
-    for entry in list_entries(layout.quarantine_dir):
+    for entry in list_entries(layout):
         out.append(
             DoctorFinding(
                 kind="quarantine",
@@ -299,7 +296,7 @@ def _live_leases(layout: Layout, *, stale_after_s: float, file_mode: int) -> lis
         out.append(
             DoctorFinding(
                 kind="lease",
-                path=str(lease.path.relative_to(layout.root)),
+                path=layout.relative(lease.path),
                 detail=f"snapshot {lease.snapshot_id} is open: {who}, refreshed {age:.0f} s ago"
                 + (f" ({lease.unknown})" if lease.unknown else ""),
                 advice="a reader is using it; gc keeps its files until it is closed",

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from wrdsvault import Warehouse
+from wrdsvault._storage.identity import _machine_id, own_identity
 from wrdsvault._storage.layout import Layout
 from wrdsvault._storage.lease import (
     THREAD_NAME,
@@ -27,7 +28,7 @@ from wrdsvault._storage.lease import (
     sweep_dead_leases,
     take_lease,
 )
-from wrdsvault._storage.lock import UNREADABLE_GRACE_S, _machine_id, own_identity
+from wrdsvault._storage.owner import UNREADABLE_GRACE_S
 from wrdsvault.errors import InvalidNameError
 
 STALE_S = 3600.0

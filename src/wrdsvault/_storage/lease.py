@@ -18,10 +18,10 @@ process start time: the writer lock's owner identity) and the snapshot id. Proto
   (``weakref.finalize``). A process killed with SIGKILL leaves its lease behind, and that lease
   is provably dead.
 * **Judge**: a lease protects its snapshot unless its owner is provably dead, by the writer
-  lock's rules and code (`lock.staleness`): same host (host name, boot id, PID namespace) and the
+  lock's rules and code (`owner.staleness`): same host (host name, boot id, PID namespace) and the
   pid is gone, a zombie, or has another start time; an earlier boot of this machine; or, on
   another host, no refresh for ``stale_after_s`` by the file server's clock. An unreadable lease
-  file protects the snapshot its name names for `lock.UNREADABLE_GRACE_S`.
+  file protects the snapshot its name names for `owner.UNREADABLE_GRACE_S`.
 
 No crash point: taking or releasing a lease changes no committed record (HEAD, manifests, tags,
 data). A crash at any step leaves either no lease (the reader never started reading), a temp
@@ -47,9 +47,10 @@ from typing import Any, Final
 
 import attrs
 
-from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, temp_name
+from wrdsvault._storage.atomic import NO_WRITE_ACCESS, atomic_write_bytes, fsync_dir, make_dirs
+from wrdsvault._storage.identity import own_identity
 from wrdsvault._storage.layout import LEASE_NAME_RE, Layout
-from wrdsvault._storage.lock import own_identity, read_record, server_now, staleness
+from wrdsvault._storage.owner import read_record, server_now, staleness
 
 __all__ = [
     "DEFAULT_REFRESH_S",
@@ -155,25 +156,7 @@ class Lease:
 
 def _write(path: Path, data: bytes, *, file_mode: int) -> None:
     """Put ``data`` at ``path`` durably: temp file, fsync, rename, fsync of the folder."""
-    tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, file_mode)
-    try:
-        os.fchmod(fd, file_mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    atomic_write_bytes(path, data, mode=file_mode)
 
 
 def take_lease(
@@ -347,7 +330,7 @@ class LeaseState:
 def _judge_record(
     record: dict[str, Any] | None, snapshot_id: str, token: str
 ) -> dict[str, Any] | None:
-    """The record as `lock.staleness` judges it, or None if it does not match its file name."""
+    """The record as `owner.staleness` judges it, or None if it does not match its file name."""
     if record is None or record.get("snapshot_id") != snapshot_id or record.get("token") != token:
         return None
     refresh = record.get("refresh_s")
@@ -382,7 +365,7 @@ def scan_leases(
         layout: the vault.
         stale_after_s: refresh age after which another host's lease is dead.
         file_mode: mode of the clock probe if this call creates it (default: vault.json's).
-        now: the file server's clock (default: `lock.server_now`, read only if a lease's
+        now: the file server's clock (default: `owner.server_now`, read only if a lease's
             judgement depends on it). Without write access it cannot be read: such leases count
             as held, with ``unknown`` saying why.
     """
@@ -410,7 +393,7 @@ def scan_leases(
         match = LEASE_NAME_RE.fullmatch(name)
         if match is None:
             continue
-        path = layout.leases_dir / name
+        path = layout.lease(match["snapshot"], match["token"])
         sid = match["snapshot"]
         unknown = None
         dead: str | None = None
@@ -475,7 +458,7 @@ def sweep_dead_leases(
             continue
         with contextlib.suppress(FileNotFoundError):
             state.path.unlink()
-            removed.append(str(state.path.relative_to(layout.root)))
+            removed.append(layout.relative(state.path))
             log.info("removed dead reader lease %s: %s", state.path.name, state.dead)
     if removed:
         fsync_dir(layout.leases_dir)
