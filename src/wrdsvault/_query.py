@@ -168,7 +168,8 @@ class PinnedConnection:
         """Build the views.
 
         Args:
-            views: ``library.table`` -> the Parquet files of its view.
+            views: ``library.table`` (or ``alias.library.table``: a catalog per alias) -> the
+                Parquet files of its view.
             schemas: the columns of a view without files (a dataset with no rows keeps them).
             unqueryable: datasets left out of the views -> what to do about it; a failed query
                 that names one gets this advice appended.
@@ -199,17 +200,18 @@ class PinnedConnection:
     ) -> None:
         con = self._con
         allowed: list[str] = []
-        libraries = sorted({name.split(".", 1)[0] for name in views})
-        for library in libraries:
-            # Names were validated against ^[a-z][a-z0-9_]*$ upstream; quoting is a second guard.
-            con.execute(f'CREATE SCHEMA "{library}"')
+        # Names were validated against ^[a-z][a-z0-9_]*$ upstream; quoting is a second guard.
+        for catalog in sorted({_place(name)[0] for name in views} - {"memory"}):
+            con.execute(f"ATTACH ':memory:' AS {_quote(catalog)}")
+        for catalog, library in sorted({_place(name)[:2] for name in views}):
+            con.execute(f"CREATE SCHEMA {_quote(catalog)}.{_quote(library)}")
         for name, files in sorted(views.items()):
-            library, table = name.split(".", 1)
+            catalog, library, table = _place(name)
             paths = [str(p) for p in files]
             allowed.extend(paths)
             escaped = [_glob_escape(p) for p in paths]
             allowed.extend(e for e, p in zip(escaped, paths, strict=True) if e != p)
-            con.execute(f'USE memory."{library}"')
+            con.execute(f"USE {_quote(catalog)}.{_quote(library)}")
             if paths:
                 rel = con.read_parquet(escaped, union_by_name=name in union_by_name)
             else:  # a dataset with no rows: keep the name and the columns, return nothing
@@ -380,6 +382,16 @@ class PinnedConnection:
             )
         ]
         return "; ".join([reason, *notes])
+
+
+def _place(name: str) -> tuple[str, str, str]:
+    """(catalog, schema, table) of a view name: ``library.table`` lives in the default catalog
+    ``memory``; ``alias.library.table`` in an in-memory catalog of its own (`query_across`)."""
+    parts = name.split(".")
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    library, table = name.split(".", 1)
+    return "memory", library, table
 
 
 def _quote(name: str) -> str:
