@@ -568,6 +568,17 @@ class LazyResult:
         result: T = self._runner._run(self.sql, self._params, timeout_s, fetch)
         return result
 
+    def head(self, n: int | None) -> LazyResult:
+        """The same query cut to its first ``n`` rows (``None``: all of them)."""
+        if n is None:
+            return self
+        if isinstance(n, bool) or not isinstance(n, int):
+            msg = f"n must be an int or None, not {type(n).__name__}"
+            raise TypeError(msg)
+        if n < 0:
+            raise InvalidValueError(name="n", value=n, rule="a number of rows >= 0")
+        return LazyResult(self._runner, f"SELECT * FROM ({self.sql}) LIMIT {n}", self._params)
+
     def df(self, *, timeout_s: float | None = None) -> pd.DataFrame:
         """Run the query and return a pandas DataFrame."""
         return self._run(timeout_s, fetch_df)

@@ -213,6 +213,14 @@ class DatasetDiff:
             chosen = numeric
         return LazyResult(self._revision._runner(self._plan), self._changes_sql(chosen, column is not None, min_abs), None)
 
+    def added_keys(self) -> LazyResult:
+        """The keys only the new snapshot has, in key order."""
+        return self._side_rows("n", "o", keys_only=True)
+
+    def removed_keys(self) -> LazyResult:
+        """The keys only the old snapshot had, in key order."""
+        return self._side_rows("o", "n", keys_only=True)
+
     def added_rows(self) -> LazyResult:
         """The rows only the new snapshot has (by key), as stored."""
         return self._side_rows("n", "o")
@@ -255,11 +263,12 @@ class DatasetDiff:
             f" n AS (SELECT x.* FROM {b} x ANTI JOIN dup ON {_on('x', 'dup', k)})"
         )
 
-    def _side_rows(self, side: str, other: str) -> LazyResult:
+    def _side_rows(self, side: str, other: str, *, keys_only: bool = False) -> LazyResult:
         k = self.key
         keys = ", ".join(_q(c) for c in k)
+        shown = ", ".join(f"{side}.{_q(c)}" for c in k) if keys_only else f"{side}.*"
         sql = (
-            f"{self._sides()} SELECT {side}.* FROM {side} ANTI JOIN {other}"
+            f"{self._sides()} SELECT {shown} FROM {side} ANTI JOIN {other}"
             f" ON {_on(side, other, k)} ORDER BY {keys}"
         )
         return LazyResult(self._revision._runner(self._plan), sql, None)
