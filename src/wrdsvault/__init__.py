@@ -55,6 +55,7 @@ from wrdsvault.reports import (
     VaultStatus,
     VerifyReport,
 )
+from wrdsvault.revisions import ColumnDiff, DatasetDiff, Revision
 from wrdsvault.schema import ColumnChange, SchemaDrift, SchemaVersion
 from wrdsvault.settings import VaultSettings
 from wrdsvault.snapshot import Snapshot
@@ -64,8 +65,10 @@ from wrdsvault.warehouse import Warehouse
 __all__ = [
     "BUILTIN_SPECS",
     "ColumnChange",
+    "ColumnDiff",
     "ColumnSchema",
     "CommitOutcomeUnknownError",
+    "DatasetDiff",
     "DatasetEntry",
     "DatasetResult",
     "DatasetSpec",
@@ -91,6 +94,7 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "Revision",
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",

@@ -243,9 +243,7 @@ def _cmd_query(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
 
 def _cmd_diff(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     with _open(args) as wh:
-        rev = wh.diff(
-            args.old, args.new, datasets=args.datasets or None, tolerance=args.tolerance
-        )
+        rev = wh.diff(args.old, args.new, datasets=args.datasets or None, tolerance=args.tolerance)
         limit = max(args.limit, 0) or None
         if args.json:
             doc = rev.to_json()

@@ -147,7 +147,7 @@ class DatasetDiff:
         self._revision = revision
         self._plan = plan
         self._compared = list(compared)  # (column, old type, new type)
-        self.dataset = (plan.new_entry or plan.old_entry).name  # type: ignore[union-attr]
+        self.dataset = _name(plan)
         self.status = status
         self.key = plan.key
         self.added = counts.get("added", 0)
@@ -200,9 +200,7 @@ class DatasetDiff:
                 msg = f"min_abs must be a number, not {type(min_abs).__name__}"
                 raise TypeError(msg)
             if not (math.isfinite(min_abs) and min_abs >= 0):
-                raise InvalidValueError(
-                    name="min_abs", value=min_abs, rule="a finite number >= 0"
-                )
+                raise InvalidValueError(name="min_abs", value=min_abs, rule="a finite number >= 0")
             numeric = [c for c in chosen if _NUMERIC.match(c[1]) and _NUMERIC.match(c[2])]
             if column is not None and not numeric:
                 raise InvalidValueError(
@@ -211,7 +209,11 @@ class DatasetDiff:
                     rule=f"{column} is not numeric ({chosen[0][2]}); drop min_abs",
                 )
             chosen = numeric
-        return LazyResult(self._revision._runner(self._plan), self._changes_sql(chosen, column is not None, min_abs), None)
+        return LazyResult(
+            self._revision._runner(self._plan),
+            self._changes_sql(chosen, column is not None, min_abs),
+            None,
+        )
 
     def added_keys(self) -> LazyResult:
         """The keys only the new snapshot has, in key order."""
@@ -280,9 +282,10 @@ class DatasetDiff:
         parts += ["o.__in AS __in_o", "n.__in AS __in_n"]
         for i, (name, old_type, new_type) in enumerate(compared):
             parts.append(f"o.{_q(name)} AS __o{i}, n.{_q(name)} AS __n{i}")
-            parts.append(
-                f"({_changed(f'o.{_q(name)}', f'n.{_q(name)}', old_type, new_type, self._revision.tolerance)}) AS __d{i}"
+            changed = _changed(
+                f"o.{_q(name)}", f"n.{_q(name)}", old_type, new_type, self._revision.tolerance
             )
+            parts.append(f"({changed}) AS __d{i}")
         return (
             f"{self._sides()}, j AS (SELECT {', '.join(parts)} FROM"
             f" (SELECT true AS __in, * FROM o) o FULL JOIN (SELECT true AS __in, * FROM n) n"
@@ -322,8 +325,8 @@ class DatasetDiff:
         )
         return (
             f"{self._joined(chosen)} SELECT {keys}, ch.column AS column, ch.old AS old,"
-            f" ch.new AS new FROM (SELECT {keys}, unnest(list_filter([{items}], lambda x: x.d)) AS ch"
-            f" FROM j WHERE __in_o AND __in_n) ORDER BY {keys}, ch.i"
+            f" ch.new AS new FROM (SELECT {keys}, unnest(list_filter([{items}], lambda x: x.d))"
+            f" AS ch FROM j WHERE __in_o AND __in_n) ORDER BY {keys}, ch.i"
         )
 
     def _summary_sql(self) -> str:
@@ -337,9 +340,8 @@ class DatasetDiff:
             aggs.append(f"count(*) FILTER (WHERE __in_o AND __in_n AND __d{i})")
             if _NUMERIC.match(old_type) and _NUMERIC.match(new_type):
                 delta = f"abs(__n{i}::DOUBLE - __o{i}::DOUBLE)"
-                aggs.append(
-                    f"max({delta}) FILTER (WHERE __in_o AND __in_n AND __d{i} AND isfinite({delta}))"
-                )
+                where = f"__in_o AND __in_n AND __d{i} AND isfinite({delta})"
+                aggs.append(f"max({delta}) FILTER (WHERE {where})")
             else:
                 aggs.append("NULL::DOUBLE")
         return f"{self._joined(self._compared)} SELECT {', '.join(aggs)} FROM j"
@@ -420,9 +422,10 @@ def _changed(old: str, new: str, old_type: str, new_type: str, tolerance: float 
         cast = f"TRY_CAST({old} AS {new_type})"
         return f"{cast} IS DISTINCT FROM {new} OR ({old} IS NOT NULL AND {cast} IS NULL)"
     if tolerance is not None and _INEXACT.match(new_type):
+        # coalesce: with one side NULL the distance is NULL, and that is a change
         return (
             f"NOT ({old} IS NOT DISTINCT FROM {new} OR"
-            f" abs({new}::DOUBLE - {old}::DOUBLE) <= {float(tolerance)!r})"
+            f" coalesce(abs({new}::DOUBLE - {old}::DOUBLE) <= {float(tolerance)!r}, false))"
         )
     return f"{old} IS DISTINCT FROM {new}"
 
@@ -545,11 +548,7 @@ def resolve_keys(
         raise TypeError(msg)
     out: dict[str, tuple[str, ...]] = {}
     for name in names:
-        given: Sequence[str] | None
-        if isinstance(key, Mapping):
-            given = key.get(name)
-        else:
-            given = key
+        given = key.get(name) if isinstance(key, Mapping) else key
         if isinstance(given, str):
             msg = f"the key of {name} must be a tuple of column names, not the string {given!r}"
             raise TypeError(msg)
@@ -593,77 +592,87 @@ def build(
     keys = resolve_keys(names, key, entries)
     plans: list[_Plan] = []
     for i, name in enumerate(names):
-        plans.append(_plan(
+        plans.append(
+            _plan(
                 i,
                 name,
                 keys[name],
                 old_m.datasets.get(name),
                 new_m.datasets.get(name),
                 warehouse._layout.resolve_relpath_str,
-            ))
-    to_read = [p for p in plans if p.years]
-    results: dict[str, tuple[Any, ...]] = {}
-    types: dict[str, tuple[list[str], list[str], list[str], list[str]]] = {}
-    if to_read:
-        with rev._connection(to_read) as con:
-            for plan in to_read:
-                name = (plan.new_entry or plan.old_entry).name  # type: ignore[union-attr]
-                a = con.run(f"SELECT * FROM {_view(plan.old_view)} LIMIT 0", None, None, _names)
-                b = con.run(f"SELECT * FROM {_view(plan.new_view)} LIMIT 0", None, None, _names)
-                types[name] = (a[0], a[1], b[0], b[1])
-                for side, cols in (("old", a[0]), ("new", b[0])):
-                    missing = [c for c in plan.key if c not in cols]
-                    if missing:
-                        raise InvalidValueError(
-                            name="key",
-                            value=plan.key,
-                            rule=f"the {side} snapshot's {name} has no column "
-                            f"{', '.join(missing)}; pass key= with columns both snapshots have",
-                        )
-    for plan in plans:
-        name = (plan.new_entry or plan.old_entry).name  # type: ignore[union-attr]
-        status = _status(plan)
-        drift = (
-            schema_diff(name, plan.old_entry.columns, plan.new_entry.columns)
-            if plan.old_entry is not None and plan.new_entry is not None
-            else schema_diff(name, (), ())
+            )
         )
-        compared: list[tuple[str, str, str]] = []
-        if name in types:
-            a_cols, a_types, b_cols, b_types = types[name]
+    to_read = [p for p in plans if p.years]
+    for plan in plans:  # datasets with nothing to read need no connection
+        if not plan.years:
+            rev.datasets[_name(plan)] = _dataset_diff(rev, plan, [])
+    if not to_read:
+        return rev
+    limit = rev._timeout(None)
+    with rev._connection(to_read) as con:
+        for plan in to_read:
+            name = _name(plan)
+            a_cols, a_types = con.run(
+                f"SELECT * FROM {_view(plan.old_view)} LIMIT 0", None, limit, _names
+            )
+            b_cols, b_types = con.run(
+                f"SELECT * FROM {_view(plan.new_view)} LIMIT 0", None, limit, _names
+            )
+            for side, cols in (("old", a_cols), ("new", b_cols)):
+                missing = [c for c in plan.key if c not in cols]
+                if missing:
+                    raise InvalidValueError(
+                        name="key",
+                        value=plan.key,
+                        rule=f"the {side} snapshot's {name} has no column "
+                        f"{', '.join(missing)}; pass key= with columns both snapshots have",
+                    )
             old_types = dict(zip(a_cols, a_types, strict=True))
             compared = [
                 (c, old_types[c], t)
                 for c, t in zip(b_cols, b_types, strict=True)
                 if c in old_types and c not in plan.key
             ]
-        diff = DatasetDiff(
-            rev, plan, status=status, counts={}, columns={}, compared=compared,
-            schema_changes=drift,
-        )
-        if plan.old_entry is not None and plan.new_entry is not None and (
-            drift.added or drift.removed or drift.changed
-        ):
-            diff.status = "changed"
-        rev.datasets[name] = diff
-    if to_read:
-        with rev._connection(to_read) as con:
-            for plan in to_read:
-                name = (plan.new_entry or plan.old_entry).name  # type: ignore[union-attr]
-                d = rev.datasets[name]
-                row = con.run(d._summary_sql(), None, rev._timeout(None), fetch_rows)[0]
-                dup = con.run(d._duplicates_sql(), None, rev._timeout(None), fetch_rows)[0]
-                d.added, d.removed, d.changed = int(row[0]), int(row[1]), int(row[2])
-                d.duplicate_keys_old, d.duplicate_keys_new = int(dup[0]), int(dup[1])
-                for i, (column, _, _) in enumerate(d._compared):
-                    count, size = row[3 + 2 * i], row[4 + 2 * i]
-                    if count:
-                        d.columns[column] = ColumnDiff(
-                            column=column,
-                            changed=int(count),
-                            max_abs_change=None if size is None else float(size),
-                        )
+            d = _dataset_diff(rev, plan, compared)
+            row = con.run(d._summary_sql(), None, limit, fetch_rows)[0]
+            dup = con.run(d._duplicates_sql(), None, limit, fetch_rows)[0]
+            d.added, d.removed, d.changed = int(row[0]), int(row[1]), int(row[2])
+            d.duplicate_keys_old, d.duplicate_keys_new = int(dup[0]), int(dup[1])
+            for i, (column, _, _) in enumerate(compared):
+                count, size = row[3 + 2 * i], row[4 + 2 * i]
+                if count:
+                    d.columns[column] = ColumnDiff(
+                        column=column,
+                        changed=int(count),
+                        max_abs_change=None if size is None else float(size),
+                    )
+            rev.datasets[name] = d
+    rev.datasets = {n: rev.datasets[n] for n in names}
     return rev
+
+
+def _name(plan: _Plan) -> str:
+    entry = plan.new_entry or plan.old_entry
+    assert entry is not None  # a plan is made for a dataset one of the snapshots holds
+    return entry.name
+
+
+def _dataset_diff(
+    rev: Revision, plan: _Plan, compared: Sequence[tuple[str, str, str]]
+) -> DatasetDiff:
+    """A `DatasetDiff` with zero counts; its status from the plan and the schema."""
+    old, new = plan.old_entry, plan.new_entry
+    name = _name(plan)
+    if old is not None and new is not None:
+        drift = schema_diff(name, old.columns, new.columns)
+    else:
+        drift = schema_diff(name, (), ())
+    status = _status(plan)
+    if status == "unchanged" and (drift.added or drift.removed or drift.changed):
+        status = "changed"  # same files, but the declared source types differ
+    return DatasetDiff(
+        rev, plan, status=status, counts={}, columns={}, compared=compared, schema_changes=drift
+    )
 
 
 def _names(rel: duckdb.DuckDBPyRelation) -> tuple[list[str], list[str]]:

@@ -54,8 +54,6 @@ from wrdsvault.errors import (
 )
 from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp
 from wrdsvault.refs import resolve_ref
-from wrdsvault.revisions import Revision, run_across
-from wrdsvault.revisions import build as build_revision
 from wrdsvault.reports import (
     DatasetSummary,
     FileFault,
@@ -65,6 +63,8 @@ from wrdsvault.reports import (
     VaultStatus,
     VerifyReport,
 )
+from wrdsvault.revisions import Revision, run_across
+from wrdsvault.revisions import build as build_revision
 from wrdsvault.schema import DRIFT_POLICIES, DriftPolicy, SchemaVersion, diff
 from wrdsvault.settings import VaultSettings, dump
 from wrdsvault.snapshot import Snapshot
