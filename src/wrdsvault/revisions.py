@@ -452,7 +452,8 @@ class Revision:
     """The differences between two snapshots, per dataset. Get one from `Warehouse.diff`.
 
     Attributes:
-        old_id, new_id: the two snapshot ids (refs are resolved once, when the diff is made).
+        old_snapshot_id, new_snapshot_id: the two snapshot ids (refs are resolved once, when
+            the diff is made).
         tolerance: the absolute tolerance for FLOAT/DOUBLE/DECIMAL values, or None (exact).
         datasets: dataset name -> `DatasetDiff`.
 
@@ -461,11 +462,15 @@ class Revision:
     """
 
     def __init__(
-        self, warehouse: Warehouse, old_id: str, new_id: str, tolerance: float | None
+        self,
+        warehouse: Warehouse,
+        old_snapshot_id: str,
+        new_snapshot_id: str,
+        tolerance: float | None,
     ) -> None:
         self._warehouse = warehouse
-        self.old_id = old_id
-        self.new_id = new_id
+        self.old_snapshot_id = old_snapshot_id
+        self.new_snapshot_id = new_snapshot_id
         self.tolerance = tolerance
         self.datasets: dict[str, DatasetDiff] = {}
 
@@ -483,7 +488,8 @@ class Revision:
         return iter(self.datasets.values())
 
     def __repr__(self) -> str:
-        return f"Revision({self.old_id!r} -> {self.new_id!r}, datasets={list(self.datasets)!r})"
+        ids = f"{self.old_snapshot_id!r} -> {self.new_snapshot_id!r}"
+        return f"Revision({ids}, datasets={list(self.datasets)!r})"
 
     def _timeout(self, timeout_s: float | None) -> float | None:
         if timeout_s is not None:
@@ -497,7 +503,7 @@ class Revision:
     def _connection(self, plans: Sequence[_Plan]) -> Iterator[PinnedConnection]:
         """A sandboxed connection over the plans' files, both snapshots leased and checked."""
         wh = self._warehouse
-        with wh.snapshot(self.old_id) as old, wh.snapshot(self.new_id) as new:
+        with wh.snapshot(self.old_snapshot_id) as old, wh.snapshot(self.new_snapshot_id) as new:
             pinned = {str(p) for name in old.datasets for p in old.files(name)}
             pinned |= {str(p) for name in new.datasets for p in new.files(name)}
             views: dict[str, list[str]] = {}
@@ -522,7 +528,8 @@ class Revision:
         """What changed, dataset by dataset, as text."""
         changed = [d for d in self if d.status != "unchanged"]
         lines = [
-            f"{self.old_id} -> {self.new_id}: {len(changed)} of {len(self.datasets)} datasets"
+            f"{self.old_snapshot_id} -> {self.new_snapshot_id}: {len(changed)} of"
+            f" {len(self.datasets)} datasets"
             " changed"
         ]
         lines += [d.summary() for d in self]
@@ -530,8 +537,8 @@ class Revision:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "old": self.old_id,
-            "new": self.new_id,
+            "old_snapshot_id": self.old_snapshot_id,
+            "new_snapshot_id": self.new_snapshot_id,
             "tolerance": self.tolerance,
             "datasets": [d.to_json() for d in self],
         }
@@ -566,16 +573,16 @@ def resolve_keys(
 
 def build(
     warehouse: Warehouse,
-    old_id: str,
-    new_id: str,
+    old_snapshot_id: str,
+    new_snapshot_id: str,
     *,
     datasets: Sequence[str] | None,
     key: Mapping[str, Sequence[str]] | Sequence[str] | None,
     tolerance: float | None,
 ) -> Revision:
     """Compute the diff of two snapshot ids (`Warehouse.diff` resolves refs and checks args)."""
-    rev = Revision(warehouse, old_id, new_id, tolerance)
-    old_m, new_m = warehouse._manifest(old_id), warehouse._manifest(new_id)
+    rev = Revision(warehouse, old_snapshot_id, new_snapshot_id, tolerance)
+    old_m, new_m = warehouse._manifest(old_snapshot_id), warehouse._manifest(new_snapshot_id)
     every = sorted(set(old_m.datasets) | set(new_m.datasets))
     if datasets is None:
         names = every
@@ -584,7 +591,9 @@ def build(
         for name in datasets:
             if name not in every:
                 raise UnknownDatasetError(
-                    dataset=name, known=every, hint=f"neither {old_id} nor {new_id} holds it"
+                    dataset=name,
+                    known=every,
+                    hint=f"neither {old_snapshot_id} nor {new_snapshot_id} holds it",
                 )
             if name not in names:
                 names.append(name)
