@@ -1061,3 +1061,17 @@ def test_query_across_without_aliases_or_with_bad_types(sbx: Sandbox) -> None:
         sbx.wh.query_across([("new", "latest")], "select 1")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         sbx.wh.query_across({"new": 1}, "select 1")  # type: ignore[dict-item]
+
+
+def test_lazy_result_streams_batches_under_the_sandbox(sbx: Sandbox) -> None:
+    """LazyResult.batches streams the rows; the time limit and the walls hold while it runs."""
+    lazy = sbx.snap.sql("select * from crsp.msf order by permno, date")
+    batches = list(lazy.batches(100))
+    assert sum(b.num_rows for b in batches) == sbx.snap.dataset("crsp.msf").row_count
+    assert all(b.num_rows <= 100 for b in batches) and len(batches) > 1
+    with pytest.raises(QueryTimeoutError):
+        list(sbx.snap.sql(RUNAWAY).batches(timeout_s=0.2))
+    with pytest.raises(QueryError, match=PERMISSION):
+        list(sbx.snap.sql(f"select * from read_parquet('{sbx.stale}')").batches())
+    with pytest.raises(wrdsvault.InvalidValueError):
+        list(sbx.snap.sql("select 1").batches(0))

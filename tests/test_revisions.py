@@ -382,3 +382,12 @@ def test_key_is_required_and_checked(tmp_path: Path) -> None:
             d.changes("nope")
         with pytest.raises(wrdsvault.InvalidValueError):
             d.changes("s", min_abs=1)
+
+
+def test_changes_stream_in_batches(rev: wrdsvault.Revision) -> None:
+    """changes().batches(n) yields record batches of at most n rows: the same rows as arrow()."""
+    lazy = rev["crsp.msf"].changes()
+    batches = list(lazy.batches(5))
+    assert len(batches) > 1 and all(b.num_rows <= 5 for b in batches)
+    assert pa.Table.from_batches(batches).to_pylist() == lazy.arrow().to_pylist()
+    assert lazy.head(3).arrow().to_pylist() == lazy.arrow().to_pylist()[:3]

@@ -370,6 +370,59 @@ class PinnedConnection:
                 if timer is not None:
                     timer.cancel()
 
+    def stream(
+        self, sql: str, params: Params, timeout_s: float | None, batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        """Check ``sql``, run it on a new cursor and yield its rows as Arrow record batches.
+
+        The cursor (and so the connection) stays in use until the generator is exhausted or
+        closed; the time limit covers the whole iteration.
+        """
+        import pyarrow as pa
+
+        limit = check_timeout(timeout_s)
+        check_params(params)
+        if isinstance(batch_rows, bool) or not isinstance(batch_rows, int):
+            msg = f"batch_rows must be an int, not {type(batch_rows).__name__}"
+            raise TypeError(msg)
+        if batch_rows < 1:
+            raise InvalidValueError(name="batch_rows", value=batch_rows, rule="a number >= 1")
+        with self._cursor() as cur:
+            text = self._check(cur, sql)
+            guard = threading.Lock()
+            state = {"finished": False, "interrupted": False}
+
+            def interrupt() -> None:
+                with guard:
+                    if not state["finished"]:
+                        state["interrupted"] = True
+                        cur.interrupt()
+
+            timer = None
+            if limit is not None:
+                timer = threading.Timer(limit, interrupt)
+                timer.daemon = True
+                timer.start()
+            try:
+                try:
+                    rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
+                    reader = rel.to_arrow_reader(batch_rows)
+                    while True:
+                        try:
+                            batch = reader.read_next_batch()
+                        except StopIteration:
+                            return
+                        yield batch
+                except (duckdb.Error, pa.ArrowException) as exc:
+                    if state["interrupted"] or isinstance(exc, duckdb.InterruptException):
+                        raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
+                    raise QueryError(sql=text, reason=self._advise(str(exc), text)) from exc
+            finally:
+                with guard:
+                    state["finished"] = True
+                if timer is not None:
+                    timer.cancel()
+
     def _advise(self, reason: str, sql: str) -> str:
         """``reason``, plus the advice for each left-out dataset ``sql`` names."""
         notes = [
@@ -553,7 +606,8 @@ def render(form: str) -> Callable[[duckdb.DuckDBPyRelation], Rendered]:
 
 
 class LazyResult:
-    """A validated query that runs when you ask for its rows (``.df()``, ``.arrow()``, ``.pl()``).
+    """A validated query that runs when you ask for its rows (``.df()``, ``.arrow()``, ``.pl()``,
+    ``.batches()`` to stream).
 
     Only result-fetching methods are exposed: a raw DuckDB relation would let code run arbitrary
     SQL on the sandboxed connection through ``relation.query()``.
@@ -595,6 +649,20 @@ class LazyResult:
             msg = "LazyResult.pl() needs polars: pip install polars"
             raise ImportError(msg) from exc
         return pl.from_arrow(self.arrow(timeout_s=timeout_s))
+
+    def batches(
+        self, batch_rows: int = 131_072, *, timeout_s: float | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Run the query and yield its rows as pyarrow record batches of at most ``batch_rows``.
+
+        Streams: rows are produced as they are consumed, so a result larger than memory can be
+        written out batch by batch. The connection stays in use until the iteration ends (or
+        the generator is closed); ``timeout_s`` limits the whole iteration.
+        """
+        stream: Iterator[pa.RecordBatch] = self._runner._stream(
+            self.sql, self._params, timeout_s, batch_rows
+        )
+        return stream
 
     def fetchall(self, *, timeout_s: float | None = None) -> list[tuple[Any, ...]]:
         """Run the query and return the rows as tuples."""

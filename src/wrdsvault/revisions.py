@@ -32,6 +32,7 @@ from wrdsvault.schema import diff as schema_diff
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
     from wrdsvault.manifest import DatasetEntry
     from wrdsvault.warehouse import Warehouse
@@ -452,6 +453,12 @@ class _Runner:
     ) -> T:
         with self._revision._connection([self._plan]) as con:
             return con.run(sql, params, self._revision._timeout(timeout_s), fetch)
+
+    def _stream(
+        self, sql: str, params: Params, timeout_s: float | None, batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        with self._revision._connection([self._plan]) as con:
+            yield from con.stream(sql, params, self._revision._timeout(timeout_s), batch_rows)
 
 
 class Revision:
