@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -35,8 +34,7 @@ from typing import Any
 
 import pytest
 
-# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
-S = sys.modules["wrdsvault_reliability_support"]
+from _helpers import reliability as S
 
 pytestmark = pytest.mark.skipif(
     shutil.which("strace") is None,

@@ -21,15 +21,12 @@ rewrites a pinned Parquet file in place after each commit: the checker must repo
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from _helpers import reliability as S
 from wrdsvault import Warehouse
-
-# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
-S = sys.modules["wrdsvault_reliability_support"]
 
 pytestmark = pytest.mark.slow
 

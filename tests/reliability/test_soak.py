@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import random
 import shutil
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,8 +24,7 @@ from typing import Any
 
 import pytest
 
-# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
-S = sys.modules["wrdsvault_reliability_support"]
+from _helpers import reliability as S
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
 if S.SOAK_MINUTES and importlib.util.find_spec("pytest_timeout") is not None:
