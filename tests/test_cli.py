@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from _helpers.locks import leave_dead_lock
 from wrdsvault import Progress
 from wrdsvault.cli import _summary, _SyncProgress, main
 from wrdsvault.manifest import ColumnSchema
@@ -158,14 +159,6 @@ def test_demo_refuses_a_used_folder(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "not empty" in err
 
 
-def _dead_lock(root: Path) -> None:
-    code = (
-        "import sys; from pathlib import Path; from wrdsvault._storage.lock import WriterLock; "
-        "WriterLock(Path(sys.argv[1]), operation='dies', heartbeat_s=0).acquire()"
-    )
-    subprocess.run([sys.executable, "-c", code, str(root / ".lock")], check=True)
-
-
 def test_unlock_shows_refuses_live_and_breaks_dead(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -187,7 +180,7 @@ def test_unlock_shows_refuses_live_and_breaks_dead(
     finally:
         live.release()
 
-    _dead_lock(vault)
+    leave_dead_lock(vault / ".lock")
     code, out, _ = run(capsys, "status", "--vault", str(vault))
     assert "lock      stale" in out
     code, out, _ = run(capsys, "unlock", "--vault", str(vault))

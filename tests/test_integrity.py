@@ -100,10 +100,6 @@ def panel(years: Sequence[int], permnos: Sequence[int] = (10001, 10002)) -> dict
     }
 
 
-def tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
-
-
 # -- verify -------------------------------------------------------------------------------------
 
 

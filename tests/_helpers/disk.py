@@ -74,12 +74,12 @@ def entry_paths(root: Path, *, skip_lock: bool = False) -> set[str]:
 
 
 def file_paths(root: Path, pattern: str = "*", *, skip_lock: bool = False) -> set[str]:
-    """The relative paths of the files (not folders) under ``root`` whose name matches
-    ``pattern`` (a glob such as ``*.parquet``)."""
+    """The relative paths of the files (everything but folders) under ``root`` whose name
+    matches ``pattern`` (a glob such as ``*.parquet``)."""
     return {
         str(p.relative_to(root))
         for p, is_dir in _walk(root, skip_lock=skip_lock)
-        if not is_dir and p.match(pattern) and not p.is_symlink()
+        if not is_dir and p.match(pattern)
     }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import locks
 from wrdsvault._storage.lock import WriterLock, own_identity, read_epoch, read_record
 from wrdsvault.errors import LockHeldError
 
@@ -22,7 +23,7 @@ PROCESSES = 16
 
 
 def test_sixteen_processes_never_hold_the_lock_together(
-    lock_path: Path, spawn, kit, tmp_path: Path
+    lock_path: Path, spawn, tmp_path: Path
 ) -> None:
     """16 processes x 100 acquisitions each: one holder at a time."""
     per_process = 100
@@ -32,25 +33,25 @@ def test_sixteen_processes_never_hold_the_lock_together(
     for child in children:
         assert child.expect("done", timeout_s=600)["broke"] == 0
         assert child.wait() == 0
-    rows = kit.parse_log(log)
+    rows = locks.parse_log(log)
     assert len(rows) == 2 * PROCESSES * per_process
-    kit.assert_one_holder_at_a_time(rows)
+    locks.assert_one_holder_at_a_time(rows)
     epochs = [epoch for kind, _, epoch, _ in rows if kind == "enter"]
     assert epochs == sorted(set(epochs)), "fencing epochs must strictly increase"
     assert not lock_path.exists()
     assert read_epoch(lock_path.parent / ".lock.epoch") == epochs[-1]
 
 
-def test_exclusion_holds_without_hard_links(lock_path: Path, spawn, kit, tmp_path: Path) -> None:
+def test_exclusion_holds_without_hard_links(lock_path: Path, spawn, tmp_path: Path) -> None:
     """Where link(2) fails (no hard links), O_CREAT|O_EXCL still admits one holder at a time."""
     log = tmp_path / "holders.log"
     cfg = {"path": str(lock_path), "log": str(log), "n": 20, "timeout_s": 120.0, "hold_ms": 2}
     children = [spawn("loop", {**cfg, "no_hard_links": True}) for _ in range(6)]
     for child in children:
         child.expect("done", timeout_s=120)
-    rows = kit.parse_log(log)
+    rows = locks.parse_log(log)
     assert len(rows) == 2 * 6 * 20
-    kit.assert_one_holder_at_a_time(rows)
+    locks.assert_one_holder_at_a_time(rows)
     epochs = [epoch for kind, _, epoch, _ in rows if kind == "enter"]
     assert epochs == sorted(set(epochs))
 

@@ -27,6 +27,9 @@ from typing import Any
 
 import pytest
 
+from _helpers import locks
+from _helpers.disk import entry_stats
+from _helpers.proc import child_env
 from wrdsvault import VaultSettings, Warehouse
 from wrdsvault.sources import SampleSource
 
@@ -35,16 +38,12 @@ DROP = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-al
 NOBODY = 65534
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("WRDSVAULT_")}
-
-
 def _run(prefix: list[str], *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*prefix, sys.executable, *argv],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=child_env(),
         timeout=120,
         check=False,
     )
@@ -65,20 +64,6 @@ def _give_away(root: Path) -> None:
         os.chown(dirpath, NOBODY, 0)
         for name in files:
             os.chown(os.path.join(dirpath, name), NOBODY, 0, follow_symlinks=False)
-
-
-def _listing(root: Path) -> dict[str, tuple[int, int, int]]:
-    """Every entry of the vault with its mtime, size and mode: what a write would change."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            st = os.lstat(os.path.join(dirpath, name))
-            out[os.path.relpath(os.path.join(dirpath, name), root)] = (
-                st.st_mtime_ns,
-                st.st_size,
-                st.st_mode,
-            )
-    return out
 
 
 @pytest.fixture
@@ -112,7 +97,7 @@ def test_status_doctor_unlock_work_for_a_group_member_during_a_sync(
     holder = spawn("hold", {**nightly, "heartbeat_s": 0})
     held = holder.expect("held")
     _give_away(root)
-    before = _listing(root)
+    before = entry_stats(root)
 
     status = cli("status")
     _no_traceback(status)
@@ -144,18 +129,18 @@ def test_status_doctor_unlock_work_for_a_group_member_during_a_sync(
     forced = cli("unlock", "--force", "--json")
     assert json.loads(forced.stdout)["error"] == "VaultAccessError"
 
-    assert _listing(root) == before  # no probe, temp file or claim was left, nothing touched
+    assert entry_stats(root) == before  # no probe, temp file or claim was left, nothing touched
     holder.send("check")
     assert holder.expect("check")["ours"] is True
 
 
 def test_another_hosts_lock_is_unknown_without_write_access(
-    group_member: tuple[Path, Callable[..., Any]], kit
+    group_member: tuple[Path, Callable[..., Any]],
 ) -> None:
     """Another host's lock cannot be judged without the server clock: status says so, no crash."""
     root, cli = group_member
-    record = kit.owner_record(host="elsewhere.invalid", boot_id="b", pid_ns="pid:[1]")
-    kit.write_lock(root / ".lock", json.dumps(record).encode(), age_s=5 * 3600.0)
+    record = locks.owner_record(host="elsewhere.invalid", boot_id="b", pid_ns="pid:[1]")
+    locks.write_lock(root / ".lock", json.dumps(record).encode(), age_s=5 * 3600.0)
     _give_away(root)
 
     status = cli("status", "--json")
@@ -172,11 +157,11 @@ def test_another_hosts_lock_is_unknown_without_write_access(
 
 
 def test_an_owner_record_the_reader_may_not_read_is_reported_not_raised(
-    group_member: tuple[Path, Callable[..., Any]], kit
+    group_member: tuple[Path, Callable[..., Any]],
 ) -> None:
     """A lock written 0600 (by a writer without group access): status says it cannot read it."""
     root, cli = group_member
-    kit.write_lock(root / ".lock", json.dumps(kit.owner_record()).encode())
+    locks.write_lock(root / ".lock", json.dumps(locks.owner_record()).encode())
     os.chmod(root / ".lock", 0o600)
     _give_away(root)
 
@@ -247,7 +232,7 @@ def test_read_only_mount_during_a_sync(tmp_path: Path, spawn) -> None:
     nightly = {"path": str(root / ".lock"), "file_mode": 0o640, "operation": "nightly"}
     holder = spawn("hold", {**nightly, "heartbeat_s": 0})
     held = holder.expect("held")
-    before = _listing(root)
+    before = entry_stats(root)
 
     status = cli("status", "--json")
     _no_traceback(status)
@@ -262,7 +247,7 @@ def test_read_only_mount_during_a_sync(tmp_path: Path, spawn) -> None:
     force = cli("unlock", "--force", "--yes")
     _no_traceback(force)
     assert force.returncode == 1 and "needs write access" in force.stderr
-    assert _listing(root) == before
+    assert entry_stats(root) == before
 
     holder.send("release")
     holder.expect("released")
@@ -272,7 +257,7 @@ def test_read_only_mount_during_a_sync(tmp_path: Path, spawn) -> None:
     assert "Read-only file system" in tag.stderr
 
 
-def test_probe_and_epoch_files_honour_group_access(tmp_path: Path, spawn, kit) -> None:
+def test_probe_and_epoch_files_honour_group_access(tmp_path: Path, spawn) -> None:
     """In a group-access vault the clock probe (made by readers) and the epoch file written by
     `unlock` are group-readable like every other file, whatever the umask."""
     root = tmp_path / "vault"

@@ -20,6 +20,7 @@ import os
 import time
 from pathlib import Path
 
+from _helpers import locks
 from wrdsvault._storage.lock import own_identity
 
 PROCESSES = 16
@@ -50,7 +51,7 @@ SLACK_S = 3.0
 
 
 def test_stale_lock_storms_have_exactly_one_winner(
-    lock_path: Path, spawn, kit, sleeper, tmp_path: Path
+    lock_path: Path, spawn, sleeper, tmp_path: Path
 ) -> None:
     """16 processes x 200 rounds on one stale lock: exactly one winner each round."""
     rounds = 200
@@ -78,7 +79,7 @@ def test_stale_lock_storms_have_exactly_one_winner(
             for worker in workers:
                 assert worker.expect("ready", timeout_s=60)["round"] == round_
             kind = KINDS[round_ % len(KINDS)]
-            kit.stale_lock(lock_path, kind, live_pid=sleeper.pid)
+            locks.stale_lock(lock_path, kind, live_pid=sleeper.pid)
             time.sleep(0.02)  # let every worker reach the gate
             fcntl.flock(held[round_ % 2], fcntl.LOCK_UN)
             results = [worker.expect("won", "lost", timeout_s=60) for worker in workers]
@@ -106,9 +107,9 @@ def test_stale_lock_storms_have_exactly_one_winner(
     finally:
         for fd in held:
             os.close(fd)
-    rows = kit.parse_log(log)
+    rows = locks.parse_log(log)
     assert len(rows) == 2 * rounds
-    kit.assert_one_holder_at_a_time(rows)
+    locks.assert_one_holder_at_a_time(rows)
     assert epochs == sorted(set(epochs))
     print(
         f"storm: {rounds} rounds x {PROCESSES} processes, 0 overlaps, {lost_to_a_breaker} losers "

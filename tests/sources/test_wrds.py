@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from _helpers.disk import file_paths
 from wrdsvault import Progress, Warehouse
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec
 from wrdsvault.errors import SourceError, SyncError, UnknownDatasetError
@@ -216,11 +217,6 @@ def make_big_table(rep: WrdsReplica, rows: int = 300_000) -> None:
     )
     rep.execute("CREATE VIEW big.t AS SELECT * FROM big_all.t")
     rep.execute("ANALYZE big_all.t")
-
-
-def data_files(root: Path) -> set[str]:
-    """The Parquet files under ``root``, relative to it."""
-    return {str(p.relative_to(root)) for p in root.rglob("*.parquet")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,7 +460,7 @@ def test_connection_killed_mid_partition_commits_nothing(
         make_big_table(rep)
         with Warehouse(vault_dir, source=rep.source()) as wh:
             wh.sync("ff.factors_monthly")
-        before_files = data_files(vault_dir / "data")
+        before_files = file_paths(vault_dir / "data", "*.parquet")
         killer = KillAfterFirstBatch(rep.source(retry_backoff_s=0.01), rep)
         with Warehouse(vault_dir, source=killer) as wh:
             before_ids = [s.id for s in wh.snapshots()]
@@ -475,7 +471,7 @@ def test_connection_killed_mid_partition_commits_nothing(
             assert "never resumed halfway" in str(caught.value)
             assert [s.id for s in wh.snapshots()] == before_ids
             assert wh.snapshot().datasets == ("ff.factors_monthly",)
-            assert data_files(vault_dir / "data") == before_files
+            assert file_paths(vault_dir / "data", "*.parquet") == before_files
             assert not any((vault_dir / "tmp").glob("*/*"))
             # The same source reconnects; without the killer the next sync succeeds.
             killer.read_partition = killer.inner.read_partition  # type: ignore[method-assign]
