@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 
 import wrdsvault
+from _helpers.proc import child_env
 from wrdsvault.cli import main
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.sources.base import PartitionInfo, TableInfo
@@ -512,7 +513,7 @@ def test_disk_full_mid_write_leaves_previous_snapshot(tmp_path: Path, make_sourc
         text=True,
         check=False,
         timeout=120,
-        env={**os.environ},
+        env=child_env(),
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

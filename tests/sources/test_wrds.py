@@ -26,11 +26,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from _helpers.disk import file_paths
+from _helpers.sources import Wrapping
 from wrdsvault import Progress, Warehouse
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec
 from wrdsvault.errors import SourceError, SyncError, UnknownDatasetError
 from wrdsvault.sources import SampleSource, WrdsSource
-from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, TableInfo
+from wrdsvault.sources.base import SOURCE_TYPE_KEY
 from wrdsvault.sources.wrds import arrow_type, connect, parse_comment
 from wrdsvault.testing import REPLICA_PASSWORD, REPLICA_USER, WrdsReplica
 
@@ -173,20 +174,13 @@ def loaded(request: pytest.FixtureRequest, make_replica: MakeReplica) -> Iterato
         yield rep
 
 
-class KillAfterFirstBatch:
+class KillAfterFirstBatch(Wrapping):
     """A source that hands on WrdsSource's rows and kills the COPY backend after one batch."""
 
-    name = "wrds"
-
     def __init__(self, inner: WrdsSource, rep: WrdsReplica) -> None:
-        self.inner, self.rep = inner, rep
+        super().__init__(inner)
+        self.rep = rep
         self.killed = 0
-
-    def describe(self, spec: DatasetSpec) -> TableInfo:
-        return self.inner.describe(spec)
-
-    def partitions(self, spec: DatasetSpec) -> list[PartitionInfo]:
-        return list(self.inner.partitions(spec))
 
     def read_partition(
         self, spec: DatasetSpec, year: int | None, *, batch_rows: int = 131_072
@@ -201,9 +195,6 @@ class KillAfterFirstBatch:
         self.killed += len(rows)
         yield first
         yield from batches
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def make_big_table(rep: WrdsReplica, rows: int = 300_000) -> None:
