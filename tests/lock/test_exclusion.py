@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from _helpers import locks
+from _helpers.proc import wait_for
 from wrdsvault._storage.lock import WriterLock, own_identity, read_epoch, read_record
 from wrdsvault.errors import LockHeldError
 
@@ -130,8 +131,7 @@ def test_heartbeat_thread_refreshes_mtime_and_stops_on_release(lock_path: Path) 
     lock.acquire()
     old = time.time() - 3600
     os.utime(lock_path, (old, old))
-    time.sleep(0.4)
-    assert time.time() - lock_path.stat().st_mtime < 5
+    wait_for(lambda: time.time() - lock_path.stat().st_mtime < 5, "a heartbeat to touch the lock")
     assert any(t.name.startswith("wrdsvault-lock-heartbeat") for t in threading.enumerate())
     lock.release()
     assert not any(t.name.startswith("wrdsvault-lock-heartbeat") for t in threading.enumerate())

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from _helpers import locks
+from _helpers.proc import wait_for
 from wrdsvault._storage.lock import WriterLock, read_record
 from wrdsvault.errors import LockHeldError
 
@@ -180,6 +181,8 @@ def test_paused_writer_loses_the_lock_and_fails_its_fencing_check(
     first = paused.expect("held")
     paused.send("check")
     assert paused.expect("check")["ours"]
+    paused.send("beating")
+    assert paused.expect("beating")["alive"], "the child must show its heartbeat thread"
     paused.signal_group(signal.SIGSTOP)
     successor = WriterLock(lock_path, operation="successor", stale_after_s=1.0, heartbeat_s=0)
     started = time.monotonic()
@@ -193,7 +196,13 @@ def test_paused_writer_loses_the_lock_and_fails_its_fencing_check(
         paused.signal_group(signal.SIGCONT)
         paused.send("check")
         assert paused.expect("check")["ours"] is False  # its commit would be refused
-        time.sleep(0.6)  # its heartbeat thread runs again: it must not touch our lock
+
+        def stopped_beating() -> bool:
+            """Its heartbeat thread ran again, found the lock taken over and stopped."""
+            paused.send("beating")
+            return not paused.expect("beating")["alive"]
+
+        wait_for(stopped_beating, "the paused writer's heartbeat thread to give up")
         paused.send("release")
         paused.expect("released")
         assert successor.still_ours()

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 from pathlib import Path
 
 from _helpers import locks
+from _helpers.proc import wait_for
 from wrdsvault._storage.lock import own_identity
 
 PROCESSES = 16
@@ -71,6 +71,7 @@ def test_stale_lock_storms_have_exactly_one_winner(
         "waits_s": [WAITS_S[(r // len(KINDS)) % 2] for r in range(rounds)],
     }
     workers = [spawn("storm", cfg) for _ in range(PROCESSES)]
+    pids = {worker.proc.pid for worker in workers}
     epochs: list[int] = []
     longest_wait = 0.0
     lost_to_a_breaker = 0  # losers that met a live claim: the race on the claim was real
@@ -80,7 +81,11 @@ def test_stale_lock_storms_have_exactly_one_winner(
                 assert worker.expect("ready", timeout_s=60)["round"] == round_
             kind = KINDS[round_ % len(KINDS)]
             locks.stale_lock(lock_path, kind, live_pid=sleeper.pid)
-            time.sleep(0.02)  # let every worker reach the gate
+            gate = gates[round_ % 2]
+            wait_for(
+                lambda gate=gate: locks.flock_waiters(gate) >= pids,
+                f"every worker to wait at the gate of round {round_}",
+            )
             fcntl.flock(held[round_ % 2], fcntl.LOCK_UN)
             results = [worker.expect("won", "lost", timeout_s=60) for worker in workers]
             fcntl.flock(held[round_ % 2], fcntl.LOCK_EX)

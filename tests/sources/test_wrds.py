@@ -607,7 +607,7 @@ def test_connection_lost_before_first_batch_is_retried(
                     for (pid,) in cur.fetchall():
                         cur.execute("SELECT pg_terminate_backend(%s)", [pid])
                         killed.append(pid)
-                    time.sleep(0.01)
+                    time.sleep(0.01)  # the poll interval of the deadline loop above
             locker.commit()  # release the lock: the retry may proceed
 
         with locker.cursor() as cur:
