@@ -298,7 +298,7 @@ def check_observations(expected: dict[str, Any], observations: list[dict[str, An
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of ``path`` (a torn last line, from a killed child, is dropped)."""
-    out = []
+    out: list[dict[str, Any]] = []
     if not path.exists():
         return out
     for line in path.read_text().splitlines():
@@ -505,7 +505,9 @@ def classify(occurrences: list[tuple[str, int, str]], root: Path) -> list[dict[s
     return out
 
 
-def pick_site(plan: list[dict[str, Any]], family: str, target: str, pick: int | str) -> dict:
+def pick_site(
+    plan: list[dict[str, Any]], family: str, target: str, pick: int | str
+) -> dict[str, Any]:
     """The call of ``family`` on ``target`` (a regex, fullmatch) at ``pick``: 1-based, -1 = last,
     ``"middle"``. Raises LookupError when the dry run made no such call."""
     calls = [c for c in plan if c["family"] == family and re.fullmatch(target, c["target"])]
@@ -723,6 +725,7 @@ def check_fault_case(
 
 def _subclasses(cls: type) -> list[type]:
     out = [cls]
+    sub: type
     for sub in cls.__subclasses__():
         out += _subclasses(sub)
     return out
@@ -916,7 +919,7 @@ def random_point(rng: Any, *, changed: bool) -> str:
     from wrdsvault._storage.crashpoints import CrashPoint
 
     if not changed:
-        return rng.choice(NO_CHANGE_POINTS)
+        return str(rng.choice(NO_CHANGE_POINTS))
     point = rng.choice([p.value for p in CrashPoint])
     return f"{point}:{rng.randint(1, 4)}" if point in PER_PARTITION else point
 
