@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 import wrdsvault
+from _helpers.disk import entry_paths
 from _helpers.sources import Wrapping
 from wrdsvault import Progress
 from wrdsvault._storage.checkpoint import MAX_AGE_S
@@ -58,8 +59,8 @@ def sample(vintage: int = 1) -> SampleSource:
 
 
 def checkpoints(root: Path) -> list[str]:
-    base = root / "tmp" / "resume"
-    return sorted(str(p.relative_to(base)) for p in base.rglob("*")) if base.is_dir() else []
+    """Every file and folder under ``tmp/resume``, sorted."""
+    return sorted(entry_paths(root / "tmp" / "resume"))
 
 
 def fail_at(dataset: str, year: int, root: Path, *, vintage: int = 1) -> None:

@@ -4,6 +4,7 @@ One function per meaning, named for what it returns:
 
 * `entry_digests`: every entry with its content (sha256 of a file, ``<dir>``, ``-> target`` of
   a symlink), to prove that nothing at all changed (`digest_diff` says what did);
+  `committed_digests` is its part that commits make (HEAD, manifests, tags, data);
 * `entry_paths`: the relative paths of every file and folder (cheap: nothing is read);
 * `file_paths`: the relative paths of the files (optionally matching a glob);
 * `entry_stats`: every entry with its mtime, size and mode (what any write would change).
@@ -66,6 +67,21 @@ def digest_diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
     out += [f"added {k}" for k in sorted(set(after) - set(before))]
     out += [f"changed {k}" for k in sorted(set(before) & set(after)) if before[k] != after[k]]
     return out
+
+
+#: What commits consist of: HEAD and the vault's settings, and the manifests, tags and data.
+COMMITTED_FILES = ("HEAD", "vault.json")
+COMMITTED_FOLDERS = ("snapshots/", "tags/", "data/")
+
+
+def committed_digests(root: Path) -> dict[str, str]:
+    """The committed part of `entry_digests`: ``HEAD``, ``vault.json`` and everything under
+    ``snapshots/``, ``tags/`` and ``data/``."""
+    return {
+        k: v
+        for k, v in entry_digests(root).items()
+        if k in COMMITTED_FILES or k.startswith(COMMITTED_FOLDERS)
+    }
 
 
 def entry_paths(root: Path, *, skip_lock: bool = False) -> set[str]:

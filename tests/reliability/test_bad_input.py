@@ -491,12 +491,6 @@ def run_cli(argv: list[str]) -> tuple[int | str, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-def committed_files(snapshot: dict[str, str]) -> dict[str, str]:
-    """The committed part of a `tree`: HEAD, manifests, data files, vault.json, tags."""
-    keep = ("HEAD", "vault.json", "snapshots/", "data/", "tags/")
-    return {k: v for k, v in snapshot.items() if k.startswith(keep) or k in keep}
-
-
 class Outcome:
     """What went wrong, by class: plain problems, leaked exceptions, damage doctor missed."""
 
@@ -621,13 +615,13 @@ def check_queries_in_child(
 
 def check_sync(root: Path, outcome: Outcome, expected: type[WrdsVaultError] | None) -> None:
     """A write on the damaged vault: works, or fails with a wrdsvault error and keeps commits."""
-    before = committed_files(disk.entry_digests(root, skip_lock=True))
+    before = disk.committed_digests(root)
     try:
         with Warehouse(root, source=sample_source(S.SMALL, 1)) as wh:
             report = wh.sync(list(S.DATASETS))
     except Exception as exc:
         outcome.raised("sync", exc)
-        after = committed_files(disk.entry_digests(root, skip_lock=True))
+        after = disk.committed_digests(root)
         if after != before:
             outcome.problems.append(
                 f"a failed sync changed committed files: {disk.digest_diff(before, after)}"
