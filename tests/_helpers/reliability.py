@@ -23,7 +23,7 @@ from typing import Any
 
 from _helpers.disk import copy_vault, leftovers, manifests_on_disk, read_head
 from _helpers.proc import TESTS_DIR, child_env, wait_for
-from _helpers.sources import sample_source
+from _helpers.sources import sample_from_json
 
 HERE = TESTS_DIR / "reliability"
 SYNC_CHILD = HERE / "_sync_child.py"
@@ -333,7 +333,7 @@ def readers_round(
     workdir.mkdir(parents=True, exist_ok=True)
     root = workdir / "vault"
     memo: dict[Any, list[Any]] = {}
-    first = sample_source(commit_source(0))
+    first = sample_from_json(commit_source(0))
     expected0 = source_answers(first, memo)
     with Warehouse(root, source=first) as wh:
         report = wh.sync(list(DATASETS))
@@ -690,7 +690,7 @@ def check_fault_case(
         )
         assert manifests_on_disk(root) == listed, "repair must keep every committed manifest"
     # A retry without injection succeeds and converges on the new data.
-    with Warehouse(root, source=sample_source(SMALL, 2)) as wh:
+    with Warehouse(root, source=sample_from_json(SMALL, 2)) as wh:
         retry = wh.sync(list(DATASETS))
         assert retry.committed == (not committed), (retry, where)
         if not committed and phase in ("publish", "manifest", "manifest-dir", "head"):
@@ -870,7 +870,7 @@ def check_converges(
             assert after.healthy, after.summary()
             assert {f.kind for f in after.findings} <= {"checkpoint"}, after.summary()
             assert [s.id for s in wh.snapshots()] == listed
-    with Warehouse(root, source=sample_source(SMALL, vintage)) as wh:
+    with Warehouse(root, source=sample_from_json(SMALL, vintage)) as wh:
         report = wh.sync(list(DATASETS))
         assert report.committed == (not committed), report
         final = read_head(root)
@@ -882,7 +882,7 @@ def check_converges(
         with wh.snapshot(verify=True) as snap:
             assert snap.fingerprint == fingerprint
             assert same_answer(
-                snapshot_answers(snap), source_answers(sample_source(SMALL, vintage))
+                snapshot_answers(snap), source_answers(sample_from_json(SMALL, vintage))
             )
         assert wh.verify(all_snapshots=True).ok
         report_after = wh.doctor()

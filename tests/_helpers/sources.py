@@ -1,6 +1,6 @@
 """Sources for tests: sample sources described in JSON, and the base of sources that wrap one.
 
-Child processes get their source as JSON (``years`` as ``[first, last]``); `sample_source`
+Child processes get their source as JSON (``years`` as ``[first, last]``); `sample_from_json`
 turns such arguments into a `SampleSource` in the parent and in the child alike.
 
 A test that needs a source which misbehaves in one way (drops the connection in one year, lists
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from wrdsvault.sources.base import PartitionInfo, Source, TableInfo
 
 
-def sample_source(args: dict[str, Any], vintage: int | None = None) -> SampleSource:
+def sample_from_json(args: dict[str, Any], vintage: int | None = None) -> SampleSource:
     """A `SampleSource` from JSON-able keyword arguments (``years`` as ``[first, last]``);
     ``vintage`` overrides the one in ``args``."""
     from wrdsvault.sources import SampleSource

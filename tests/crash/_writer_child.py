@@ -20,14 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the _helpers package
 
-from _helpers.sources import sample_source
+from _helpers.sources import sample_from_json
 
 
 def main(argv: list[str]) -> int:
     root, source_json, *datasets = argv
     from wrdsvault import Warehouse
 
-    with Warehouse(root, source=sample_source(json.loads(source_json))) as wh:
+    with Warehouse(root, source=sample_from_json(json.loads(source_json))) as wh:
         print("ready", flush=True)
         try:
             report = wh.sync(datasets)

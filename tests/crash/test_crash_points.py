@@ -33,7 +33,7 @@ import pytest
 
 from _helpers.disk import copy_vault, manifests_on_disk, require_head, temp_files, tmp_entries
 from _helpers.proc import TESTS_DIR, child_env
-from _helpers.sources import sample_source
+from _helpers.sources import sample_from_json
 from wrdsvault import Snapshot, SnapshotNotFoundError, VaultSettings, Warehouse
 from wrdsvault._storage.crashpoints import ENV_VAR, CrashPoint
 from wrdsvault.sources import SampleSource
@@ -104,7 +104,7 @@ class Scenario:
 
     def source(self, vintage: int) -> SampleSource:
         """The scenario's source at ``vintage``."""
-        return sample_source(self.source_args, vintage)
+        return sample_from_json(self.source_args, vintage)
 
     def datasets(self, vintage: int) -> tuple[str, ...]:
         """What the sync of ``vintage`` syncs, in one call."""

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the _hel
 
 from _helpers import reliability as S
 from _helpers.disk import read_head
-from _helpers.sources import sample_source
+from _helpers.sources import sample_from_json
 
 
 def writer(cfg: dict[str, Any]) -> int:
@@ -48,7 +48,7 @@ def writer(cfg: dict[str, Any]) -> int:
     print("ready", flush=True)
     with open(cfg["log"], "a") as log:
         for i in range(cfg["first"], cfg["first"] + cfg["commits"]):
-            source = sample_source(S.commit_source(i))
+            source = sample_from_json(S.commit_source(i))
             expected = S.source_answers(source, memo)
             with Warehouse(root, source=source) as wh:
                 report = wh.sync(list(S.DATASETS))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the _helpers package
 
-from _helpers.sources import sample_source
+from _helpers.sources import sample_from_json
 
 
 def main(argv: list[str]) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     config = json.loads(config_json)
     from wrdsvault import Warehouse
 
-    wh = Warehouse(root, source=sample_source(config["source"]))
+    wh = Warehouse(root, source=sample_from_json(config["source"]))
     os.write(2, b"BEGIN\n")
     try:
         report = wh.sync(config["datasets"])

@@ -12,7 +12,7 @@ import pytest
 
 from _helpers import disk
 from _helpers import reliability as S
-from _helpers.sources import sample_source
+from _helpers.sources import sample_from_json
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def small_vaults(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("reliability-small")
     template = base / "template"
     Warehouse(template, settings=VaultSettings()).close()  # vault.json with default settings
-    with Warehouse(template, source=sample_source(S.SMALL, 1)) as wh:
+    with Warehouse(template, source=sample_from_json(S.SMALL, 1)) as wh:
         report = wh.sync(list(S.DATASETS))
         assert report.committed and report.snapshot_id is not None
         old_id = report.snapshot_id
@@ -35,14 +35,14 @@ def small_vaults(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             old_fingerprint = snap.fingerprint
             old_answers = S.snapshot_answers(snap)
     reference = disk.copy_vault(template, base / "reference")
-    with Warehouse(reference, source=sample_source(S.SMALL, 2)) as wh:
+    with Warehouse(reference, source=sample_from_json(S.SMALL, 2)) as wh:
         assert wh.sync(list(S.DATASETS)).committed
         with wh.snapshot(verify=True) as snap:
             new_fingerprint = snap.fingerprint
             new_answers = S.snapshot_answers(snap)
     assert old_fingerprint != new_fingerprint
-    assert new_answers == S.source_answers(sample_source(S.SMALL, 2))
-    assert old_answers == S.source_answers(sample_source(S.SMALL, 1))
+    assert new_answers == S.source_answers(sample_from_json(S.SMALL, 2))
+    assert old_answers == S.source_answers(sample_from_json(S.SMALL, 1))
     return {
         "template": template,
         "old_id": old_id,

@@ -43,7 +43,7 @@ import pytest
 from _helpers import disk
 from _helpers import reliability as S
 from _helpers.proc import child_env
-from _helpers.sources import sample_source
+from _helpers.sources import sample_from_json
 from wrdsvault import (
     IntegrityError,
     LockHeldError,
@@ -66,7 +66,7 @@ def two_snapshots(
 ) -> dict[str, Any]:
     """A vault with vintage 1 (tagged ``paper``) and vintage 2 (latest) of the small scenario."""
     root = disk.copy_vault(small_vaults["template"], tmp_path_factory.mktemp("bad-input") / "vault")
-    with Warehouse(root, source=sample_source(S.SMALL, 2)) as wh:
+    with Warehouse(root, source=sample_from_json(S.SMALL, 2)) as wh:
         report = wh.sync(list(S.DATASETS))
         assert report.committed
         wh.tag("paper", small_vaults["old_id"])
@@ -617,7 +617,7 @@ def check_sync(root: Path, outcome: Outcome, expected: type[WrdsVaultError] | No
     """A write on the damaged vault: works, or fails with a wrdsvault error and keeps commits."""
     before = disk.committed_digests(root)
     try:
-        with Warehouse(root, source=sample_source(S.SMALL, 1)) as wh:
+        with Warehouse(root, source=sample_from_json(S.SMALL, 1)) as wh:
             report = wh.sync(list(S.DATASETS))
     except Exception as exc:
         outcome.raised("sync", exc)
