@@ -15,20 +15,16 @@ from typing import Any
 
 import pytest
 
+from _helpers.cli import Tty, run
 from _helpers.locks import leave_dead_lock
 from wrdsvault import Progress
-from wrdsvault.cli import _summary, _SyncProgress, main
+from wrdsvault._cli_render import SyncDisplay, sync_summary
+from wrdsvault.cli import main
 from wrdsvault.manifest import ColumnSchema
 from wrdsvault.reports import DatasetResult, SyncReport
 from wrdsvault.schema import diff
 
 SAMPLE = ["--source", "sample", "--sample-years", "2020-2022", "--securities", "40"]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_sync_snapshots_query_status_tag(
@@ -70,7 +66,7 @@ def test_sync_snapshots_query_status_tag(
     assert "crsp.msf" in out
     assert "lock      free" in out
     code, out, _ = run(capsys, "status", "--vault", vault, "--json")
-    assert json.loads(out)["tags"] == {"paper": snaps[0]["id"]}
+    assert json.loads(out)["tags"] == {"paper": snaps[0]["snapshot_id"]}
 
 
 def test_errors_exit_1_with_advice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,13 +194,6 @@ def test_unlock_shows_refuses_live_and_breaks_dead(
 # -- sync progress and summary ---------------------------------------------------------------
 
 
-class Tty(io.StringIO):
-    """A terminal as the progress display sees it."""
-
-    def isatty(self) -> bool:
-        return True
-
-
 class Clock:
     """A monotonic clock the test moves by hand."""
 
@@ -278,7 +267,7 @@ DSF: list[tuple[float, Progress]] = [
 
 def feed(stream: io.StringIO, events: list[tuple[float, Progress]], **kwargs: Any) -> str:
     clock = Clock()
-    display = _SyncProgress(stream, clock=clock, **kwargs)
+    display = SyncDisplay(stream, clock=clock, **kwargs)
     for t, ev in events:
         clock.now = t
         display.render(ev)
@@ -393,7 +382,7 @@ def test_narrow_terminal_keeps_the_eta() -> None:
 def test_next_dataset_and_close_end_an_open_line() -> None:
     """A line left open (a failed dataset, an interrupt) is ended before anything else."""
     stream = Tty()
-    display = _SyncProgress(stream, columns=120, clock=Clock())
+    display = SyncDisplay(stream, columns=120, clock=Clock())
     display.render(event(dataset="crsp.msf"))
     display.render(event(dataset="comp.funda"))
     assert stream.getvalue().count("\n") == 1
@@ -411,7 +400,7 @@ def test_bar_falls_back_to_ascii() -> None:
             return True
 
     stream = AsciiTty(io.BytesIO(), encoding="ascii")
-    display = _SyncProgress(stream, columns=120, clock=Clock())
+    display = SyncDisplay(stream, columns=120, clock=Clock())
     display.render(event(total=2, done=True, action="read", rows=5, dataset_rows_total=10))
     stream.seek(0)
     assert "##########----------" in stream.read()
@@ -424,7 +413,7 @@ def test_a_failing_display_never_fails_the_sync(caplog: pytest.LogCaptureFixture
         def write(self, text: str) -> int:
             raise BrokenPipeError(32, "Broken pipe")
 
-    display = _SyncProgress(Broken(), columns=120)
+    display = SyncDisplay(Broken(), columns=120)
     with pytest.raises(BrokenPipeError):
         display.render(event())
     with caplog.at_level(logging.WARNING, logger="wrdsvault.cli"):
@@ -517,7 +506,7 @@ def test_summary_notes_recorded_vintage_drift_and_long_year_lists() -> None:
     )
     report = SyncReport(
         snapshot_id="s2",
-        parent_id="s1",
+        parent_snapshot_id="s1",
         committed=True,
         duration_s=1.5,
         datasets=(
@@ -542,7 +531,7 @@ def test_summary_notes_recorded_vintage_drift_and_long_year_lists() -> None:
             ),
         ),
     )
-    lines = _summary(report).splitlines()
+    lines = sync_summary(report).splitlines()
     assert lines[:3] == [
         "dataset     status    years written       reused     removed  rows written  "
         "size written  total rows",

@@ -14,7 +14,7 @@ import pytest
 
 import wrdsvault
 from _helpers.proc import wait_for
-from wrdsvault._storage.lock import force_unlock
+from wrdsvault._storage.lock_tools import break_lock
 
 pytestmark = pytest.mark.crash
 
@@ -53,7 +53,7 @@ def test_paused_writer_is_fenced_off_after_a_takeover(tmp_path: Path, make_sourc
         wait_for(staged, "the child to stage a partition", timeout_s=60)
         os.kill(child.pid, signal.SIGSTOP)
         # The human override: the owner is alive (stopped) on this host, so only allow_live breaks.
-        broken = force_unlock(root / ".lock", allow_live=True)
+        broken = break_lock(root / ".lock", allow_live=True)
         assert broken.broken is True
         wh.source = make_source(2)
         takeover = wh.sync("ff.factors_monthly")

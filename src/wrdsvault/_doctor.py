@@ -20,7 +20,7 @@ import attrs
 
 from wrdsvault._storage.catalog import GARBAGE_KINDS, BeyondHead, Catalog, find_garbage
 from wrdsvault._storage.checkpoint import Checkpoints
-from wrdsvault._storage.lock import describe_lock
+from wrdsvault._storage.lock_tools import describe_lock
 from wrdsvault._storage.quarantine import list_entries
 from wrdsvault.errors import VaultFormatError
 
@@ -53,7 +53,16 @@ _GARBAGE_ADVICE: dict[str, str] = {
 
 @attrs.frozen(kw_only=True)
 class DoctorFinding:
-    """One thing doctor found: what, where, and what to do about it."""
+    """One thing `Warehouse.doctor` found: what, where, and what to do about it.
+
+    Attributes:
+        kind: what it is (``staging``, ``orphan-file``, ``stale-lock``, ``damaged-manifest``,
+            ``head-behind``, ``quarantine``, ...; docs/cli.md).
+        path: where, relative to the vault root.
+        detail: what is wrong with it.
+        advice: what to do; whether ``doctor --repair`` removes it.
+        size_bytes: bytes it takes (0 when not a file or folder of data).
+    """
 
     kind: Kind
     path: str
@@ -71,20 +80,27 @@ class DoctorFinding:
 
 @attrs.frozen(kw_only=True)
 class DoctorReport:
-    """Everything doctor found, and what a repair removed."""
+    """What `Warehouse.doctor` found, and what a repair removed (``repaired``: their paths).
+
+    ``ok`` is True when nothing is left that needs attention.
+    """
 
     findings: tuple[DoctorFinding, ...]
     repaired: tuple[str, ...] = ()
 
     @property
-    def healthy(self) -> bool:
-        """No finding left that needs attention (after a repair, only what it could not fix)."""
+    def ok(self) -> bool:
+        """No finding left that needs attention (after a repair, only what it could not fix).
+
+        Quarantine entries, a disk past a watermark and resumable checkpoints are reported but
+        do not make a vault unhealthy.
+        """
         left = [f for f in self.findings if f.path not in self.repaired]
         return not [f for f in left if f.kind not in ("quarantine", "disk", "checkpoint")]
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "healthy": self.healthy,
+            "ok": self.ok,
             "findings": [f.to_json() for f in self.findings],
             "repaired": list(self.repaired),
         }
@@ -144,10 +160,7 @@ def examine(
 ) -> list[DoctorFinding]:
     """Everything worth reporting in the vault, read-only."""
     layout = catalog.layout
-    root = layout.root
-
-    def rel(p: Path) -> str:
-        return str(p.relative_to(root))
+    rel = layout.relative
 
     out, beyond = _head_findings(catalog)
     on_disk = catalog.manifest_ids()
@@ -193,7 +206,7 @@ def examine(
             out.append(
                 DoctorFinding(
                     kind="damaged-manifest",
-                    path=f"snapshots/{sid}.json",
+                    path=rel(layout.manifest(sid)),
                     detail=exc.problem,
                     advice="restore the file from a backup; snapshots that need it cannot open"
                     + (
@@ -238,7 +251,7 @@ def examine(
                 advice="a writer is working; wait for it",
             )
         )
-    for entry in list_entries(layout.quarantine_dir):
+    for entry in list_entries(layout):
         out.append(
             DoctorFinding(
                 kind="quarantine",

@@ -14,5 +14,6 @@ library, wrdsvault and (``strategies`` only) Hypothesis, so a child pays nothing
 * `sources`: sample sources from JSON arguments, the base of sources that wrap another;
 * `locks`: lock-child processes, stale lock files built on disk, enter/exit logs;
 * `reliability`: the reliability suite's answers, children, strace fault injection and checks;
-* `strategies`: Hypothesis strategies for hostile and valid names.
+* `strategies`: Hypothesis strategies for hostile and valid names;
+* `cli`: the command line run in-process, a stream that says it is a terminal.
 """

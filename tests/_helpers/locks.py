@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from _helpers.proc import TESTS_DIR, child_env
-from wrdsvault._storage.lock import own_identity, process_start
+from wrdsvault._storage.identity import own_identity, process_start
 
 #: The lock tests' child script (run by path).
 LOCK_CHILD: Path = TESTS_DIR / "lock" / "_lock_child.py"
@@ -111,7 +111,7 @@ def write_lock(path: Path, content: bytes, *, age_s: float = 0.0) -> None:
     if age_s:
         then = time.time() - age_s
         os.utime(tmp, (then, then))
-    os.replace(tmp, path)
+    os.replace(tmp, path)  # noqa: TID251 - plants a lock file as a dead writer left it
 
 
 def owner_record(**overrides: Any) -> dict[str, Any]:

@@ -19,7 +19,8 @@ import pytest
 
 from _helpers import locks
 from _helpers.proc import wait_for
-from wrdsvault._storage.lock import WriterLock, read_record
+from wrdsvault._storage.lock import WriterLock
+from wrdsvault._storage.owner import read_record
 from wrdsvault.errors import LockHeldError
 
 

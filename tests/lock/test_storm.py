@@ -21,7 +21,7 @@ from pathlib import Path
 
 from _helpers import locks
 from _helpers.proc import wait_for
-from wrdsvault._storage.lock import own_identity
+from wrdsvault._storage.identity import own_identity
 
 PROCESSES = 16
 KINDS = (

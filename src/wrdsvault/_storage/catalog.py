@@ -40,7 +40,6 @@ from typing import Final, Literal
 
 import attrs
 
-from wrdsvault._storage.checkpoint import Checkpoints
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id
 from wrdsvault.errors import InvalidNameError, VaultFormatError
 from wrdsvault.manifest import Manifest
@@ -381,7 +380,7 @@ def find_garbage(
     """
     layout = catalog.layout
     now = time.time() if now is None else now
-    resume = Checkpoints(layout).root
+    resume = layout.resume_dir
     if layout.tmp_dir.is_dir():
         for child in sorted(layout.tmp_dir.iterdir()):
             if child == resume and child.is_dir() and not child.is_symlink():
@@ -419,7 +418,7 @@ def find_garbage(
     except VaultFormatError:
         return  # a manifest cannot be read: any file may be one it needs
     for path in _data_files(layout):
-        if str(path.relative_to(layout.root)) not in referenced:
+        if layout.relative(path) not in referenced:
             yield Garbage("orphan-file", path, "no committed snapshot references this data file")
 
 
