@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,12 @@ def entry_stats(root: Path) -> dict[str, tuple[int, int, int]]:
         st = os.lstat(path)
         out[str(path.relative_to(root))] = (st.st_mtime_ns, st.st_size, st.st_mode)
     return out
+
+
+def set_age(path: Path, age_s: float) -> None:
+    """Set ``path``'s atime and mtime to ``age_s`` seconds ago (a heartbeat that stopped then)."""
+    then = time.time() - age_s
+    os.utime(path, (then, then))
 
 
 # -- a vault's files -----------------------------------------------------------------------------

@@ -1,93 +1,30 @@
 """The writer lock's tests' helpers: lock-child processes, stale locks on disk, holder logs.
 
-Nothing here mocks the lock. `Child` runs ``tests/lock/_lock_child.py`` by path and it takes the
-real lock; stale locks are built as files on disk exactly as a dead writer would have left them (a
-record naming a reaped process, a live but unrelated process, another host, or garbage), with old
-mtimes set by ``os.utime``; `leave_dead_lock` has a real process take the lock and exit.
+Nothing here mocks the lock. The lock child (``tests/lock/_lock_child.py``, run as an
+`EventChild`) takes the real lock; stale locks are built as files on disk exactly as a dead writer
+would have left them (a record naming a reaped process, a live but unrelated process, another
+host, or garbage), with old mtimes (`disk.set_age`); `leave_dead_lock` has a real process take
+the lock and exit.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import queue
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from _helpers.disk import set_age
 from _helpers.proc import TESTS_DIR, child_env
 from wrdsvault._storage.identity import own_identity, process_start
 
 #: The lock tests' child script (run by path).
 LOCK_CHILD: Path = TESTS_DIR / "lock" / "_lock_child.py"
-
-
-class Child:
-    """A ``_lock_child.py`` process: JSON events from its stdout, commands to its stdin."""
-
-    def __init__(self, argv: list[str], *, env: dict[str, str] | None = None) -> None:
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            start_new_session=True,  # its own process group: SIGSTOP reaches unshare's child too
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.events.put(json.loads(line))
-        self.events.put({"event": "eof"})
-
-    def expect(self, *events: str, timeout_s: float = 30.0) -> dict[str, Any]:
-        """The next event, which must be one of ``events``."""
-        try:
-            got = self.events.get(timeout=timeout_s)
-        except queue.Empty:
-            pytest.fail(f"child {self.proc.pid} sent nothing within {timeout_s} s")
-        if got["event"] not in events:
-            err = self.proc.stderr.read() if got["event"] == "eof" and self.proc.stderr else ""
-            pytest.fail(f"expected {events}, child sent {got}; stderr: {err}")
-        return got
-
-    def send(self, command: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-
-    def signal_group(self, sig: int) -> None:
-        os.killpg(self.proc.pid, sig)
-
-    def wait(self, timeout_s: float = 30.0) -> int:
-        return self.proc.wait(timeout=timeout_s)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        for stream in (self.proc.stdin, self.proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 def which(name: str) -> str:
@@ -109,8 +46,7 @@ def write_lock(path: Path, content: bytes, *, age_s: float = 0.0) -> None:
     tmp = path.with_name(f".setup.{secrets.token_hex(4)}")
     tmp.write_bytes(content)
     if age_s:
-        then = time.time() - age_s
-        os.utime(tmp, (then, then))
+        set_age(tmp, age_s)
     os.replace(tmp, path)  # noqa: TID251 - plants a lock file as a dead writer left it
 
 

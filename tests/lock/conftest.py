@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from _helpers.locks import LOCK_CHILD, Child, namespace_prefix, which
+from _helpers.children import EventChild
+from _helpers.locks import LOCK_CHILD, namespace_prefix, which
 from _helpers.proc import child_env
 
 
@@ -29,9 +30,9 @@ def lock_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def spawn() -> Iterator[Callable[..., Child]]:
+def spawn() -> Iterator[Callable[..., EventChild]]:
     """Start ``_lock_child.py MODE CONFIG`` (optionally under a prefix such as ``unshare``)."""
-    children: list[Child] = []
+    children: list[EventChild] = []
 
     def start(
         mode: str,
@@ -39,16 +40,16 @@ def spawn() -> Iterator[Callable[..., Child]]:
         *,
         prefix: list[str] | None = None,
         crashpoint: str | None = None,
-    ) -> Child:
+    ) -> EventChild:
         env = child_env(**({"WRDSVAULT_TEST_CRASHPOINT": crashpoint} if crashpoint else {}))
         argv = [*(prefix or []), sys.executable, str(LOCK_CHILD), mode, json.dumps(cfg)]
-        child = Child(argv, env=env)
+        child = EventChild(argv, env=env)
         children.append(child)
         return child
 
     yield start
     for child in children:
-        child.kill()
+        child.close()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -27,15 +26,11 @@ from typing import Any
 
 import pytest
 
-from _helpers import locks
+from _helpers import access, locks
 from _helpers.disk import entry_stats
 from _helpers.proc import child_env
 from wrdsvault import VaultSettings, Warehouse
 from wrdsvault.sources import SampleSource
-
-#: Run a command as an ordinary user with our uid: no capabilities now, and none after exec.
-DROP = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
-NOBODY = 65534
 
 
 def _run(prefix: list[str], *argv: str) -> subprocess.CompletedProcess[str]:
@@ -58,29 +53,16 @@ def _make_vault(root: Path) -> None:
         wh.sync("crsp.msf")
 
 
-def _give_away(root: Path) -> None:
-    """Hand the vault to ``nobody``, group 0: we keep only the group's read access."""
-    for dirpath, _dirs, files in os.walk(root):
-        os.chown(dirpath, NOBODY, 0)
-        for name in files:
-            os.chown(os.path.join(dirpath, name), NOBODY, 0, follow_symlinks=False)
-
-
 @pytest.fixture
 def group_member(tmp_path: Path) -> Iterator[tuple[Path, Callable[..., Any]]]:
     """A synced group-access vault owned by another user, and a CLI runner for a group member."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root (to give the vault to another user) and setpriv(1)")
     root = tmp_path / "vault"
     _make_vault(root)
+    drop = access.group_member(root)
 
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        return _run(DROP, "-m", "wrdsvault", *argv, "--vault", str(root))
+        return _run(drop, "-m", "wrdsvault", *argv, "--vault", str(root))
 
-    _give_away(root)
-    probe = _run(DROP, "-c", f"open({str(root / 'probe')!r}, 'x')")
-    if probe.returncode == 0 or "PermissionError" not in probe.stderr:
-        pytest.skip(f"dropping capabilities did not take write access away: {probe.stderr[-300:]}")
     yield root, cli
 
 
@@ -96,7 +78,7 @@ def test_status_doctor_unlock_work_for_a_group_member_during_a_sync(
     nightly = {"path": str(root / ".lock"), "file_mode": 0o640, "operation": "nightly"}
     holder = spawn("hold", {**nightly, "heartbeat_s": 0})
     held = holder.expect("held")
-    _give_away(root)
+    access.give_away(root)
     before = entry_stats(root)
 
     status = cli("status")
@@ -141,7 +123,7 @@ def test_another_hosts_lock_is_unknown_without_write_access(
     root, cli = group_member
     record = locks.owner_record(host="elsewhere.invalid", boot_id="b", pid_ns="pid:[1]")
     locks.write_lock(root / ".lock", json.dumps(record).encode(), age_s=5 * 3600.0)
-    _give_away(root)
+    access.give_away(root)
 
     status = cli("status", "--json")
     _no_traceback(status)
@@ -163,7 +145,7 @@ def test_an_owner_record_the_reader_may_not_read_is_reported_not_raised(
     root, cli = group_member
     locks.write_lock(root / ".lock", json.dumps(locks.owner_record()).encode())
     os.chmod(root / ".lock", 0o600)
-    _give_away(root)
+    access.give_away(root)
 
     status = cli("status", "--json")
     _no_traceback(status)
@@ -189,9 +171,9 @@ def test_writes_without_write_access_raise_vault_access_error(
 
     empty = tmp_path / "not-mine"
     empty.mkdir(mode=0o755)
-    os.chown(empty, NOBODY, NOBODY)
+    os.chown(empty, access.NOBODY, access.NOBODY)
     create = _run(
-        DROP,
+        access.DROP,
         "-c",
         "import sys\n"
         "from wrdsvault import Warehouse, WrdsVaultError\n"
@@ -205,26 +187,12 @@ def test_writes_without_write_access_raise_vault_access_error(
     assert os.listdir(empty) == []
 
 
-def _read_only_mount(root: Path) -> list[str]:
-    """An argv prefix that runs a command with ``root`` mounted read-only (only it sees that)."""
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
-        pytest.skip("needs unshare(1) and mount(8)")
-    script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
-    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(root)]
-    probe = subprocess.run(
-        [*prefix, "touch", str(root / "probe")], capture_output=True, text=True, check=False
-    )
-    if "Read-only file system" not in probe.stderr:
-        pytest.skip(f"cannot make a read-only bind mount here: {probe.stderr.strip()[-300:]}")
-    return prefix
-
-
 def test_read_only_mount_during_a_sync(tmp_path: Path, spawn) -> None:
     """On a read-only mount, status and doctor work while a writer holds the lock; unlock and
     writes say they need write access."""
     root = tmp_path / "vault"
     _make_vault(root)
-    ro = _read_only_mount(root)
+    ro = access.read_only_mount(root)
 
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
         return _run(ro, "-m", "wrdsvault", *argv, "--vault", str(root))
