@@ -41,6 +41,11 @@ def test_exported_names() -> None:
         "VerifyReport",
         "SchemaDrift",
         "SchemaVersion",
+        "RetentionPolicy",
+        "GcPlan",
+        "GcReport",
+        "KeptSnapshot",
+        "ExpiredSnapshot",
         "__version__",
     } | set(wrdsvault.errors.__all__)
     assert set(wrdsvault.__all__) == expected

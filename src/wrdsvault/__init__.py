@@ -50,6 +50,7 @@ from wrdsvault.reports import (
     VaultStatus,
     VerifyReport,
 )
+from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, KeptSnapshot, RetentionPolicy
 from wrdsvault.schema import SchemaDrift, SchemaVersion
 from wrdsvault.settings import VaultSettings
 from wrdsvault.snapshot import Snapshot
@@ -62,10 +63,14 @@ __all__ = [
     "DatasetSpec",
     "DatasetSummary",
     "DiskSpaceError",
+    "ExpiredSnapshot",
     "FORMAT_VERSION",
     "FileFault",
+    "GcPlan",
+    "GcReport",
     "IntegrityError",
     "InvalidNameError",
+    "KeptSnapshot",
     "LazyResult",
     "LockHeldError",
     "LockInfo",
@@ -73,6 +78,7 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "RetentionPolicy",
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",

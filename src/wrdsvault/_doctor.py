@@ -29,6 +29,7 @@ Kind = Literal[
     "checkpoint",
     "temp-file",
     "uncommitted-manifest",
+    "expired-manifest",
     "orphan-file",
     "stale-lock",
     "held-lock",
@@ -36,6 +37,7 @@ Kind = Literal[
     "damaged-manifest",
     "damaged-tag",
     "damaged-head",
+    "damaged-expiry-log",
     "head-behind",
     "symlink",
     "disk",
@@ -47,6 +49,8 @@ _GARBAGE_ADVICE: dict[str, str] = {
     "staging": "garbage; repair removes it (any writer also does)",
     "temp-file": "garbage; repair removes it",
     "uncommitted-manifest": "garbage (never visible as a snapshot); repair removes it",
+    "expired-manifest": "garbage (gc expired it and no reader holds it); repair or the next "
+    "gc removes it",
     "orphan-file": "garbage; repair removes it",
 }
 
@@ -140,9 +144,17 @@ def _head_findings(catalog: Catalog) -> tuple[list[DoctorFinding], BeyondHead | 
 
 
 def examine(
-    catalog: Catalog, *, stale_after_s: float, file_mode: int = 0o600
+    catalog: Catalog,
+    *,
+    stale_after_s: float,
+    file_mode: int = 0o600,
+    leased: frozenset[str] | None = None,
 ) -> list[DoctorFinding]:
-    """Everything worth reporting in the vault, read-only."""
+    """Everything worth reporting in the vault, read-only.
+
+    ``leased``: the snapshot ids live readers hold; without it, expired manifests still on
+    disk are not judged (a reader may hold them).
+    """
     layout = catalog.layout
     root = layout.root
 
@@ -175,7 +187,21 @@ def examine(
                 "them again; removed by that sync's commit or after a week",
             )
         )
-    for item in find_garbage(catalog):
+    try:
+        log_problems = catalog.expiry_log_problems()
+    except VaultFormatError as exc:
+        log_problems = [exc.problem]
+    for problem in log_problems:
+        out.append(
+            DoctorFinding(
+                kind="damaged-expiry-log",
+                path="expired.jsonl",
+                detail=problem,
+                advice="restore expired.jsonl from a backup; until then the snapshot this line "
+                "named may be listed again (its files may be gone: verify it)",
+            )
+        )
+    for item in find_garbage(catalog, leased=leased):
         out.append(
             DoctorFinding(
                 kind=item.kind,

@@ -17,6 +17,7 @@ import attrs
 from wrdsvault._query import check_timeout
 from wrdsvault.datasets import validate_dataset
 from wrdsvault.errors import InvalidNameError, VaultFormatError
+from wrdsvault.retention import RetentionPolicy
 from wrdsvault.schema import DRIFT_POLICIES
 
 __all__ = ["VaultSettings"]
@@ -86,6 +87,13 @@ def _policies(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None
             raise ValueError(msg)
 
 
+def _retention(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, dict):
+        msg = f"retention must be an object of retention rules, got {value!r}"
+        raise TypeError(msg)
+    RetentionPolicy.from_json(value)
+
+
 @attrs.frozen(kw_only=True)
 class VaultSettings:
     """Settings of one vault.
@@ -114,6 +122,8 @@ class VaultSettings:
         max_removed_fraction: the share of a dataset's rows that years vanishing from the
             source's listing may take with them in one sync (0: none; such a sync fails
             validation unless ``sync(allow_removal=True)``; docs/integrity.md).
+        retention: the default retention policy of ``gc`` (docs/retention.md), e.g.
+            ``{"keep_last": 10, "keep_monthly": 24}``; empty: gc expires nothing.
     """
 
     group_access: bool = False
@@ -139,6 +149,12 @@ class VaultSettings:
     )
     drift_policies: dict[str, str] = attrs.field(factory=dict, validator=_policies)
     max_removed_fraction: float = attrs.field(default=0.0, converter=float, validator=_share)
+    retention: dict[str, Any] = attrs.field(factory=dict, validator=_retention)
+
+    @property
+    def retention_policy(self) -> RetentionPolicy:
+        """``retention`` as a `RetentionPolicy` (every rule None when nothing is stored)."""
+        return RetentionPolicy.from_json(self.retention)
 
     @property
     def file_mode(self) -> int:
@@ -166,8 +182,8 @@ class VaultSettings:
         for field in attrs.fields(type(self)):
             variable = _ENV_PREFIX + field.name.upper()
             raw = env.get(variable)
-            if raw is None or field.name == "drift_policies":
-                continue  # drift_policies is a mapping: set it in vault.json or settings=
+            if raw is None or field.name in ("drift_policies", "retention"):
+                continue  # mappings: set them in vault.json or settings=
             try:
                 changes[field.name] = value = _from_env(field.name, raw)
                 attrs.evolve(self, **{field.name: value})  # runs the field's validator
