@@ -81,6 +81,8 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
         e.IntegrityError(path="/v/f", problem="size", snapshot_id="s1"),
         e.LockHeldError(lock_path="/v/lock", holder={"pid": 1}, waited_s=0.5),
         e.VaultAccessError(path="/v", operation="sync()", reason="read-only mount"),
+        e.TagExistsError(tag="paper-v1", current="20250101T000000000000Z-0a1b2c3d", requested="x"),
+        e.WriteError(operation="tag paper-v1", reason="EIO", after="nothing was changed"),
         e.DiskSpaceError(path="/v", needed_bytes=2, free_bytes=1, reason="full"),
         e.CommitOutcomeUnknownError(snapshot_id="s1", reason="EIO"),
         e.SyncError(dataset="crsp.msf", reason="boom"),

@@ -375,6 +375,10 @@ class CommitOutcomeUnknownError(WrdsVaultError):
 class TagExistsError(WrdsVaultError):
     """The tag already names another snapshot; moving it needs ``force=True``. Nothing changed."""
 
+    tag: str
+    current: str
+    requested: str
+
     def __init__(self, *, tag: str, current: str, requested: str) -> None:
         super().__init__(
             f"tag {tag!r} already names snapshot {current}, not {requested}; pass force=True "
@@ -392,6 +396,10 @@ class WriteError(WrdsVaultError):
     Raised for an operating-system error (EIO, EACCES, ...; a full disk is `DiskSpaceError`) or
     when the writer lock was taken over; the message says what the failure may have left.
     """
+
+    operation: str
+    reason: str
+    after: str
 
     def __init__(self, *, operation: str, reason: str, after: str) -> None:
         super().__init__(
