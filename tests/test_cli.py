@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from wrdsvault import Progress
-from wrdsvault.cli import _summary, _SyncProgress, main
+from wrdsvault._cli_render import SyncDisplay, sync_summary
+from wrdsvault.cli import main
 from wrdsvault.manifest import ColumnSchema
 from wrdsvault.reports import DatasetResult, SyncReport
 from wrdsvault.schema import diff
@@ -285,7 +286,7 @@ DSF: list[tuple[float, Progress]] = [
 
 def feed(stream: io.StringIO, events: list[tuple[float, Progress]], **kwargs: Any) -> str:
     clock = Clock()
-    display = _SyncProgress(stream, clock=clock, **kwargs)
+    display = SyncDisplay(stream, clock=clock, **kwargs)
     for t, ev in events:
         clock.now = t
         display.render(ev)
@@ -400,7 +401,7 @@ def test_narrow_terminal_keeps_the_eta() -> None:
 def test_next_dataset_and_close_end_an_open_line() -> None:
     """A line left open (a failed dataset, an interrupt) is ended before anything else."""
     stream = Tty()
-    display = _SyncProgress(stream, columns=120, clock=Clock())
+    display = SyncDisplay(stream, columns=120, clock=Clock())
     display.render(event(dataset="crsp.msf"))
     display.render(event(dataset="comp.funda"))
     assert stream.getvalue().count("\n") == 1
@@ -418,7 +419,7 @@ def test_bar_falls_back_to_ascii() -> None:
             return True
 
     stream = AsciiTty(io.BytesIO(), encoding="ascii")
-    display = _SyncProgress(stream, columns=120, clock=Clock())
+    display = SyncDisplay(stream, columns=120, clock=Clock())
     display.render(event(total=2, done=True, action="read", rows=5, dataset_rows_total=10))
     stream.seek(0)
     assert "##########----------" in stream.read()
@@ -431,7 +432,7 @@ def test_a_failing_display_never_fails_the_sync(caplog: pytest.LogCaptureFixture
         def write(self, text: str) -> int:
             raise BrokenPipeError(32, "Broken pipe")
 
-    display = _SyncProgress(Broken(), columns=120)
+    display = SyncDisplay(Broken(), columns=120)
     with pytest.raises(BrokenPipeError):
         display.render(event())
     with caplog.at_level(logging.WARNING, logger="wrdsvault.cli"):
@@ -549,7 +550,7 @@ def test_summary_notes_recorded_vintage_drift_and_long_year_lists() -> None:
             ),
         ),
     )
-    lines = _summary(report).splitlines()
+    lines = sync_summary(report).splitlines()
     assert lines[:3] == [
         "dataset     status    years written       reused     removed  rows written  "
         "size written  total rows",

@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from wrdsvault._storage.checkpoint import CheckpointRecord, columns_digest
 from wrdsvault._storage.diskguard import DiskGuard
-from wrdsvault._storage.writer import Writer
+from wrdsvault._storage.writer import StagedFile, Writer
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.errors import (
     DiskSpaceError,
@@ -48,7 +48,7 @@ from wrdsvault.manifest import (
     format_timestamp,
 )
 from wrdsvault.reports import DatasetResult, Status, SyncReport
-from wrdsvault.schema import DriftPolicy, diff
+from wrdsvault.schema import DriftPolicy, SchemaDrift, diff
 from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, Source, TableInfo
 from wrdsvault.validation import (
     Finding,
@@ -355,6 +355,16 @@ def read_batches(
 _DEFAULT_BYTES_PER_ROW: Final = 64
 
 
+# -- one dataset, step by step ------------------------------------------------------------
+#
+# `_sync_dataset` reads as the steps it takes: skip a dataset whose marker is unchanged, plan
+# (schema, drift policy, partitions, disk), stream and stage each partition (reused, resumed or
+# read; checked by the rules as it lands), carry over the years not synced, validate, make sure
+# the source did not change while it was read, and describe the result. Each step is a function
+# of what the earlier ones returned; the only state that changes along the way is the
+# `_Staged` tally and the `_Reporter`'s count of rows done.
+
+
 def _sync_dataset(
     writer: Writer,
     source: Source,
@@ -363,26 +373,81 @@ def _sync_dataset(
     opts: SyncOptions,
     position: tuple[int, int] = (0, 1),
 ) -> tuple[DatasetEntry | None, DatasetResult]:
-    years, full, progress = opts.years, opts.full, opts.progress
-    info = describe(source, spec)
-    prev_years = {p.year for p in prev.partitions} if prev else set()
-    marker_same = (
-        prev is not None
-        and info.change_marker is not None
-        and prev.change_marker == info.change_marker
-        and prev.source == source.name
-    )
-    if not full and marker_same and (years is None or years <= prev_years):
-        assert prev is not None
-        return None, DatasetResult(
-            dataset=spec.name,
-            status="unchanged",
-            years_reused=tuple(p.year for p in prev.partitions),
-            row_count=prev.row_count,
-            change_marker=prev.change_marker,
-            previous_change_marker=prev.change_marker,
-        )
+    """Sync one dataset into ``writer``'s staging area; the entry is None when nothing changed.
 
+    Raises:
+        SchemaDriftError, SyncError, SourceError, ValidationFailedError, DiskSpaceError.
+    """
+    info = describe(source, spec)
+    if _marker_unchanged(source, prev, info, opts):
+        assert prev is not None
+        return None, _unchanged(spec, prev)
+    plan = _plan(source, spec, prev, info, opts)
+    report = _Reporter(
+        callback=opts.progress,
+        dataset=spec.name,
+        total=len(plan.parts),
+        rows_total=plan.rows_total or None,
+        position=position,
+    )
+    staged = _stage_partitions(writer, source, spec, prev, plan, opts, report)
+    partitions, removed = _carry_over(prev, staged.parts, opts.years)
+    _validate(spec, prev, partitions, staged.findings, opts)
+    if staged.written or staged.resumed:
+        _refuse_a_source_updated_while_read(source, spec, info)
+    return _result(source, spec, prev, plan, staged, partitions, removed)
+
+
+def _marker_unchanged(
+    source: Source, prev: DatasetEntry | None, info: TableInfo, opts: SyncOptions
+) -> bool:
+    """The source's change marker is the one recorded, and every year asked for is held."""
+    if opts.full or prev is None or info.change_marker is None:
+        return False
+    if prev.change_marker != info.change_marker or prev.source != source.name:
+        return False
+    return opts.years is None or opts.years <= {p.year for p in prev.partitions}
+
+
+def _unchanged(spec: DatasetSpec, prev: DatasetEntry) -> DatasetResult:
+    """The result of a dataset skipped without reading a row."""
+    return DatasetResult(
+        dataset=spec.name,
+        status="unchanged",
+        years_reused=tuple(p.year for p in prev.partitions),
+        row_count=prev.row_count,
+        change_marker=prev.change_marker,
+        previous_change_marker=prev.change_marker,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class _Plan:
+    """What a dataset's sync will do, decided before its first row is read."""
+
+    info: TableInfo
+    columns: tuple[ColumnSchema, ...]
+    same_schema: bool  # the columns are those of the current snapshot's entry
+    drift: SchemaDrift | None  # the change from the current entry's columns (None: first sync)
+    parts: Sequence[PartitionInfo]  # the partitions to look at, in the source's order
+    rows_total: int  # rows of ``parts`` (counts, else the source's estimate; 0 if unknown)
+    rules: Sequence[Rule]
+    digest: str  # of ``columns``, for the checkpoints
+
+
+def _plan(
+    source: Source, spec: DatasetSpec, prev: DatasetEntry | None, info: TableInfo, opts: SyncOptions
+) -> _Plan:
+    """Check the columns and the drift policy, list the partitions, check the disk.
+
+    Raises:
+        SyncError: duplicate column names, ``years=`` on an unpartitioned dataset, or changed
+            columns that years outside ``years=`` would keep.
+        SchemaDriftError: the columns changed in a way the dataset's drift policy refuses.
+        SourceError: the source broke its contract.
+        DiskSpaceError: the rows would not fit.
+    """
+    years = opts.years
     _refuse_duplicate_columns(spec, info.schema)
     columns = columns_of(info.schema)
     same_schema = prev is not None and prev.columns == columns
@@ -397,201 +462,335 @@ def _sync_dataset(
             )
         parts = [p for p in parts if p.year in years]
     if prev is not None and not same_schema:
-        kept = prev_years - years if years is not None else set()
+        kept = {p.year for p in prev.partitions} - years if years is not None else set()
         if kept:
             raise SyncError(
                 dataset=spec.name,
                 reason=f"the source's columns changed and years {sorted(kept, key=str)} would "
                 "keep the old ones; sync all years (omit years=) to rewrite the whole dataset",
             )
-
     rows_total = sum(p.row_count or 0 for p in parts) or (info.row_estimate or 0)
     if opts.guard is not None:
         per_row = (prev.size_bytes / prev.row_count) if prev and prev.row_count else None
         opts.guard.check(int(rows_total * (per_row or _DEFAULT_BYTES_PER_ROW)))
     rules = [*default_rules(spec), *opts.rules.get(spec.name, ())] if opts.validate else []
-    digest = columns_digest(columns)
-    findings: list[Finding] = []
-    new_parts: dict[int | None, PartitionFile] = {}
-    written: list[int | None] = []
-    reused: list[int | None] = []
-    resumed: list[int | None] = []
-    rows_written = 0
-    bytes_written = 0
-    rows_done = 0
+    return _Plan(
+        info=info,
+        columns=columns,
+        same_schema=same_schema,
+        drift=drift,
+        parts=parts,
+        rows_total=rows_total,
+        rules=rules,
+        digest=columns_digest(columns),
+    )
 
-    def tell(
-        index: int, part: PartitionInfo, *, read: int = 0, action: PartitionAction | None = None
+
+@attrs.define(kw_only=True)
+class _Reporter:
+    """Sends the `Progress` events of one dataset's partitions to the sync's callback."""
+
+    callback: ProgressCallback | None
+    dataset: str
+    total: int
+    rows_total: int | None
+    position: tuple[int, int]  # the dataset's index among the sync's datasets, and their number
+    rows_done: int = 0  # rows of the partitions finished so far
+
+    def started(self, index: int, part: PartitionInfo) -> None:
+        self._send(index, part)
+
+    def counted(
+        self, index: int, part: PartitionInfo, batches: Iterator[pa.RecordBatch]
+    ) -> Iterator[pa.RecordBatch]:
+        """``batches``, sending the rows read so far after each one."""
+        read = 0
+        for batch in batches:
+            yield batch
+            read += batch.num_rows
+            self._send(index, part, read=read)
+
+    def finished(
+        self, index: int, part: PartitionInfo, action: PartitionAction, *, rows: int, read: int = 0
     ) -> None:
-        if progress is not None:
-            progress(
+        """The partition is done with ``rows`` rows, ``read`` of them streamed from the source."""
+        self.rows_done += rows
+        self._send(index, part, read=read, action=action)
+
+    def _send(
+        self,
+        index: int,
+        part: PartitionInfo,
+        *,
+        read: int = 0,
+        action: PartitionAction | None = None,
+    ) -> None:
+        if self.callback is not None:
+            self.callback(
                 Progress(
-                    dataset=spec.name,
+                    dataset=self.dataset,
                     year=part.year,
                     index=index,
-                    total=len(parts),
+                    total=self.total,
                     rows=part.row_count,
                     done=action is not None,
                     rows_read=read,
-                    dataset_rows_done=rows_done,
-                    dataset_rows_total=rows_total or None,
-                    dataset_index=position[0],
-                    dataset_total=position[1],
+                    dataset_rows_done=self.rows_done,
+                    dataset_rows_total=self.rows_total,
+                    dataset_index=self.position[0],
+                    dataset_total=self.position[1],
                     action=action,
                 )
             )
 
-    def counted(index: int, part: PartitionInfo) -> Iterator[pa.RecordBatch]:
-        read = 0
-        for batch in read_batches(source, spec, part.year, writer.settings.batch_rows):
-            yield batch
-            read += batch.num_rows
-            tell(index, part, read=read)
 
-    for index, part in enumerate(parts):
-        tell(index, part)
-        old = prev.partition(part.year) if (prev is not None and same_schema) else None
-        action: PartitionAction
-        if not full and old is not None and part.marker is not None and old.marker == part.marker:
-            new_parts[part.year] = old
-            reused.append(part.year)
-            rows_done += old.row_count
-            tell(index, part, action="reused")
+@attrs.define
+class _Staged:
+    """The tally of the partitions staged so far: their files and what happened to each year."""
+
+    parts: dict[int | None, PartitionFile] = attrs.field(factory=dict)
+    written: list[int | None] = attrs.field(factory=list)  # new files (resumed ones included)
+    reused: list[int | None] = attrs.field(factory=list)  # the current file kept
+    resumed: list[int | None] = attrs.field(factory=list)  # taken from a checkpoint
+    rows_written: int = 0
+    bytes_written: int = 0
+    findings: list[Finding] = attrs.field(factory=list)
+
+    def reuse(self, old: PartitionFile) -> None:
+        """Keep the current file of ``old.year``."""
+        self.parts[old.year] = old
+        self.reused.append(old.year)
+
+    def write(self, new: PartitionFile, *, resumed: bool) -> None:
+        """Publish ``new`` as the year's file; ``resumed``: it came from a checkpoint."""
+        self.parts[new.year] = new
+        self.written.append(new.year)
+        if resumed:
+            self.resumed.append(new.year)
+        self.rows_written += new.row_count
+        self.bytes_written += new.size_bytes
+
+
+def _stage_partitions(
+    writer: Writer,
+    source: Source,
+    spec: DatasetSpec,
+    prev: DatasetEntry | None,
+    plan: _Plan,
+    opts: SyncOptions,
+    report: _Reporter,
+) -> _Staged:
+    """Each partition in turn: reused (marker unchanged), resumed (checkpoint) or read.
+
+    A read partition is staged and checkpointed, so that an interrupted sync resumes it; every
+    staged partition is checked by the rules, and one whose content turns out identical to the
+    current file is discarded and the file reused.
+    """
+    staged = _Staged()
+    for index, part in enumerate(plan.parts):
+        report.started(index, part)
+        old = prev.partition(part.year) if (prev is not None and plan.same_schema) else None
+        if (
+            not opts.full
+            and old is not None
+            and part.marker is not None
+            and old.marker == part.marker
+        ):
+            staged.reuse(old)
+            report.finished(index, part, "reused", rows=old.row_count)
             continue
-        want = CheckpointRecord(
-            dataset=spec.name,
-            year=part.year,
-            source=source.name,
-            columns_digest=digest,
-            change_marker=info.change_marker,
-            marker=part.marker,
-            sha256="",
-            size_bytes=0,
-            row_count=-1 if part.row_count is None else part.row_count,
-        )
-        # full=True trusts no marker, so no checkpoint either (their validity rests on markers)
-        staged = None if full else writer.resume_partition(want)
-        if staged is not None:
-            action = "resumed"
-            log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
-        else:
-            action = "read"
-            staged = writer.stage_partition(spec.name, part.year, info.schema, counted(index, part))
-            writer.checkpoint(
-                staged,
-                attrs.evolve(
-                    want,
-                    sha256=staged.sha256,
-                    size_bytes=staged.size_bytes,
-                    row_count=staged.row_count,
-                ),
-            )
-        findings += run_rules(
-            rules,
+        done, action = _resume_or_read(writer, source, spec, plan, part, opts.full, report, index)
+        staged.findings += run_rules(
+            plan.rules,
             PartitionData(
                 spec=spec,
                 year=part.year,
-                path=staged.path,
-                row_count=staged.row_count,
+                path=done.path,
+                row_count=done.row_count,
                 source_row_count=part.row_count,
                 previous=prev.partition(part.year) if prev is not None else None,
-                columns=[c.name for c in columns],
+                columns=[c.name for c in plan.columns],
             ),
         )
-        if old is not None and old.sha256 == staged.sha256:
-            writer.discard(staged)
-            new_parts[part.year] = attrs.evolve(old, marker=part.marker)
-            reused.append(part.year)
+        if old is not None and old.sha256 == done.sha256:
+            writer.discard(done)
+            staged.reuse(attrs.evolve(old, marker=part.marker))
         else:
-            new_parts[part.year] = PartitionFile(
+            new = PartitionFile(
                 year=part.year,
-                path=writer.layout.partition_relpath(spec.name, part.year, staged.sha256),
-                sha256=staged.sha256,
-                size_bytes=staged.size_bytes,
-                row_count=staged.row_count,
+                path=writer.layout.partition_relpath(spec.name, part.year, done.sha256),
+                sha256=done.sha256,
+                size_bytes=done.size_bytes,
+                row_count=done.row_count,
                 marker=part.marker,
             )
-            written.append(part.year)
-            if action == "resumed":
-                resumed.append(part.year)
-            rows_written += staged.row_count
-            bytes_written += staged.size_bytes
-        rows_done += staged.row_count
-        tell(index, part, read=staged.row_count if action == "read" else 0, action=action)
+            staged.write(new, resumed=action == "resumed")
+        report.finished(
+            index, part, action, rows=done.row_count, read=done.row_count if action == "read" else 0
+        )
+    return staged
 
+
+def _resume_or_read(
+    writer: Writer,
+    source: Source,
+    spec: DatasetSpec,
+    plan: _Plan,
+    part: PartitionInfo,
+    full: bool,
+    report: _Reporter,
+    index: int,
+) -> tuple[StagedFile, PartitionAction]:
+    """Stage one partition from an interrupted sync's checkpoint, else read and checkpoint it."""
+    want = CheckpointRecord(
+        dataset=spec.name,
+        year=part.year,
+        source=source.name,
+        columns_digest=plan.digest,
+        change_marker=plan.info.change_marker,
+        marker=part.marker,
+        sha256="",
+        size_bytes=0,
+        row_count=-1 if part.row_count is None else part.row_count,
+    )
+    # full=True trusts no marker, so no checkpoint either (their validity rests on markers)
+    resumed = None if full else writer.resume_partition(want)
+    if resumed is not None:
+        log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
+        return resumed, "resumed"
+    batches = read_batches(source, spec, part.year, writer.settings.batch_rows)
+    done = writer.stage_partition(
+        spec.name, part.year, plan.info.schema, report.counted(index, part, batches)
+    )
+    writer.checkpoint(
+        done,
+        attrs.evolve(
+            want, sha256=done.sha256, size_bytes=done.size_bytes, row_count=done.row_count
+        ),
+    )
+    return done, "read"
+
+
+def _carry_over(
+    prev: DatasetEntry | None,
+    staged: Mapping[int | None, PartitionFile],
+    years: frozenset[int] | None,
+) -> tuple[tuple[PartitionFile, ...], list[int | None]]:
+    """The new entry's partitions in year order, and the years the source no longer has.
+
+    A current year outside ``years=`` keeps its file; one inside it that the source did not
+    list is removed.
+    """
+    kept = dict(staged)
     removed: list[int | None] = []
     if prev is not None:
         for old in prev.partitions:
-            if old.year in new_parts:
+            if old.year in kept:
                 continue
             if years is None or old.year in years:
                 removed.append(old.year)  # the source no longer has this year
             else:
-                new_parts[old.year] = old  # outside the requested years: keep
-    partitions = tuple(
-        new_parts[y] for y in sorted(new_parts, key=lambda y: -1 if y is None else y)
-    )
+                kept[old.year] = old  # outside the requested years: keep
+    partitions = tuple(kept[y] for y in sorted(kept, key=lambda y: -1 if y is None else y))
+    return partitions, removed
+
+
+def _validate(
+    spec: DatasetSpec,
+    prev: DatasetEntry | None,
+    partitions: Sequence[PartitionFile],
+    findings: Sequence[Finding],
+    opts: SyncOptions,
+) -> None:
+    """Raise ValidationFailedError with the partitions' findings and any refused removal."""
+    found = list(findings)
     if prev is not None and opts.validate and opts.max_removed_fraction is not None:
         loss = RemovedYears(opts.max_removed_fraction).check(
             prev, partitions, spec.partition_column
         )
         if loss is not None:
-            findings.append(loss)
-    if findings:
+            found.append(loss)
+    if found:
         raise ValidationFailedError(
-            dataset=spec.name, report=ValidationReport(dataset=spec.name, findings=tuple(findings))
+            dataset=spec.name, report=ValidationReport(dataset=spec.name, findings=tuple(found))
         )
-    if info.change_marker is not None and (written or resumed):
-        # The markers were read before the rows: if the source was updated while its rows were
-        # read, the snapshot could pair new rows with old markers (or a mix of both versions)
-        # and later syncs would skip the difference. Ask again; a retry resumes what it can.
-        now = describe(source, spec).change_marker
-        if now != info.change_marker:
-            raise SyncError(
-                dataset=spec.name,
-                reason=f"the source was updated while it was being read (its change marker "
-                f"went from {info.change_marker!r} to {now!r}); run the sync again (finished "
-                "years that did not change are resumed, not downloaded again)",
-            )
+
+
+def _refuse_a_source_updated_while_read(source: Source, spec: DatasetSpec, info: TableInfo) -> None:
+    """SyncError when the source's change marker moved since ``info`` was read.
+
+    The markers were read before the rows: if the source was updated while its rows were read,
+    the snapshot could pair new rows with old markers (or a mix of both versions) and later
+    syncs would skip the difference. Ask again; a retry resumes what it can.
+    """
+    if info.change_marker is None:
+        return
+    now = describe(source, spec).change_marker
+    if now != info.change_marker:
+        raise SyncError(
+            dataset=spec.name,
+            reason=f"the source was updated while it was being read (its change marker "
+            f"went from {info.change_marker!r} to {now!r}); run the sync again (finished "
+            "years that did not change are resumed, not downloaded again)",
+        )
+
+
+def _result(
+    source: Source,
+    spec: DatasetSpec,
+    prev: DatasetEntry | None,
+    plan: _Plan,
+    staged: _Staged,
+    partitions: tuple[PartitionFile, ...],
+    removed: Sequence[int | None],
+) -> tuple[DatasetEntry | None, DatasetResult]:
+    """The new entry (None if nothing, not even a marker, changed) and the dataset's result."""
+    info = plan.info
     entry = DatasetEntry(
         name=spec.name,
         partition_column=spec.partition_column,
         primary_key=spec.primary_key,
-        columns=columns,
+        columns=plan.columns,
         partitions=partitions,
         source=source.name,
         change_marker=info.change_marker,
         comment=info.comment,
         synced_at=format_timestamp(datetime.now(timezone.utc)),
     )
-    status: Status
-    if prev is None:
-        status = "added"
-    elif written or removed or not same_schema:
-        status = "updated"
-    elif (prev.change_marker, prev.source, prev.comment) != (
-        entry.change_marker,
-        entry.source,
-        entry.comment,
-    ) or [p.marker for p in prev.partitions] != [p.marker for p in entry.partitions]:
-        status = "recorded"
-    else:
-        status = "unchanged"
+    status = _status(prev, entry, changed=bool(staged.written or removed) or not plan.same_schema)
+    drift = plan.drift
     result = DatasetResult(
         dataset=spec.name,
         status=status,
-        years_written=tuple(written),
-        years_reused=tuple(reused),
+        years_written=tuple(staged.written),
+        years_reused=tuple(staged.reused),
         years_removed=tuple(removed),
-        years_resumed=tuple(resumed),
+        years_resumed=tuple(staged.resumed),
         previous_change_marker=prev.change_marker if prev is not None else None,
-        rows_written=rows_written,
-        bytes_written=bytes_written,
+        rows_written=staged.rows_written,
+        bytes_written=staged.bytes_written,
         row_count=entry.row_count,
         change_marker=info.change_marker,
         drift=drift if drift is not None and not drift.empty else None,
     )
     return (entry if status != "unchanged" else None), result
+
+
+def _status(prev: DatasetEntry | None, entry: DatasetEntry, *, changed: bool) -> Status:
+    """How the dataset changed: ``added``, ``updated`` (files or columns), ``recorded`` (only its
+    markers, source or comment), else ``unchanged``.
+    """
+    if prev is None:
+        return "added"
+    if changed:
+        return "updated"
+    if (prev.change_marker, prev.source, prev.comment) != (
+        entry.change_marker,
+        entry.source,
+        entry.comment,
+    ) or [p.marker for p in prev.partitions] != [p.marker for p in entry.partitions]:
+        return "recorded"
+    return "unchanged"
 
 
 def run_sync(
