@@ -17,7 +17,7 @@ from wrdsvault.errors import InvalidNameError, SnapshotNotFoundError
 from wrdsvault.manifest import format_timestamp
 from wrdsvault.retention import ExpiredSnapshot, RetentionPolicy
 
-__all__ = ["MAX_REF_LENGTH", "parse_as_of", "resolve_ref"]
+__all__ = ["MAX_REF_LENGTH", "not_found_error", "parse_as_of", "resolve_ref"]
 
 MAX_REF_LENGTH: Final = 128
 _DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -99,17 +99,8 @@ def resolve_ref(
     ids = {sid for sid, _ in snapshots}
 
     def not_found(expired_id: str | None = None) -> SnapshotNotFoundError:
-        entry = expired.get(expired_id) if expired_id else None
-        return SnapshotNotFoundError(
-            ref=ref,
-            tags=sorted(tags),
-            newest=[sid for sid, _ in snapshots[-3:]][::-1],
-            committed_range=(
-                (snapshots[0][1].isoformat(), snapshots[-1][1].isoformat()) if snapshots else None
-            ),
-            expired_id=expired_id,
-            expired_at=format_timestamp(entry.expired_at) if entry else None,
-            expired_policy=str(_policy(entry.policy)) if entry else None,
+        return not_found_error(
+            ref, tags=tags, snapshots=snapshots, expired=expired, expired_id=expired_id
         )
 
     if ref in tags:
@@ -133,6 +124,30 @@ def resolve_ref(
                 return sid
             raise not_found(sid)
     raise not_found()
+
+
+def not_found_error(
+    ref: str,
+    *,
+    tags: Mapping[str, str],
+    snapshots: Sequence[tuple[str, datetime]],
+    expired: Mapping[str, ExpiredSnapshot],
+    expired_id: str | None = None,
+) -> SnapshotNotFoundError:
+    """The `SnapshotNotFoundError` for ``ref``: it matches nothing, or (``expired_id``) it names
+    a snapshot gc expired, with when and by which policy."""
+    entry = expired.get(expired_id) if expired_id else None
+    return SnapshotNotFoundError(
+        ref=ref,
+        tags=sorted(tags),
+        newest=[sid for sid, _ in snapshots[-3:]][::-1],
+        committed_range=(
+            (snapshots[0][1].isoformat(), snapshots[-1][1].isoformat()) if snapshots else None
+        ),
+        expired_id=expired_id,
+        expired_at=format_timestamp(entry.expired_at) if entry else None,
+        expired_policy=str(_policy(entry.policy)) if entry else None,
+    )
 
 
 def _policy(obj: Mapping[str, object]) -> RetentionPolicy | str:
