@@ -75,7 +75,7 @@ def assert_refused_and_kept(root: Path, make_source: Source, newest: str) -> Non
         assert newest in finding.advice and not finding.garbage
         assert not {"orphan-file", "uncommitted-manifest"} & {f.kind for f in report.findings}
         repaired = wh.doctor(repair=True)
-        assert not repaired.healthy and repaired.repaired == ()
+        assert not repaired.ok and repaired.repaired == ()
     assert committed(root) == before
 
 
@@ -83,9 +83,9 @@ def assert_restored(root: Path, make_source: Source, newest: str, snapshots: lis
     """With ``newest`` back in HEAD every snapshot opens and verifies, and writes work again."""
     set_head(root, newest)
     with Warehouse(root, source=make_source(2)) as wh:
-        assert [s.id for s in wh.snapshots()] == snapshots
+        assert [s.snapshot_id for s in wh.snapshots()] == snapshots
         assert wh.verify(all_snapshots=True).ok
-        assert wh.doctor().healthy
+        assert wh.doctor().ok
         assert wh.sync("ff.factors_monthly", full=True).snapshot_id is not None
 
 
@@ -97,7 +97,7 @@ def test_head_moved_back_keeps_a_tagged_snapshot(tmp_path: Path, make_source: So
         wh.tag("paper", s2)
     set_head(root, s1)
     with Warehouse(root) as wh:
-        assert [s.id for s in wh.snapshots()] == [s1], "readers still follow HEAD"
+        assert [s.snapshot_id for s in wh.snapshots()] == [s1], "readers still follow HEAD"
     assert_refused_and_kept(root, make_source, s2)
     assert_restored(root, make_source, s2, [s1, s2])
     with Warehouse(root) as wh, wh.snapshot("paper", verify=True) as snap:
@@ -178,7 +178,7 @@ def test_dead_writers_manifest_is_still_garbage(tmp_path: Path, make_source: Sou
         repaired = wh.doctor(repair=True)
         assert set(repaired.repaired) == {f"snapshots/{s2}.json", *only_s2}
         assert wh.doctor().findings == ()
-        assert [s.id for s in wh.snapshots()] == [s1]
+        assert [s.snapshot_id for s in wh.snapshots()] == [s1]
         assert wh.verify(all_snapshots=True).ok
     assert not (root / "snapshots" / f"{s2}.json").exists()
 

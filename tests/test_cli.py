@@ -70,7 +70,7 @@ def test_sync_snapshots_query_status_tag(
     assert "crsp.msf" in out
     assert "lock      free" in out
     code, out, _ = run(capsys, "status", "--vault", vault, "--json")
-    assert json.loads(out)["tags"] == {"paper": snaps[0]["id"]}
+    assert json.loads(out)["tags"] == {"paper": snaps[0]["snapshot_id"]}
 
 
 def test_errors_exit_1_with_advice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -525,7 +525,7 @@ def test_summary_notes_recorded_vintage_drift_and_long_year_lists() -> None:
     )
     report = SyncReport(
         snapshot_id="s2",
-        parent_id="s1",
+        parent_snapshot_id="s1",
         committed=True,
         duration_s=1.5,
         datasets=(

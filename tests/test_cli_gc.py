@@ -50,7 +50,7 @@ def test_gc_dry_run_then_gc_then_expired(
     assert f"expire  {a}" in out and f"keep    {c}  latest, keep_last" in out
     assert "dry run: nothing was changed" in out
     code, out, _ = run(capsys, "snapshots", "--vault", root, "--json")
-    assert [s["id"] for s in json.loads(out)] == [a, b, c]
+    assert [s["snapshot_id"] for s in json.loads(out)] == [a, b, c]
 
     code, out, _ = run(capsys, "gc", "--vault", root, "--keep-last", "2", "--json")
     assert code == 0
@@ -60,7 +60,7 @@ def test_gc_dry_run_then_gc_then_expired(
     code, out, _ = run(capsys, "expired", "--vault", root)
     assert code == 0 and out.startswith(a) and "--keep-last 2" in out
     code, out, _ = run(capsys, "expired", "--vault", root, "--json")
-    assert [e["id"] for e in json.loads(out)] == [a]
+    assert [e["snapshot_id"] for e in json.loads(out)] == [a]
     code, _, err = run(capsys, "query", "select 1", "--vault", root, "--snapshot", a)
     assert code == 1 and "was expired by gc" in err
 

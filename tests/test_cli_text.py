@@ -55,8 +55,8 @@ def test_snapshots_lists_one_line_per_snapshot(
     vault.tag("draft")
     (s,) = vault.snapshots()
     expected = (
-        f"{s.id}  {s.committed_at:%Y-%m-%d %H:%M:%S}Z  {s.row_count:>12,} rows  2 datasets  "
-        f"{s.fingerprint[:12]}  tags: draft, paper\n"
+        f"{s.snapshot_id}  {s.committed_at:%Y-%m-%d %H:%M:%S}Z  {s.row_count:>12,} rows  "
+        f"2 datasets  {s.fingerprint[:12]}  tags: draft, paper\n"
     )
     assert cli(capsys, "snapshots", *args) == (0, expected, "")
 
@@ -74,7 +74,8 @@ def test_status_prints_each_part_on_its_own_line(
     assert out.endswith("\n")
     assert lines[:3] == [
         f"vault     {vault.root} (format {wrdsvault.FORMAT_VERSION})",
-        f"snapshots 1; latest {st.latest_id} committed {st.latest_committed_at:%Y-%m-%d %H:%M:%S}Z",
+        f"snapshots 1; latest {st.latest_snapshot_id} committed "
+        f"{st.latest_committed_at:%Y-%m-%d %H:%M:%S}Z",
         f"          fingerprint {st.fingerprint}",
     ]
     for line, name in zip(lines[3:5], ["crsp.msf", "ff.factors_monthly"], strict=True):
@@ -84,7 +85,7 @@ def test_status_prints_each_part_on_its_own_line(
             f"{d.size_bytes / 1e6:>8.1f} MB  {d.comment}"
         )
     assert re.fullmatch(r"disk      \d+% used, [\d,]+\.\d GB free \((ok|low|critical)\)", lines[5])
-    assert lines[6:] == [f"tags      paper -> {st.latest_id}", "lock      free"]
+    assert lines[6:] == [f"tags      paper -> {st.latest_snapshot_id}", "lock      free"]
 
 
 class Miscounting(SampleSource):

@@ -63,7 +63,7 @@ def test_doctor_reports_without_touching_anything(vault: wrdsvault.Warehouse) ->
     report = vault.doctor()
     kinds = {f.kind for f in report.findings}
     assert {"staging", "temp-file", "uncommitted-manifest", "orphan-file"} <= kinds
-    assert not report.healthy
+    assert not report.ok
     assert files(vault.root) == before
     assert all(p.exists() for p in left.values())
 
@@ -78,7 +78,7 @@ def test_doctor_repair_removes_only_garbage(vault: wrdsvault.Warehouse) -> None:
     assert set(report.repaired) >= {str(p.relative_to(vault.root)) for p in left.values()}
     assert files(vault.root) == committed
     assert vault.verify().ok
-    assert vault.doctor().healthy
+    assert vault.doctor().ok
     assert vault.doctor().findings == ()
 
 
@@ -113,7 +113,7 @@ def test_doctor_reports_quarantine_and_damage_but_keeps_them(
     assert manifest.exists()
     assert main(["doctor", "--vault", str(vault.root), "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
-    assert out["healthy"] is False
+    assert out["ok"] is False
 
 
 def test_healthy_vault_exits_zero(

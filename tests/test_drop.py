@@ -139,7 +139,7 @@ def test_drop_commits_a_snapshot_without_the_dataset(
         assert old.files("main.x") == files
         assert all(f.is_file() for f in files)
     assert wh.verify(all_snapshots=True).ok
-    assert wh.doctor().healthy
+    assert wh.doctor().ok
     wh.sync("crsp.msf", years=[2022], full=True)  # the vault takes syncs again
     assert wh.query("select count(*) as n from crsp.msf")["n"][0] > 0
 
@@ -158,7 +158,7 @@ def test_drop_refuses_what_the_latest_snapshot_does_not_hold(
     with pytest.raises(wrdsvault.InvalidNameError):
         wh.drop("Main.X")
     assert read_head(Layout(wh.root)) == planted
-    assert [s.id for s in wh.snapshots()][-1] == planted
+    assert [s.snapshot_id for s in wh.snapshots()][-1] == planted
 
 
 def test_drop_waits_for_the_writer_lock(stuck: tuple[wrdsvault.Warehouse, str]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import wrdsvault
-from wrdsvault._storage.lock import force_unlock
+from wrdsvault._storage.lock import break_lock
 
 pytestmark = pytest.mark.crash
 
@@ -51,7 +51,7 @@ def test_paused_writer_is_fenced_off_after_a_takeover(tmp_path: Path, make_sourc
             time.sleep(0.01)
         os.kill(child.pid, signal.SIGSTOP)
         # The human override: the owner is alive (stopped) on this host, so only allow_live breaks.
-        broken = force_unlock(root / ".lock", allow_live=True)
+        broken = break_lock(root / ".lock", allow_live=True)
         assert broken.broken is True
         wh.source = make_source(2)
         takeover = wh.sync("ff.factors_monthly")

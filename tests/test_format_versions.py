@@ -88,7 +88,7 @@ def test_a_commit_on_a_format_1_vault_migrates_nothing(tmp_path: Path) -> None:
     vault_json = (root / "vault.json").read_bytes()
     with wrdsvault.Warehouse(root, source=SampleSource(years=range(2020, 2023))) as wh:
         wh.sync(DATASETS)
-        ids = [s.id for s in wh.snapshots()]
+        ids = [s.snapshot_id for s in wh.snapshots()]
         assert wh.verify(all_snapshots=True).ok
         assert wh.status().format_version == 1
     assert (root / "vault.json").read_bytes() == vault_json

@@ -23,6 +23,7 @@ from wrdsvault._storage.expiry import EXPIRY_LOG, append_expired
 from wrdsvault._storage.layout import Layout
 from wrdsvault.retention import ExpiredSnapshot
 from wrdsvault.sources import SampleSource
+from wrdsvault.testing import set_disk_usage
 
 YEARS = range(2019, 2022)
 
@@ -82,7 +83,7 @@ def test_gc_without_a_policy_expires_nothing_and_removes_only_orphans(
     assert report.expired == ()
     assert report.deleted_files == (str(orphan.relative_to(wh.root)),)
     assert report.freed_bytes == len(b"left by a crashed writer")
-    assert [s.id for s in wh.snapshots()] == ids
+    assert [s.snapshot_id for s in wh.snapshots()] == ids
     assert {sid: state(wh, sid) for sid in ids} == before
     assert not (wh.root / EXPIRY_LOG).exists(), "nothing expired, nothing logged"
 
@@ -99,10 +100,10 @@ def test_gc_keeps_files_shared_with_a_kept_snapshot(history: tuple[Warehouse, li
     assert set(report.deleted_files) == set(plan.files) == gone
     assert report.deleted_manifests == (a, b, c)
     assert data_files(wh.root) == files_of(wh, d)
-    assert [s.id for s in wh.snapshots()] == [d]
+    assert [s.snapshot_id for s in wh.snapshots()] == [d]
     assert state(wh, d) == expected_d
     assert wh.verify(all_snapshots=True).ok
-    assert wh.doctor().healthy
+    assert wh.doctor().ok
 
 
 def test_dry_run_changes_nothing_and_explains_every_kept_snapshot(
@@ -114,14 +115,17 @@ def test_dry_run_changes_nothing_and_explains_every_kept_snapshot(
     files = data_files(wh.root)
     plan = wh.gc(keep_last=1, dry_run=True)
     assert isinstance(plan, GcPlan)
-    assert {k.id: k.reasons for k in plan.kept} == {b: ("tag paper",), d: ("latest", "keep_last")}
+    assert {k.snapshot_id: k.reasons for k in plan.kept} == {
+        b: ("tag paper",),
+        d: ("latest", "keep_last"),
+    }
     assert plan.expired == (a, c)
     assert plan.freed_bytes > 0
     text = plan.summary()
     assert f"keep    {b}  tag paper" in text and f"expire  {c}" in text
     assert "file(s) to delete" in text
     assert data_files(wh.root) == files
-    assert [s.id for s in wh.snapshots()] == [a, b, c, d]
+    assert [s.snapshot_id for s in wh.snapshots()] == [a, b, c, d]
     assert not (wh.root / EXPIRY_LOG).exists()
 
 
@@ -134,7 +138,7 @@ def test_expired_snapshot_is_logged_and_named_as_expired(
     fingerprint_b = wh.snapshot(b).fingerprint
     committed_b = wh.snapshot(b).committed_at
     wh.gc(keep_last=2)
-    records = {e.id: e for e in wh.expired()}
+    records = {e.snapshot_id: e for e in wh.expired()}
     assert list(records) == [a, b]
     assert records[b].fingerprint == fingerprint_b
     assert records[b].committed_at == committed_b
@@ -175,8 +179,8 @@ def test_retained_snapshot_whose_parent_expired_is_normal(
     assert wh._catalog.manifest(d).parent == c
     assert wh._catalog.beyond_head().behind is False
     e = commit(wh, 2)  # recovery and require_writable run before this sync
-    assert [s.id for s in wh.snapshots()] == [d, e]
-    assert wh.doctor().healthy
+    assert [s.snapshot_id for s in wh.snapshots()] == [d, e]
+    assert wh.doctor().ok
     assert wh.verify(all_snapshots=True).ok
 
 
@@ -188,7 +192,7 @@ def test_interrupted_gc_is_finished_by_doctor_repair(
     wh, (a, b, c, d) = history
     expected = state(wh, d)
     expire_by_hand(wh, c)
-    assert [s.id for s in wh.snapshots()] == [a, b, d]
+    assert [s.snapshot_id for s in wh.snapshots()] == [a, b, d]
     found = {(f.kind, f.path) for f in wh.doctor().findings}
     assert ("expired-manifest", f"snapshots/{c}.json") in found
     only_c = files_of(wh, c) - files_of(wh, a) - files_of(wh, b) - files_of(wh, d)
@@ -198,7 +202,7 @@ def test_interrupted_gc_is_finished_by_doctor_repair(
     assert not (wh.root / "snapshots" / f"{c}.json").exists()
     assert data_files(wh.root) == files_of(wh, a) | files_of(wh, b) | files_of(wh, d)
     assert state(wh, d) == expected
-    assert wh.doctor().healthy
+    assert wh.doctor().ok
 
 
 def test_torn_last_line_of_the_expiry_log_is_ignored_and_cut(
@@ -209,13 +213,13 @@ def test_torn_last_line_of_the_expiry_log_is_ignored_and_cut(
     wh, (a, b, c, d) = history
     log = wh.root / EXPIRY_LOG
     log.write_bytes(b'{"snapshot_id": "' + c.encode())  # never completed
-    assert [s.id for s in wh.snapshots()] == [a, b, c, d]
-    assert wh.doctor().healthy
+    assert [s.snapshot_id for s in wh.snapshots()] == [a, b, c, d]
+    assert wh.doctor().ok
     wh.gc(keep_last=3)
     lines = log.read_bytes().split(b"\n")
     assert lines[-1] == b""
     assert [json.loads(x)["snapshot_id"] for x in lines[:-1]] == [a]
-    assert [s.id for s in wh.snapshots()] == [b, c, d]
+    assert [s.snapshot_id for s in wh.snapshots()] == [b, c, d]
 
 
 def test_damaged_line_of_the_expiry_log_is_reported_and_errs_on_keeping(
@@ -229,7 +233,7 @@ def test_damaged_line_of_the_expiry_log_is_reported_and_errs_on_keeping(
     log.write_bytes(b"not json\n" + log.read_bytes())
     kinds = [f.kind for f in wh.doctor().findings]
     assert kinds == ["damaged-expiry-log"]
-    assert [s.id for s in wh.snapshots()] == [b, c, d]
+    assert [s.snapshot_id for s in wh.snapshots()] == [b, c, d]
 
 
 def expire_by_hand(wh: Warehouse, sid: str) -> None:
@@ -237,7 +241,7 @@ def expire_by_hand(wh: Warehouse, sid: str) -> None:
     expiry was durable leaves."""
     manifest = wh._catalog.manifest(sid)
     record = ExpiredSnapshot(
-        id=sid,
+        snapshot_id=sid,
         sequence=manifest.sequence,
         committed_at=manifest.committed_at,
         fingerprint=manifest.fingerprint,
@@ -269,7 +273,8 @@ def test_stored_policy_drives_gc_status_and_the_disk_guard(tmp_path: Path) -> No
     name what it would free."""
     settings = VaultSettings(retention={"keep_last": 1})
     full: list[tuple[int, int]] = [(10**12, 9 * 10**11)]
-    wh = Warehouse(tmp_path / "vault", settings=settings, disk_usage=lambda _p: full[0])
+    wh = Warehouse(tmp_path / "vault", settings=settings)
+    set_disk_usage(wh, lambda _p: full[0])
     ids = [commit(wh, 0), commit(wh, 1)]
     only_first = files_of(wh, ids[0]) - files_of(wh, ids[1])
     freed = sum(p.size_bytes for p in wh._catalog.manifest(ids[0]).files() if p.path in only_first)
@@ -292,13 +297,14 @@ def test_disk_warning_without_a_stored_policy_names_the_dry_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """At the warning watermark the log says how to see what a policy would free."""
-    wh = Warehouse(tmp_path / "vault", disk_usage=lambda _p: (10**12, 15 * 10**10))
+    wh = Warehouse(tmp_path / "vault")
+    set_disk_usage(wh, lambda _p: (10**12, 15 * 10**10))
     commit(wh, 0)
     assert "wrdsvault gc --dry-run --keep-last 10" in caplog.text
 
 
 def test_gc_refuses_bad_arguments(history: tuple[Warehouse, list[str]]) -> None:
-    """Bad rule values are InvalidNameError; mixing policy= with keep_* is a TypeError."""
+    """Bad rule values are InvalidValueError; mixing policy= with keep_* is a TypeError."""
     wh, _ = history
     with pytest.raises(ValueError, match="keep_last"):
         wh.gc(keep_last=0)

@@ -68,7 +68,7 @@ class Retention(RuleBasedStateMachine):
     @precondition(lambda self: self.committed)
     @rule(name=st.sampled_from(TAGS), pick=st.integers(0, 100))
     def tag(self, name: str, pick: int) -> None:
-        listed = [s.id for s in self.wh.snapshots()]
+        listed = [s.snapshot_id for s in self.wh.snapshots()]
         self.wh.tag(name, listed[pick % len(listed)], force=True)
 
     @precondition(lambda self: self.wh.tags())
@@ -80,18 +80,18 @@ class Retention(RuleBasedStateMachine):
     @precondition(lambda self: self.committed)
     @rule(policy=POLICIES)
     def gc(self, policy: RetentionPolicy) -> None:
-        before = {s.id for s in self.wh.snapshots()}
+        before = {s.snapshot_id for s in self.wh.snapshots()}
         keep = {self.wh.snapshot("latest").id, *self.wh.tags().values()}
         report = self.wh.gc(policy=policy)
         assert not keep & set(report.expired)
-        assert {s.id for s in self.wh.snapshots()} == before - set(report.expired)
+        assert {s.snapshot_id for s in self.wh.snapshots()} == before - set(report.expired)
         if policy.empty:
             assert report.expired == ()
 
     @precondition(lambda self: self.committed and len(self.readers) < 3)
     @rule(pick=st.integers(0, 100))
     def open_reader(self, pick: int) -> None:
-        listed = [s.id for s in self.wh.snapshots()]
+        listed = [s.snapshot_id for s in self.wh.snapshots()]
         snap = self.wh.snapshot(listed[pick % len(listed)])
         self.readers.append((snap, answers(snap)))
 
@@ -103,8 +103,8 @@ class Retention(RuleBasedStateMachine):
 
     @invariant()
     def retained_snapshots_are_intact(self) -> None:
-        listed = [s.id for s in self.wh.snapshots()]
-        expired = {e.id for e in self.wh.expired()}
+        listed = [s.snapshot_id for s in self.wh.snapshots()]
+        expired = {e.snapshot_id for e in self.wh.expired()}
         assert set(self.committed) == set(listed) | expired
         assert not set(listed) & expired
         if listed:

@@ -20,6 +20,7 @@ import wrdsvault
 from wrdsvault.cli import main
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.sources.base import PartitionInfo, TableInfo
+from wrdsvault.testing import set_disk_usage
 from wrdsvault.validation import (
     DatesInYear,
     KeyNotNull,
@@ -148,11 +149,11 @@ def test_verify_all_covers_every_snapshot_and_damaged_manifests(
     first, second = vault.snapshots()
     report = vault.verify(all_snapshots=True)
     assert report.ok
-    assert report.snapshots == (first.id, second.id)
-    unique = {p for s in (first, second) for p in vault.snapshot(s.id).files("crsp.msf")}
+    assert report.snapshots == (first.snapshot_id, second.snapshot_id)
+    unique = {p for s in (first, second) for p in vault.snapshot(s.snapshot_id).files("crsp.msf")}
     assert report.files_checked == len(unique)
 
-    manifest = vault.root / "snapshots" / f"{first.id}.json"
+    manifest = vault.root / "snapshots" / f"{first.snapshot_id}.json"
     manifest.write_bytes(manifest.read_bytes().replace(b'"row_count":', b'"row_count":9', 1))
     fresh = wrdsvault.Warehouse(vault.root)
     report = fresh.verify(all_snapshots=True)
@@ -455,7 +456,8 @@ def test_watermarks(
     tmp_path: Path, make_source: Any, used: float, level: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """80% warns, 90% is critical, 95% refuses with DiskSpaceError; below 80% is quiet."""
-    wh = wrdsvault.Warehouse(tmp_path / "v", source=make_source(), disk_usage=usage(used))
+    wh = wrdsvault.Warehouse(tmp_path / "v", source=make_source())
+    set_disk_usage(wh, usage(used))
     assert wh.disk().level == level
     if level == "refuse":
         with pytest.raises(wrdsvault.DiskSpaceError, match="95%") as err:
@@ -471,9 +473,8 @@ def test_watermarks(
 
 def test_twice_the_expected_bytes_must_be_free(tmp_path: Path, make_source: Any) -> None:
     """A sync whose estimate needs more than half the free space is refused before writing."""
-    wh = wrdsvault.Warehouse(
-        tmp_path / "v", source=make_source(), disk_usage=lambda _p: (10**12, 10_000)
-    )
+    wh = wrdsvault.Warehouse(tmp_path / "v", source=make_source())
+    set_disk_usage(wh, lambda _p: (10**12, 10_000))
     with pytest.raises(wrdsvault.DiskSpaceError, match="twice") as err:
         wh.sync("crsp.msf")
     assert err.value.needed_bytes > 10_000
@@ -483,15 +484,17 @@ def test_twice_the_expected_bytes_must_be_free(tmp_path: Path, make_source: Any)
 def test_watermarks_are_configurable(tmp_path: Path, make_source: Any) -> None:
     """disk_*_fraction settings move the watermarks."""
     settings = wrdsvault.VaultSettings(disk_refuse_fraction=0.5)
-    wh = wrdsvault.Warehouse(
-        tmp_path / "v", source=make_source(), settings=settings, disk_usage=usage(0.6)
-    )
+    wh = wrdsvault.Warehouse(tmp_path / "v", source=make_source(), settings=settings)
+    set_disk_usage(wh, usage(0.6))
     with pytest.raises(wrdsvault.DiskSpaceError, match="50%"):
         wh.sync("ff.factors_monthly")
 
 
 def test_disk_full_mid_write_leaves_previous_snapshot(tmp_path: Path, make_source: Any) -> None:
-    """A write that hits the file-size limit (EFBIG, like ENOSPC) fails cleanly; retry works."""
+    """A write that hits the file-size limit (EFBIG, like ENOSPC) fails cleanly; retry works.
+
+    The error does not claim a figure it cannot know: ``needed_bytes`` is None, not 0.
+    """
     wh = wrdsvault.Warehouse(tmp_path / "v", source=make_source())
     wh.sync("ff.factors_monthly")
     before = wh.snapshot().id
@@ -507,7 +510,8 @@ def test_disk_full_mid_write_leaves_previous_snapshot(tmp_path: Path, make_sourc
         try:
             wh.sync("crsp.dsf")
         except wrdsvault.DiskSpaceError as exc:
-            print(json.dumps({"error": type(exc).__name__, "msg": str(exc)}))
+            print(json.dumps({"error": type(exc).__name__, "msg": str(exc),
+                              "needed": exc.needed_bytes, "free": exc.free_bytes}))
         """
     )
     proc = subprocess.run(
@@ -522,6 +526,8 @@ def test_disk_full_mid_write_leaves_previous_snapshot(tmp_path: Path, make_sourc
     result = json.loads(proc.stdout)
     assert result["error"] == "DiskSpaceError"
     assert "EFBIG" in result["msg"]
+    assert result["needed"] is None and "needed: unknown" in result["msg"]
+    assert isinstance(result["free"], int) and result["free"] > 0
     assert wh.snapshot().id == before
     assert wh.verify().ok
     assert [e.error for e in wh.quarantine()] == ["DiskSpaceError"]

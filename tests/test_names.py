@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import wrdsvault
 from wrdsvault import (
     InvalidNameError,
+    InvalidValueError,
     SnapshotNotFoundError,
     UnknownDatasetError,
     Warehouse,
@@ -280,7 +281,7 @@ def test_layout_refuses_non_strings(value: object) -> None:
 
 def test_world_is_as_built(world: World) -> None:
     """The shared vault has two snapshots, a tag and the synced datasets (a sanity check)."""
-    assert [s.id for s in world.wh.snapshots()] == [world.first, world.second]
+    assert [s.snapshot_id for s in world.wh.snapshots()] == [world.first, world.second]
     assert world.wh.tags() == {"paper": world.first}
     assert world.snap.datasets == ("crsp.msf", "ff.factors_monthly")
 
@@ -326,7 +327,7 @@ def test_sync_refuses_sql_shaped_names(world: World, unchanged: None, name: str)
         world.wh.sync(name)
     with pytest.raises(InvalidNameError):
         world.wh.sync("abc.def", date_column=name)
-    with pytest.raises(InvalidNameError):
+    with pytest.raises(InvalidValueError):
         world.wh.sync("ff.factors_monthly", years=[name])  # type: ignore[list-item]
 
 
@@ -355,8 +356,9 @@ def test_sync_of_empty_bytes_is_a_type_error(world: World, unchanged: None) -> N
 def test_sync_argument_errors_are_wrdsvault_errors(
     world: World, unchanged: None, datasets: object, years: object
 ) -> None:
-    """Malformed sync() arguments raise InvalidNameError (a ValueError), never a bare ValueError."""
-    with pytest.raises(InvalidNameError):
+    """Malformed sync() arguments raise InvalidNameError (names) or InvalidValueError (years)."""
+    expected = InvalidValueError if years == [] else InvalidNameError
+    with pytest.raises(expected):
         world.wh.sync(datasets, years=years)  # type: ignore[arg-type]
 
 

@@ -663,7 +663,7 @@ def test_statement_at_the_planning_limit_runs(sbx: Sandbox) -> None:
 
 @pytest.mark.parametrize("value", [-1, 0, -0.5, float("nan"), float("inf"), float("-inf")])
 def test_bad_timeouts_are_refused_with_the_documented_error(sbx: Sandbox, value: float) -> None:
-    """timeout_s <= 0, NaN or infinite raises InvalidNameError from every entry point."""
+    """timeout_s <= 0, NaN or infinite raises InvalidValueError from every entry point."""
     calls = [
         lambda: sbx.snap.query("select 1", timeout_s=value),
         lambda: sbx.snap.arrow("select 1", timeout_s=value),
@@ -673,7 +673,7 @@ def test_bad_timeouts_are_refused_with_the_documented_error(sbx: Sandbox, value:
         lambda: wrdsvault.VaultSettings(query_timeout_s=value),
     ]
     for call in calls:
-        with pytest.raises(wrdsvault.InvalidNameError) as info:
+        with pytest.raises(wrdsvault.InvalidValueError) as info:
             call()
         assert "finite number of seconds > 0" in str(info.value)
     with pytest.raises(TypeError):
@@ -682,8 +682,8 @@ def test_bad_timeouts_are_refused_with_the_documented_error(sbx: Sandbox, value:
 
 @pytest.mark.parametrize("raw", ["-1", "0", "nan", "inf", "abc"])
 def test_bad_timeout_in_the_environment_or_vault_json(sbx: Sandbox, raw: str) -> None:
-    """WRDSVAULT_QUERY_TIMEOUT_S or vault.json holding a bad timeout: VaultFormatError on open."""
-    with pytest.raises(wrdsvault.VaultFormatError, match="WRDSVAULT_QUERY_TIMEOUT_S="):
+    """A bad WRDSVAULT_QUERY_TIMEOUT_S is InvalidValueError; in vault.json, VaultFormatError."""
+    with pytest.raises(wrdsvault.InvalidValueError, match="WRDSVAULT_QUERY_TIMEOUT_S"):
         wrdsvault.VaultSettings().with_env({"WRDSVAULT_QUERY_TIMEOUT_S": raw})
     if raw != "abc":
         with pytest.raises(wrdsvault.VaultFormatError, match="query_timeout_s"):
@@ -725,9 +725,9 @@ def test_query_memory_and_threads_settings_reach_the_connection(
         ("query_memory_limit", "-1GB"),
         ("query_threads", 0),
     ]:
-        with pytest.raises(wrdsvault.InvalidNameError):
+        with pytest.raises(wrdsvault.InvalidValueError):
             wrdsvault.VaultSettings(**{name: value})
-        with pytest.raises(wrdsvault.VaultFormatError):
+        with pytest.raises(wrdsvault.InvalidValueError):
             wrdsvault.VaultSettings().with_env({f"WRDSVAULT_{name.upper()}": str(value)})
 
 

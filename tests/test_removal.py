@@ -124,7 +124,7 @@ def test_max_removed_fraction_is_the_threshold(
             wh.sync("crsp.msf")  # 2019 and 2023: more than the share
         assert wh.sync(["crsp.msf"], years=[2019])["crsp.msf"].years_removed == (2019,)
     monkeypatch.setenv("WRDSVAULT_MAX_REMOVED_FRACTION", "1.5")
-    with pytest.raises(wrdsvault.VaultFormatError, match="max_removed_fraction"):
+    with pytest.raises(wrdsvault.InvalidValueError, match="WRDSVAULT_MAX_REMOVED_FRACTION"):
         wrdsvault.Warehouse(root)
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from wrdsvault import InvalidNameError, RetentionPolicy
+from wrdsvault import InvalidValueError, RetentionPolicy
 from wrdsvault.retention import parse_duration, select_kept
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -125,15 +125,15 @@ def test_month_arithmetic_clamps_the_day() -> None:
 
 @pytest.mark.parametrize("bad", ["", "0d", "d", "90", "-1d", "1.5d", "1d1y", "90 days", 90])
 def test_bad_durations_are_refused(bad: object) -> None:
-    """A malformed or zero duration is an InvalidNameError naming the rule."""
-    with pytest.raises(InvalidNameError, match="keep_within"):
+    """A malformed or zero duration is an InvalidValueError naming the rule."""
+    with pytest.raises(InvalidValueError, match="keep_within"):
         RetentionPolicy(keep_within=bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("rule", ["keep_last", "keep_daily", "keep_weekly", "keep_yearly"])
 def test_counts_must_be_positive(rule: str) -> None:
     """keep_last=0 would keep only the guarantees: refused, so nothing expires by accident."""
-    with pytest.raises(InvalidNameError, match=rule):
+    with pytest.raises(InvalidValueError, match=rule):
         RetentionPolicy(**{rule: 0})  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         RetentionPolicy(**{rule: "3"})  # type: ignore[arg-type]
@@ -144,5 +144,5 @@ def test_policy_round_trips_through_json_and_refuses_unknown_rules() -> None:
     policy = RetentionPolicy(keep_last=3, keep_within="90d")
     assert RetentionPolicy.from_json(policy.to_json()) == policy
     assert str(policy) == "--keep-last 3 --keep-within 90d"
-    with pytest.raises(InvalidNameError, match="keep_lats"):
+    with pytest.raises(InvalidValueError, match="keep_lats"):
         RetentionPolicy.from_json({"keep_lats": 3})

@@ -126,7 +126,7 @@ def test_sync_of_several_datasets_is_one_commit(vault: wrdsvault.Warehouse) -> N
     report = vault.sync(["crsp.msf", "comp.funda", "crsp.msenames"])
     snaps = vault.snapshots()
     assert len(snaps) == 1
-    assert snaps[0].id == report.snapshot_id
+    assert snaps[0].snapshot_id == report.snapshot_id
     assert snaps[0].datasets == ("comp.funda", "crsp.msenames", "crsp.msf")
     unpartitioned = vault.snapshot().dataset("crsp.msenames")
     assert [p.year for p in unpartitioned.partitions] == [None]
@@ -158,7 +158,7 @@ def test_as_of_refs_resolve_to_the_last_commit_at_or_before(
     wh.source = make_source(2)
     second = wh.sync("crsp.msf").snapshot_id
     s1, s2 = wh.snapshots()
-    assert (s1.id, s2.id) == (first, second)
+    assert (s1.snapshot_id, s2.snapshot_id) == (first, second)
     assert wh.snapshot(s1.committed_at.isoformat()).id == first
     assert wh.snapshot(s2.committed_at.isoformat()).id == second
     assert wh.snapshot(s1.committed_at.strftime("%Y-%m-%d")).id == second  # end of that day
@@ -345,12 +345,13 @@ def test_lock_of_a_dead_process_is_broken(vault: wrdsvault.Warehouse) -> None:
 
 
 def test_env_overrides_vault_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """WRDSVAULT_* variables override vault.json; invalid values raise VaultFormatError."""
+    """WRDSVAULT_* variables override vault.json; invalid values raise InvalidValueError."""
     monkeypatch.setenv("WRDSVAULT_LOCK_TIMEOUT_S", "7.5")
     assert wrdsvault.Warehouse(tmp_path / "v").settings.lock_timeout_s == 7.5
     monkeypatch.setenv("WRDSVAULT_ROW_GROUP_ROWS", "-3")
-    with pytest.raises(wrdsvault.VaultFormatError, match="WRDSVAULT_"):
+    with pytest.raises(wrdsvault.InvalidValueError, match="WRDSVAULT_ROW_GROUP_ROWS") as err:
         wrdsvault.Warehouse(tmp_path / "v")
+    assert (err.value.name, err.value.value) == ("WRDSVAULT_ROW_GROUP_ROWS", "-3")
 
 
 def test_staging_leftovers_are_cleaned_by_the_next_writer(vault: wrdsvault.Warehouse) -> None:

@@ -11,7 +11,10 @@ snap = wh.snapshot("2025-12-01")       # pinned: same answers forever
 
 from __future__ import annotations
 
+from wrdsvault._doctor import DoctorFinding, DoctorReport
 from wrdsvault._query import LazyResult
+from wrdsvault._storage.diskguard import DiskState
+from wrdsvault._storage.quarantine import QuarantineEntry
 from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
@@ -20,6 +23,8 @@ from wrdsvault.errors import (
     DiskSpaceError,
     IntegrityError,
     InvalidNameError,
+    InvalidValueError,
+    LockBreakRefusedError,
     LockHeldError,
     QueryError,
     QueryRejectedError,
@@ -39,7 +44,7 @@ from wrdsvault.errors import (
     WrdsVaultError,
     WriteError,
 )
-from wrdsvault.manifest import FORMAT_VERSION
+from wrdsvault.manifest import FORMAT_VERSION, ColumnSchema, DatasetEntry, Manifest, PartitionFile
 from wrdsvault.reports import (
     DatasetResult,
     DatasetSummary,
@@ -51,30 +56,43 @@ from wrdsvault.reports import (
     VerifyReport,
 )
 from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, KeptSnapshot, RetentionPolicy
-from wrdsvault.schema import SchemaDrift, SchemaVersion
+from wrdsvault.schema import ColumnChange, SchemaDrift, SchemaVersion
 from wrdsvault.settings import VaultSettings
 from wrdsvault.snapshot import Snapshot
+from wrdsvault.validation import Finding, ValidationReport
 from wrdsvault.warehouse import Warehouse
 
 __all__ = [
     "BUILTIN_SPECS",
+    "ColumnChange",
+    "ColumnSchema",
     "CommitOutcomeUnknownError",
+    "DatasetEntry",
     "DatasetResult",
     "DatasetSpec",
     "DatasetSummary",
     "DiskSpaceError",
+    "DiskState",
+    "DoctorFinding",
+    "DoctorReport",
     "ExpiredSnapshot",
     "FORMAT_VERSION",
     "FileFault",
+    "Finding",
     "GcPlan",
     "GcReport",
     "IntegrityError",
     "InvalidNameError",
+    "InvalidValueError",
     "KeptSnapshot",
     "LazyResult",
+    "LockBreakRefusedError",
     "LockHeldError",
     "LockInfo",
+    "Manifest",
+    "PartitionFile",
     "Progress",
+    "QuarantineEntry",
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
@@ -94,6 +112,7 @@ __all__ = [
     "TagExistsError",
     "UnknownDatasetError",
     "ValidationFailedError",
+    "ValidationReport",
     "VaultAccessError",
     "VaultFormatError",
     "VaultSettings",

@@ -507,7 +507,7 @@ def snapshots_text(snaps: Sequence[SnapshotInfo]) -> str:
     for s in snaps:
         tags = f"  tags: {', '.join(s.tags)}" if s.tags else ""
         lines.append(
-            f"{s.id}  {s.committed_at:%Y-%m-%d %H:%M:%S}Z  {s.row_count:>12,} rows  "
+            f"{s.snapshot_id}  {s.committed_at:%Y-%m-%d %H:%M:%S}Z  {s.row_count:>12,} rows  "
             f"{len(s.datasets)} datasets  {s.fingerprint[:12]}{tags}"
         )
     return "\n".join(lines)
@@ -516,13 +516,14 @@ def snapshots_text(snaps: Sequence[SnapshotInfo]) -> str:
 def status_text(st: VaultStatus) -> str:
     """The vault, its latest snapshot and datasets, disk, drift, quarantine, tags, the lock."""
     latest = ""
-    if st.latest_id:
-        latest = f"; latest {st.latest_id} committed {st.latest_committed_at:%Y-%m-%d %H:%M:%S}Z"
+    if st.latest_snapshot_id:
+        when = f"{st.latest_committed_at:%Y-%m-%d %H:%M:%S}Z"
+        latest = f"; latest {st.latest_snapshot_id} committed {when}"
     lines = [
         f"vault     {st.root} (format {st.format_version})",
         f"snapshots {st.snapshot_count}{latest}",
     ]
-    if st.latest_id:
+    if st.latest_snapshot_id:
         lines.append(f"          fingerprint {st.fingerprint}")
     for d in st.datasets:
         years = "" if d.first_year is None else f"{d.first_year}-{d.last_year}"
@@ -555,7 +556,7 @@ def expired_text(entries: Sequence[ExpiredSnapshot]) -> str:
     if not entries:
         return "no snapshot was expired"
     return "\n".join(
-        f"{e.id}  committed {e.committed_at:%Y-%m-%d %H:%M:%S}Z  expired "
+        f"{e.snapshot_id}  committed {e.committed_at:%Y-%m-%d %H:%M:%S}Z  expired "
         f"{e.expired_at:%Y-%m-%d %H:%M:%S}Z  {e.fingerprint[:12]}  "
         f"{RetentionPolicy.from_json(e.policy)}"
         for e in entries

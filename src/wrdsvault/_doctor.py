@@ -57,7 +57,16 @@ _GARBAGE_ADVICE: dict[str, str] = {
 
 @attrs.frozen(kw_only=True)
 class DoctorFinding:
-    """One thing doctor found: what, where, and what to do about it."""
+    """One thing `Warehouse.doctor` found: what, where, and what to do about it.
+
+    Attributes:
+        kind: what it is (``staging``, ``orphan-file``, ``stale-lock``, ``damaged-manifest``,
+            ``head-behind``, ``quarantine``, ...; docs/cli.md).
+        path: where, relative to the vault root.
+        detail: what is wrong with it.
+        advice: what to do; whether ``doctor --repair`` removes it.
+        size_bytes: bytes it takes (0 when not a file or folder of data).
+    """
 
     kind: Kind
     path: str
@@ -75,20 +84,27 @@ class DoctorFinding:
 
 @attrs.frozen(kw_only=True)
 class DoctorReport:
-    """Everything doctor found, and what a repair removed."""
+    """What `Warehouse.doctor` found, and what a repair removed (``repaired``: their paths).
+
+    ``ok`` is True when nothing is left that needs attention.
+    """
 
     findings: tuple[DoctorFinding, ...]
     repaired: tuple[str, ...] = ()
 
     @property
-    def healthy(self) -> bool:
-        """No finding left that needs attention (after a repair, only what it could not fix)."""
+    def ok(self) -> bool:
+        """No finding left that needs attention (after a repair, only what it could not fix).
+
+        Quarantine entries, a disk past a watermark and resumable checkpoints are reported but
+        do not make a vault unhealthy.
+        """
         left = [f for f in self.findings if f.path not in self.repaired]
         return not [f for f in left if f.kind not in ("quarantine", "disk", "checkpoint")]
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "healthy": self.healthy,
+            "ok": self.ok,
             "findings": [f.to_json() for f in self.findings],
             "repaired": list(self.repaired),
         }

@@ -80,7 +80,8 @@ def plan(catalog: Catalog, policy: RetentionPolicy, *, leased: frozenset[str]) -
     return GcPlan(
         policy=policy,
         kept=tuple(
-            KeptSnapshot(id=sid, committed_at=when[sid], reasons=why) for sid, why in kept.items()
+            KeptSnapshot(snapshot_id=sid, committed_at=when[sid], reasons=why)
+            for sid, why in kept.items()
         ),
         expired=expire,
         manifests=tuple(manifests),
@@ -101,7 +102,7 @@ def execute(
         manifest = catalog.manifest(sid)
         records.append(
             ExpiredSnapshot(
-                id=sid,
+                snapshot_id=sid,
                 sequence=manifest.sequence,
                 committed_at=manifest.committed_at,
                 fingerprint=manifest.fingerprint,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import duckdb
 
 from wrdsvault.errors import (
-    InvalidNameError,
+    InvalidValueError,
     QueryError,
     QueryRejectedError,
     QueryTimeoutError,
@@ -97,7 +97,7 @@ def connect(config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnectio
 
 
 def check_timeout(value: object, *, name: str = "timeout_s") -> float | None:
-    """``value`` as a time limit in seconds: None, or a finite number > 0 (InvalidNameError)."""
+    """``value`` as a time limit in seconds: None, or a finite number > 0 (InvalidValueError)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -105,10 +105,22 @@ def check_timeout(value: object, *, name: str = "timeout_s") -> float | None:
         raise TypeError(msg)
     seconds = float(value)
     if not (math.isfinite(seconds) and seconds > 0):
-        raise InvalidNameError(
-            kind=name, value=value, rule="a time limit is a finite number of seconds > 0, or None"
+        raise InvalidValueError(
+            name=name, value=value, rule="a time limit is a finite number of seconds > 0, or None"
         )
     return seconds
+
+
+def check_params(params: object) -> None:
+    """Refuse ``params`` that are not None, a list/tuple of values or a mapping (TypeError)."""
+    if params is None or isinstance(params, Mapping):
+        return
+    if isinstance(params, (str, bytes, bytearray)) or not isinstance(params, Sequence):
+        msg = (
+            "params must be a list or tuple of values (for ? or $1 placeholders), a dict (for "
+            f"$name placeholders) or None, not {type(params).__name__}"
+        )
+        raise TypeError(msg)
 
 
 def _statement_type(stmt: Any) -> str:
@@ -315,6 +327,7 @@ class PinnedConnection:
     ) -> T:
         """Check ``sql``, run it on a new cursor and return ``fetch(relation)``."""
         limit = check_timeout(timeout_s)
+        check_params(params)
         with self._cursor() as cur:
             text = self._check(cur, sql)
             guard = threading.Lock()

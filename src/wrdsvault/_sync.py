@@ -841,7 +841,7 @@ def run_sync(
         raise SyncError(dataset=current, reason=f"{type(exc).__name__}: {exc}") from exc
     return SyncReport(
         snapshot_id=manifest.snapshot_id if manifest else (head.snapshot_id if head else None),
-        parent_id=head.snapshot_id if head else None,
+        parent_snapshot_id=head.snapshot_id if head else None,
         committed=manifest is not None,
         datasets=tuple(results),
         duration_s=time.monotonic() - started,
@@ -854,10 +854,13 @@ _DISK_FULL: Final = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 def os_error(exc: OSError, *, dataset: str, root: Path) -> WrdsVaultError:
     """Translate an OS error during a write into the error a user can act on."""
     if exc.errno in _DISK_FULL:
-        free = psutil.disk_usage(str(root)).free
+        try:
+            free: int | None = int(psutil.disk_usage(str(root)).free)
+        except OSError:
+            free = None  # the original error matters more than the figure
         return DiskSpaceError(
             path=str(root),
-            needed_bytes=0,
+            needed_bytes=None,  # a write that fills the disk mid-way does not know the rest
             free_bytes=free,
             reason=f"the disk or quota filled up while writing {dataset} "
             f"({errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror})",

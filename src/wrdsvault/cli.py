@@ -283,7 +283,7 @@ def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         lock = wh.lock_info()
         if lock.free:
             if args.json:
-                print_json({"state": "free", "broken": False}, out)
+                print_json({**lock.to_json(), "broken": False}, out)
             else:
                 out.write("the writer lock is free\n")
             return 0
@@ -328,7 +328,7 @@ def _cmd_doctor(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
         print_json(report.to_json(), out)
     else:
         out.write(report.summary() + "\n")
-    return 0 if report.healthy else 1
+    return 0 if report.ok else 1
 
 
 def _cmd_quarantine(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:

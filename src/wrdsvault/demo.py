@@ -129,7 +129,8 @@ def run_demo(root: Path, *, n_securities: int = 2000, out: TextIO | None) -> dic
         snaps = wh.snapshots()
         for s in snaps:
             tags = f"  [{', '.join(s.tags)}]" if s.tags else ""
-            say(_indent(f"{s.id}  {s.row_count:>10,} rows  fingerprint {s.fingerprint[:12]}{tags}"))
+            rows = f"{s.row_count:>10,} rows"
+            say(_indent(f"{s.snapshot_id}  {rows}  fingerprint {s.fingerprint[:12]}{tags}"))
         elapsed = time.monotonic() - started
         say(
             f"\ndone in {elapsed:.1f} s. Try: wrdsvault query --vault {wh.root} "
@@ -137,7 +138,7 @@ def run_demo(root: Path, *, n_securities: int = 2000, out: TextIO | None) -> dic
         )
         return {
             "root": str(wh.root),
-            "snapshots": [s.id for s in snaps],
+            "snapshots": [s.snapshot_id for s in snaps],
             "first_sync": first.to_json(),
             "resync_committed": again.committed,
             "second_sync": second.to_json(),

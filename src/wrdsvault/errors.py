@@ -6,7 +6,8 @@ Each message says what happened and what to do next.
 
 ```
 WrdsVaultError
-├─ InvalidNameError(ValueError)        a dataset, tag, ref or value fails its rule; nothing written
+├─ InvalidNameError(ValueError)        a dataset, tag, ref or entry name fails its rule
+├─ InvalidValueError(ValueError)       a setting or argument value is out of range
 ├─ UnknownDatasetError(LookupError)    the dataset is not in the snapshot / not known to the source
 ├─ SnapshotNotFoundError(LookupError)  no snapshot matches the ref (or gc expired it); lists all
 ├─ QueryRejectedError(ValueError)      SQL other than one read-only SELECT
@@ -16,9 +17,10 @@ WrdsVaultError
 ├─ VaultFormatError                    the folder is not a vault, or one newer than this wrdsvault
 ├─ IntegrityError                      a pinned file is missing, resized or altered
 ├─ LockHeldError(TimeoutError)         another writer holds the vault; names the holder
+├─ LockBreakRefusedError               breaking the lock by hand was refused; nothing was broken
 ├─ VaultAccessError(PermissionError)   a write (sync, tag, unlock, ...) without write access
 ├─ DiskSpaceError                      not enough free space to write safely
-├─ CommitOutcomeUnknownError          HEAD names the new snapshot but its last fsync failed
+├─ CommitOutcomeUnknownError           HEAD names the new snapshot but its last fsync failed
 ├─ TagExistsError                      the tag already names another snapshot (pass force=True)
 ├─ WriteError                          a drop, tag, repair or quarantine purge hit an OS error
 ├─ SyncError                           nothing was committed; the previous snapshot stays current
@@ -43,6 +45,8 @@ __all__ = [
     "DiskSpaceError",
     "IntegrityError",
     "InvalidNameError",
+    "InvalidValueError",
+    "LockBreakRefusedError",
     "LockHeldError",
     "QueryError",
     "QueryRejectedError",
@@ -100,7 +104,11 @@ def _rebuild(cls: type[WrdsVaultError], message: str, evidence: dict[str, Any]) 
 
 
 class InvalidNameError(WrdsVaultError, ValueError):
-    """A dataset name, tag or snapshot ref does not match its pattern. Nothing was written."""
+    """A dataset name, tag, snapshot ref or quarantine entry name does not match its pattern.
+
+    Nothing was written. A *value* out of range (a setting, a time limit, a year) is an
+    `InvalidValueError` instead.
+    """
 
     kind: str
     value: object
@@ -110,6 +118,28 @@ class InvalidNameError(WrdsVaultError, ValueError):
         super().__init__(
             f"invalid {kind} {value!r}: {rule}",
             kind=kind,
+            value=value,
+            rule=rule,
+        )
+
+
+class InvalidValueError(WrdsVaultError, ValueError):
+    """A setting or an argument has a value outside what it accepts. Nothing was written.
+
+    Raised for `VaultSettings` fields (a time limit that is not a finite number > 0, a fraction
+    outside its range, an unknown compression or drift policy, ...), ``WRDSVAULT_*`` variables
+    (``name`` is the variable), ``timeout_s=`` of a query, ``years=`` and ``drift=`` of a sync,
+    and the parameters of the bundled sources. A value of the wrong *type* is a ``TypeError``.
+    """
+
+    name: str
+    value: object
+    rule: str
+
+    def __init__(self, *, name: str, value: object, rule: str) -> None:
+        super().__init__(
+            f"invalid {name} {value!r}: {rule}",
+            name=name,
             value=value,
             rule=rule,
         )
@@ -295,6 +325,28 @@ class LockHeldError(WrdsVaultError, TimeoutError):
         )
 
 
+class LockBreakRefusedError(WrdsVaultError):
+    """Breaking the writer lock by hand (`Warehouse.break_lock`, ``wrdsvault unlock --force``)
+    was refused; nothing was broken.
+
+    ``reason`` says why: its owner is a live process on this host, the lock changed since it was
+    shown, its staleness cannot be judged here, or another process is breaking or taking it
+    right now. ``holder`` is the lock as it was seen (`LockInfo.to_json`), empty if free.
+    """
+
+    lock_path: str
+    holder: dict[str, Any]
+    reason: str
+
+    def __init__(self, *, lock_path: str, holder: dict[str, Any], reason: str) -> None:
+        super().__init__(
+            f"refusing to break the writer lock {lock_path}: {reason}; nothing was broken",
+            lock_path=lock_path,
+            holder=holder,
+            reason=reason,
+        )
+
+
 class VaultAccessError(WrdsVaultError, PermissionError):
     """An operation that writes needs write access to the vault folder, which this process lacks.
 
@@ -319,17 +371,26 @@ class VaultAccessError(WrdsVaultError, PermissionError):
 
 
 class DiskSpaceError(WrdsVaultError):
-    """Not enough free space to write safely."""
+    """Not enough free space to write safely.
+
+    ``needed_bytes`` is what the refused write needed (twice its expected size), or None when it
+    is not known: a disk or quota that fills up mid-write does not say how much more was needed.
+    ``free_bytes`` is the space free to this user then (None if it could not be read).
+    """
 
     path: str
-    needed_bytes: int
-    free_bytes: int
+    needed_bytes: int | None
+    free_bytes: int | None
     reason: str
 
-    def __init__(self, *, path: str, needed_bytes: int, free_bytes: int, reason: str) -> None:
+    def __init__(
+        self, *, path: str, needed_bytes: int | None, free_bytes: int | None, reason: str
+    ) -> None:
+        needed = "unknown" if needed_bytes is None else f"{needed_bytes:,} bytes"
+        free = "unknown" if free_bytes is None else f"{free_bytes:,} bytes"
         super().__init__(
-            f"not enough disk space at {path}: {reason} (needed {needed_bytes:,} bytes, "
-            f"{free_bytes:,} free). Free space or move the vault; nothing was committed",
+            f"not enough disk space at {path}: {reason} (needed: {needed}; free: {free}). "
+            "Free space or move the vault; nothing was committed",
             path=path,
             needed_bytes=needed_bytes,
             free_bytes=free_bytes,

@@ -68,7 +68,7 @@ class SyncReport:
     """The outcome of `Warehouse.sync`: one commit (or none) for all datasets synced together."""
 
     snapshot_id: str | None
-    parent_id: str | None
+    parent_snapshot_id: str | None
     committed: bool
     datasets: tuple[DatasetResult, ...]
     duration_s: float
@@ -95,7 +95,7 @@ class SyncReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "snapshot_id": self.snapshot_id,
-            "parent_id": self.parent_id,
+            "parent_snapshot_id": self.parent_snapshot_id,
             "committed": self.committed,
             "duration_s": round(self.duration_s, 3),
             "datasets": [d.to_json() for d in self.datasets],
@@ -127,9 +127,9 @@ class SyncReport:
 
 @attrs.frozen(kw_only=True)
 class SnapshotInfo:
-    """A committed snapshot as listed by `Warehouse.snapshots`."""
+    """A committed snapshot as listed by `Warehouse.snapshots` (``snapshot_id`` names it)."""
 
-    id: str
+    snapshot_id: str
     sequence: int
     committed_at: datetime
     fingerprint: str
@@ -140,7 +140,7 @@ class SnapshotInfo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id,
+            "snapshot_id": self.snapshot_id,
             "sequence": self.sequence,
             "committed_at": self.committed_at.isoformat(),
             "fingerprint": self.fingerprint,
@@ -281,7 +281,7 @@ class VaultStatus:
     root: str
     format_version: int
     snapshot_count: int
-    latest_id: str | None
+    latest_snapshot_id: str | None
     latest_committed_at: datetime | None
     fingerprint: str | None
     datasets: tuple[DatasetSummary, ...]
@@ -300,7 +300,7 @@ class VaultStatus:
             "root": self.root,
             "format_version": self.format_version,
             "snapshot_count": self.snapshot_count,
-            "latest_id": self.latest_id,
+            "latest_snapshot_id": self.latest_snapshot_id,
             "latest_committed_at": (
                 self.latest_committed_at.isoformat() if self.latest_committed_at else None
             ),

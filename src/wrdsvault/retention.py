@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import attrs
 
-from wrdsvault.errors import InvalidNameError
+from wrdsvault.errors import InvalidValueError
 
 __all__ = [
     "ExpiredSnapshot",
@@ -77,19 +77,19 @@ def parse_duration(text: object) -> Duration:
     """``"90d"``, ``"12h"``, ``"2w"``, ``"6m"`` (months), ``"1y"``, or combined (``"1y6m"``).
 
     Raises:
-        InvalidNameError: not such a duration, or zero.
+        InvalidValueError: not such a duration, or zero.
     """
     rule = "a duration such as '90d', '12h', '2w', '6m' (months), '1y' or '1y6m'"
     if not isinstance(text, str):
-        raise InvalidNameError(kind="keep_within", value=text, rule=rule)
+        raise InvalidValueError(name="keep_within", value=text, rule=rule)
     match = _DURATION_RE.fullmatch(text.strip().lower())
     if match is None or not any(match.groups()):
-        raise InvalidNameError(kind="keep_within", value=text, rule=rule)
+        raise InvalidValueError(name="keep_within", value=text, rule=rule)
     years, months, weeks, days, hours = (int(g) if g else 0 for g in match.groups())
     if not (years or months or weeks or days or hours):
-        raise InvalidNameError(kind="keep_within", value=text, rule=f"{rule}, not zero")
+        raise InvalidValueError(name="keep_within", value=text, rule=f"{rule}, not zero")
     if years > 9999 or months > 120_000 or weeks + days / 7 + hours / 168 > 600_000:
-        raise InvalidNameError(kind="keep_within", value=text, rule=f"{rule}, at most 9999 years")
+        raise InvalidValueError(name="keep_within", value=text, rule=f"{rule}, at most 9999 years")
     return Duration(years=years, months=months, weeks=weeks, days=days, hours=hours)
 
 
@@ -100,8 +100,8 @@ def _count(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
         msg = f"{attr.name} must be an int or None, not {type(value).__name__}"
         raise TypeError(msg)
     if value < 1:
-        raise InvalidNameError(
-            kind=attr.name,
+        raise InvalidValueError(
+            name=attr.name,
             value=value,
             rule="an int >= 1, or None (the latest snapshot is always kept)",
         )
@@ -145,7 +145,7 @@ class RetentionPolicy:
         """Read `to_json`'s form back.
 
         Raises:
-            InvalidNameError: an unknown rule or a bad value.
+            InvalidValueError: an unknown rule or a bad value.
             TypeError: not a mapping, or a value of the wrong type.
         """
         if isinstance(obj, RetentionPolicy):
@@ -156,8 +156,8 @@ class RetentionPolicy:
         known = {a.name for a in attrs.fields(cls)}
         unknown = sorted(str(k) for k in obj if k not in known)
         if unknown:
-            raise InvalidNameError(
-                kind="retention rule", value=unknown, rule=f"one of {', '.join(sorted(known))}"
+            raise InvalidValueError(
+                name="retention rule", value=unknown, rule=f"one of {', '.join(sorted(known))}"
             )
         return cls(**{str(k): v for k, v in obj.items()})
 
@@ -250,13 +250,13 @@ def select_kept(
 class KeptSnapshot:
     """A snapshot gc keeps, and why (``latest``, ``tag NAME``, ``leased``, ``keep_last``, ...)."""
 
-    id: str
+    snapshot_id: str
     committed_at: datetime
     reasons: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id,
+            "snapshot_id": self.snapshot_id,
             "committed_at": self.committed_at.isoformat(),
             "reasons": list(self.reasons),
         }
@@ -267,7 +267,7 @@ class ExpiredSnapshot:
     """One record of the expiry log: a snapshot gc expired, and when and by which policy.
 
     Attributes:
-        id: the snapshot id.
+        snapshot_id: the snapshot id.
         sequence: its commit sequence number.
         committed_at: when it was committed (aware UTC).
         fingerprint: the data fingerprint it had (compare with a backtest's log).
@@ -275,7 +275,7 @@ class ExpiredSnapshot:
         policy: the rules that were applied (`RetentionPolicy.to_json`).
     """
 
-    id: str
+    snapshot_id: str
     sequence: int
     committed_at: datetime
     fingerprint: str
@@ -284,7 +284,7 @@ class ExpiredSnapshot:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id,
+            "snapshot_id": self.snapshot_id,
             "sequence": self.sequence,
             "committed_at": self.committed_at.isoformat(),
             "fingerprint": self.fingerprint,
@@ -336,7 +336,7 @@ class GcPlan:
         """The plan in words: what is kept and why, what expires, files and bytes freed."""
         lines = [f"policy: {self.policy}"]
         for k in self.kept:
-            lines.append(f"keep    {k.id}  {', '.join(k.reasons)}")
+            lines.append(f"keep    {k.snapshot_id}  {', '.join(k.reasons)}")
         for sid in self.expired:
             lines.append(f"expire  {sid}")
         earlier = [sid for sid in self.manifests if sid not in self.expired]

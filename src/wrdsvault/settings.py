@@ -16,7 +16,7 @@ import attrs
 
 from wrdsvault._query import check_timeout
 from wrdsvault.datasets import validate_dataset
-from wrdsvault.errors import InvalidNameError, VaultFormatError
+from wrdsvault.errors import InvalidValueError, VaultFormatError
 from wrdsvault.retention import RetentionPolicy
 from wrdsvault.schema import DRIFT_POLICIES
 
@@ -27,10 +27,42 @@ Compression = Literal["zstd", "snappy", "gzip", "lz4", "none"]
 _COMPRESSIONS: Final = get_args(Compression)
 
 
-def _positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value <= 0:
-        msg = f"{attr.name} must be positive, got {value!r}"
-        raise ValueError(msg)
+def _to_float(value: float) -> float:
+    """An int as a float; anything else is left for the field's validator to refuse."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _require_number(attr: attrs.Attribute[Any], value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"{attr.name} must be a number, not {type(value).__name__}"
+        raise TypeError(msg)
+    return float(value)
+
+
+def _count(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{attr.name} must be an int, not {type(value).__name__}"
+        raise TypeError(msg)
+    if value < 1:
+        raise InvalidValueError(name=attr.name, value=value, rule="at least 1")
+
+
+def _flag(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        msg = f"{attr.name} must be true or false, not {type(value).__name__}"
+        raise TypeError(msg)
+
+
+def _not_negative(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if not _require_number(attr, value) >= 0:  # NaN too
+        raise InvalidValueError(name=attr.name, value=value, rule="a number of seconds >= 0")
+
+
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if not _require_number(attr, value) > 0:  # NaN too
+        raise InvalidValueError(name=attr.name, value=value, rule="a number > 0")
 
 
 def _timeout(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
@@ -47,15 +79,15 @@ def _memory_limit(_inst: object, attr: attrs.Attribute[Any], value: object) -> N
         msg = f"{attr.name} must be a str such as '4GB' or null, got {value!r}"
         raise TypeError(msg)
     if not _MEMORY.match(value.strip()):
-        raise InvalidNameError(
-            kind=attr.name, value=value, rule="a size such as '512MB', '4GB' or '1.5GiB', or null"
+        raise InvalidValueError(
+            name=attr.name, value=value, rule="a size such as '512MB', '4GB' or '1.5GiB', or null"
         )
 
 
 def _threads(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
     _optional_int(_inst, attr, value)
     if value is not None and int(value) < 1:  # type: ignore[call-overload]
-        raise InvalidNameError(kind=attr.name, value=value, rule="at least 1, or null")
+        raise InvalidValueError(name=attr.name, value=value, rule="at least 1, or null")
 
 
 def _optional_int(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
@@ -64,16 +96,14 @@ def _optional_int(_inst: object, attr: attrs.Attribute[Any], value: object) -> N
         raise TypeError(msg)
 
 
-def _fraction(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
-    if not 0 < value <= 1:
-        msg = f"{attr.name} must be in (0, 1], got {value!r}"
-        raise ValueError(msg)
+def _fraction(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if not 0 < _require_number(attr, value) <= 1:
+        raise InvalidValueError(name=attr.name, value=value, rule="a fraction in (0, 1]")
 
 
-def _share(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
-    if not 0 <= value <= 1:
-        msg = f"{attr.name} must be in [0, 1], got {value!r}"
-        raise ValueError(msg)
+def _share(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+    if not 0 <= _require_number(attr, value) <= 1:
+        raise InvalidValueError(name=attr.name, value=value, rule="a fraction in [0, 1]")
 
 
 def _policies(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
@@ -83,8 +113,23 @@ def _policies(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None
     for name, policy in value.items():
         validate_dataset(name)
         if policy not in DRIFT_POLICIES:
-            msg = f"drift policy for {name} must be one of {DRIFT_POLICIES}, not {policy!r}"
-            raise ValueError(msg)
+            raise InvalidValueError(
+                name=f"drift policy for {name}", value=policy, rule=_one_of(DRIFT_POLICIES)
+            )
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    """A validator: the value is one of ``choices`` (`InvalidValueError` otherwise)."""
+
+    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+        if value not in choices:
+            raise InvalidValueError(name=attr.name, value=value, rule=_one_of(choices))
+
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(repr(c) for c in choices)
 
 
 def _retention(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
@@ -124,31 +169,36 @@ class VaultSettings:
             validation unless ``sync(allow_removal=True)``; docs/integrity.md).
         retention: the default retention policy of ``gc`` (docs/retention.md), e.g.
             ``{"keep_last": 10, "keep_monthly": 24}``; empty: gc expires nothing.
+
+    Raises:
+        InvalidValueError: a value outside what its field accepts (a negative time, a fraction
+            outside its range, an unknown compression or drift policy, ...).
+        TypeError: a value of the wrong type (a string for a number, a number for a flag).
     """
 
-    group_access: bool = False
-    lock_timeout_s: float = attrs.field(default=0.0, converter=float)
+    group_access: bool = attrs.field(default=False, validator=_flag)
+    lock_timeout_s: float = attrs.field(default=0.0, converter=_to_float, validator=_not_negative)
     lock_stale_after_s: float = attrs.field(
-        default=4 * 3600.0, converter=float, validator=_positive
+        default=4 * 3600.0, converter=_to_float, validator=_positive
     )
-    lock_heartbeat_s: float = attrs.field(default=60.0, converter=float, validator=_positive)
+    lock_heartbeat_s: float = attrs.field(default=60.0, converter=_to_float, validator=_positive)
     query_timeout_s: float | None = attrs.field(default=None, validator=_timeout)
     query_memory_limit: str | None = attrs.field(default=None, validator=_memory_limit)
     query_threads: int | None = attrs.field(default=None, validator=_threads)
-    row_group_rows: int = attrs.field(default=262_144, converter=int, validator=_positive)
-    compression: Compression = attrs.field(
-        default="zstd", validator=attrs.validators.in_(_COMPRESSIONS)
-    )
+    row_group_rows: int = attrs.field(default=262_144, validator=_count)
+    compression: Compression = attrs.field(default="zstd", validator=_choice(_COMPRESSIONS))
     compression_level: int | None = attrs.field(default=1, validator=_optional_int)
-    batch_rows: int = attrs.field(default=131_072, converter=int, validator=_positive)
-    disk_warn_fraction: float = attrs.field(default=0.80, converter=float, validator=_fraction)
-    disk_critical_fraction: float = attrs.field(default=0.90, converter=float, validator=_fraction)
-    disk_refuse_fraction: float = attrs.field(default=0.95, converter=float, validator=_fraction)
-    drift_policy: str = attrs.field(
-        default="strict", validator=attrs.validators.in_(DRIFT_POLICIES)
+    batch_rows: int = attrs.field(default=131_072, validator=_count)
+    disk_warn_fraction: float = attrs.field(default=0.80, converter=_to_float, validator=_fraction)
+    disk_critical_fraction: float = attrs.field(
+        default=0.90, converter=_to_float, validator=_fraction
     )
+    disk_refuse_fraction: float = attrs.field(
+        default=0.95, converter=_to_float, validator=_fraction
+    )
+    drift_policy: str = attrs.field(default="strict", validator=_choice(DRIFT_POLICIES))
     drift_policies: dict[str, str] = attrs.field(factory=dict, validator=_policies)
-    max_removed_fraction: float = attrs.field(default=0.0, converter=float, validator=_share)
+    max_removed_fraction: float = attrs.field(default=0.0, converter=_to_float, validator=_share)
     retention: dict[str, Any] = attrs.field(factory=dict, validator=_retention)
 
     @property
@@ -176,7 +226,12 @@ class VaultSettings:
             raise VaultFormatError(path=where, problem=f"invalid settings ({exc})") from exc
 
     def with_env(self, environ: dict[str, str] | None = None) -> VaultSettings:
-        """Apply ``WRDSVAULT_<SETTING>`` overrides (e.g. ``WRDSVAULT_LOCK_TIMEOUT_S=60``)."""
+        """Apply ``WRDSVAULT_<SETTING>`` overrides (e.g. ``WRDSVAULT_LOCK_TIMEOUT_S=60``).
+
+        Raises:
+            InvalidValueError: a variable's value is not one its setting accepts (``name`` is
+                the variable).
+        """
         env = os.environ if environ is None else environ
         changes: dict[str, Any] = {}
         for field in attrs.fields(type(self)):
@@ -187,16 +242,13 @@ class VaultSettings:
             try:
                 changes[field.name] = value = _from_env(field.name, raw)
                 attrs.evolve(self, **{field.name: value})  # runs the field's validator
+            except InvalidValueError as exc:
+                raise InvalidValueError(name=variable, value=raw, rule=exc.rule) from exc
             except (TypeError, ValueError) as exc:
-                raise VaultFormatError(
-                    path="environment", problem=f"invalid {variable}={raw!r} ({exc})"
+                raise InvalidValueError(
+                    name=variable, value=raw, rule=f"not a value of {field.name} ({exc})"
                 ) from exc
-        try:
-            return attrs.evolve(self, **changes)
-        except (TypeError, ValueError) as exc:  # fields that are only wrong together
-            raise VaultFormatError(
-                path="environment", problem=f"invalid {_ENV_PREFIX}* settings ({exc})"
-            ) from exc
+        return attrs.evolve(self, **changes)
 
 
 _OPTIONAL: Final[dict[str, Callable[[str], Any]]] = {
@@ -205,6 +257,7 @@ _OPTIONAL: Final[dict[str, Callable[[str], Any]]] = {
     "query_threads": int,
     "query_memory_limit": str.strip,
 }
+_INTS: Final = frozenset({"row_group_rows", "batch_rows"})
 
 
 def _from_env(name: str, raw: str) -> Any:
@@ -215,7 +268,9 @@ def _from_env(name: str, raw: str) -> Any:
         return raw.strip().lower()
     if name in _OPTIONAL:
         return None if raw.strip().lower() in ("", "none", "null") else _OPTIONAL[name](raw)
-    return raw
+    if name in _INTS:
+        return int(raw)
+    return float(raw)
 
 
 def dump(settings: VaultSettings, *, format_version: int, created_at: str) -> bytes:

@@ -20,6 +20,7 @@ from wrdsvault._query import (
     LazyResult,
     Params,
     PinnedConnection,
+    check_params,
     check_timeout,
     fetch_arrow,
     fetch_df,
@@ -247,7 +248,8 @@ class Snapshot:
                 refused), a refused function, or a statement too big to plan.
             QueryError: DuckDB could not run it (syntax, unknown column).
             QueryTimeoutError: it ran past ``timeout_s``.
-            InvalidNameError: ``timeout_s`` is not a finite number > 0.
+            InvalidValueError: ``timeout_s`` is not a finite number > 0.
+            TypeError: ``params`` is not a list, tuple, dict or None.
         """
         return self._run(sql, params, timeout_s, fetch_df)
 
@@ -257,6 +259,7 @@ class Snapshot:
 
     def sql(self, sql: str, params: Params = None) -> LazyResult:
         """Validate ``sql`` now; run it later with ``.df()``, ``.arrow()``, ``.pl()``."""
+        check_params(params)
         con = self._acquire()
         try:
             text = con.check(sql)

@@ -29,9 +29,12 @@ The real ``wrds`` client connects to it (over the server's Unix socket, so no ne
 One server can host many replicas (one database each): start a `ReplicaServer` once and pass it as
 ``server=`` (the test suite starts one per session; starting a server takes a few seconds).
 
-Needs the test extra: ``pip install 'wrdsvault[test]'`` (``pgserver``). Run as root, pgserver
-creates a system user ``pgserver`` to run PostgreSQL and opens the permissions of the data
-directory's parent folders to it.
+`set_disk_usage` makes a `Warehouse` see its file system as full as a test says (for the disk
+watermarks), without filling a disk.
+
+The replica needs the test extra: ``pip install 'wrdsvault[test]'`` (``pgserver``). Run as root,
+pgserver creates a system user ``pgserver`` to run PostgreSQL and opens the permissions of the
+data directory's parent folders to it.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import secrets
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -60,13 +63,16 @@ if TYPE_CHECKING:
 
     from wrdsvault.sources.base import Source
     from wrdsvault.sources.wrds import WrdsSource
+    from wrdsvault.warehouse import Warehouse
 
 __all__ = [
     "REPLICA_PASSWORD",
     "REPLICA_USER",
+    "DiskUsage",
     "ReplicaServer",
     "WrdsReplica",
     "product_schema",
+    "set_disk_usage",
 ]
 
 #: The non-superuser login role every replica grants its libraries to (like a WRDS account).
@@ -102,6 +108,22 @@ _COLUMN_LABELS: Final = {
 _DECLARED_RE: Final = re.compile(r"^[a-z][a-z ]{1,40}(\(\d{1,4}(,\d{1,4})?\))?[a-z ]{0,20}$")
 _DB_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _COPY_CHUNK: Final = 1 << 20
+
+
+#: ``vault folder -> (total_bytes, free_bytes)``: how full a file system is, as `set_disk_usage`
+#: takes it (free means free to this user, as ``statvfs``'s ``f_bavail``).
+DiskUsage = Callable[[str], tuple[int, int]]
+
+
+def set_disk_usage(warehouse: Warehouse, usage: DiskUsage) -> None:
+    """Make ``warehouse`` see its file system as ``usage`` reports it, instead of measuring it.
+
+    For tests of the disk watermarks (80% warns, 90% is critical, 95% refuses; docs/integrity.md)
+    and of the "twice the expected bytes free" check. It affects `Warehouse.disk`,
+    `Warehouse.status` and the check before each sync; a disk that really fills up mid-write
+    still raises `DiskSpaceError` from the write itself.
+    """
+    warehouse._guard.usage = usage
 
 
 def product_schema(dataset: str) -> str:

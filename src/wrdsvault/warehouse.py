@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Final, Literal, TypeVar, overload
 
 import attrs
 
@@ -20,9 +21,9 @@ from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
 from wrdsvault._query import fetch_arrow, fetch_df
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, temp_name
 from wrdsvault._storage.catalog import Catalog, find_garbage, read_head
-from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
+from wrdsvault._storage.diskguard import DiskGuard, DiskState, psutil_usage
 from wrdsvault._storage.layout import Layout, validate_tag
-from wrdsvault._storage.lock import describe_lock, force_unlock
+from wrdsvault._storage.lock import break_lock, describe_lock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
 from wrdsvault._storage.writer import Operation, Writer, open_writer, operation_error
@@ -41,6 +42,7 @@ from wrdsvault.datasets import (
 from wrdsvault.errors import (
     DiskSpaceError,
     InvalidNameError,
+    InvalidValueError,
     SnapshotNotFoundError,
     SourceRequiredError,
     TagExistsError,
@@ -78,8 +80,19 @@ __all__ = ["Warehouse"]
 
 log = logging.getLogger(__name__)
 
-_UNSET: Final[Any] = object()
 T = TypeVar("T")
+
+
+class _BuiltinSpec(enum.Enum):
+    """The default of ``sync(date_column=...)``: partition as the dataset's built-in spec does."""
+
+    BUILTIN = "builtin"
+
+    def __repr__(self) -> str:
+        return "<the dataset's built-in spec>"
+
+
+_BUILTIN: Final = _BuiltinSpec.BUILTIN
 
 
 class Warehouse:
@@ -92,13 +105,13 @@ class Warehouse:
         create: create the vault if missing (``False``: raise `VaultFormatError` instead).
         rules: extra validation rules per dataset (`wrdsvault.validation`), run on every staged
             partition after the built-in ones.
-        disk_usage: ``path -> (total_bytes, free_bytes)``; psutil by default (tests inject one).
         lock_timeout_s: how long writes wait for another writer before `LockHeldError`
             (default: ``settings.lock_timeout_s``, 0); ``sync(wait=...)`` overrides it per call.
 
     Raises:
         VaultFormatError: the folder is not a vault (and not empty), or was written by a newer
             wrdsvault.
+        InvalidValueError: ``lock_timeout_s`` or a ``WRDSVAULT_*`` variable is out of range.
 
     Example:
         >>> from wrdsvault.sources import SampleSource
@@ -114,7 +127,6 @@ class Warehouse:
         settings: VaultSettings | None = None,
         create: bool = True,
         rules: Mapping[str, Sequence[Rule]] | None = None,
-        disk_usage: UsageProvider | None = None,
         lock_timeout_s: float | None = None,
     ) -> None:
         given: object = settings  # untyped callers can pass anything; mypy cannot see that
@@ -135,7 +147,7 @@ class Warehouse:
             warn=self.settings.disk_warn_fraction,
             critical=self.settings.disk_critical_fraction,
             refuse=self.settings.disk_refuse_fraction,
-            usage=disk_usage or psutil_usage,
+            usage=psutil_usage,
             hint=self._disk_hint,
         )
         self._catalog = Catalog(self._layout)
@@ -157,7 +169,7 @@ class Warehouse:
         self, operation: Operation, *, wait: float | None = None, quarantine_on_error: bool = False
     ) -> Iterator[Writer]:
         """The single-writer context: lock, recovery, staging; staging removed on exit."""
-        timeout = self.settings.lock_timeout_s if wait is None else float(wait)
+        timeout = self.settings.lock_timeout_s if wait is None else _wait_s(wait)
         try:
             with open_writer(
                 self._layout,
@@ -188,7 +200,7 @@ class Warehouse:
         *,
         years: Iterable[int] | None = None,
         full: bool = False,
-        date_column: str | None = _UNSET,
+        date_column: str | _BuiltinSpec | None = _BUILTIN,
         wait: float | None = None,
         progress: ProgressCallback | None = None,
         drift: DriftPolicy | Mapping[str, DriftPolicy] | None = None,
@@ -208,7 +220,7 @@ class Warehouse:
             date_column: for a table without a built-in spec, the date column that picks the
                 year (``None``: store the table as one partition; ``"auto"``: the first of
                 `DATE_COLUMN_NAMES` the table has, else its only date column, else one
-                partition).
+                partition). Left out: the dataset's built-in spec decides.
             wait: seconds to wait for another writer (default: ``settings.lock_timeout_s``).
             progress: called with a `Progress` event before and after each partition.
             drift: what to do if the source's columns changed since the last commit:
@@ -226,6 +238,7 @@ class Warehouse:
         Raises:
             SourceRequiredError: the Warehouse was opened without a source.
             InvalidNameError: a malformed dataset name; nothing was written.
+            InvalidValueError: ``years``, ``drift`` or ``wait`` out of range; nothing was written.
             UnknownDatasetError: no built-in spec and no ``date_column``.
             LockHeldError: another writer kept the lock for the whole wait.
             DiskSpaceError: too little free space, or the disk filled up mid-write.
@@ -282,9 +295,9 @@ class Warehouse:
             out[validate_dataset(k)] = _policy(v)
         return out
 
-    def _spec(self, name: str, date_column: str | None) -> DatasetSpec:
+    def _spec(self, name: str, date_column: str | _BuiltinSpec | None) -> DatasetSpec:
         validate_new_dataset(name)
-        if date_column is _UNSET:
+        if date_column is _BuiltinSpec.BUILTIN:
             return builtin_spec(name)
         base = BUILTIN_SPECS.get(name)
         if date_column == AUTO_DATE_COLUMN:
@@ -511,7 +524,7 @@ class Warehouse:
 
     def expired(self) -> list[ExpiredSnapshot]:
         """Every snapshot gc expired (the expiry log), oldest commit first."""
-        return sorted(self._catalog.expired().values(), key=lambda e: e.id)
+        return sorted(self._catalog.expired().values(), key=lambda e: e.snapshot_id)
 
     def _disk_hint(self) -> str:
         """What a full disk's warnings and errors say to do (the stored policy's yield)."""
@@ -586,7 +599,7 @@ class Warehouse:
             m = self._manifest(sid)
             out.append(
                 SnapshotInfo(
-                    id=sid,
+                    snapshot_id=sid,
                     sequence=m.sequence,
                     committed_at=m.committed_at,
                     fingerprint=m.fingerprint,
@@ -783,10 +796,10 @@ class Warehouse:
 
         Raises:
             VaultAccessError: this process may not write the vault folder.
-            WrdsVaultError: the owner is a live process on this host (stop it first), or the
-                lock changed since it was shown.
+            LockBreakRefusedError: the owner is a live process on this host (stop it first),
+                the lock changed since it was shown, or its staleness cannot be judged here.
         """
-        return force_unlock(
+        return break_lock(
             self._layout.lock,
             expect_token=expect_token,
             stale_after_s=self.settings.lock_stale_after_s,
@@ -823,7 +836,7 @@ class Warehouse:
             root=str(self.root),
             format_version=self._format_version,
             snapshot_count=len(committed),
-            latest_id=latest.snapshot_id if latest else None,
+            latest_snapshot_id=latest.snapshot_id if latest else None,
             latest_committed_at=latest.committed_at if latest else None,
             fingerprint=latest.fingerprint if latest else None,
             datasets=tuple(datasets),
@@ -858,21 +871,31 @@ class Warehouse:
 
 def _policy(value: object) -> DriftPolicy:
     if value not in DRIFT_POLICIES:
-        raise InvalidNameError(
-            kind="drift policy", value=value, rule=f"one of {', '.join(DRIFT_POLICIES)}"
+        raise InvalidValueError(
+            name="drift policy", value=value, rule=f"one of {', '.join(DRIFT_POLICIES)}"
         )
     return value
+
+
+def _wait_s(value: object) -> float:
+    """``wait=`` as seconds: a number >= 0 (TypeError, `InvalidValueError` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"wait must be a number of seconds or None, not {type(value).__name__}"
+        raise TypeError(msg)
+    if not value >= 0:  # NaN too
+        raise InvalidValueError(name="wait", value=value, rule="a number of seconds >= 0")
+    return float(value)
 
 
 def _years(years: Iterable[int]) -> frozenset[int]:
     out = set()
     for y in years:
         if not isinstance(y, int) or isinstance(y, bool) or not 1 <= y <= 9999:
-            raise InvalidNameError(kind="year", value=y, rule="an int from 1 to 9999")
+            raise InvalidValueError(name="year", value=y, rule="an int from 1 to 9999")
         out.add(y)
     if not out:
-        raise InvalidNameError(
-            kind="years", value=[], rule="years= is empty; omit it to sync every year"
+        raise InvalidValueError(
+            name="years", value=[], rule="years= is empty; omit it to sync every year"
         )
     return frozenset(out)
 

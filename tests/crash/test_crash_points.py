@@ -232,7 +232,7 @@ def check_readers(root: Path, reference: Reference, old_id: str, *, committed: b
     """A reader sees the old or the new state; every snapshot verifies. Return HEAD."""
     head = read_head(root)
     with Warehouse(root, create=False) as wh:
-        listed = [info.id for info in wh.snapshots()]
+        listed = [info.snapshot_id for info in wh.snapshots()]
         assert listed[0] == old_id
         assert listed[-1] == head, "the latest listed snapshot is HEAD"
         assert all(sid <= head for sid in listed), "a manifest newer than HEAD is listed"
@@ -279,7 +279,7 @@ def check_next_writer(
         assert report.snapshot_id == new_id
         if head != old_id:
             assert new_id == head, "a committed snapshot is never replaced by recovery"
-        assert [info.id for info in wh.snapshots()] == [old_id, new_id]
+        assert [info.snapshot_id for info in wh.snapshots()] == [old_id, new_id]
         for sid, expected in ((old_id, reference.old), (new_id, reference.new)):
             with wh.snapshot(sid, verify=True) as snap:
                 assert state(snap) == expected
@@ -348,7 +348,7 @@ def test_sigkill_during_first_sync(tmp_path: Path, reference: Reference, point: 
     committed = POINTS.index(point) >= POINTS.index(COMMIT_POINT)
     assert (root / "HEAD").exists() == committed
     with Warehouse(root, create=False) as wh:
-        listed = [info.id for info in wh.snapshots()]
+        listed = [info.snapshot_id for info in wh.snapshots()]
         if committed:
             assert listed == [read_head(root)]
             with wh.snapshot(verify=True) as snap:
@@ -361,7 +361,7 @@ def test_sigkill_during_first_sync(tmp_path: Path, reference: Reference, point: 
         report = wh.sync(SMALL.datasets(1))
         assert report.committed == (not committed), report
         head = read_head(root)
-        assert [info.id for info in wh.snapshots()] == [head]
+        assert [info.snapshot_id for info in wh.snapshots()] == [head]
         with wh.snapshot(verify=True) as snap:
             assert state(snap) == reference.old
     assert staging_dirs(root) == []

@@ -127,7 +127,7 @@ def expected(tmp_path_factory: pytest.TempPathFactory) -> Expected:
 def check_retained(root: Path, expected: Expected) -> list[str]:
     """B and D verify and answer as before; return the listing."""
     with Warehouse(root, create=False) as wh:
-        listed = [s.id for s in wh.snapshots()]
+        listed = [s.snapshot_id for s in wh.snapshots()]
         for sid, state in expected.kept.items():
             assert answers(wh, sid) == state, f"retained snapshot {sid} changed"
         assert wh.verify(all_snapshots=True).ok
@@ -165,7 +165,7 @@ def test_sigkill_during_gc(tmp_path: Path, expected: Expected, point: str, finis
             wh.gc(**POLICY)  # type: ignore[call-overload]
         else:
             wh.doctor(repair=True)
-            assert wh.doctor().healthy
+            assert wh.doctor().ok
     check_retained(root, expected)
     if finisher == "gc" or recorded:
         assert vault_manifests(root) == expected.manifests

@@ -1,6 +1,6 @@
-"""`describe_lock` and `force_unlock`: what ``wrdsvault status`` and ``wrdsvault unlock`` call.
+"""`describe_lock` and `break_lock`: what ``wrdsvault status`` and ``wrdsvault unlock`` call.
 
-`force_unlock` breaks a lock by hand with the same claim protocol as an automatic break, refuses a
+`break_lock` breaks a lock by hand with the same claim protocol as an automatic break, refuses a
 live owner on this host unless told otherwise, and refuses a lock that changed since it was shown.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from wrdsvault._storage.lock import WriterLock, describe_lock, force_unlock, own_identity
-from wrdsvault.errors import WrdsVaultError
+from wrdsvault._storage.lock import WriterLock, break_lock, describe_lock, own_identity
+from wrdsvault.errors import LockBreakRefusedError
 
 
 def test_describe_lock_says_free_held_or_stale_and_why(lock_path: Path, spawn, kit) -> None:
@@ -48,37 +48,39 @@ def test_describe_lock_says_free_held_or_stale_and_why(lock_path: Path, spawn, k
     assert unreadable.incarnation == f"ino{lock_path.stat().st_ino}" and unreadable.owner == {}
 
 
-def test_force_unlock_refuses_a_live_owner_on_this_host(lock_path: Path, spawn) -> None:
+def test_break_lock_refuses_a_live_owner_on_this_host(lock_path: Path, spawn) -> None:
     """A live same-host owner is refused; with allow_live it is broken and fails its fencing."""
     holder = spawn("hold", {"path": str(lock_path), "operation": "sync crsp.msf"})
     held = holder.expect("held")
-    with pytest.raises(WrdsVaultError, match=f"pid {held['pid']}.*alive on this host") as err:
-        force_unlock(lock_path)
+    with pytest.raises(
+        LockBreakRefusedError, match=f"pid {held['pid']}.*alive on this host"
+    ) as err:
+        break_lock(lock_path)
     assert err.value.holder["token"] == held["token"]
     holder.send("check")
     assert holder.expect("check")["ours"] is True
 
-    broken = force_unlock(lock_path, allow_live=True, expect_token=held["token"])
+    broken = break_lock(lock_path, allow_live=True, expect_token=held["token"])
     assert broken.broken is True and broken.pid == held["pid"]
     assert not lock_path.exists()
     holder.send("check")
     assert holder.expect("check")["ours"] is False
 
 
-def test_force_unlock_breaks_a_dead_or_foreign_owner(lock_path: Path, kit) -> None:
+def test_break_lock_breaks_a_dead_or_foreign_owner(lock_path: Path, kit) -> None:
     """A dead owner, and another host's owner the human vouches for, are broken by hand."""
     dead = kit.owner_record(pid=kit.reaped_pid())
     kit.write_lock(lock_path, json.dumps(dead).encode())
-    result = force_unlock(lock_path, expect_token=dead["token"])
+    result = break_lock(lock_path, expect_token=dead["token"])
     assert result.broken and result.state.startswith("stale: owner process")
     assert not lock_path.exists()
 
     foreign = kit.owner_record(host="elsewhere.invalid", boot_id="other-boot")
     kit.write_lock(lock_path, json.dumps(foreign).encode())  # heartbeat fresh: held
-    result = force_unlock(lock_path)
+    result = break_lock(lock_path)
     assert result.broken and result.state == "held" and result.same_host is False
     assert not lock_path.exists()
-    assert force_unlock(lock_path).broken is False
+    assert break_lock(lock_path).broken is False
 
     lock = WriterLock(lock_path, operation="after", heartbeat_s=0)
     lock.acquire()
@@ -86,18 +88,19 @@ def test_force_unlock_breaks_a_dead_or_foreign_owner(lock_path: Path, kit) -> No
     lock.release()
 
 
-def test_force_unlock_refuses_a_lock_that_changed_since_it_was_shown(lock_path: Path, kit) -> None:
+def test_break_lock_refuses_a_lock_that_changed_since_it_was_shown(lock_path: Path, kit) -> None:
     """If another incarnation replaced the one the human saw, nothing is broken."""
     shown = kit.owner_record(pid=kit.reaped_pid())
     kit.write_lock(lock_path, json.dumps(shown).encode())
     newer = kit.owner_record(pid=kit.reaped_pid())
     kit.write_lock(lock_path, json.dumps(newer).encode())
-    with pytest.raises(WrdsVaultError, match="changed since it was shown"):
-        force_unlock(lock_path, expect_token=shown["token"])
+    with pytest.raises(LockBreakRefusedError, match="changed since it was shown") as err:
+        break_lock(lock_path, expect_token=shown["token"])
+    assert err.value.holder["token"] == newer["token"] and "changed" in err.value.reason
     assert json.loads(lock_path.read_bytes())["token"] == newer["token"]
 
 
-def test_force_unlock_steps_over_a_foreign_breaker_that_died(lock_path: Path, kit) -> None:
+def test_break_lock_steps_over_a_foreign_breaker_that_died(lock_path: Path, kit) -> None:
     """A claim left by a breaker on another host does not stop a human from unlocking."""
     stale = kit.owner_record(host="elsewhere.invalid", boot_id="other-boot")
     kit.write_lock(lock_path, json.dumps(stale).encode())
@@ -107,7 +110,7 @@ def test_force_unlock_steps_over_a_foreign_breaker_that_died(lock_path: Path, ki
     shown = describe_lock(lock_path)
     assert shown is not None and shown.breakers == (claim.name,)
     started = time.monotonic()
-    assert force_unlock(lock_path).broken
+    assert break_lock(lock_path).broken
     assert time.monotonic() - started < 1.0
     assert not lock_path.exists()
     assert not claim.exists()
@@ -159,3 +162,7 @@ def test_lock_info_is_a_typed_record_whose_json_keeps_the_old_shape(
         broken = json.loads(capsys.readouterr().out)
         assert broken["broken"] is True and broken["state"].startswith("stale: owner process")
         assert wh.lock_info().free
+        assert main(["unlock", "--vault", str(root), "--json"]) == 0
+        free_json = json.loads(capsys.readouterr().out)
+        assert free_json == {**wh.lock_info().to_json(), "broken": False}
+        assert free_json["path"] == str(root / ".lock")

@@ -129,7 +129,7 @@ def read_loop(cfg: dict[str, Any], who: int, seed: int, wh: Any, pinned: Any, re
                         if other is not None:
                             other.close()
                             other = None
-                        other = wh.snapshot(rng.choice([s.id for s in wh.snapshots()]))
+                        other = wh.snapshot(rng.choice([s.snapshot_id for s in wh.snapshots()]))
                     snap = other
                 elif kind == "latest":
                     snap = wh.snapshot("latest")

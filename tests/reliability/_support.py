@@ -743,7 +743,7 @@ def check_fault_case(
         assert not problems, f"{problems}; {where}"
 
     with Warehouse(root, create=False) as wh:
-        listed = [s.id for s in wh.snapshots()]
+        listed = [s.snapshot_id for s in wh.snapshots()]
         assert listed == ([old_id, head] if committed else [old_id]), (listed, where)
         report = wh.verify(all_snapshots=True)
         assert report.ok, f"verify(all_snapshots=True) failed: {report.summary()}; {where}"
@@ -776,7 +776,7 @@ def check_fault_case(
         repaired = wh.doctor(repair=True)
         assert [e.name for e in wh.quarantine()] == [e.name for e in entries], "repair purged"
         after = wh.doctor()
-        assert after.healthy, f"not healthy after repair: {after.summary()}; {where}"
+        assert after.ok, f"not healthy after repair: {after.summary()}; {where}"
         # repair keeps checkpoints: they are a failed sync's finished work, not garbage
         assert {f.kind for f in after.findings} <= {"quarantine", "checkpoint"}, (
             after.summary(),
@@ -791,7 +791,7 @@ def check_fault_case(
             for d in retry.datasets:  # resumed from the checkpoints, not read again
                 assert d.years_resumed == d.years_written != (), (d, where)
         final = read_head(root)
-        assert [s.id for s in wh.snapshots()] == [old_id, final], where
+        assert [s.snapshot_id for s in wh.snapshots()] == [old_id, final], where
         with wh.snapshot("latest", verify=True) as snap:
             assert snap.fingerprint == new_fingerprint, where
         assert wh.verify(all_snapshots=True).ok, where
@@ -935,7 +935,7 @@ def check_converges(
     head = read_head(root)
     committed = head is not None and head != old_id
     with Warehouse(root, create=False) as wh:
-        listed = [s.id for s in wh.snapshots()]
+        listed = [s.snapshot_id for s in wh.snapshots()]
         expected = [s for s in (old_id, head if committed else None) if s is not None]
         assert listed == expected, (listed, expected, leftovers(root))
         assert wh.verify(all_snapshots=True).ok
@@ -959,9 +959,9 @@ def check_converges(
         if repair_first:
             wh.doctor(repair=True)
             after = wh.doctor()
-            assert after.healthy, after.summary()
+            assert after.ok, after.summary()
             assert {f.kind for f in after.findings} <= {"checkpoint"}, after.summary()
-            assert [s.id for s in wh.snapshots()] == listed
+            assert [s.snapshot_id for s in wh.snapshots()] == listed
     with Warehouse(root, source=sample_source(SMALL, vintage)) as wh:
         report = wh.sync(list(DATASETS))
         assert report.committed == (not committed), report
@@ -969,7 +969,7 @@ def check_converges(
         assert final is not None
         if committed:
             assert final == head, "recovery never replaces a committed snapshot"
-        snaps = [s.id for s in wh.snapshots()]
+        snaps = [s.snapshot_id for s in wh.snapshots()]
         assert snaps == [s for s in (old_id, final) if s is not None], snaps
         with wh.snapshot(verify=True) as snap:
             assert snap.fingerprint == fingerprint

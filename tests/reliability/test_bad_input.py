@@ -539,7 +539,7 @@ class Outcome:
         self.problems: list[str] = []
         self.leaks: list[str] = []
         self.missed: list[str] = []
-        #: doctor().healthy in-process (None: doctor raised or was not run).
+        #: doctor().ok in-process (None: doctor raised or was not run).
         self.doctor_healthy: bool | None = None
 
     def raised(self, where: str, exc: BaseException) -> None:
@@ -581,7 +581,7 @@ def check_entry_points(case: Bad, root: Path, outcome: Outcome) -> None:
             elif name == "verify" and case.verify_ok is not None and value.ok != case.verify_ok:
                 outcome.problems.append(f"verify().ok is {value.ok}: {value.summary()}")
             elif name == "doctor":
-                outcome.doctor_healthy = value.healthy
+                outcome.doctor_healthy = value.ok
                 kinds = {f.kind for f in value.findings}
                 if not case.doctor <= kinds:
                     outcome.missed.append(
@@ -734,7 +734,7 @@ def test_doctor_repair_keeps_damage_and_quarantine(
         kinds = {f.kind for f in report.findings}
         assert {"quarantine", "damaged-manifest"} <= kinds, report.summary()
         assert report.repaired == (), report.summary()
-        assert not report.healthy
+        assert not report.ok
         assert not wh.verify(all_snapshots=True).ok
     assert S.tree(root) == before, S.tree_diff(before, S.tree(root))
 
@@ -774,7 +774,7 @@ def test_a_format_1_vault_still_opens(two_snapshots: dict[str, Any], tmp_path: P
     root = S.copy_vault(two_snapshots["template"], tmp_path / "vault")
     _as_format_1(root, two_snapshots)
     with Warehouse(root, create=False) as wh:
-        assert [s.id for s in wh.snapshots()] == [
+        assert [s.snapshot_id for s in wh.snapshots()] == [
             two_snapshots["paper_id"],
             two_snapshots["head_id"],
         ]

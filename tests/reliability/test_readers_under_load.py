@@ -60,12 +60,12 @@ def test_readers_see_exactly_their_snapshot_during_commits(tmp_path: Path) -> No
     assert len(pinned_ids) == 1, pinned_ids
     # The expected answers are right: re-check every snapshot in a fresh Warehouse, hashed.
     with Warehouse(run["root"], create=False) as wh:
-        assert [s.id for s in wh.snapshots()] == sorted(run["expected"])
+        assert [s.snapshot_id for s in wh.snapshots()] == sorted(run["expected"])
         assert wh.verify(all_snapshots=True).ok
         for sid, exp in run["expected"].items():
             with wh.snapshot(sid, verify=True) as snap:
                 assert S.same_answer(S.snapshot_answers(snap), exp["expected"]), sid
-        assert wh.doctor().healthy
+        assert wh.doctor().ok
 
 
 def test_negative_control_in_place_rewrite_is_caught(tmp_path: Path) -> None:

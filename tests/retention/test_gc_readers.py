@@ -90,7 +90,7 @@ def expire_by_hand(root: Path, sid: str) -> None:
     with Warehouse(root, create=False) as wh:
         manifest = wh._catalog.manifest(sid)
     record = ExpiredSnapshot(
-        id=sid,
+        snapshot_id=sid,
         sequence=manifest.sequence,
         committed_at=manifest.committed_at,
         fingerprint=manifest.fingerprint,
@@ -110,7 +110,7 @@ def test_readers_keep_answering_while_gc_runs(vault: tuple[Path, list[str]]) -> 
         try:
             report = wh.gc(keep_last=1)
             assert report.expired == (b,)
-            assert dict((k.id, k.reasons) for k in report.kept)[a] == ("leased",)
+            assert dict((k.snapshot_id, k.reasons) for k in report.kept)[a] == ("leased",)
             assert set(report.deleted_files) == only_b
         finally:
             results = stop_readers(procs)
@@ -119,7 +119,7 @@ def test_readers_keep_answering_while_gc_runs(vault: tuple[Path, list[str]]) -> 
         later = wh.gc(keep_last=1)
         assert later.expired == (a,)
         assert set(later.deleted_files) == only_a
-        assert [s.id for s in wh.snapshots()] == [c]
+        assert [s.snapshot_id for s in wh.snapshots()] == [c]
 
 
 def test_snapshot_expired_while_open_keeps_its_files_until_closed(
@@ -148,7 +148,7 @@ def test_snapshot_expired_while_open_keeps_its_files_until_closed(
         later = wh.gc(keep_last=1)
         assert later.deleted_manifests == (a,)
         assert set(later.deleted_files) == only_a
-        assert [s.id for s in wh.snapshots()] == [c]
+        assert [s.snapshot_id for s in wh.snapshots()] == [c]
         assert wh.verify(all_snapshots=True).ok
 
 

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
-from wrdsvault.errors import UnknownDatasetError
+from wrdsvault.errors import InvalidValueError, UnknownDatasetError
 from wrdsvault.sources import SampleSource, Source
 from wrdsvault.sources.base import SOURCE_TYPE_KEY
 
@@ -90,9 +90,10 @@ def test_satisfies_the_source_protocol(src: SampleSource) -> None:
     ],
 )
 def test_rejects_bad_option_values(kwargs: dict[str, object]) -> None:
-    """Out-of-range option values raise ValueError naming the option."""
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
+    """Out-of-range option values raise InvalidValueError (a ValueError) naming the option."""
+    with pytest.raises(InvalidValueError, match=next(iter(kwargs))) as err:
         SampleSource(**kwargs)  # type: ignore[arg-type]
+    assert err.value.name == next(iter(kwargs))
 
 
 @pytest.mark.parametrize(

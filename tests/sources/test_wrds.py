@@ -356,7 +356,7 @@ def test_unchanged_resync_is_skipped_without_reading(
         offset = log_statements(rep)
         with Warehouse(vault_dir, source=rep.source()) as wh:
             again = wh.sync("crsp.msf")
-            assert [s.id for s in wh.snapshots()] == [first.snapshot_id]
+            assert [s.snapshot_id for s in wh.snapshots()] == [first.snapshot_id]
         log = statements_since(rep, offset)
     assert not again.committed
     assert again["crsp.msf"].status == "unchanged"
@@ -467,13 +467,13 @@ def test_connection_killed_mid_partition_commits_nothing(
         before_files = data_files(vault_dir / "data")
         killer = KillAfterFirstBatch(rep.source(retry_backoff_s=0.01), rep)
         with Warehouse(vault_dir, source=killer) as wh:
-            before_ids = [s.id for s in wh.snapshots()]
+            before_ids = [s.snapshot_id for s in wh.snapshots()]
             with pytest.raises(SourceError) as caught:
                 wh.sync("big.t", date_column="d")
             assert killer.killed == 1
             assert caught.value.retryable
             assert "never resumed halfway" in str(caught.value)
-            assert [s.id for s in wh.snapshots()] == before_ids
+            assert [s.snapshot_id for s in wh.snapshots()] == before_ids
             assert wh.snapshot().datasets == ("ff.factors_monthly",)
             assert data_files(vault_dir / "data") == before_files
             assert not any((vault_dir / "tmp").glob("*/*"))

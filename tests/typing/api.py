@@ -125,7 +125,9 @@ def sync_and_query(wh: Warehouse) -> None:
         rows: list[tuple[Any, ...]] = lazy.fetchall(timeout_s=10)
         print(when, names, files, rows, snap.id, snap.fingerprint, lazy.df(), lazy.arrow())
     tags: dict[str, str] = wh.tags()
-    print(tags, [s.id for s in wh.snapshots()], wh.status(), wh.verify(all_snapshots=True).ok)
+    print(
+        tags, [s.snapshot_id for s in wh.snapshots()], wh.status(), wh.verify(all_snapshots=True).ok
+    )
 
 
 def handle_errors(root: Path) -> None:
@@ -150,6 +152,34 @@ def handle_errors(root: Path) -> None:
     except wrdsvault.SourceError as exc:
         retry: bool = exc.retryable
         print(retry, exc.source, exc.reason)
+    except wrdsvault.DiskSpaceError as exc:
+        needed: int | None = exc.needed_bytes
+        print(needed, exc.free_bytes, exc.reason)
+    except wrdsvault.InvalidValueError as exc:
+        print(exc.name, exc.value, exc.rule)
     except WrdsVaultError as exc:
         message: str = exc.message
         print(message)
+
+
+def look_after(wh: Warehouse) -> None:
+    """Every record a maintenance method returns is an exported, typed class."""
+    report: wrdsvault.DoctorReport = wh.doctor()
+    found: tuple[wrdsvault.DoctorFinding, ...] = report.findings
+    entries: list[wrdsvault.QuarantineEntry] = wh.quarantine()
+    disk: wrdsvault.DiskState = wh.disk()
+    status: wrdsvault.VaultStatus = wh.status()
+    latest: str | None = status.latest_snapshot_id
+    infos: list[wrdsvault.SnapshotInfo] = wh.snapshots()
+    lock: wrdsvault.LockInfo = wh.lock_info()
+    print(report.ok, found, [e.name for e in entries], disk.level, latest, infos, lock.state)
+    try:
+        wh.break_lock(expect_token=lock.incarnation)
+    except wrdsvault.LockBreakRefusedError as exc:
+        print(exc.lock_path, exc.holder, exc.reason)
+    with wh.snapshot() as snap:
+        entry: wrdsvault.DatasetEntry = snap.dataset("crsp.msf")
+        parts: tuple[wrdsvault.PartitionFile, ...] = entry.partitions
+        columns: tuple[wrdsvault.ColumnSchema, ...] = entry.columns
+        manifest: wrdsvault.Manifest = snap.manifest
+        print(parts, columns, manifest.snapshot_id)

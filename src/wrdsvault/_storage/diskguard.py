@@ -37,7 +37,14 @@ def psutil_usage(path: str) -> tuple[int, int]:
 
 @attrs.frozen(kw_only=True)
 class DiskState:
-    """The vault file system's fill level."""
+    """The vault file system's fill level (`Warehouse.disk`, `VaultStatus.disk`).
+
+    Attributes:
+        total_bytes: size of the file system.
+        free_bytes: bytes this user may still write (``f_bavail``).
+        used_fraction: ``1 - free_bytes / total_bytes``.
+        level: ``"ok"``, ``"warning"``, ``"critical"`` or ``"refuse"`` against the watermarks.
+    """
 
     total_bytes: int
     free_bytes: int

@@ -31,7 +31,7 @@ _MAX_BYTES: Final = 256 * 1024 * 1024
 
 def _record(entry: ExpiredSnapshot) -> bytes:
     obj = {
-        "snapshot_id": entry.id,
+        "snapshot_id": entry.snapshot_id,
         "sequence": entry.sequence,
         "committed_at": format_timestamp(entry.committed_at),
         "fingerprint": entry.fingerprint,
@@ -44,7 +44,7 @@ def _record(entry: ExpiredSnapshot) -> bytes:
 def _parse(line: bytes) -> ExpiredSnapshot:
     obj = json.loads(line)
     return ExpiredSnapshot(
-        id=validate_snapshot_id(obj["snapshot_id"]),
+        snapshot_id=validate_snapshot_id(obj["snapshot_id"]),
         sequence=int(obj["sequence"]),
         committed_at=parse_timestamp(str(obj["committed_at"])),
         fingerprint=str(obj["fingerprint"]),
@@ -76,7 +76,7 @@ def read_expired(layout: Layout) -> tuple[dict[str, ExpiredSnapshot], list[str]]
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             problems.append(f"line {number}: {type(exc).__name__}: {exc}"[:200])
             continue
-        out.setdefault(entry.id, entry)
+        out.setdefault(entry.snapshot_id, entry)
     return out, problems
 
 

@@ -54,7 +54,7 @@ import psutil
 
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, temp_name
 from wrdsvault._storage.crashpoints import BreakPoint, breakpoint_hit
-from wrdsvault.errors import LockHeldError, VaultAccessError, WrdsVaultError
+from wrdsvault.errors import LockBreakRefusedError, LockHeldError, VaultAccessError
 from wrdsvault.reports import LockInfo
 
 log = logging.getLogger(__name__)
@@ -718,7 +718,7 @@ class WriterLock:
         """Take over the incarnation ``(record, st)`` for a human who vouched its owner is gone.
 
         The claim protocol of an automatic break, except that the lock need not be stale and
-        live claimers on other hosts are stepped over (see `force_unlock`, which checks the
+        live claimers on other hosts are stepped over (see `break_lock`, which checks the
         owner first). Afterwards `held` says whether this lock now holds it.
 
         Returns:
@@ -987,7 +987,7 @@ def describe_lock(
     )
 
 
-def force_unlock(
+def break_lock(
     path: Path,
     *,
     allow_live: bool = False,
@@ -1019,8 +1019,9 @@ def force_unlock(
     Raises:
         VaultAccessError: this process may not write the vault folder (breaking writes files
             there); nothing was changed.
-        WrdsVaultError: the owner is alive on this host, or the lock changed since it was shown,
-            or another process kept breaking it for ``timeout_s``.
+        LockBreakRefusedError: the owner is alive on this host, or the lock changed since it was
+            shown, or its staleness cannot be judged here, or another process kept breaking it
+            for ``timeout_s``.
     """
     path = Path(path)
     deadline = time.monotonic() + timeout_s
@@ -1037,20 +1038,17 @@ def force_unlock(
                 path, "a probe file to read the file server's clock; nothing was changed"
             )
         if shown.state.startswith("unknown"):
-            raise WrdsVaultError(
-                f"refusing to break the writer lock {path}: {shown.state}. Run `wrdsvault "
-                "unlock` as the user who owns the vault; nothing was changed",
+            raise LockBreakRefusedError(
                 lock_path=str(path),
                 holder=shown.to_json(),
+                reason=f"{shown.state}. Run `wrdsvault unlock` as the user who owns the vault",
             )
         if shown.state == "held" and shown.same_host and not allow_live:
-            raise WrdsVaultError(
-                f"refusing to break the writer lock {path}: its owner, pid {shown.pid} "
-                f"({shown.operation}, since {shown.acquired_at}), is alive on this "
-                "host. Stop that process first (or pass allow_live / --force: its commit will be "
-                "refused)",
+            raise LockBreakRefusedError(
                 lock_path=str(path),
                 holder=shown.to_json(),
+                reason=f"its owner, pid {shown.pid} ({shown.operation}, since "
+                f"{shown.acquired_at}), is alive on this host. Stop that process first",
             )
         record, st = read_record(path)
         if st is None:
@@ -1079,12 +1077,12 @@ def force_unlock(
             log.warning("broke the writer lock %s by hand: %s", path, shown.to_json())
             return attrs.evolve(shown, broken=True)
         if time.monotonic() >= deadline:
-            raise WrdsVaultError(
-                f"could not break the writer lock {path}: another process is breaking or taking "
-                f"it right now ({blocker.get('state', 'held')}, pid {blocker.get('pid')}); run "
-                "`wrdsvault status` and try again",
+            raise LockBreakRefusedError(
                 lock_path=str(path),
                 holder=blocker,
+                reason=f"another process is breaking or taking it right now "
+                f"({blocker.get('state', 'held')}, pid {blocker.get('pid')}); run `wrdsvault "
+                "status` and try again",
             )
         time.sleep(0.05 if blocker else 0.005)
 
@@ -1097,11 +1095,10 @@ def _no_write_access(path: Path, reason: str) -> VaultAccessError:
     )
 
 
-def _changed(path: Path, token: str, now: LockInfo | None) -> WrdsVaultError:
-    return WrdsVaultError(
-        f"the writer lock {path} changed since it was shown (expected token {token}, now "
-        f"{now.state if now else 'free'}, token {now.token if now else None}); nothing was "
-        "broken. Look at it again",
+def _changed(path: Path, token: str, now: LockInfo | None) -> LockBreakRefusedError:
+    return LockBreakRefusedError(
         lock_path=str(path),
         holder=now.to_json() if now else {},
+        reason=f"it changed since it was shown (expected token {token}, now "
+        f"{now.state if now else 'free'}, token {now.token if now else None}). Look at it again",
     )

@@ -33,7 +33,18 @@ ENTRY_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[a-z0-9_.-]{1,80}-[0-9a-f]{4}
 
 @attrs.frozen(kw_only=True)
 class QuarantineEntry:
-    """One quarantined write: where it is and why it failed."""
+    """One quarantined write, as `Warehouse.quarantine` lists it: where it is and why it failed.
+
+    Attributes:
+        name: the entry's folder name (``<when>-<label>-<random>``), what purge takes.
+        path: the entry's folder under ``quarantine/``.
+        created_at: when the write failed (ISO UTC).
+        label: what was being written (the dataset, or the operation).
+        error: the error's class name (``ValidationFailedError``, ``DiskSpaceError``, ...).
+        message: the error's message.
+        size_bytes: bytes of the files kept.
+        reason: the whole ``reason.json`` (evidence, file list, traceback).
+    """
 
     name: str
     path: Path

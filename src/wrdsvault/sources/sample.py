@@ -43,7 +43,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from wrdsvault.datasets import DatasetSpec
-from wrdsvault.errors import UnknownDatasetError
+from wrdsvault.errors import InvalidValueError, UnknownDatasetError
 from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, TableInfo
 
 __all__ = ["SampleSource"]
@@ -1696,12 +1696,14 @@ def _to_years(value: object) -> tuple[int, ...]:
             msg = f"years must contain int years, got {year!r} ({type(year).__name__})"
             raise TypeError(msg)
     if not years:
-        msg = "years must not be empty; pass e.g. years=range(2018, 2024)"
-        raise ValueError(msg)
+        raise InvalidValueError(
+            name="years", value=[], rule="must not be empty; pass e.g. years=range(2018, 2024)"
+        )
     bad = [int(y) for y in years if not _MIN_YEAR <= y <= _MAX_YEAR]
     if bad:
-        msg = f"years must lie within {_MIN_YEAR}..{_MAX_YEAR}; got {bad}"
-        raise ValueError(msg)
+        raise InvalidValueError(
+            name="years", value=bad, rule=f"years must lie within {_MIN_YEAR}..{_MAX_YEAR}"
+        )
     return tuple(sorted({int(y) for y in years}))
 
 
@@ -1714,26 +1716,24 @@ def _check_int(name: str, value: object) -> int:
 
 def _validate_seed(_inst: object, _attr: object, value: object) -> None:
     if _check_int("seed", value) < 0:
-        msg = f"seed must be >= 0, got {value}"
-        raise ValueError(msg)
+        raise InvalidValueError(name="seed", value=value, rule="an int >= 0")
 
 
 def _validate_vintage(_inst: object, _attr: object, value: object) -> None:
     if _check_int("vintage", value) not in (1, 2):
-        msg = f"vintage must be 1 or 2, got {value}"
-        raise ValueError(msg)
+        raise InvalidValueError(name="vintage", value=value, rule="1 or 2")
 
 
 def _validate_n(_inst: object, _attr: object, value: object) -> None:
     if _check_int("n_securities", value) < 10:
-        msg = f"n_securities must be >= 10, got {value}"
-        raise ValueError(msg)
+        raise InvalidValueError(name="n_securities", value=value, rule="an int >= 10")
 
 
 def _validate_profile(_inst: object, _attr: object, value: object) -> None:
     if value not in _PROFILES:
-        msg = f"profile must be one of {', '.join(map(repr, _PROFILES))}, got {value!r}"
-        raise ValueError(msg)
+        raise InvalidValueError(
+            name="profile", value=value, rule=f"one of {', '.join(map(repr, _PROFILES))}"
+        )
 
 
 def _digest(parts: object) -> str:

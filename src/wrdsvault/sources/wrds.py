@@ -46,6 +46,7 @@ import pyarrow.csv as pacsv
 
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.errors import (
+    InvalidValueError,
     SourceAuthError,
     SourceError,
     SourceUnavailableError,
@@ -644,12 +645,15 @@ class WrdsSource:
         if db is not None and connect_kwargs:
             msg = f"pass either db= or connection arguments, not both ({sorted(connect_kwargs)})"
             raise TypeError(msg)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
-            msg = f"retries must be an int >= 1, got {retries!r}"
-            raise ValueError(msg)
-        if retry_backoff_s < 0:
-            msg = f"retry_backoff_s must be >= 0, got {retry_backoff_s!r}"
-            raise ValueError(msg)
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            msg = f"retries must be an int, not {type(retries).__name__}"
+            raise TypeError(msg)
+        if retries < 1:
+            raise InvalidValueError(name="retries", value=retries, rule="an int >= 1")
+        if not retry_backoff_s >= 0:  # NaN too
+            raise InvalidValueError(
+                name="retry_backoff_s", value=retry_backoff_s, rule="a number of seconds >= 0"
+            )
         self._db = db
         self._owns_db = db is None
         self._connect_kwargs = dict(connect_kwargs)
