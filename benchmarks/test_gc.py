@@ -37,6 +37,7 @@ from typing import Any, Final
 import pytest
 
 from wrdsvault import VaultSettings, Warehouse
+from wrdsvault._storage.atomic import hard_link
 from wrdsvault._storage.layout import Layout
 from wrdsvault._storage.writer import Operation, open_writer
 from wrdsvault.manifest import ColumnSchema, DatasetEntry, PartitionFile
@@ -125,7 +126,7 @@ def gc_vault(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
 
 def linked_copy(src: Path, dst: Path) -> Path:
     """A copy whose files are hard links (cheap); gc only unlinks and appends a new log."""
-    shutil.copytree(src, dst, copy_function=os.link)
+    shutil.copytree(src, dst, copy_function=lambda s, d: hard_link(Path(s), Path(d)))
     return dst
 
 

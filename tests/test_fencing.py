@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import wrdsvault
-from wrdsvault._storage.lock import break_lock
+from wrdsvault._storage.lock_tools import break_lock
 
 pytestmark = pytest.mark.crash
 

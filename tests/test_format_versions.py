@@ -57,7 +57,7 @@ def _rewrite_as_format_1(root: Path, *, hive_folders: bool = False) -> None:
                 new = part["path"].replace(f"/{year}/", f"/year={year}/")
                 (root / new).parent.mkdir(parents=True, exist_ok=True)
                 if (root / part["path"]).exists():
-                    os.replace(root / part["path"], root / new)
+                    os.replace(root / part["path"], root / new)  # noqa: TID251 - rebuilds format 1
                 part["path"] = new
         obj["fingerprint"] = _format_1_fingerprint(obj)
         path.write_bytes(canonical_json(obj) + b"\n")

@@ -276,6 +276,85 @@ def test_layout_refuses_non_strings(value: object) -> None:
             call(value)  # type: ignore[arg-type]
 
 
+QUARANTINE_ENTRY_PATTERN = r"[0-9]{8}T[0-9]{6}Z-[a-z0-9_.-]{1,80}-[0-9a-f]{4}"
+
+
+@settings(max_examples=200)
+@given(
+    st.one_of(
+        S.hostile_refs(),
+        S.hostile_relpaths(),
+        st.from_regex(QUARANTINE_ENTRY_PATTERN, fullmatch=True),
+    )
+)
+def test_layout_quarantine_entry_never_leaves_quarantine(name: str) -> None:
+    """Layout.quarantine_entry returns a folder right in quarantine/ or raises InvalidNameError."""
+    layout = Layout(FAKE_ROOT)
+    valid = re.fullmatch(QUARANTINE_ENTRY_PATTERN, name) is not None and name not in (".", "..")
+    try:
+        path = layout.quarantine_entry(name)
+    except InvalidNameError:
+        assert not valid
+        return
+    assert valid
+    assert_inside(path, FAKE_ROOT)
+    assert path.parent == layout.quarantine_dir
+    assert path.name == name
+
+
+@settings(max_examples=200)
+@given(
+    tx_id=st.one_of(st.text(max_size=20), st.from_regex(r"[0-9a-f]{16}", fullmatch=True)),
+    dataset=S.any_dataset_strings(),
+    year=st.one_of(st.none(), st.integers(-5, 12_000)),
+)
+def test_layout_staging_and_checkpoints_stay_under_tmp(
+    tx_id: str, dataset: str, year: int | None
+) -> None:
+    """Staging and checkpoint paths lie where documented in tmp/, or the input is refused."""
+    layout = Layout(FAKE_ROOT)
+    try:
+        staged = layout.staged_partition(tx_id, dataset, year)
+    except InvalidNameError:
+        staged = None
+    if staged is not None:
+        assert re.fullmatch(r"[0-9a-f]{16}", tx_id)
+        assert_inside(staged, layout.tmp_dir)
+        assert staged.parent == layout.staging(tx_id) == layout.tmp_dir / f"tx-{tx_id}"
+    try:
+        data, record = layout.checkpoint(dataset, year)
+    except InvalidNameError:
+        assert re.fullmatch(S.DATASET_PATTERN, dataset) is None or not (
+            year is None or 0 < year < 10_000
+        )
+        return
+    library, table = dataset.split(".")
+    assert data.parent == record.parent == layout.resume_dir / library / table
+    assert_inside(data, layout.resume_dir)
+    assert (data.suffix, record.suffix) == (".parquet", ".json")
+
+
+@settings(max_examples=200)
+@given(
+    nonce=st.one_of(
+        S.hostile_refs(), st.from_regex(r"[0-9a-f]{8,64}|ino[0-9]{1,12}", fullmatch=True)
+    ),
+    k=st.integers(-3, 100),
+)
+def test_layout_lock_claims_stay_beside_the_lock(nonce: str, k: int) -> None:
+    """A lock claim is .lock.claim.<nonce>.<k> beside .lock, and its nonce reads back."""
+    files = Layout(FAKE_ROOT).lock_files
+    try:
+        claim = files.claim(nonce, k)
+    except InvalidNameError:
+        assert k < 0 or not re.fullmatch(r"[0-9a-f]{8,64}|ino[0-9]+", nonce)
+        return
+    assert claim.parent == FAKE_ROOT
+    assert claim.name == f".lock.claim.{nonce}.{k}"
+    assert files.claim_nonce(claim.name) == nonce
+    assert files.sibling(claim.name) == claim
+
+
 # -- public entry points on a real vault ----------------------------------------------------------
 
 

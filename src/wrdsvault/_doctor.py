@@ -20,7 +20,7 @@ import attrs
 
 from wrdsvault._storage.catalog import GARBAGE_KINDS, BeyondHead, Catalog, find_garbage
 from wrdsvault._storage.checkpoint import Checkpoints
-from wrdsvault._storage.lock import describe_lock
+from wrdsvault._storage.lock_tools import describe_lock
 from wrdsvault._storage.quarantine import list_entries
 from wrdsvault.errors import VaultFormatError
 
@@ -172,10 +172,7 @@ def examine(
     disk are not judged (a reader may hold them).
     """
     layout = catalog.layout
-    root = layout.root
-
-    def rel(p: Path) -> str:
-        return str(p.relative_to(root))
+    rel = layout.relative
 
     out, beyond = _head_findings(catalog)
     on_disk = catalog.manifest_ids()
@@ -235,7 +232,7 @@ def examine(
             out.append(
                 DoctorFinding(
                     kind="damaged-manifest",
-                    path=f"snapshots/{sid}.json",
+                    path=rel(layout.manifest(sid)),
                     detail=exc.problem,
                     advice="restore the file from a backup; snapshots that need it cannot open"
                     + (
@@ -280,7 +277,7 @@ def examine(
                 advice="a writer is working; wait for it",
             )
         )
-    for entry in list_entries(layout.quarantine_dir):
+    for entry in list_entries(layout):
         out.append(
             DoctorFinding(
                 kind="quarantine",

@@ -19,11 +19,11 @@ import attrs
 from wrdsvault import _gc
 from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
 from wrdsvault._query import fetch_arrow, fetch_df
-from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, temp_name
+from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, put_if_absent
 from wrdsvault._storage.catalog import Catalog, find_garbage, read_head
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, psutil_usage
 from wrdsvault._storage.layout import Layout, validate_tag
-from wrdsvault._storage.lock import break_lock, describe_lock
+from wrdsvault._storage.lock_tools import break_lock, describe_lock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
 from wrdsvault._storage.writer import Operation, Writer, open_writer, operation_error
@@ -717,7 +717,7 @@ class Warehouse:
 
     def quarantine(self) -> list[QuarantineEntry]:
         """Failed writes kept in ``quarantine/``, oldest first (each with its reason.json)."""
-        return list_entries(self._layout.quarantine_dir)
+        return list_entries(self._layout)
 
     def purge_quarantine(self, names: Sequence[str] | None = None) -> list[str]:
         """Delete quarantine entries (all of them when ``names`` is None); return their names.
@@ -727,7 +727,7 @@ class Warehouse:
         """
         with self._writer(Operation("purge-quarantine")):
             targets = [e.name for e in self.quarantine()] if names is None else list(names)
-            return purge_entries(self._layout.quarantine_dir, targets)
+            return purge_entries(self._layout, targets)
 
     def doctor(self, *, repair: bool = False) -> DoctorReport:
         """Report leftovers and damage; with ``repair``, remove what is provably garbage.
@@ -960,28 +960,11 @@ def _open_root(
 
 
 def _create_vault_json(layout: Layout, settings: VaultSettings) -> None:
-    """Create vault.json if absent, atomically (put-if-absent through link)."""
+    """Create vault.json if absent, atomically and durably (another process may win the race)."""
     os.chmod(layout.root, settings.dir_mode)
     data = dump(
         settings,
         format_version=FORMAT_VERSION,
         created_at=format_timestamp(datetime.now(timezone.utc)),
     )
-    tmp = temp_name(layout.vault_json)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, settings.file_mode)
-    try:
-        os.fchmod(fd, settings.file_mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, layout.vault_json)
-    except FileExistsError:
-        pass  # another process created the vault at the same moment: use theirs
-    except FileNotFoundError:
-        if not layout.vault_json.exists():
-            raise
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(layout.root)
+    put_if_absent(layout.vault_json, data, mode=settings.file_mode)  # else: another process's

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from wrdsvault._storage.crashpoints import BreakPoint
-from wrdsvault._storage.lock import WriterLock, read_epoch, read_record
+from wrdsvault._storage.lock import WriterLock, read_epoch
+from wrdsvault._storage.owner import read_record
 
 WAIT_S = 5.0
 

@@ -16,13 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from wrdsvault._storage.lock import (
-    _parse_ioreg,
-    _parse_machine_id,
-    describe_lock,
-    own_identity,
-    read_record,
-)
+from wrdsvault._storage.identity import _parse_ioreg, _parse_machine_id, own_identity
+from wrdsvault._storage.lock_tools import describe_lock
+from wrdsvault._storage.owner import read_record
 
 #: Far beyond any record's age here: a break can only come from the earlier-boot rule.
 MONTH_S = 30 * 24 * 3600.0

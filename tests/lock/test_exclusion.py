@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from wrdsvault._storage.lock import WriterLock, own_identity, read_epoch, read_record
+from wrdsvault._storage.identity import own_identity
+from wrdsvault._storage.lock import WriterLock, read_epoch
+from wrdsvault._storage.owner import read_record
 from wrdsvault.errors import LockHeldError
 
 PROCESSES = 16

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from wrdsvault._storage.lock import WriterLock, read_record
+from wrdsvault._storage.lock import WriterLock
+from wrdsvault._storage.owner import read_record
 from wrdsvault.errors import LockHeldError
 
 

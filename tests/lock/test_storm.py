@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from wrdsvault._storage.lock import own_identity
+from wrdsvault._storage.identity import own_identity
 
 PROCESSES = 16
 KINDS = (

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from wrdsvault._storage.lock import WriterLock, break_lock, describe_lock, own_identity
+from wrdsvault._storage.identity import own_identity
+from wrdsvault._storage.lock import WriterLock
+from wrdsvault._storage.lock_tools import break_lock, describe_lock
 from wrdsvault.errors import LockBreakRefusedError
 
 

@@ -1,4 +1,11 @@
-"""Durable file operations: temp file, fsync, rename, fsync of the directory.
+"""Durable file operations: temp file, fsync, rename (or link), fsync of the directory.
+
+This is the only module that renames or hard-links files (ruff bans ``os.rename``,
+``os.replace`` and ``os.link`` elsewhere): `atomic_write_bytes` replaces a file, `publish` moves a
+staged file or folder into place, `publish_link` gives a file a durable second name,
+`put_if_absent` creates a file only if absent, and `write_temp` with `link_if_absent` are the two
+halves of a put-if-absent for callers that need a step in between (the writer lock's claims).
+`append_durably` appends whole lines to an append-only log (gc's expiry log).
 
 After a failed fsync the data must be treated as lost (PostgreSQL's 2018 "fsyncgate"): nothing here
 retries an fsync; the error propagates and the caller aborts the commit.
@@ -11,10 +18,13 @@ import hashlib
 import io
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
+import attrs
+
+from wrdsvault._storage.crashpoints import BreakPoint, CrashPoint, crashpoint
 
 #: errnos meaning "this process may not write here": no permission (a reader in the vault's group,
 #: another user), or a read-only mount.
@@ -51,17 +61,30 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
 
-def atomic_write_bytes(
+@attrs.frozen
+class TempFile:
+    """A complete, fsynced file under a private temp name, waiting to be published.
+
+    Its owner removes it (``path.unlink(missing_ok=True)``) once published or given up.
+    """
+
+    path: Path
+    data: bytes
+    ino: int
+
+
+def write_temp(
     path: Path,
     data: bytes,
     *,
     mode: int,
-    points: tuple[CrashPoint, CrashPoint, CrashPoint, CrashPoint] | None = None,
-) -> None:
-    """Replace ``path`` with ``data`` atomically and durably.
+    mtime: float | None = None,
+    written: CrashPoint | None = None,
+) -> TempFile:
+    """Write ``data`` to a fresh temp file beside ``path`` (``mode``, umask-proof) and fsync it.
 
-    ``points`` names the crash points hit after the temp write, its fsync, the rename and the
-    directory fsync (only the commit's own files pass them).
+    ``mtime`` also sets the file's atime and mtime (before the fsync); ``written`` is the crash
+    point hit after the write, before the fsync. On any error the temp file is removed.
     """
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
@@ -70,39 +93,204 @@ def atomic_write_bytes(
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        if points:
-            crashpoint(points[0])
+        if mtime is not None:
+            os.utime(fd, (mtime, mtime))
+        if written is not None:
+            crashpoint(written)
         os.fsync(fd)
+        ino = os.fstat(fd).st_ino
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
+    return TempFile(path=tmp, data=data, ino=ino)
+
+
+def atomic_write_bytes(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int,
+    mtime: float | None = None,
+    points: tuple[CrashPoint, CrashPoint, CrashPoint, CrashPoint] | None = None,
+) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    ``mtime`` sets the new file's atime and mtime. ``points`` names the crash points hit after the
+    temp write, its fsync, the rename and the directory fsync (only the commit's own files pass
+    them).
+    """
+    temp = write_temp(path, data, mode=mode, mtime=mtime, written=points[0] if points else None)
     if points:
         crashpoint(points[1])
     try:
-        os.replace(tmp, path)
+        publish(temp.path, path, points=(points[2], points[3]) if points else None)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        temp.path.unlink(missing_ok=True)
         raise
-    if points:
-        crashpoint(points[2])
-    fsync_dir(path.parent)
-    if points:
-        crashpoint(points[3])
 
 
-def publish(src: Path, dst: Path, *, points: tuple[CrashPoint, CrashPoint] | None = None) -> None:
-    """Move a staged, already fsynced file to its final name and make the new entry durable.
+def publish(
+    src: Path,
+    dst: Path,
+    *,
+    points: tuple[CrashPoint | BreakPoint, CrashPoint | BreakPoint] | None = None,
+    src_ino: int | None = None,
+) -> bool:
+    """Move a staged, already fsynced file (or folder) to its final name and make it durable.
 
     ``points`` names the crash points hit after the rename and after the directory fsync.
+
+    With ``src_ino`` (the inode of ``src``), a rename that fails with ENOENT but left ``dst``
+    naming that inode counts as done: on NFS a retransmitted RENAME whose first reply was lost
+    fails although it worked. Returns False only then, when ``src`` vanished and ``dst`` is not
+    it (someone else moved or removed it); True otherwise.
     """
-    os.replace(src, dst)
+    try:
+        os.replace(src, dst)
+    except FileNotFoundError:
+        if src_ino is None:
+            raise
+        try:
+            installed = os.stat(dst).st_ino == src_ino
+        except OSError:
+            installed = False
+        if not installed:
+            return False
     if points:
         crashpoint(points[0])
     fsync_dir(dst.parent)
     if points:
         crashpoint(points[1])
+    return True
+
+
+def publish_link(src: Path, dst: Path) -> None:
+    """Make ``dst`` a durable new name of the fsynced file ``src`` (a hard link; ``src`` stays).
+
+    An existing ``dst`` is replaced atomically: the link is made under a temp name beside ``dst``
+    and renamed over it, then the directory is fsynced.
+    """
+    tmp = temp_name(dst)
+    os.link(src, tmp)
+    try:
+        publish(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def hard_link(src: Path, dst: Path) -> None:
+    """``link(src, dst)``: a new name for ``src`` (FileExistsError if ``dst`` exists).
+
+    Not durable by itself: the caller publishes ``dst`` (or fsyncs its folder) later.
+    """
+    os.link(src, dst)
+
+
+#: link(2) errors meaning "this file system has no hard links" (FAT, some SMB/CIFS mounts).
+NO_LINKS: Final = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+def link_if_absent(temp: TempFile, dst: Path, *, fallback_mode: int | None = None) -> int | None:
+    """Make ``dst`` appear with ``temp``'s complete content unless it exists: put-if-absent.
+
+    ``link(temp, dst)`` publishes the fsynced file in one step and fails with EEXIST if ``dst``
+    exists (the NFS-safe O_EXCL of open(2)). Returns the inode now at ``dst`` that is ours, or
+    None if ``dst`` already existed. Not durable by itself: fsync ``dst.parent`` (or publish
+    something else in that folder) to make it so. Never stats ``dst`` after a successful link (it
+    may be gone at once, e.g. a lock claim swept by a new holder).
+
+    Where the file system has no hard links (errno in `NO_LINKS`): with ``fallback_mode``, create
+    ``dst`` with O_CREAT|O_EXCL and that mode and write the content into it (a reader may then see
+    it empty or torn, so use it only where a torn file is judged safely); without, raise.
+
+    Raises:
+        FileNotFoundError: ``temp`` vanished (swept as garbage) or ``dst``'s folder is gone.
+        OSError: any other failure of link(2).
+    """
+    try:
+        os.link(temp.path, dst)
+    except FileExistsError:
+        # NFSv2/3: a retransmitted LINK whose first reply was lost fails with EEXIST although it
+        # worked; open(2) says to check the link count (we check that dst is our inode).
+        try:
+            return temp.ino if os.stat(dst).st_ino == temp.ino else None
+        except OSError:
+            return None
+    except OSError as exc:
+        if exc.errno not in NO_LINKS or fallback_mode is None:
+            raise
+        return _create_exclusive(dst, temp.data, mode=fallback_mode)
+    return temp.ino
+
+
+def _create_exclusive(dst: Path, data: bytes, *, mode: int) -> int | None:
+    try:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        return None
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
+def put_if_absent(path: Path, data: bytes, *, mode: int) -> bool:
+    """Create ``path`` with ``data`` atomically and durably unless it exists.
+
+    Temp file, fsync, ``link`` (never a torn or half-written ``path``, even to a reader racing the
+    creator), directory fsync. Returns True if this call created it, False if it existed (another
+    process's file, left as it is; the folder is fsynced all the same).
+
+    Raises:
+        OSError: the file could not be written or linked (also on a file system without hard
+            links: there is no safe put-if-absent there).
+    """
+    temp = write_temp(path, data, mode=mode)
+    try:
+        created = link_if_absent(temp, path) is not None
+    except FileNotFoundError:
+        if not path.exists():
+            raise
+        created = False
+    finally:
+        temp.path.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return created
+
+
+def append_durably(
+    path: Path, data: bytes, *, mode: int, after_write: Callable[[], None] | None = None
+) -> None:
+    """Append ``data`` (whole lines, ending in a newline) to ``path`` with one write and fsync it
+    (and its folder, when the file is new). Run by the log's only writer (under the writer lock).
+
+    A last line without its newline is the remains of an append cut short by a power loss, never
+    acknowledged: it is cut off first. ``after_write`` runs between the write and the fsync
+    (a crash point).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if after_write is not None:
+            after_write()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if size == 0:
+        fsync_dir(path.parent)
 
 
 def remove_tree(path: Path) -> None:

@@ -47,8 +47,7 @@ from typing import Final, Literal
 
 import attrs
 
-from wrdsvault._storage.checkpoint import Checkpoints
-from wrdsvault._storage.expiry import EXPIRY_LOG, read_expired
+from wrdsvault._storage.expiry import read_expired
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id
 from wrdsvault.errors import InvalidNameError, VaultFormatError
 from wrdsvault.manifest import Manifest, format_timestamp
@@ -189,7 +188,7 @@ class Catalog:
     # -- the expiry log ----------------------------------------------------------------------
 
     def _read_expiry_log(self) -> tuple[dict[str, ExpiredSnapshot], list[str]]:
-        path = self.layout.root / EXPIRY_LOG
+        path = self.layout.expiry_log
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -457,7 +456,7 @@ def find_garbage(
     """
     layout = catalog.layout
     now = time.time() if now is None else now
-    resume = Checkpoints(layout).root
+    resume = layout.resume_dir
     if layout.tmp_dir.is_dir():
         for child in sorted(layout.tmp_dir.iterdir()):
             if child == resume and child.is_dir() and not child.is_symlink():
@@ -505,7 +504,7 @@ def find_garbage(
     except VaultFormatError:
         return  # a manifest cannot be read: any file may be one it needs
     for path in _data_files(layout):
-        if str(path.relative_to(layout.root)) not in referenced:
+        if layout.relative(path) not in referenced:
             yield Garbage("orphan-file", path, "no committed snapshot references this data file")
     for sid in dead:
         yield Garbage(

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,14 +35,14 @@ import attrs
 from wrdsvault._storage.atomic import (
     atomic_write_bytes,
     fsync_dir,
+    hard_link,
     make_dirs,
+    publish_link,
     remove_tree,
     sha256_file,
-    temp_name,
 )
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
-from wrdsvault._storage.layout import SHA256_RE, Layout, partition_name
-from wrdsvault.datasets import validate_dataset
+from wrdsvault._storage.layout import SHA256_RE, Layout
 from wrdsvault.manifest import ColumnSchema, canonical_json
 
 log = logging.getLogger(__name__)
@@ -99,28 +98,20 @@ class Checkpoints:
     """The checkpoint area of one vault (``tmp/resume/``)."""
 
     def __init__(self, layout: Layout, *, file_mode: int = 0o644, dir_mode: int = 0o755) -> None:
-        self.root = layout.tmp_dir / "resume"
+        self.layout = layout
+        self.root = layout.resume_dir
         self._file_mode = file_mode
         self._dir_mode = dir_mode
 
     def _paths(self, dataset: str, year: int | None) -> tuple[Path, Path]:
-        library, table = validate_dataset(dataset).split(".")
-        stem = partition_name(year)
-        folder = self.root / library / table
-        return folder / f"{stem}.parquet", folder / f"{stem}.json"
+        return self.layout.checkpoint(dataset, year)
 
     def save(self, staged_path: Path, record: CheckpointRecord) -> None:
         """Checkpoint a staged, fsynced partition file (a hard link: no copy)."""
         data, meta = self._paths(record.dataset, record.year)
         make_dirs(data.parent, mode=self._dir_mode)
         meta.unlink(missing_ok=True)  # never a record beside a file it does not describe
-        tmp = temp_name(data)
-        os.link(staged_path, tmp)
-        try:
-            os.replace(tmp, data)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        publish_link(staged_path, data)
         crashpoint(CrashPoint.CHECKPOINT_LINKED)
         atomic_write_bytes(meta, record.to_json(), mode=self._file_mode)  # fsyncs the folder
         crashpoint(CrashPoint.CHECKPOINT_RECORDED)
@@ -148,7 +139,7 @@ class Checkpoints:
         if (digest, size) != (have.sha256, have.size_bytes):
             log.warning("checkpoint %s does not match its record; reading the year again", data)
             return None
-        os.link(data, link_to)
+        hard_link(data, link_to)
         return have
 
     def forget(self, dataset: str, year: int | None) -> None:
@@ -159,8 +150,7 @@ class Checkpoints:
 
     def clear(self, dataset: str) -> None:
         """Drop every checkpoint of ``dataset`` (after a commit that includes it)."""
-        library, table = validate_dataset(dataset).split(".")
-        folder = self.root / library / table
+        folder = self.layout.checkpoint_dir(dataset)
         if folder.is_dir():
             remove_tree(folder)
             for parent in (folder.parent, self.root):

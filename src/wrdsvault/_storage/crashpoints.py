@@ -54,7 +54,7 @@ _ARMED: Final = _armed()
 _hits: dict[str, int] = {}
 
 
-def crashpoint(point: CrashPoint) -> None:
+def crashpoint(point: CrashPoint | BreakPoint | GcPoint) -> None:
     """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
     if _ARMED is None or _ARMED[0] != point.value:
         return
@@ -84,11 +84,7 @@ class BreakPoint(enum.Enum):
 
 def breakpoint_hit(point: BreakPoint) -> None:
     """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
-    if _ARMED is None or _ARMED[0] != point.value:
-        return
-    _hits[point.value] = _hits.get(point.value, 0) + 1
-    if _hits[point.value] >= _ARMED[1]:
-        os.kill(os.getpid(), signal.SIGKILL)
+    crashpoint(point)
 
 
 class GcPoint(enum.Enum):
@@ -111,8 +107,4 @@ class GcPoint(enum.Enum):
 
 def gc_point(point: GcPoint) -> None:
     """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
-    if _ARMED is None or _ARMED[0] != point.value:
-        return
-    _hits[point.value] = _hits.get(point.value, 0) + 1
-    if _hits[point.value] >= _ARMED[1]:
-        os.kill(os.getpid(), signal.SIGKILL)
+    crashpoint(point)

@@ -11,12 +11,11 @@ snapshot it named looks committed again, so nothing of it is deleted).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
-from wrdsvault._storage.atomic import fsync_dir
+from wrdsvault._storage.atomic import append_durably
 from wrdsvault._storage.crashpoints import GcPoint, gc_point
 from wrdsvault._storage.layout import Layout, validate_snapshot_id
 from wrdsvault.manifest import format_timestamp, parse_timestamp
@@ -26,7 +25,6 @@ __all__ = ["EXPIRY_LOG", "append_expired", "read_expired"]
 
 #: The log's name in the vault root.
 EXPIRY_LOG: Final = "expired.jsonl"
-_MAX_BYTES: Final = 256 * 1024 * 1024
 
 
 def _record(entry: ExpiredSnapshot) -> bytes:
@@ -59,7 +57,7 @@ def read_expired(layout: Layout) -> tuple[dict[str, ExpiredSnapshot], list[str]]
     Raises:
         OSError: the log exists but cannot be read.
     """
-    path = layout.root / EXPIRY_LOG
+    path = layout.expiry_log
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -88,38 +86,13 @@ def append_expired(layout: Layout, entries: Sequence[ExpiredSnapshot], *, file_m
     """
     if not entries:
         return
-    path = layout.root / EXPIRY_LOG
-    data = b"".join(_record(e) for e in entries)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, file_mode)
-    created = False
-    try:
-        size = os.fstat(fd).st_size
-        created = size == 0
-        if size:
-            keep = _terminated_length(fd, size)
-            if keep != size:
-                os.ftruncate(fd, keep)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        gc_point(GcPoint.EXPIRY_WRITTEN)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if created:
-        fsync_dir(layout.root)
+    append_durably(
+        layout.expiry_log,
+        b"".join(_record(e) for e in entries),
+        mode=file_mode,
+        after_write=lambda: gc_point(GcPoint.EXPIRY_WRITTEN),
+    )
     gc_point(GcPoint.EXPIRY_DURABLE)
-
-
-def _terminated_length(fd: int, size: int) -> int:
-    """The length of the file up to and including its last newline."""
-    if size > _MAX_BYTES:
-        return size  # not ours to judge; a log this big would not be torn at the end anyway
-    tail = os.pread(fd, min(size, 1 << 16), max(0, size - (1 << 16)))
-    if tail.endswith(b"\n"):
-        return size
-    raw = os.pread(fd, size, 0)
-    return raw.rfind(b"\n") + 1
 
 
 def expired_at_text(when: datetime) -> str:

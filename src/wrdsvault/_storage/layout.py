@@ -20,6 +20,12 @@ from wrdsvault.errors import InvalidNameError
 SNAPSHOT_ID_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}[0-9]{6}Z-[0-9a-f]{8}$")
 TAG_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+#: A quarantine entry's folder name: ``<UTC time>-<label>-<4 hex>``.
+QUARANTINE_ENTRY_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[a-z0-9_.-]{1,80}-[0-9a-f]{4}$")
+#: A write transaction's id (its staging folder is ``tmp/tx-<id>``).
+TX_ID_RE: Final = re.compile(r"^[0-9a-f]{16}$")
+#: The incarnation a lock claim breaks: the stale record's token, or ``ino<inode>`` without one.
+_NONCE_RE: Final = re.compile(r"^(?:[0-9a-f]{8,64}|ino[0-9]+)$")
 #: The folder name of the single partition of an unpartitioned dataset.
 UNPARTITIONED: Final = "all"
 
@@ -71,6 +77,55 @@ def partition_name(year: int | None) -> str:
 
 
 @attrs.frozen
+class LockFiles:
+    """The writer lock's files, all beside ``path`` (``<root>/.lock``; docs/locking.md, "Files")."""
+
+    path: Path
+
+    @property
+    def epoch(self) -> Path:
+        """``.lock.epoch``: empty, never deleted; its mtime is the last fencing epoch."""
+        return self.path.with_name(f"{self.path.name}.epoch")
+
+    @property
+    def clock(self) -> Path:
+        """``.lock.clock``: the probe touched to read the file server's clock."""
+        return self.path.with_name(f"{self.path.name}.clock")
+
+    def claim_prefix(self, nonce: str | None = None) -> str:
+        """The name prefix of every claim, or of the claims on the incarnation ``nonce``."""
+        prefix = f"{self.path.name}.claim."
+        return prefix if nonce is None else f"{prefix}{_valid_nonce(nonce)}."
+
+    def claim(self, nonce: str, k: int) -> Path:
+        """``.lock.claim.<nonce>.<k>``: claim number ``k`` on the stale incarnation ``nonce``."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise InvalidNameError(kind="lock claim number", value=k, rule="an int >= 0")
+        return self.path.with_name(f"{self.claim_prefix(nonce)}{k}")
+
+    def claim_nonce(self, name: str) -> str | None:
+        """The incarnation a claim called ``name`` breaks (None: ``name`` is not a claim)."""
+        prefix = self.claim_prefix()
+        if not name.startswith(prefix):
+            return None
+        return name[len(prefix) :].rsplit(".", 1)[0]
+
+    def sibling(self, name: str) -> Path:
+        """The entry ``name`` (as listed) of the lock's folder, e.g. a claim to remove."""
+        if not name.startswith(f"{self.path.name}.") or "/" in name or "\x00" in name:
+            raise InvalidNameError(kind="lock file", value=name, rule=f"{self.path.name}.*")
+        return self.path.with_name(name)
+
+
+def _valid_nonce(nonce: str) -> str:
+    if not isinstance(nonce, str) or _NONCE_RE.fullmatch(nonce) is None:
+        raise InvalidNameError(
+            kind="lock incarnation", value=nonce, rule="a record's token or 'ino<inode>'"
+        )
+    return nonce
+
+
+@attrs.frozen
 class Layout:
     """Paths of one vault. ``root`` must already be an absolute, symlink-free real path."""
 
@@ -107,6 +162,57 @@ class Layout:
     @property
     def quarantine_dir(self) -> Path:
         return self.root / "quarantine"
+
+    @property
+    def expiry_log(self) -> Path:
+        """``expired.jsonl``: every snapshot gc expired (docs/format.md)."""
+        return self.root / "expired.jsonl"
+
+    @property
+    def lock_files(self) -> LockFiles:
+        """The writer lock's support files (epoch, clock probe, claims)."""
+        return LockFiles(self.lock)
+
+    def staging(self, tx_id: str) -> Path:
+        """``tmp/tx-<tx_id>``: the staging folder of one write transaction."""
+        if not isinstance(tx_id, str) or TX_ID_RE.fullmatch(tx_id) is None:
+            raise InvalidNameError(kind="transaction id", value=tx_id, rule="16 hex digits")
+        return self._inside(self.tmp_dir / f"tx-{tx_id}")
+
+    def staged_partition(self, tx_id: str, dataset: str, year: int | None) -> Path:
+        """``tmp/tx-<tx_id>/<dataset>-<YYYY|all>.parquet``: a partition before it is published."""
+        name = f"{validate_dataset(dataset)}-{partition_name(year)}.parquet"
+        return self._inside(self.staging(tx_id) / name)
+
+    @property
+    def resume_dir(self) -> Path:
+        """``tmp/resume``: checkpoints of finished years of interrupted syncs."""
+        return self.tmp_dir / "resume"
+
+    def checkpoint_dir(self, dataset: str) -> Path:
+        """``tmp/resume/<library>/<table>``: the checkpoints of one dataset."""
+        library, table = validate_dataset(dataset).split(".")
+        return self._inside(self.resume_dir / library / table)
+
+    def checkpoint(self, dataset: str, year: int | None) -> tuple[Path, Path]:
+        """The checkpoint of one year: its Parquet file and its record (``<YYYY|all>.json``)."""
+        folder = self.checkpoint_dir(dataset)
+        stem = partition_name(year)
+        return folder / f"{stem}.parquet", folder / f"{stem}.json"
+
+    def quarantine_entry(self, name: str) -> Path:
+        """``quarantine/<name>``: one quarantined write (``name`` as `QUARANTINE_ENTRY_RE`)."""
+        if not isinstance(name, str) or QUARANTINE_ENTRY_RE.fullmatch(name) is None:
+            raise InvalidNameError(
+                kind="quarantine entry",
+                value=name,
+                rule="a name listed by `wrdsvault quarantine list`",
+            )
+        return self._inside(self.quarantine_dir / name)
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the root, as shown to humans and recorded in manifests."""
+        return str(path.relative_to(self.root))
 
     def manifest(self, snapshot_id: str) -> Path:
         return self._inside(self.snapshots_dir / f"{validate_snapshot_id(snapshot_id)}.json")

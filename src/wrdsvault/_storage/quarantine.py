@@ -1,6 +1,7 @@
 """Quarantine: failed writes are kept, with a machine-readable reason, never silently deleted.
 
-``quarantine/<when>-<label>/`` holds the staged files of the failed write and ``reason.json``:
+``quarantine/<when>-<label>-<4 hex>/`` (`Layout.quarantine_entry`) holds the staged files of the
+failed write and ``reason.json``:
 
 ```json
 {"format": 1, "created_at": "...Z", "label": "crsp.msf", "operation": "sync crsp.msf",
@@ -14,7 +15,6 @@ Entries are removed only by an explicit purge (``wrdsvault quarantine purge``).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import traceback
@@ -24,11 +24,17 @@ from typing import Any, Final
 
 import attrs
 
-from wrdsvault._storage.atomic import atomic_write_bytes, fsync_dir, make_dirs, remove_tree
+from wrdsvault._storage.atomic import (
+    atomic_write_bytes,
+    fsync_dir,
+    make_dirs,
+    publish,
+    remove_tree,
+)
+from wrdsvault._storage.layout import QUARANTINE_ENTRY_RE, Layout
 from wrdsvault.errors import InvalidNameError, WrdsVaultError
 
 REASON_FILE: Final = "reason.json"
-ENTRY_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[a-z0-9_.-]{1,80}-[0-9a-f]{4}$")
 
 
 @attrs.frozen(kw_only=True)
@@ -78,7 +84,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def quarantine(
-    quarantine_dir: Path,
+    layout: Layout,
     staging: Path,
     *,
     label: str,
@@ -108,13 +114,14 @@ def quarantine(
         "files": files,
         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
     }
+    quarantine_dir = layout.quarantine_dir
     make_dirs(quarantine_dir, mode=dir_mode)
-    target = quarantine_dir / name
+    target = layout.quarantine_entry(name)
     if staging.is_dir():
-        os.replace(staging, target)
+        publish(staging, target)
     else:
         target.mkdir(mode=dir_mode)
-    fsync_dir(quarantine_dir)
+        fsync_dir(quarantine_dir)
     atomic_write_bytes(
         target / REASON_FILE,
         json.dumps(reason, indent=2, sort_keys=True).encode() + b"\n",
@@ -143,34 +150,30 @@ def _entry(path: Path) -> QuarantineEntry:
     )
 
 
-def list_entries(quarantine_dir: Path) -> list[QuarantineEntry]:
+def list_entries(layout: Layout) -> list[QuarantineEntry]:
     """Every quarantine entry, oldest first."""
-    if not quarantine_dir.is_dir():
+    if not layout.quarantine_dir.is_dir():
         return []
     return [
         _entry(p)
-        for p in sorted(quarantine_dir.iterdir())
-        if p.is_dir() and not p.is_symlink() and ENTRY_RE.fullmatch(p.name)
+        for p in sorted(layout.quarantine_dir.iterdir())
+        if p.is_dir() and not p.is_symlink() and QUARANTINE_ENTRY_RE.fullmatch(p.name)
     ]
 
 
-def entry_path(quarantine_dir: Path, name: str) -> Path:
+def entry_path(layout: Layout, name: str) -> Path:
     """The folder of the entry called ``name`` (validated; never outside the quarantine)."""
-    if not isinstance(name, str) or ENTRY_RE.fullmatch(name) is None:
-        raise InvalidNameError(
-            kind="quarantine entry", value=name, rule="a name listed by `wrdsvault quarantine list`"
-        )
-    path = quarantine_dir / name
+    path = layout.quarantine_entry(name)
     if not path.is_dir():
         raise InvalidNameError(kind="quarantine entry", value=name, rule="no such entry")
     return path
 
 
-def purge(quarantine_dir: Path, names: list[str]) -> list[str]:
+def purge(layout: Layout, names: list[str]) -> list[str]:
     """Delete the named entries; return their names."""
-    paths = [entry_path(quarantine_dir, n) for n in names]
+    paths = [entry_path(layout, n) for n in names]
     for p in paths:
         remove_tree(p)
     if paths:
-        fsync_dir(quarantine_dir)
+        fsync_dir(layout.quarantine_dir)
     return [p.name for p in paths]

@@ -40,7 +40,7 @@ from wrdsvault._storage.atomic import (
 from wrdsvault._storage.catalog import Catalog, committed_at_of, find_garbage, read_head
 from wrdsvault._storage.checkpoint import CheckpointRecord, Checkpoints
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
-from wrdsvault._storage.layout import Layout, partition_name
+from wrdsvault._storage.layout import Layout
 from wrdsvault._storage.lock import WriterLock
 from wrdsvault._storage.quarantine import quarantine
 from wrdsvault.errors import (
@@ -168,7 +168,8 @@ class Writer:
         self.layout = layout
         self.settings = settings
         self.lock = lock
-        self.staging = layout.tmp_dir / f"tx-{secrets.token_hex(8)}"
+        self.tx_id = secrets.token_hex(8)
+        self.staging = layout.staging(self.tx_id)
         self.checkpoints = Checkpoints(
             layout, file_mode=settings.file_mode, dir_mode=settings.dir_mode
         )
@@ -246,7 +247,7 @@ class Writer:
         return staged
 
     def _staged_path(self, dataset: str, year: int | None) -> Path:
-        return self.staging / f"{dataset}-{partition_name(year)}.parquet"
+        return self.layout.staged_partition(self.tx_id, dataset, year)
 
     def checkpoint(self, staged: StagedFile, record: CheckpointRecord) -> None:
         """Keep a staged year for a later sync if this one fails (see `Checkpoints`).
@@ -397,7 +398,7 @@ def recover(catalog: Catalog) -> list[str]:
     for item in garbage:
         if item.kind == "temp-file":
             item.path.unlink(missing_ok=True)
-            actions.append(f"removed temp file {item.path.relative_to(layout.root)}")
+            actions.append(f"removed temp file {layout.relative(item.path)}")
         elif item.kind == "uncommitted-manifest":
             item.path.unlink(missing_ok=True)
             actions.append(f"removed uncommitted manifest {item.path.name}")
@@ -481,7 +482,7 @@ def _quarantine_failure(
     label = getattr(exc, "dataset", None) or operation.label
     try:
         path = quarantine(
-            layout.quarantine_dir,
+            layout,
             writer.staging,
             label=str(label),
             operation=str(operation),
