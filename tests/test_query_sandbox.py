@@ -87,9 +87,11 @@ class Sandbox:
         self.pinned = self.snap.files("crsp.msf")[0]
         # Views are pinned: the stale file exists on disk but only v1 may read it.
         assert self.stale.is_file() and self.stale not in pinned_v2
-        # Open both DuckDB connections before taking the "before" picture.
+        # Open every DuckDB connection (Warehouse.query's too) before taking the "before"
+        # picture: opening a snapshot writes its reader lease under leases/, a query nothing.
         assert self.snap.query("select 1 as x")["x"][0] == 1
         assert self.v1.query("select 1 as x")["x"][0] == 1
+        assert self.wh.query("select 1 as x")["x"][0] == 1
         self.fmt = {
             "root": str(self.root),
             "data": str(self.root / "data"),

@@ -2,17 +2,18 @@
 
 Read-only by default. With ``repair=True`` it takes the writer lock (so no writer is mid-commit)
 and removes only what `catalog.find_garbage` proves is garbage, the same classifier every
-writer's recovery uses: staging folders, temp files of atomic writes, the one manifest a writer
-that died before its commit point left, and data files no manifest references (judged only while
-every manifest can be read and ``HEAD`` is consistent). Quarantine entries, damaged manifests,
-symlinks, and a ``HEAD`` behind snapshots committed after it (``head-behind``) are reported,
-never touched.
+writer's recovery uses: staging folders, temp files of atomic writes, reader leases of dead
+processes, the one manifest a writer that died before its commit point left, and data files no
+manifest references (judged only while every manifest can be read and ``HEAD`` is consistent).
+Quarantine entries, damaged manifests, symlinks, and a ``HEAD`` behind snapshots committed after
+it (``head-behind``) are reported, never touched; live reader leases are listed (``lease``).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,9 @@ import attrs
 
 from wrdsvault._storage.catalog import GARBAGE_KINDS, BeyondHead, Catalog, find_garbage
 from wrdsvault._storage.checkpoint import Checkpoints
+from wrdsvault._storage.layout import Layout
+from wrdsvault._storage.lease import DEFAULT_STALE_AFTER_S as LEASE_STALE_AFTER_S
+from wrdsvault._storage.lease import scan_leases
 from wrdsvault._storage.lock_tools import describe_lock
 from wrdsvault._storage.quarantine import list_entries
 from wrdsvault.errors import VaultFormatError
@@ -28,6 +32,8 @@ Kind = Literal[
     "staging",
     "checkpoint",
     "temp-file",
+    "dead-lease",
+    "lease",
     "uncommitted-manifest",
     "expired-manifest",
     "orphan-file",
@@ -48,6 +54,7 @@ GARBAGE: frozenset[str] = GARBAGE_KINDS
 _GARBAGE_ADVICE: dict[str, str] = {
     "staging": "garbage; repair removes it (any writer also does)",
     "temp-file": "garbage; repair removes it",
+    "dead-lease": "garbage (it protects nothing: its reader is gone); repair removes it",
     "uncommitted-manifest": "garbage (never visible as a snapshot); repair removes it",
     "expired-manifest": "garbage (gc expired it and no reader holds it); repair or the next "
     "gc removes it",
@@ -96,11 +103,11 @@ class DoctorReport:
     def ok(self) -> bool:
         """No finding left that needs attention (after a repair, only what it could not fix).
 
-        Quarantine entries, a disk past a watermark and resumable checkpoints are reported but
-        do not make a vault unhealthy.
+        Quarantine entries, a disk past a watermark, resumable checkpoints and live reader
+        leases are reported but do not make a vault unhealthy.
         """
         left = [f for f in self.findings if f.path not in self.repaired]
-        return not [f for f in left if f.kind not in ("quarantine", "disk", "checkpoint")]
+        return not [f for f in left if f.kind not in ("quarantine", "disk", "checkpoint", "lease")]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -165,6 +172,7 @@ def examine(
     stale_after_s: float,
     file_mode: int = 0o600,
     leased: frozenset[str] | None = None,
+    lease_stale_after_s: float = LEASE_STALE_AFTER_S,
 ) -> list[DoctorFinding]:
     """Everything worth reporting in the vault, read-only.
 
@@ -214,7 +222,7 @@ def examine(
                 "named may be listed again (its files may be gone: verify it)",
             )
         )
-    for item in find_garbage(catalog, leased=leased):
+    for item in find_garbage(catalog, leased=leased, lease_stale_after_s=lease_stale_after_s):
         out.append(
             DoctorFinding(
                 kind=item.kind,
@@ -277,6 +285,7 @@ def examine(
                 advice="a writer is working; wait for it",
             )
         )
+    out += _live_leases(layout, stale_after_s=lease_stale_after_s, file_mode=file_mode)
     for entry in list_entries(layout):
         out.append(
             DoctorFinding(
@@ -285,6 +294,35 @@ def examine(
                 size_bytes=entry.size_bytes,
                 detail=f"{entry.error}: {entry.message[:160]}",
                 advice="inspect with `wrdsvault quarantine show`; purge when done",
+            )
+        )
+    return out
+
+
+def _live_leases(layout: Layout, *, stale_after_s: float, file_mode: int) -> list[DoctorFinding]:
+    """The reader leases that protect a snapshot now (information, not a problem)."""
+    try:
+        leases = scan_leases(layout, stale_after_s=stale_after_s, file_mode=file_mode)
+    except OSError:
+        return []  # the dead ones are judged by find_garbage, which says nothing then either
+    out = []
+    for lease in leases:
+        if not lease.held:
+            continue
+        record = lease.record or {}
+        who = (
+            f"pid {record.get('pid')} on {record.get('host')} since {record.get('created_at')}"
+            if record
+            else "an unreadable lease (held for a grace period)"
+        )
+        age = time.time() - lease.refreshed_at
+        out.append(
+            DoctorFinding(
+                kind="lease",
+                path=layout.relative(lease.path),
+                detail=f"snapshot {lease.snapshot_id} is open: {who}, refreshed {age:.0f} s ago"
+                + (f" ({lease.unknown})" if lease.unknown else ""),
+                advice="a reader is using it; gc keeps its files until it is closed",
             )
         )
     return out

@@ -29,6 +29,7 @@ from wrdsvault._storage.catalog import Catalog, find_garbage
 from wrdsvault._storage.crashpoints import GcPoint, gc_point
 from wrdsvault._storage.expiry import append_expired
 from wrdsvault._storage.layout import Layout
+from wrdsvault._storage.lease import held_snapshot_ids
 from wrdsvault.retention import (
     ExpiredSnapshot,
     GcPlan,
@@ -45,24 +46,31 @@ log = logging.getLogger(__name__)
 
 
 def leased_ids(layout: Layout, settings: VaultSettings) -> frozenset[str]:
-    """The snapshot ids live readers hold (their leases), read now."""
-    import importlib
+    """The snapshot ids live readers hold (their leases), read now.
 
-    try:
-        lease = importlib.import_module("wrdsvault._storage.lease")
-    except ImportError:  # pragma: no cover - before reader leases exist, no reader holds one
-        return frozenset()
-    held: frozenset[str] = lease.held_snapshot_ids(
-        layout, stale_after_s=settings.lock_stale_after_s
+    Raises:
+        OSError: the leases cannot be read (gc then deletes nothing).
+    """
+    return held_snapshot_ids(
+        layout, stale_after_s=settings.lease_stale_after_s, file_mode=settings.file_mode
     )
-    return held
 
 
-def plan(catalog: Catalog, policy: RetentionPolicy, *, leased: frozenset[str]) -> GcPlan:
-    """What a gc by ``policy`` expires and deletes now, given the leased ids. Reads manifests,
-    lists ``data/`` and stats the files it would delete; never opens a data file."""
+def leased_ids_if_readable(layout: Layout, settings: VaultSettings) -> frozenset[str] | None:
+    """`leased_ids`, or None if they cannot be read now (a reader without write access, an
+    I/O error): read-only callers then judge nothing that a lease could protect."""
+    try:
+        return leased_ids(layout, settings)
+    except OSError:
+        return None
+
+
+def plan(catalog: Catalog, policy: RetentionPolicy, *, leased: frozenset[str] | None) -> GcPlan:
+    """What a gc by ``policy`` expires and deletes now, given the leased ids (None: unknown;
+    then no expired manifest is counted as deletable). Reads manifests, lists ``data/`` and
+    stats the files it would delete; never opens a data file."""
     committed = catalog.committed()
-    kept = select_kept(committed, policy, tags=catalog.tags(), leased=leased)
+    kept = select_kept(committed, policy, tags=catalog.tags(), leased=leased or ())
     expire = tuple(sid for sid, _ in committed if sid not in kept)
     files: list[str] = []
     manifests: list[str] = []

@@ -178,6 +178,7 @@ class PinnedConnection:
         self._unqueryable = dict(unqueryable or {})
         self._active = 0
         self._closing = False
+        self._on_close: list[Callable[[], None]] = []
         self.closed = False
         try:
             self._con = connect(_CONFIG)
@@ -248,6 +249,14 @@ class PinnedConnection:
             if self._active == 0:
                 self._shutdown()
 
+    def when_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the database is closed for real (now, if it already is)."""
+        with self._lock:
+            if not self.closed:
+                self._on_close.append(callback)
+                return
+        callback()
+
     def _shutdown(self) -> None:
         # Called with self._lock held, once no query uses the connection.
         if self.closed:
@@ -257,6 +266,9 @@ class PinnedConnection:
         if con is not None:
             con.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()
 
     @contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -96,6 +96,17 @@ def _optional_int(_inst: object, attr: attrs.Attribute[Any], value: object) -> N
         raise TypeError(msg)
 
 
+def _after_refreshes(inst: VaultSettings, attr: attrs.Attribute[Any], value: float) -> None:
+    # A live reader on another host is seen only through its refreshes: a grace shorter than a
+    # few of them would judge it dead between two.
+    if value < 3 * inst.lease_refresh_s:
+        raise InvalidValueError(
+            name=attr.name,
+            value=value,
+            rule=f"at least 3 x lease_refresh_s ({inst.lease_refresh_s:g} s)",
+        )
+
+
 def _fraction(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
     if not 0 < _require_number(attr, value) <= 1:
         raise InvalidValueError(name=attr.name, value=value, rule="a fraction in (0, 1]")
@@ -149,6 +160,10 @@ class VaultSettings:
         lock_timeout_s: how long a writer waits for the lock before `LockHeldError`.
         lock_stale_after_s: heartbeat age after which another host's lock is stale (4 h).
         lock_heartbeat_s: how often a writer refreshes its lock's heartbeat (60 s).
+        lease_refresh_s: how often a reader refreshes the leases of its open snapshots (60 s).
+        lease_stale_after_s: refresh age after which another host's reader lease no longer
+            protects its snapshot from gc (4 h, the writer lock's rule: a host paused for less
+            keeps its files); at least three refresh intervals (docs/retention.md).
         query_timeout_s: default time limit of one query (None: no limit; else finite, > 0).
         query_memory_limit: memory one snapshot's DuckDB database may use, e.g. ``"4GB"``
             (None: DuckDB's default, 80% of RAM, for each open snapshot); beyond it, queries
@@ -182,6 +197,10 @@ class VaultSettings:
         default=4 * 3600.0, converter=_to_float, validator=_positive
     )
     lock_heartbeat_s: float = attrs.field(default=60.0, converter=_to_float, validator=_positive)
+    lease_refresh_s: float = attrs.field(default=60.0, converter=_to_float, validator=_positive)
+    lease_stale_after_s: float = attrs.field(
+        default=4 * 3600.0, converter=_to_float, validator=[_positive, _after_refreshes]
+    )
     query_timeout_s: float | None = attrs.field(default=None, validator=_timeout)
     query_memory_limit: str | None = attrs.field(default=None, validator=_memory_limit)
     query_threads: int | None = attrs.field(default=None, validator=_threads)
@@ -240,8 +259,10 @@ class VaultSettings:
             if raw is None or field.name in ("drift_policies", "retention"):
                 continue  # mappings: set them in vault.json or settings=
             try:
-                changes[field.name] = value = _from_env(field.name, raw)
-                attrs.evolve(self, **{field.name: value})  # runs the field's validator
+                changes[field.name] = _from_env(field.name, raw)
+                # Runs the validators with the variables read so far: a setting checked against
+                # another (lease_stale_after_s against lease_refresh_s) sees both overrides.
+                attrs.evolve(self, **changes)
             except InvalidValueError as exc:
                 raise InvalidValueError(name=variable, value=raw, rule=exc.rule) from exc
             except (TypeError, ValueError) as exc:

@@ -1,7 +1,8 @@
 """Snapshot: a read-only view of the vault pinned to one committed manifest.
 
 Files are immutable and the manifest never changes, so a snapshot gives the same answer for as
-long as its files exist: tomorrow, next year, on another machine with a copy of the vault.
+long as its files exist: tomorrow, next year, on another machine with a copy of the vault. While
+it is open, a reader lease keeps ``gc`` from deleting them (docs/retention.md).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from wrdsvault._storage.layout import Layout
+    from wrdsvault._storage.lease import Lease
     from wrdsvault.manifest import DatasetEntry, Manifest
 
 __all__ = ["Snapshot"]
@@ -67,7 +69,14 @@ class Snapshot:
         query_timeout_s: float | None = None,
         query_threads: int | None = None,
         query_memory_limit: str | None = None,
+        lease: Lease | None = None,
+        renew_lease: Callable[[], Lease | None] | None = None,
     ) -> None:
+        """Open a view of ``manifest``; `Warehouse.snapshot` is the way to get one.
+
+        ``lease`` is the reader lease taken for it (released by `close`, or on failure here);
+        ``renew_lease`` takes a new one when the snapshot is queried again after `close`.
+        """
         self._layout = layout
         self.manifest = manifest
         self.query_timeout_s = check_timeout(query_timeout_s, name="query_timeout_s")
@@ -77,7 +86,15 @@ class Snapshot:
         self._con: PinnedConnection | None = None
         self._con_lock = threading.Lock()
         self._finalizer: weakref.finalize[Any, Any] | None = None
-        self._check_files(verify=verify)
+        self._lease = lease
+        self._renew_lease = renew_lease
+        self._lease_released = False
+        try:
+            self._check_files(verify=verify)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
 
     # -- identity --------------------------------------------------------------------------
 
@@ -96,6 +113,16 @@ class Snapshot:
     @property
     def datasets(self) -> tuple[str, ...]:
         return tuple(sorted(self.manifest.datasets))
+
+    @property
+    def leased(self) -> bool:
+        """Whether a reader lease protects this snapshot's files from ``gc`` now.
+
+        False after `close` (until the next query takes a new one), and for a process that
+        cannot write the vault (a group member, a read-only mount): docs/retention.md.
+        """
+        lease = self._lease
+        return lease is not None and not lease.released
 
     def __repr__(self) -> str:
         return f"Snapshot(id={self.id!r}, datasets={list(self.datasets)!r})"
@@ -166,8 +193,13 @@ class Snapshot:
             return con
 
     def _open(self) -> PinnedConnection:
-        # Called with _con_lock held. Re-check right before DuckDB opens the files: a symlink
-        # planted since the snapshot was opened must not be followed.
+        # Called with _con_lock held. After close() released the lease, take a new one before
+        # the files are checked again (docs/retention.md: lease first, then look).
+        if self._lease_released and self._renew_lease is not None:
+            self._lease = self._renew_lease()
+            self._lease_released = False
+        # Re-check right before DuckDB opens the files: a symlink planted since the snapshot was
+        # opened must not be followed.
         self._check_files(verify=False)
         # Every partition of a dataset has the dataset's one schema (sync refuses to mix schemas
         # across years), so no union_by_name: it costs ~9x at view creation.
@@ -268,16 +300,25 @@ class Snapshot:
         return LazyResult(self, text, params)
 
     def close(self) -> None:
-        """Close the DuckDB connection. Idempotent; the snapshot reopens it on the next query.
+        """Close the DuckDB connection and release the reader lease. Idempotent; the snapshot
+        reopens it (and takes a new lease) on the next query.
 
         Returns at once. A query running on another thread finishes normally; the connection
-        (and its spill folder) is closed when the last such query ends.
+        (and its spill folder) is closed, and the lease released, when the last such query ends.
         """
         with self._con_lock:
+            con, lease = self._con, self._lease
             if self._finalizer is not None:
                 self._finalizer()
             self._con = None
             self._finalizer = None
+            self._lease = None
+            self._lease_released = True
+        if lease is not None:
+            if con is None:
+                lease.release()
+            else:
+                con.when_closed(lease.release)
 
     def __enter__(self) -> Snapshot:
         return self

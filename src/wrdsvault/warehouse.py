@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, put
 from wrdsvault._storage.catalog import Catalog, find_garbage, read_head
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, psutil_usage
 from wrdsvault._storage.layout import Layout, validate_tag
+from wrdsvault._storage.lease import Lease, try_take_lease
 from wrdsvault._storage.lock_tools import break_lock, describe_lock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
@@ -52,7 +54,7 @@ from wrdsvault.errors import (
     WrdsVaultError,
 )
 from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp
-from wrdsvault.refs import resolve_ref
+from wrdsvault.refs import not_found_error, resolve_ref
 from wrdsvault.reports import (
     DatasetSummary,
     FileFault,
@@ -517,7 +519,9 @@ class Warehouse:
             chosen = self.settings.retention_policy
         if dry_run:
             return _gc.plan(
-                self._catalog, chosen, leased=_gc.leased_ids(self._layout, self.settings)
+                self._catalog,
+                chosen,
+                leased=_gc.leased_ids_if_readable(self._layout, self.settings),
             )
         with self._writer(Operation("gc"), wait=wait):
             return _gc.execute(self._catalog, self.settings, chosen, now=_gc.utc_now())
@@ -567,6 +571,11 @@ class Warehouse:
     def snapshot(self, ref: str = "latest", *, verify: bool = False) -> Snapshot:
         """Open a read-only view pinned to one committed snapshot.
 
+        Takes a reader lease first (``leases/``): until `Snapshot.close`, ``gc`` keeps every
+        file of the snapshot, even if it expires it meanwhile. A process that cannot write the
+        vault (a group member, a read-only mount) reads without one, unprotected, and logs a
+        warning once (docs/retention.md).
+
         Args:
             ref: a tag, an exact snapshot id, ``"latest"``, or an ISO date/datetime read as-of
                 (the last snapshot committed at or before the end of that day, UTC).
@@ -580,14 +589,23 @@ class Warehouse:
                 folder), unreadable (EIO, EACCES), or (verify) altered.
         """
         snapshot_id = self._resolve(ref)
-        return Snapshot(
-            self._layout,
-            self._manifest(snapshot_id),
-            verify=verify,
-            query_timeout_s=self.settings.query_timeout_s,
-            query_threads=self.settings.query_threads,
-            query_memory_limit=self.settings.query_memory_limit,
-        )
+        renew = functools.partial(_reader_lease, self._layout, self.settings, snapshot_id)
+        lease = renew()
+        try:
+            return Snapshot(
+                self._layout,
+                self._manifest(snapshot_id),
+                verify=verify,
+                query_timeout_s=self.settings.query_timeout_s,
+                query_threads=self.settings.query_threads,
+                query_memory_limit=self.settings.query_memory_limit,
+                lease=lease,
+                renew_lease=renew,
+            )
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
 
     def snapshots(self) -> list[SnapshotInfo]:
         """Every committed snapshot, oldest first (not those gc expired: see `expired`)."""
@@ -733,9 +751,10 @@ class Warehouse:
         """Report leftovers and damage; with ``repair``, remove what is provably garbage.
 
         Read-only by default. The repair takes the writer lock (breaking a stale one) and removes
-        staging folders, temp files, the manifest a crashed writer left and data files no
-        manifest references, and the manifests of snapshots gc expired that no reader holds
-        (an interrupted gc's work). Quarantine entries, damage, symlinks and a ``HEAD`` behind
+        staging folders, temp files, the manifest a crashed writer left, data files no
+        manifest references, reader leases of dead processes (live ones are listed as
+        ``lease``) and the manifests of snapshots gc expired that no reader holds (an
+        interrupted gc's work). Quarantine entries, damage, symlinks and a ``HEAD`` behind
         committed snapshots are only reported (nothing a tag or a manifest names is removed).
 
         Raises:
@@ -749,7 +768,8 @@ class Warehouse:
                     self._catalog,
                     stale_after_s=self.settings.lock_stale_after_s,
                     file_mode=self.settings.file_mode,
-                    leased=_gc.leased_ids(self._layout, self.settings),
+                    leased=_gc.leased_ids_if_readable(self._layout, self.settings),
+                    lease_stale_after_s=self.settings.lease_stale_after_s,
                 )
             )
 
@@ -759,11 +779,16 @@ class Warehouse:
         with self._writer(Operation("doctor-repair")):
             # Taking the lock broke a stale lock and ran recovery (staging, temp files, the
             # uncommitted manifest); orphan data files are garbage now that no writer runs, and
-            # so are the manifests of expired snapshots no reader holds (the leases are read
-            # after the expiry was made durable by the gc that recorded it).
-            leased = _gc.leased_ids(self._layout, self.settings)
-            for item in find_garbage(self._catalog, leased=leased):
-                if item.kind in ("orphan-file", "expired-manifest"):
+            # leases of dead readers at any time, and the manifests of expired snapshots no
+            # reader holds (the leases are read after the expiry was made durable by the gc
+            # that recorded it).
+            garbage = find_garbage(
+                self._catalog,
+                leased=_gc.leased_ids(self._layout, self.settings),
+                lease_stale_after_s=self.settings.lease_stale_after_s,
+            )
+            for item in garbage:
+                if item.kind in ("orphan-file", "dead-lease", "expired-manifest"):
                     item.path.unlink(missing_ok=True)
                     fsync_dir(item.path.parent)
         after = {(f.kind, f.path) for f in look()}
@@ -867,6 +892,41 @@ class Warehouse:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _reader_lease(layout: Layout, settings: VaultSettings, snapshot_id: str) -> Lease | None:
+    """Take a reader lease on ``snapshot_id``, then check that it may still be read.
+
+    None if this process cannot write a lease (it reads unprotected; `try_take_lease` warns).
+    A function of the layout and settings, not a method: a `Snapshot` keeps it to renew its
+    lease after ``close``, and must not keep the `Warehouse` alive.
+    """
+    lease = try_take_lease(
+        layout,
+        snapshot_id,
+        file_mode=settings.file_mode,
+        dir_mode=settings.dir_mode,
+        refresh_s=settings.lease_refresh_s,
+    )
+    # The expiry check comes after the lease is durable and before any file or manifest of the
+    # snapshot is read. gc records an expiry durably before it reads the leases, so a reader
+    # that finds the snapshot not expired now is seen by every later gc (docs/retention.md).
+    catalog = Catalog(layout)
+    try:
+        expired = catalog.expired()
+        if snapshot_id in expired:
+            raise not_found_error(
+                snapshot_id,
+                tags=catalog.tags(),
+                snapshots=catalog.committed(),
+                expired=expired,
+                expired_id=snapshot_id,
+            )
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+    return lease
 
 
 def _policy(value: object) -> DriftPolicy:

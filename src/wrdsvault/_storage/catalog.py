@@ -49,6 +49,8 @@ import attrs
 
 from wrdsvault._storage.expiry import read_expired
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id
+from wrdsvault._storage.lease import DEFAULT_STALE_AFTER_S as LEASE_STALE_AFTER_S
+from wrdsvault._storage.lease import scan_leases
 from wrdsvault.errors import InvalidNameError, VaultFormatError
 from wrdsvault.manifest import Manifest, format_timestamp
 from wrdsvault.retention import ExpiredSnapshot
@@ -69,11 +71,23 @@ LOCKLESS_TEMP_GRACE_S: Final = 60.0
 _LOCKLESS_TEMP_PREFIXES: Final = (".lock.", ".vault.json.")
 
 GarbageKind = Literal[
-    "staging", "temp-file", "uncommitted-manifest", "expired-manifest", "orphan-file"
+    "staging",
+    "temp-file",
+    "dead-lease",
+    "uncommitted-manifest",
+    "expired-manifest",
+    "orphan-file",
 ]
 #: Every kind `find_garbage` returns.
 GARBAGE_KINDS: Final[frozenset[str]] = frozenset(
-    {"staging", "temp-file", "uncommitted-manifest", "expired-manifest", "orphan-file"}
+    {
+        "staging",
+        "temp-file",
+        "dead-lease",
+        "uncommitted-manifest",
+        "expired-manifest",
+        "orphan-file",
+    }
 )
 
 
@@ -431,6 +445,7 @@ def find_garbage(
     now: float | None = None,
     leased: frozenset[str] | None = None,
     expiring: frozenset[str] = frozenset(),
+    lease_stale_after_s: float = LEASE_STALE_AFTER_S,
 ) -> Iterator[Garbage]:
     """What is provably garbage in the vault, in the order it is safe to remove.
 
@@ -439,9 +454,12 @@ def find_garbage(
     may list it as "garbage once no writer runs".
 
     * ``staging``: every entry of ``tmp/`` but the checkpoints (``tmp/resume/``, a real folder);
-    * ``temp-file``: ``.*.tmp`` in the root, ``snapshots/`` and ``tags/`` (temp files of writers
-      that do not hold the writer lock, ``.lock.*`` and ``.vault.json.*``, only once older than
-      `LOCKLESS_TEMP_GRACE_S`);
+    * ``temp-file``: ``.*.tmp`` in the root, ``snapshots/``, ``tags/`` and ``leases/`` (temp
+      files of writers that do not hold the writer lock, ``.lock.*``, ``.vault.json.*`` and
+      every one in ``leases/``, only once older than `LOCKLESS_TEMP_GRACE_S`);
+    * ``dead-lease``: a reader lease whose owner is provably dead (`lease.scan_leases`, with
+      ``lease_stale_after_s`` for other hosts' leases); judged without the writer lock, as a
+      dead reader never comes back. Nothing if the leases cannot be judged (an I/O error);
     * ``uncommitted-manifest``: the single manifest of a writer that died before its commit
       point (`Catalog.beyond_head`); nothing while HEAD is damaged or its manifest is missing;
     * ``orphan-file`` (with ``orphans``): a data file no manifest references, judged only while
@@ -462,17 +480,23 @@ def find_garbage(
             if child == resume and child.is_dir() and not child.is_symlink():
                 continue  # finished years of an interrupted sync: the next sync resumes them
             yield Garbage("staging", child, "staging left by a writer that did not finish")
-    for folder in (layout.root, layout.snapshots_dir, layout.tags_dir):
+    for folder in (layout.root, layout.snapshots_dir, layout.tags_dir, layout.leases_dir):
         if not folder.is_dir():
             continue
         for child in sorted(folder.iterdir()):
             if not _is_temp(child.name):
                 continue
-            if child.name.startswith(_LOCKLESS_TEMP_PREFIXES) and not _older_than(
-                child, LOCKLESS_TEMP_GRACE_S, now
-            ):
-                continue  # a contender's lock record or vault.json being published right now
+            lockless = folder == layout.leases_dir or child.name.startswith(_LOCKLESS_TEMP_PREFIXES)
+            if lockless and not _older_than(child, LOCKLESS_TEMP_GRACE_S, now):
+                continue  # a lock record, vault.json or reader lease being published right now
             yield Garbage("temp-file", child, "temp file of an interrupted atomic write")
+    try:
+        leases = scan_leases(layout, stale_after_s=lease_stale_after_s)
+    except OSError:
+        leases = []  # cannot be judged now: nothing about them is proven
+    for lease in leases:
+        if lease.dead is not None:
+            yield Garbage("dead-lease", lease.path, f"reader lease of a dead process: {lease.dead}")
     try:
         beyond = catalog.beyond_head()
         catalog.committed()  # HEAD's own manifest exists, HEAD is not expired

@@ -20,6 +20,10 @@ from wrdsvault.errors import InvalidNameError
 SNAPSHOT_ID_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}[0-9]{6}Z-[0-9a-f]{8}$")
 TAG_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+#: A reader lease's file name: ``<snapshot id>.<token>.json`` (token: 32 hex digits).
+LEASE_NAME_RE: Final = re.compile(
+    r"^(?P<snapshot>[0-9]{8}T[0-9]{6}[0-9]{6}Z-[0-9a-f]{8})\.(?P<token>[0-9a-f]{32})\.json$"
+)
 #: A quarantine entry's folder name: ``<UTC time>-<label>-<4 hex>``.
 QUARANTINE_ENTRY_RE: Final = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[a-z0-9_.-]{1,80}-[0-9a-f]{4}$")
 #: A write transaction's id (its staging folder is ``tmp/tx-<id>``).
@@ -167,6 +171,17 @@ class Layout:
     def expiry_log(self) -> Path:
         """``expired.jsonl``: every snapshot gc expired (docs/format.md)."""
         return self.root / "expired.jsonl"
+
+    @property
+    def leases_dir(self) -> Path:
+        return self.root / "leases"
+
+    def lease(self, snapshot_id: str, token: str) -> Path:
+        """``leases/<snapshot id>.<token>.json``: one open snapshot's reader lease."""
+        name = f"{validate_snapshot_id(snapshot_id)}.{token}.json"
+        if not isinstance(token, str) or LEASE_NAME_RE.fullmatch(name) is None:
+            raise InvalidNameError(kind="lease token", value=token, rule="32 lower-case hex digits")
+        return self._inside(self.leases_dir / name)
 
     @property
     def lock_files(self) -> LockFiles:
