@@ -313,3 +313,17 @@ def test_gc_refuses_bad_arguments(history: tuple[Warehouse, list[str]]) -> None:
     bad: Callable[..., object] = wh.gc
     with pytest.raises(TypeError):
         bad(policy={"keep_last": 1})
+
+
+def test_reader_checks_the_expiry_after_its_lease(history: tuple[Warehouse, list[str]]) -> None:
+    """A closed snapshot queried again takes a new lease, then finds that gc expired it
+    meanwhile: it fails with the expired-snapshot error and leaves no lease behind."""
+    wh, (a, _b, _c, _d) = history
+    snap = wh.snapshot(a)
+    snap.close()
+    expire_by_hand(wh, a)
+    with pytest.raises(SnapshotNotFoundError, match=f"snapshot {a} was expired by gc"):
+        snap.query("select count(*) from crsp.msf")
+    leases = wh.root / "leases"
+    left = [p.name for p in leases.iterdir() if p.name.startswith(a)] if leases.is_dir() else []
+    assert left == [], "the lease taken for the check was given up"
