@@ -55,6 +55,7 @@ from wrdsvault.reports import (
     VaultStatus,
     VerifyReport,
 )
+from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, KeptSnapshot, RetentionPolicy
 from wrdsvault.schema import ColumnChange, SchemaDrift, SchemaVersion
 from wrdsvault.settings import VaultSettings
 from wrdsvault.snapshot import Snapshot
@@ -74,12 +75,16 @@ __all__ = [
     "DiskState",
     "DoctorFinding",
     "DoctorReport",
+    "ExpiredSnapshot",
     "FORMAT_VERSION",
     "FileFault",
     "Finding",
+    "GcPlan",
+    "GcReport",
     "IntegrityError",
     "InvalidNameError",
     "InvalidValueError",
+    "KeptSnapshot",
     "LazyResult",
     "LockBreakRefusedError",
     "LockHeldError",
@@ -91,6 +96,7 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "RetentionPolicy",
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",
