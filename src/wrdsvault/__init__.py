@@ -55,6 +55,7 @@ from wrdsvault.reports import (
     VaultStatus,
     VerifyReport,
 )
+from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, KeptSnapshot, RetentionPolicy
 from wrdsvault.revisions import ColumnDiff, DatasetDiff, Revision
 from wrdsvault.schema import ColumnChange, SchemaDrift, SchemaVersion
 from wrdsvault.settings import VaultSettings
@@ -77,12 +78,16 @@ __all__ = [
     "DiskState",
     "DoctorFinding",
     "DoctorReport",
+    "ExpiredSnapshot",
     "FORMAT_VERSION",
     "FileFault",
     "Finding",
+    "GcPlan",
+    "GcReport",
     "IntegrityError",
     "InvalidNameError",
     "InvalidValueError",
+    "KeptSnapshot",
     "LazyResult",
     "LockBreakRefusedError",
     "LockHeldError",
@@ -94,6 +99,7 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "RetentionPolicy",
     "Revision",
     "SchemaDrift",
     "SchemaDriftError",
