@@ -570,7 +570,8 @@ def test_pinned_file_can_be_read_by_path(sbx: Sandbox) -> None:
 
 
 def test_lazy_result_exposes_only_fetching(sbx: Sandbox) -> None:
-    """snap.sql() validates now, runs later; offers .df/.arrow/.fetchall, no .query/.execute."""
+    """snap.sql() validates now, runs later; offers .df/.arrow/.fetchall/.batches and .head (a
+    cut of the same checked SELECT), no .query/.execute."""
     lazy = sbx.snap.sql("select count(*) as n from crsp.msf")
     assert isinstance(lazy, LazyResult)
     assert not isinstance(lazy, duckdb.DuckDBPyRelation)
@@ -581,7 +582,12 @@ def test_lazy_result_exposes_only_fetching(sbx: Sandbox) -> None:
     for name in ("query", "execute", "sql_query", "create", "create_view", "to_parquet", "cursor"):
         assert not hasattr(lazy, name), name
     public = {n for n in dir(lazy) if not n.startswith("_")}
-    assert public <= {"df", "arrow", "pl", "fetchall", "sql"}
+    assert public <= {"df", "arrow", "pl", "fetchall", "batches", "head", "sql"}
+    assert lazy.head(1).fetchall() == [(rows,)]
+    swapped = sbx.snap.sql("select 1 as x")
+    swapped.sql = "COPY crsp.msf TO 'x.csv'"
+    with pytest.raises((QueryRejectedError, QueryError)):  # head wraps it; the run checks again
+        swapped.head(1).fetchall()
     with pytest.raises(QueryRejectedError):
         sbx.snap.sql("COPY crsp.msf TO 'x.csv'")
 
