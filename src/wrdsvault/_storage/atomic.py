@@ -3,8 +3,9 @@
 This is the only module that renames or hard-links files (ruff bans ``os.rename``,
 ``os.replace`` and ``os.link`` elsewhere): `atomic_write_bytes` replaces a file, `publish` moves a
 staged file or folder into place, `publish_link` gives a file a durable second name,
-`put_if_absent` creates a file only if absent, and `write_temp` with `link_if_absent` are the two
-halves of a put-if-absent for callers that need a step in between (the writer lock's claims).
+`put_if_absent` creates a file only if absent, `write_temp` with `link_if_absent` are the two
+halves of a put-if-absent for callers that need a step in between (the writer lock's claims), and
+`copy_to_temp` copies a file to a fresh, fsynced temp name while hashing it (backup and repair).
 
 After a failed fsync the data must be treated as lost (PostgreSQL's 2018 "fsyncgate"): nothing here
 retries an fsync; the error propagates and the caller aborts the commit.
@@ -18,11 +19,14 @@ import io
 import os
 import secrets
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeAlias
 
 import attrs
 
-from wrdsvault._storage.crashpoints import BreakPoint, CrashPoint, crashpoint
+from wrdsvault._storage.crashpoints import BackupPoint, BreakPoint, CrashPoint, crashpoint
+
+#: A crash point of any step list (sync, lock break, backup).
+AnyPoint: TypeAlias = "CrashPoint | BreakPoint | BackupPoint"
 
 #: errnos meaning "this process may not write here": no permission (a reader in the vault's group,
 #: another user), or a read-only mount.
@@ -77,7 +81,7 @@ def write_temp(
     *,
     mode: int,
     mtime: float | None = None,
-    written: CrashPoint | None = None,
+    written: AnyPoint | None = None,
 ) -> TempFile:
     """Write ``data`` to a fresh temp file beside ``path`` (``mode``, umask-proof) and fsync it.
 
@@ -111,7 +115,7 @@ def atomic_write_bytes(
     *,
     mode: int,
     mtime: float | None = None,
-    points: tuple[CrashPoint, CrashPoint, CrashPoint, CrashPoint] | None = None,
+    points: tuple[AnyPoint, AnyPoint, AnyPoint, AnyPoint] | None = None,
 ) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
@@ -133,7 +137,7 @@ def publish(
     src: Path,
     dst: Path,
     *,
-    points: tuple[CrashPoint | BreakPoint, CrashPoint | BreakPoint] | None = None,
+    points: tuple[AnyPoint, AnyPoint] | None = None,
     src_ino: int | None = None,
 ) -> bool:
     """Move a staged, already fsynced file (or folder) to its final name and make it durable.
@@ -314,6 +318,49 @@ class HashingWriter(io.RawIOBase):
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+
+def copy_to_temp(
+    src: Path,
+    dst: Path,
+    *,
+    mode: int,
+    chunk_bytes: int = 1 << 20,
+    points: tuple[CrashPoint | BackupPoint, CrashPoint | BackupPoint] | None = None,
+) -> tuple[Path, str, int]:
+    """Copy ``src`` to a fresh temp name beside ``dst`` (``mode``), hashing the bytes; fsync it.
+
+    Returns (temp path, sha256 hex, size). ``points`` names the crash points hit after the copy
+    and after its fsync. Nothing is published: the caller checks the hash and then `publish`es
+    the temp file over ``dst`` (never writing into ``dst`` itself, which may be a damaged file
+    someone still reads). On any error the temp file is removed.
+    """
+    tmp = temp_name(dst)
+    h = hashlib.sha256()
+    size = 0
+    with src.open("rb", buffering=0) as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        try:
+            os.fchmod(fd, mode)
+            buf = bytearray(chunk_bytes)
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                h.update(view[:n])
+                size += n
+                out = view[:n]
+                while out:
+                    out = out[os.write(fd, out) :]
+            if points:
+                crashpoint(points[0])
+            os.fsync(fd)
+            if points:
+                crashpoint(points[1])
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+    return tmp, h.hexdigest(), size
 
 
 def sha256_file(path: Path, *, chunk_bytes: int = 1 << 20) -> tuple[str, int]:

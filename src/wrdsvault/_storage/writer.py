@@ -106,7 +106,9 @@ __all__ = [
     "recover",
 ]
 
-OperationKind = Literal["sync", "drop", "tag", "doctor-repair", "purge-quarantine"]
+OperationKind = Literal[
+    "sync", "drop", "tag", "doctor-repair", "purge-quarantine", "backup", "repair"
+]
 
 
 @attrs.frozen
@@ -114,8 +116,10 @@ class Operation:
     """A write path that takes the writer lock, as the lock record, errors and logs name it.
 
     Attributes:
-        kind: ``sync``, ``drop``, ``tag``, ``doctor-repair`` or ``purge-quarantine``.
-        subject: what it writes: the dataset names of a sync or drop, the name of a tag.
+        kind: ``sync``, ``drop``, ``tag``, ``doctor-repair``, ``purge-quarantine``, ``backup``
+            (into the destination vault) or ``repair`` (restoring files from a backup).
+        subject: what it writes: the dataset names of a sync or drop, the name of a tag, the
+            source of a backup or repair.
     """
 
     kind: OperationKind
@@ -128,6 +132,8 @@ class Operation:
             "tag": f"tag {self.subject}",
             "doctor-repair": "doctor --repair",
             "purge-quarantine": "purge quarantine",
+            "backup": f"backup from {self.subject}",
+            "repair": f"repair from {self.subject}",
         }[self.kind]
 
     @property
@@ -138,7 +144,9 @@ class Operation:
     @property
     def commits(self) -> bool:
         """Whether it writes commit records (HEAD, manifests, tags): refused while the catalog
-        is inconsistent (`Catalog.require_writable`)."""
+        is inconsistent (`Catalog.require_writable`). A backup checks its destination itself
+        (an interrupted backup leaves manifests newer than HEAD that the next one commits), and a
+        repair only puts back the files and manifests of committed snapshots."""
         return self.kind in ("sync", "drop", "tag")
 
     @property
@@ -151,6 +159,8 @@ class Operation:
             "doctor-repair": "committed snapshots are untouched; some garbage may remain "
             "(run `wrdsvault doctor` to see it)",
             "purge-quarantine": "some entries may remain (`wrdsvault quarantine list`)",
+            "backup": "the previous backup stays current and complete",
+            "repair": "files already restored stay restored; run `wrdsvault verify --all`",
         }[self.kind]
 
 
