@@ -381,7 +381,10 @@ class VerifyReport:
         for f in self.faults:
             where = f" ({f.dataset} {'all' if f.year is None else f.year})" if f.dataset else ""
             lines.append(f"  {f.problem:<10} {f.path}{where}: {f.detail}")
-        lines.append("re-sync the affected datasets with full=True to restore damaged files")
+        lines.append(
+            "restore damaged files with `wrdsvault repair --from BACKUP`, or re-sync the "
+            "affected datasets with full=True"
+        )
         return "\n".join(lines)
 
 
