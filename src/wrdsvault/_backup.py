@@ -192,7 +192,7 @@ def _check_destination(
     """Refuse a destination that holds what this source never committed; return its HEAD.
 
     Accepted: a new vault; a backup of this source (its HEAD is one of the pinned snapshots, or
-    one the source has since expired: older than every pinned one, or named as a parent by one);
+    one the source has since expired, found through the chain of parents: `_ancestors`);
     manifests newer than its HEAD that are byte-identical copies of pinned ones (the leftovers of
     an interrupted backup). Any manifest that shares an id with a pinned one must be identical.
     """
@@ -222,21 +222,43 @@ def _check_destination(
             )
     if head is None or head in src_raw:
         return head
-    if src_head is not None and head > src_head:
+    if src_head is None or head > src_head:
         raise BackupError(
             destination=where,
-            reason=f"its HEAD {head} is newer than this vault's latest snapshot {src_head}: it "
+            reason=f"its HEAD {head} is newer than this vault's latest snapshot "
+            f"{src_head or '(none)'}: it "
             "is the backup of another vault, or this vault was restored from an older copy. "
             "Choose another destination",
         )
-    parents = {m.parent for m in src_manifests.values()}
-    if head in parents or (src_raw and head < min(src_raw)):
+    if head in _ancestors(dest, src_manifests):
         return head  # snapshots this vault has expired since: the backup keeps them
     raise BackupError(
         destination=where,
-        reason=f"its HEAD {head} is not a snapshot of this vault (the histories diverged: "
-        "another vault was backed up into it). Choose another destination",
+        reason=f"its HEAD {head} is not an ancestor of this vault's snapshots (another vault "
+        "was backed up into it, or this vault expired every snapshot between the backup's "
+        "HEAD and its own oldest one). Choose another destination",
     )
+
+
+def _ancestors(dest: Catalog, src_manifests: dict[str, Manifest]) -> set[str]:
+    """Every snapshot id the source's history provably passes through.
+
+    The source's own ids and the parents they name; then, from the parent of the source's
+    oldest snapshot on, the chain of parents the destination's manifests record (snapshots the
+    source has expired since the backup copied them).
+    """
+    known = set(src_manifests) | {m.parent for m in src_manifests.values() if m.parent}
+    if not src_manifests:
+        return known
+    sid = src_manifests[min(src_manifests)].parent
+    have = set(dest.manifest_ids())
+    while sid is not None and sid in have:
+        known.add(sid)
+        try:
+            sid = dest.manifest(sid).parent
+        except VaultFormatError:
+            break
+    return known
 
 
 def backup(
