@@ -1,9 +1,9 @@
 """Backups into another vault, and the repair of a vault from one (docs/backup.md).
 
 A backup is a vault in the same format. It is written like a sync writes: under the
-*destination's* writer lock, data files first (each copied to the destination's staging folder
-while hashing, fsynced, checked against the manifest, renamed to its content-addressed name and
-re-hashed there), then the manifests (byte for byte the source's), then the tags, then the
+*destination's* writer lock, data files first (each copied to the destination's staging folder,
+fsynced, re-hashed there and checked against the manifest, then renamed to its content-addressed
+name), then the manifests (byte for byte the source's), then the tags, then the
 destination's ``HEAD``, the commit point. The source is only read, under reader leases taken at
 the start on every committed snapshot (the pinned set), never under its writer lock: a sync
 committing meanwhile is not in this backup and is in the next one.
@@ -26,10 +26,12 @@ import errno
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+import attrs
 import psutil
 
 from wrdsvault._storage.atomic import (
@@ -38,7 +40,6 @@ from wrdsvault._storage.atomic import (
     copy_to_temp,
     make_dirs,
     publish,
-    sha256_file,
 )
 from wrdsvault._storage.catalog import Catalog
 from wrdsvault._storage.crashpoints import BackupPoint, crashpoint
@@ -364,6 +365,18 @@ def backup(
     )
 
 
+@attrs.frozen
+class _Copy:
+    """One data file to copy: its manifest path, identity, and both absolute paths."""
+
+    rel: str
+    sha256: str
+    size: int
+    final: Path
+    source: str
+    replace: bool
+
+
 def _copy_files(
     layout: Layout,
     writer: Writer,
@@ -385,10 +398,13 @@ def _copy_files(
     )
     total_bytes = sum(size for _, size in files.values())
     done_bytes = 0
+    done = 0
     src_check = PinnedFileCheck(layout)
     dest_check = PinnedFileCheck(dest_layout)
     damaged_source: list[str] = []
-    for done, (rel, (sha256, size)) in enumerate(sorted(files.items()), 1):
+    jobs: list[_Copy] = []
+    # First the cheap checks, serially (they share what they learned about folders) ...
+    for rel, (sha256, size) in sorted(files.items()):
         try:
             final = dest_layout.resolve_relpath(rel)
             source = layout.resolve_relpath_str(rel)
@@ -397,50 +413,65 @@ def _copy_files(
                 destination=where, reason=f"a source manifest names a bad path ({exc})"
             ) from exc
         problem = dest_check.check(str(final), size)
-        replace = False
         if problem is None and verify:
             counts["verified"] += 1
             _, problem = dest_check.hash(str(final), sha256)
         if problem is None:
             counts["skipped"] += 1
             counts["skipped_bytes"] += size
-        elif problem.kind in ("not-a-file", "unreadable"):
+            done += 1
+            done_bytes += size
+            if progress is not None:
+                progress(done, len(files), done_bytes, total_bytes)
+            continue
+        if problem.kind in ("not-a-file", "unreadable"):
             raise BackupError(
                 destination=where,
                 reason=f"{problem.path} {problem.detail}; fix the destination and run the "
                 "backup again",
             )
-        else:
-            replace = problem.kind != "missing"
-            src_problem = src_check.check(source, size)
-            if src_problem is not None:
-                damaged_source.append(f"{rel} ({src_problem.detail})")
-                continue
-            tmp, digest, got = copy_to_temp(
-                Path(source),
-                writer.staging / final.name,
-                mode=mode,
-                points=(BackupPoint.FILE_COPIED, BackupPoint.FILE_FSYNCED),
-            )
-            if (digest, got) != (sha256, size):
+        src_problem = src_check.check(source, size)
+        if src_problem is not None:
+            damaged_source.append(f"{rel} ({src_problem.detail})")
+            continue
+        jobs.append(_Copy(rel, sha256, size, final, source, replace=problem.kind != "missing"))
+
+    # ... then the copies (copy, fsync, hash at the destination) on a small thread pool: the
+    # kernel copy, fsync and hashlib all release the GIL. Published in order, one at a time.
+    def copy(job: _Copy) -> tuple[Path, str, int]:
+        return copy_to_temp(
+            Path(job.source),
+            writer.staging / job.final.name,
+            mode=mode,
+            points=(BackupPoint.FILE_COPIED, BackupPoint.FILE_FSYNCED),
+        )
+
+    n_workers = min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="wrdsvault-backup") as pool:
+        for job, (tmp, digest, got) in zip(jobs, pool.map(copy, jobs), strict=True):
+            if (digest, got) != (job.sha256, job.size):
+                # The hash is of the fsynced copy: the source file, or the copy, is not the
+                # manifest's. Which one, the source's own hash tells.
                 tmp.unlink(missing_ok=True)
-                damaged_source.append(f"{rel} (sha256 differs from the manifest)")
+                _, src_problem = src_check.hash(job.source, job.sha256)
+                if src_problem is None:
+                    raise BackupError(
+                        destination=where,
+                        reason=f"{job.rel} does not hash back to its manifest after it was "
+                        "copied; the destination disk is failing or another process altered it",
+                    )
+                damaged_source.append(f"{job.rel} (sha256 differs from the manifest)")
                 continue
-            make_dirs(final.parent, mode=writer.settings.dir_mode)
-            publish(tmp, final, points=(BackupPoint.FILE_RENAMED, BackupPoint.FILE_DIR_FSYNCED))
-            if sha256_file(final) != (sha256, size):
-                raise BackupError(
-                    destination=where,
-                    reason=f"{rel} does not hash back to its manifest after it was copied; the "
-                    "destination disk is failing or another process altered it",
-                )
+            make_dirs(job.final.parent, mode=writer.settings.dir_mode)
+            publish(tmp, job.final, points=(BackupPoint.FILE_RENAMED, BackupPoint.FILE_DIR_FSYNCED))
             counts["copied"] += 1
-            counts["copied_bytes"] += size
-            counts["replaced"] += replace
-        writer.lock.heartbeat()
-        done_bytes += size
-        if progress is not None:
-            progress(done, len(files), done_bytes, total_bytes)
+            counts["copied_bytes"] += job.size
+            counts["replaced"] += job.replace
+            writer.lock.heartbeat()
+            done += 1
+            done_bytes += job.size
+            if progress is not None:
+                progress(done, len(files), done_bytes, total_bytes)
     if damaged_source:
         listed = "; ".join(damaged_source[:5])
         more = f" and {len(damaged_source) - 5} more" if len(damaged_source) > 5 else ""

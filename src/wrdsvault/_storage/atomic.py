@@ -325,31 +325,24 @@ def copy_to_temp(
     dst: Path,
     *,
     mode: int,
-    chunk_bytes: int = 1 << 20,
-    points: tuple[CrashPoint | BackupPoint, CrashPoint | BackupPoint] | None = None,
+    points: tuple[AnyPoint, AnyPoint] | None = None,
 ) -> tuple[Path, str, int]:
-    """Copy ``src`` to a fresh temp name beside ``dst`` (``mode``), hashing the bytes; fsync it.
+    """Copy ``src`` to a fresh temp name beside ``dst`` (``mode``), fsync it, then hash the copy.
 
-    Returns (temp path, sha256 hex, size). ``points`` names the crash points hit after the copy
-    and after its fsync. Nothing is published: the caller checks the hash and then `publish`es
-    the temp file over ``dst`` (never writing into ``dst`` itself, which may be a damaged file
-    someone still reads). On any error the temp file is removed.
+    Returns (temp path, sha256 hex of the bytes *at the destination*, size). The copy runs in the
+    kernel (``copy_file_range``: no trip through user space, a reflink where the file system
+    offers one), falling back to read/write; the hash is of the fsynced copy, so it proves what
+    landed at the destination, not only what was read. ``points`` names the crash points hit
+    after the copy and after its fsync. Nothing is published: the caller checks the hash and
+    then `publish`es the temp file over ``dst`` (never writing into ``dst`` itself, which may be
+    a damaged file someone still reads). On any error the temp file is removed.
     """
     tmp = temp_name(dst)
-    h = hashlib.sha256()
-    size = 0
     with src.open("rb", buffering=0) as f:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         try:
             os.fchmod(fd, mode)
-            buf = bytearray(chunk_bytes)
-            view = memoryview(buf)
-            while n := f.readinto(buf):
-                h.update(view[:n])
-                size += n
-                out = view[:n]
-                while out:
-                    out = out[os.write(fd, out) :]
+            _copy_fd(f.fileno(), fd, os.fstat(f.fileno()).st_size)
             if points:
                 crashpoint(points[0])
             os.fsync(fd)
@@ -360,7 +353,42 @@ def copy_to_temp(
             tmp.unlink(missing_ok=True)
             raise
         os.close(fd)
-    return tmp, h.hexdigest(), size
+    try:
+        digest, size = sha256_file(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, digest, size
+
+
+#: copy_file_range errors meaning "not here": another file system, an old kernel, a FUSE mount.
+_NO_COPY_RANGE: Final = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
+)
+
+
+def _copy_fd(src: int, dst: int, size: int, *, chunk_bytes: int = 1 << 20) -> None:
+    """Copy ``src`` to ``dst`` (both at offset 0): in the kernel if it can, else read/write."""
+    copied = 0
+    copy_range = getattr(os, "copy_file_range", None)
+    if copy_range is not None:
+        try:
+            while copied < size:
+                n = copy_range(src, dst, size - copied)
+                if n == 0:
+                    break
+                copied += n
+        except OSError as exc:
+            if exc.errno not in _NO_COPY_RANGE or copied:
+                raise
+    os.lseek(src, copied, os.SEEK_SET)
+    os.lseek(dst, copied, os.SEEK_SET)
+    buf = bytearray(chunk_bytes)
+    view = memoryview(buf)
+    while n := os.readv(src, [buf]):
+        out = view[:n]
+        while out:
+            out = out[os.write(dst, out) :]
 
 
 def sha256_file(path: Path, *, chunk_bytes: int = 1 << 20) -> tuple[str, int]:
