@@ -52,6 +52,7 @@ from wrdsvault.errors import (
     BackupError,
     DiskSpaceError,
     InvalidNameError,
+    SnapshotNotFoundError,
     VaultAccessError,
     VaultFormatError,
     WrdsVaultError,
@@ -179,12 +180,17 @@ def _pin(
 ) -> list[str]:
     """Take a reader lease on every committed snapshot; return those still committed after."""
     before = [sid for sid, _ in catalog.committed()]
+    gone: set[str] = set()
     for sid in before:
-        lease = take_lease(sid)
+        try:
+            lease = take_lease(sid)
+        except SnapshotNotFoundError:
+            gone.add(sid)  # expired by gc while we listed: not in this backup
+            continue
         if lease is not None:
             leases.append(lease)
     after = {sid for sid, _ in catalog.committed()}
-    return [sid for sid in before if sid in after]
+    return [sid for sid in before if sid in after and sid not in gone]
 
 
 def _check_destination(

@@ -2,11 +2,12 @@
 
 Run by path (never imported by pytest)::
 
-    python _backup_child.py SOURCE DEST [--verify] [--fsize BYTES]
+    python _backup_child.py SOURCE DEST [--verify] [--fsize BYTES] [--vanish-to PATH]
 
 The backup kills itself at the point named by ``WRDSVAULT_TEST_CRASHPOINT`` if the parent set it.
 ``--fsize`` caps the size of any file the child writes (RLIMIT_FSIZE, with SIGXFSZ ignored, so a
-write past it fails with EFBIG): a destination that fills up. Prints the report as JSON. Exit
+write past it fails with EFBIG): a destination that fills up. ``--vanish-to`` moves DEST to PATH
+at the first progress report (a destination unmounted mid-backup). Prints the report as JSON. Exit
 status: 0 after a backup, 2 if it raised a wrdsvault error (``<type>: <message>`` on stderr),
 -9 when killed.
 """
@@ -17,6 +18,7 @@ import json
 import resource
 import signal
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
@@ -27,9 +29,17 @@ def main(argv: list[str]) -> int:
         limit = int(rest[rest.index("--fsize") + 1])
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    progress = None
+    if "--vanish-to" in rest:
+        away = Path(rest[rest.index("--vanish-to") + 1])
+
+        def progress(files: int, total: int, done: int, total_bytes: int) -> None:
+            if Path(dest).exists():
+                Path(dest).rename(away)
+
     with Warehouse(source, create=False) as wh:
         try:
-            report = wh.backup(dest, verify="--verify" in rest)
+            report = wh.backup(dest, verify="--verify" in rest, progress=progress)
         except WrdsVaultError as exc:
             print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             return 2

@@ -218,3 +218,20 @@ def test_backup_verify_child_reports_json(source: Warehouse, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["ok"] and report["verified_files"] > 0
+
+
+def test_a_destination_that_vanishes_mid_backup(source: Warehouse, tmp_path: Path):
+    """A destination that disappears part-way (unmounted, moved) fails with BackupError; put
+    back, it holds the previous backup, current and complete, and the next backup finishes."""
+    ids = [s.snapshot_id for s in source.snapshots()]
+    dest = tmp_path / "b"
+    away = tmp_path / "unmounted"
+    proc = _run_child(source.root, dest, "--vanish-to", str(away))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("BackupError"), proc.stderr
+    assert "vanished or failing destination" in proc.stderr
+    assert not dest.exists()
+    away.rename(dest)
+    _assert_complete_backup_of(dest, source, ids[:1])
+    source.backup(dest)  # breaks the dead child's lock
+    _assert_complete_backup_of(dest, source, ids)

@@ -455,7 +455,9 @@ def open_writer(
             try:
                 yield writer
             except Exception as exc:
-                taken_over = lock.held and not lock.still_ours()
+                # A vault folder that vanished (unmounted, moved away) took the lock with it:
+                # the original error says what happened, not a takeover.
+                taken_over = lock.held and layout.root.is_dir() and not lock.still_ours()
                 if taken_over and getattr(exc, "reason", None) != TAKEN_OVER:
                     # Whatever broke (often our staging, swept by the successor's recovery),
                     # the cause is the takeover: say so.
