@@ -98,22 +98,40 @@ def test_backup_of_a_backup(two_snapshots: Warehouse, tmp_path: Path):
     assert _manifest_bytes(tmp_path / "b2") == _manifest_bytes(two_snapshots.root)
 
 
-def test_backup_keeps_snapshots_the_source_no_longer_has(
+def test_backup_keeps_snapshots_the_source_has_expired(
     vault: Warehouse, make_source: Callable[..., SampleSource], tmp_path: Path
 ):
-    """Snapshots gone from the source (expired) stay in the backup, which still accepts it."""
+    """Snapshots the source's gc expired stay in the backup, even ones the source expired
+    before the backup saw their children (proven by the source's expiry log)."""
     first = vault.sync("crsp.msf").snapshot_id
-    assert first is not None
     vault.backup(tmp_path / "b")
-    vault.source = make_source(2)
-    second = vault.sync("crsp.msf").snapshot_id
-    assert second is not None
-    # What an expiry leaves: the older manifest is gone from the source.
-    vault.root.joinpath("snapshots", f"{first}.json").unlink()
+    for vintage in (2, 1, 2):  # three more commits the backup has not seen
+        vault.source = make_source(vintage)
+        vault.sync("crsp.msf", full=True)
+    vault.gc(keep_last=1)  # expires every snapshot but the latest, the backup's HEAD included
+    (latest,) = (s.snapshot_id for s in vault.snapshots())
     rep = vault.backup(tmp_path / "b")
-    assert rep.snapshots == (second,)
+    assert rep.snapshots == (latest,) and rep.head == latest
     with Warehouse(tmp_path / "b", create=False) as b:
-        assert [s.snapshot_id for s in b.snapshots()] == [first, second]
+        assert [s.snapshot_id for s in b.snapshots()] == [first, latest]
+        assert b.verify(all_snapshots=True).ok
+
+
+def test_snapshots_the_backups_own_gc_expired_are_not_copied_again(
+    vault: Warehouse, make_source: Callable[..., SampleSource], tmp_path: Path
+):
+    """The backup's own retention holds: a snapshot it expired is not brought back."""
+    vault.sync("crsp.msf")
+    vault.source = make_source(2)
+    vault.sync("crsp.msf")
+    vault.backup(tmp_path / "b")
+    with Warehouse(tmp_path / "b", create=False) as b:
+        b.gc(keep_last=1)
+        kept = [s.snapshot_id for s in b.snapshots()]
+    rep = vault.backup(tmp_path / "b")
+    assert rep.new_snapshots == () and rep.copied_files == 0
+    with Warehouse(tmp_path / "b", create=False) as b:
+        assert [s.snapshot_id for s in b.snapshots()] == kept
         assert b.verify(all_snapshots=True).ok
 
 

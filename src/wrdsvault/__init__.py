@@ -58,6 +58,7 @@ from wrdsvault.reports import (
     VaultStatus,
     VerifyReport,
 )
+from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, KeptSnapshot, RetentionPolicy
 from wrdsvault.schema import ColumnChange, SchemaDrift, SchemaVersion
 from wrdsvault.settings import VaultSettings
 from wrdsvault.snapshot import Snapshot
@@ -79,12 +80,16 @@ __all__ = [
     "DiskState",
     "DoctorFinding",
     "DoctorReport",
+    "ExpiredSnapshot",
     "FORMAT_VERSION",
     "FileFault",
     "Finding",
+    "GcPlan",
+    "GcReport",
     "IntegrityError",
     "InvalidNameError",
     "InvalidValueError",
+    "KeptSnapshot",
     "LazyResult",
     "LockBreakRefusedError",
     "LockHeldError",
@@ -97,6 +102,7 @@ __all__ = [
     "QueryRejectedError",
     "QueryTimeoutError",
     "RepairReport",
+    "RetentionPolicy",
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",

@@ -59,6 +59,7 @@ from wrdsvault.errors import (
 )
 from wrdsvault.manifest import Manifest
 from wrdsvault.reports import BackupReport, FileFault, RepairReport
+from wrdsvault.retention import ExpiredSnapshot
 from wrdsvault.settings import VaultSettings
 
 __all__ = [
@@ -194,12 +195,17 @@ def _pin(
 
 
 def _check_destination(
-    dest: Catalog, src_raw: dict[str, bytes], src_manifests: dict[str, Manifest], where: str
+    dest: Catalog,
+    src_raw: dict[str, bytes],
+    src_manifests: dict[str, Manifest],
+    src_expired: dict[str, ExpiredSnapshot],
+    where: str,
 ) -> str | None:
     """Refuse a destination that holds what this source never committed; return its HEAD.
 
     Accepted: a new vault; a backup of this source (its HEAD is one of the pinned snapshots, or
-    one the source has since expired, found through the chain of parents: `_ancestors`);
+    one the source has since expired: named by the source's expiry log with the same
+    fingerprint, or found through the chain of parents, `_ancestors`);
     manifests newer than its HEAD that are byte-identical copies of pinned ones (the leftovers of
     an interrupted backup). Any manifest that shares an id with a pinned one must be identical.
     """
@@ -237,14 +243,24 @@ def _check_destination(
             "is the backup of another vault, or this vault was restored from an older copy. "
             "Choose another destination",
         )
+    logged = src_expired.get(head)
+    if logged is not None and _fingerprint(dest, head) == logged.fingerprint:
+        return head  # a snapshot this vault committed and gc expired since: the backup keeps it
     if head in _ancestors(dest, src_manifests):
-        return head  # snapshots this vault has expired since: the backup keeps them
+        return head
     raise BackupError(
         destination=where,
         reason=f"its HEAD {head} is not an ancestor of this vault's snapshots (another vault "
         "was backed up into it, or this vault expired every snapshot between the backup's "
         "HEAD and its own oldest one). Choose another destination",
     )
+
+
+def _fingerprint(catalog: Catalog, snapshot_id: str) -> str | None:
+    try:
+        return catalog.manifest(snapshot_id).fingerprint
+    except VaultFormatError:
+        return None
 
 
 def _ancestors(dest: Catalog, src_manifests: dict[str, Manifest]) -> set[str]:
@@ -311,9 +327,15 @@ def backup(
                 catalog=dest_catalog,
             ) as writer,
         ):
-            dest_head = _check_destination(dest_catalog, src_raw, src_manifests, where)
+            dest_head = _check_destination(
+                dest_catalog, src_raw, src_manifests, catalog.expired(), where
+            )
+            # Snapshots the backup's own gc expired stay expired: not copied again.
+            dest_expired = dest_catalog.expired()
+            pinned = [sid for sid in pinned if sid not in dest_expired]
+            kept = {sid: src_manifests[sid] for sid in pinned}
             counts = _copy_files(
-                layout, writer, src_manifests, where=where, verify=verify, progress=progress
+                layout, writer, kept, where=where, verify=verify, progress=progress
             )
             settings = dest_settings
             make_dirs(dest_layout.snapshots_dir, mode=settings.dir_mode)
@@ -323,7 +345,11 @@ def backup(
                 atomic_write_bytes(dest_layout.manifest(sid), src_raw[sid], mode=settings.file_mode)
                 crashpoint(BackupPoint.MANIFEST_WRITTEN)
             dest_tags = dest_catalog.tags()
-            moved = sorted(t for t, sid in src_tags.items() if dest_tags.get(t) != sid)
+            moved = sorted(
+                t
+                for t, sid in src_tags.items()
+                if dest_tags.get(t) != sid and sid not in dest_expired
+            )
             for tag in moved:
                 writer.write_tag(tag, src_tags[tag])
                 crashpoint(BackupPoint.TAG_WRITTEN)
@@ -347,7 +373,7 @@ def backup(
                 kept_only = [
                     dest_catalog.manifest(sid)
                     for sid, _ in dest_catalog.committed()
-                    if sid not in pinned_set
+                    if sid not in kept
                 ]
                 faults = verify_files(dest_layout, kept_only).faults
                 counts["verified"] += sum(len(m.files()) for m in kept_only)
