@@ -312,6 +312,21 @@ def test_repair_restores_a_missing_manifest(two_snapshots: Warehouse, tmp_path: 
         assert again.verify(all_snapshots=True).ok
 
 
+def test_repair_does_not_bring_back_what_gc_expired(
+    vault: Warehouse, make_source: Callable[..., SampleSource], tmp_path: Path
+):
+    """A manifest gc removed on purpose (the expiry log names it) is not restored."""
+    vault.sync("crsp.msf")
+    vault.source = make_source(2)
+    vault.sync("crsp.msf")
+    vault.backup(tmp_path / "b")
+    vault.gc(keep_last=1)
+    before = _manifest_bytes(vault.root)
+    rep = vault.repair(tmp_path / "b")
+    assert rep.ok and rep.restored == ()
+    assert _manifest_bytes(vault.root) == before
+
+
 def test_repair_refuses_a_non_backup(vault: Warehouse, tmp_path: Path):
     """repair from the vault itself or from a folder that is not a vault is a clear error."""
     vault.sync("crsp.msf")

@@ -545,8 +545,9 @@ def repair(
             except VaultFormatError:
                 named.add(sid)  # damaged: its name says which manifest it was
         named |= {m.parent for m in readable.values() if m.parent is not None}
+        expired = catalog.expired()  # gc removed their manifests on purpose
         for sid in sorted(named):
-            if sid in readable or sid > head:
+            if sid in readable or sid > head or sid in expired:
                 continue
             try:
                 wanted = backup_catalog.manifest(sid)
