@@ -19,6 +19,7 @@ from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
 from wrdsvault.errors import (
+    BackupError,
     CommitOutcomeUnknownError,
     DiskSpaceError,
     IntegrityError,
@@ -46,10 +47,12 @@ from wrdsvault.errors import (
 )
 from wrdsvault.manifest import FORMAT_VERSION, ColumnSchema, DatasetEntry, Manifest, PartitionFile
 from wrdsvault.reports import (
+    BackupReport,
     DatasetResult,
     DatasetSummary,
     FileFault,
     LockInfo,
+    RepairReport,
     SnapshotInfo,
     SyncReport,
     VaultStatus,
@@ -65,6 +68,8 @@ from wrdsvault.warehouse import Warehouse
 
 __all__ = [
     "BUILTIN_SPECS",
+    "BackupError",
+    "BackupReport",
     "ColumnChange",
     "ColumnDiff",
     "ColumnSchema",
@@ -99,6 +104,7 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "RepairReport",
     "RetentionPolicy",
     "Revision",
     "SchemaDrift",
