@@ -289,6 +289,7 @@ def _sync(args: argparse.Namespace, out: TextIO, err: TextIO, reports: list[Sync
             report = wh.sync_all(progress=progress, **common)
         else:
             report = wh.sync(args.datasets, years=args.years, progress=progress, **common, **kwargs)
+    reports.append(report)
     if args.json:
         print_json(report.to_json(), out)
     else:
