@@ -171,6 +171,12 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--wrds-hostname", help="WRDS host (default: wrds-pgdata.wharton.upenn.edu)")
     sync.add_argument("--wrds-port", type=int, help="WRDS port (default: 9737)")
     sync.add_argument("--wrds-dbname", help="WRDS database (default: wrds)")
+    sync.add_argument(
+        "--wrds-connect-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="give up a WRDS login after this long, Duo approval included (default: 90)",
+    )
 
     add("snapshots", "list committed snapshots, oldest first")
 
@@ -262,6 +268,12 @@ def _sync(args: argparse.Namespace, out: TextIO, err: TextIO, reports: list[Sync
             for k in ("username", "hostname", "port", "dbname")
             if getattr(args, f"wrds_{k}") is not None
         }
+        if args.wrds_connect_timeout is not None:
+            from wrds.sql import WRDS_CONNECT_ARGS
+
+            # libpq takes whole seconds (and at least 2)
+            seconds = max(2, math.ceil(args.wrds_connect_timeout))
+            connect["wrds_connect_args"] = {**WRDS_CONNECT_ARGS, "connect_timeout": seconds}
         source = WrdsSource(**connect)  # connects on first use: one login for the whole sync
     else:
         from wrdsvault.sources import SampleSource
