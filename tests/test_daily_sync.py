@@ -234,3 +234,26 @@ def test_status_max_age_refuses_a_bad_age(tmp_path: Path) -> None:
         with pytest.raises(wrdsvault.InvalidValueError):
             wh.status(max_age_s=0)
         assert wh.status(max_age_s=60).stale is True  # an empty vault is stale
+
+
+def test_status_text_names_stale_datasets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --json, status --max-age says which datasets are stale, or that all are fresh."""
+    from wrdsvault.cli import main
+
+    vault = str(tmp_path / "vault")
+    main(["sync", "ff.factors_monthly", "--vault", vault, *SAMPLE])
+    capsys.readouterr()
+    assert main(["status", "--vault", vault, "--max-age", "2d"]) == 0
+    assert "fresh     every dataset synced within 48.0 h" in capsys.readouterr().out
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Later:  # type: ignore[override]
+            return super().now(tz) + timedelta(days=3)
+
+    monkeypatch.setattr(warehouse_module, "datetime", Later)
+    assert main(["status", "--vault", vault, "--max-age", "2d"]) == 5
+    out = capsys.readouterr().out
+    assert "stale     ff.factors_monthly: last synced 72.0 h ago (limit 48.0 h)" in out
