@@ -257,3 +257,34 @@ def test_status_text_names_stale_datasets(
     assert main(["status", "--vault", vault, "--max-age", "2d"]) == 5
     out = capsys.readouterr().out
     assert "stale     ff.factors_monthly: last synced 72.0 h ago (limit 48.0 h)" in out
+
+
+def test_the_recipe_round_trips_and_is_not_part_of_the_fingerprint() -> None:
+    """sync_recipe is read back as written, absent means None, and the fingerprint ignores it."""
+    from wrdsvault.manifest import Manifest
+
+    entry = wrdsvault.DatasetEntry(
+        name="crsp.msf",
+        partition_column="date",
+        primary_key=("permno", "date"),
+        columns=(),
+        partitions=(),
+        source="wrds",
+        recipe=wrdsvault.SyncRecipe(years=[2001, 2000, 2001]),
+    )
+    assert entry.recipe is not None and entry.recipe.years == (2000, 2001)
+    when = datetime(2026, 1, 2, 3, 4, 5)
+    sid = "20260102T030405000000Z-0a0b0c0d"
+    with_recipe = Manifest(sid, 1, None, when.astimezone(), {"crsp.msf": entry})
+    raw = with_recipe.to_json()
+    assert b'"sync_recipe":{"years":[2000,2001]}' in raw
+    assert Manifest.from_json(raw, where="m").datasets["crsp.msf"].recipe == entry.recipe
+    import attrs
+
+    without = attrs.evolve(with_recipe, datasets={"crsp.msf": attrs.evolve(entry, recipe=None)})
+    assert b"sync_recipe" not in without.to_json()
+    assert without.fingerprint == with_recipe.fingerprint
+    assert Manifest.from_json(without.to_json(), where="m").datasets["crsp.msf"].recipe is None
+    bad = raw.replace(b'"years":[2000,2001]', b'"years":"2000"')
+    with pytest.raises(wrdsvault.VaultFormatError, match="malformed manifest"):
+        Manifest.from_json(bad, where="m")

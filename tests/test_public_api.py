@@ -46,6 +46,7 @@ def test_exported_names() -> None:
         "DatasetEntry",
         "Manifest",
         "PartitionFile",
+        "SyncRecipe",
         "DiskState",
         "DoctorFinding",
         "DoctorReport",

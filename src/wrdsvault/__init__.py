@@ -44,7 +44,14 @@ from wrdsvault.errors import (
     WrdsVaultError,
     WriteError,
 )
-from wrdsvault.manifest import FORMAT_VERSION, ColumnSchema, DatasetEntry, Manifest, PartitionFile
+from wrdsvault.manifest import (
+    FORMAT_VERSION,
+    ColumnSchema,
+    DatasetEntry,
+    Manifest,
+    PartitionFile,
+    SyncRecipe,
+)
 from wrdsvault.reports import (
     DatasetResult,
     DatasetSummary,
@@ -102,6 +109,7 @@ __all__ = [
     "SourceRequiredError",
     "SourceUnavailableError",
     "SyncError",
+    "SyncRecipe",
     "SyncReport",
     "TagExistsError",
     "UnknownDatasetError",
