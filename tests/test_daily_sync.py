@@ -144,10 +144,12 @@ def test_exit_codes_synced_unchanged_failed_and_lock_busy(tmp_path: Path) -> Non
     holder.acquire()
     try:
         busy = cli("sync", "--all", "--vault", vault, *SAMPLE, "--json")
+        drop = cli("drop", "crsp.msf", "--yes", "--vault", vault)  # any writing command
     finally:
         holder.release()
     assert busy.returncode == 4, busy.stderr
     assert json.loads(busy.stdout)["error"] == "LockHeldError"
+    assert drop.returncode == 4, drop.stderr
     both = cli("sync", "crsp.msf", "--all", "--vault", vault, *SAMPLE)
     assert both.returncode == 2 and "not both" in both.stderr
 
