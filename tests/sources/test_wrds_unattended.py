@@ -119,8 +119,7 @@ def test_without_usable_credentials_it_fails_fast_with_source_auth_error(
 
 
 def test_a_server_that_never_answers_fails_after_the_connect_timeout(tmp_path: Path) -> None:
-    """A host that accepts the connection but never answers (or a Duo push nobody approves):
-    the login gives up after --wrds-connect-timeout with SourceUnavailableError, exit 1."""
+    """A server that accepts but never answers: SourceUnavailableError after the timeout, exit 1."""
     home = tmp_path / "home"
     home.mkdir()
     write_pgpass(home, REPLICA_PASSWORD)
