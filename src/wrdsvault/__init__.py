@@ -62,6 +62,7 @@ from wrdsvault.reports import (
     VaultStatus,
     VerifyReport,
 )
+from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, KeptSnapshot, RetentionPolicy
 from wrdsvault.schema import ColumnChange, SchemaDrift, SchemaVersion
 from wrdsvault.settings import VaultSettings
 from wrdsvault.snapshot import Snapshot
@@ -81,12 +82,16 @@ __all__ = [
     "DiskState",
     "DoctorFinding",
     "DoctorReport",
+    "ExpiredSnapshot",
     "FORMAT_VERSION",
     "FileFault",
     "Finding",
+    "GcPlan",
+    "GcReport",
     "IntegrityError",
     "InvalidNameError",
     "InvalidValueError",
+    "KeptSnapshot",
     "LazyResult",
     "LockBreakRefusedError",
     "LockHeldError",
@@ -98,6 +103,7 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "RetentionPolicy",
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",

@@ -303,6 +303,10 @@ class VaultStatus:
     disk: DiskState | None = None
     drift: dict[str, str] = attrs.field(factory=dict)
     quarantined: int = 0
+    #: Bytes a gc by the stored retention policy would free (from the manifests alone).
+    reclaimable_bytes: int = 0
+    #: Snapshots gc expired (listed by `Warehouse.expired`).
+    expired_count: int = 0
     max_age_s: float | None = None
 
     @property
@@ -329,6 +333,8 @@ class VaultStatus:
             "disk": self.disk.to_json() if self.disk else None,
             "drift": dict(self.drift),
             "quarantined": self.quarantined,
+            "reclaimable_bytes": self.reclaimable_bytes,
+            "expired_count": self.expired_count,
             "max_age_s": self.max_age_s,
             "stale": self.stale,
         }

@@ -5,7 +5,7 @@ This is the only module that renames or hard-links files (ruff bans ``os.rename`
 staged file or folder into place, `publish_link` gives a file a durable second name,
 `put_if_absent` creates a file only if absent, and `write_temp` with `link_if_absent` are the two
 halves of a put-if-absent for callers that need a step in between (the writer lock's claims).
-`append_line` appends one line to a log durably, without ever touching the lines before it.
+`append_durably` appends whole lines to an append-only log (gc's expiry log, the sync run log).
 
 After a failed fsync the data must be treated as lost (PostgreSQL's 2018 "fsyncgate"): nothing here
 retries an fsync; the error propagates and the caller aborts the commit.
@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -38,41 +39,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def append_line(path: Path, line: bytes, *, mode: int = 0o600) -> None:
-    """Append ``line`` (one line, no newline inside) to ``path`` durably, creating it if absent.
-
-    One ``write(2)`` with ``O_APPEND`` under an exclusive ``flock`` (concurrent appenders take
-    turns), then fsync (and a folder fsync for a new file). The earlier lines are never
-    rewritten: a crash can at worst leave this line torn at the end of the file; the next append
-    then starts on a fresh line, so a torn line never swallows a later one, and readers skip a
-    line that does not parse.
-    """
-    if b"\n" in line:
-        msg = "append_line writes one line; it must not contain a newline"
-        raise ValueError(msg)
-    created = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, mode)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        size = os.fstat(fd).st_size
-        data = line + b"\n"
-        if size > 0:
-            rfd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                if os.pread(rfd, 1, size - 1) != b"\n":
-                    data = b"\n" + data  # the last append was torn: start a fresh line
-            finally:
-                os.close(rfd)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)  # releases the flock
-    if created:
-        fsync_dir(path.parent)
 
 
 def make_dirs(path: Path, *, mode: int) -> None:
@@ -299,6 +265,36 @@ def put_if_absent(path: Path, data: bytes, *, mode: int) -> bool:
         temp.path.unlink(missing_ok=True)
     fsync_dir(path.parent)
     return created
+
+
+def append_durably(
+    path: Path, data: bytes, *, mode: int, after_write: Callable[[], None] | None = None
+) -> None:
+    """Append ``data`` (whole lines, ending in a newline) to ``path`` with one write and fsync it
+    (and its folder, when the file is new).
+
+    Appenders take turns under an exclusive ``flock`` on the file (the expiry log has one writer
+    anyway, under the writer lock; the sync run log is also written by runs that never got the
+    writer lock). So a last line without its newline is the remains of an append cut short by a
+    crash or power loss, never acknowledged: it is cut off first. Earlier lines are never
+    rewritten. ``after_write`` runs between the write and the fsync (a crash point).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if after_write is not None:
+            after_write()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if size == 0:
+        fsync_dir(path.parent)
 
 
 def remove_tree(path: Path) -> None:
