@@ -19,6 +19,7 @@ from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
 from wrdsvault.errors import (
+    BackupError,
     CommitOutcomeUnknownError,
     DiskSpaceError,
     IntegrityError,
@@ -53,10 +54,12 @@ from wrdsvault.manifest import (
     SyncRecipe,
 )
 from wrdsvault.reports import (
+    BackupReport,
     DatasetResult,
     DatasetSummary,
     FileFault,
     LockInfo,
+    RepairReport,
     SnapshotInfo,
     SyncReport,
     VaultStatus,
@@ -71,6 +74,8 @@ from wrdsvault.warehouse import Warehouse
 
 __all__ = [
     "BUILTIN_SPECS",
+    "BackupError",
+    "BackupReport",
     "ColumnChange",
     "ColumnSchema",
     "CommitOutcomeUnknownError",
@@ -103,6 +108,7 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "RepairReport",
     "RetentionPolicy",
     "SchemaDrift",
     "SchemaDriftError",
