@@ -52,6 +52,11 @@ def test_exported_names() -> None:
         "QuarantineEntry",
         "Finding",
         "ValidationReport",
+        "Receipt",
+        "ReceiptCheck",
+        "ReceiptDataset",
+        "DatasetCheck",
+        "check_receipt",
         "__version__",
     } | set(wrdsvault.errors.__all__)
     assert set(wrdsvault.__all__) == expected

@@ -45,6 +45,7 @@ from wrdsvault.errors import (
     WriteError,
 )
 from wrdsvault.manifest import FORMAT_VERSION, ColumnSchema, DatasetEntry, Manifest, PartitionFile
+from wrdsvault.receipts import DatasetCheck, Receipt, ReceiptCheck, ReceiptDataset, check_receipt
 from wrdsvault.reports import (
     DatasetResult,
     DatasetSummary,
@@ -66,6 +67,7 @@ __all__ = [
     "ColumnChange",
     "ColumnSchema",
     "CommitOutcomeUnknownError",
+    "DatasetCheck",
     "DatasetEntry",
     "DatasetResult",
     "DatasetSpec",
@@ -91,6 +93,9 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "Receipt",
+    "ReceiptCheck",
+    "ReceiptDataset",
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",
@@ -116,4 +121,5 @@ __all__ = [
     "WrdsVaultError",
     "WriteError",
     "__version__",
+    "check_receipt",
 ]
