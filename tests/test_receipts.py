@@ -406,3 +406,69 @@ def test_rows_tied_on_a_duplicate_key_sort_by_their_other_columns() -> None:
     assert table_digest(t, ["k"]) == table_digest(t.take([1, 0, 2]), ["k"])
     swapped = pa.table({"k": [1, 2, 1], "v": ["b", "a", "c"]})
     assert table_digest(swapped, ["k"]) != table_digest(t, ["k"])
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from wrdsvault.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_receipt_then_check_receipt_here_and_on_another_vault(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`receipt --snapshot paper-v1` prints JSON; `check-receipt` exits 0 on both vaults."""
+    a = build(tmp_path / "a")
+    a.tag("paper-v1")
+    build(tmp_path / "b", row_group_rows=50, compression="snappy", compression_level=None)
+    code, out, err = _cli(
+        capsys, "receipt", "--snapshot", "paper-v1", "crsp.msf", "--vault", str(a.root)
+    )
+    assert (code, err) == (0, "")
+    printed = wrdsvault.Receipt.from_json(json.loads(out))
+    made = a.snapshot("paper-v1").receipt(["crsp.msf"])
+    assert attrs.evolve(printed, created_at="") == attrs.evolve(made, created_at="")
+    path = tmp_path / "data-receipt.json"
+    path.write_text(out)
+    code, out, _ = _cli(capsys, "check-receipt", str(path), "--vault", str(a.root))
+    assert code == 0 and out.startswith("receipt matches: snapshot")
+    code, out, _ = _cli(capsys, "check-receipt", str(path), "--vault", str(tmp_path / "b"))
+    assert code == 0 and "not in this vault" in out and "crsp.msf: match" in out
+
+
+def test_cli_check_receipt_exits_1_naming_the_dataset_that_differs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Against a vault with one changed value: exit 1, text and --json name crsp.msf."""
+    a = build(tmp_path / "a")
+    build(tmp_path / "b", EditedSource(change_first_ret))
+    path = tmp_path / "r.json"
+    assert _cli(capsys, "receipt", "--vault", str(a.root), "-o", str(path))[0] == 0
+    code, out, _ = _cli(capsys, "check-receipt", str(path), "--vault", str(tmp_path / "b"))
+    assert code == 1
+    assert "receipt DOES NOT match" in out and "crsp.msf: DIFFERS" in out
+    code, out, _ = _cli(
+        capsys, "check-receipt", str(path), "--vault", str(tmp_path / "b"), "--json"
+    )
+    body = json.loads(out)
+    assert code == 1 and body["ok"] is False
+    assert {d["name"]: d["status"] for d in body["datasets"]} == {
+        "crsp.msf": "differs",
+        "ff.factors_monthly": "match",
+    }
+
+
+def test_cli_check_receipt_of_a_bad_file_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file that is not a receipt: exit 1 with the reason on stderr."""
+    a = build(tmp_path / "a")
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    code, _, err = _cli(capsys, "check-receipt", str(bad), "--vault", str(a.root))
+    assert code == 1 and "not a wrdsvault receipt" in err
