@@ -37,6 +37,7 @@ __all__ = [
     "check_receipt",
     "dataset_digest",
     "make_receipt",
+    "snapshot_holding",
 ]
 
 log = logging.getLogger(__name__)
@@ -422,3 +423,22 @@ def _search(layout: Layout, want: ReceiptDataset, manifests: Sequence[Manifest])
             )
         )
     return _compare(layout, want, holding[0])
+
+
+def snapshot_holding(receipt: Receipt, warehouse: Warehouse) -> str | None:
+    """The newest snapshot of ``warehouse`` holding every receipt dataset with its rows, if any.
+
+    The receipt's own snapshot if the vault has it; else compared by content digest (digests
+    of files synced before format 3 are computed from the files).
+    """
+    layout = warehouse._layout
+    for sid, _ in reversed(warehouse._committed()):
+        m = warehouse._manifest(sid)
+        if all(
+            want.name in m.datasets
+            and m.datasets[want.name].row_count == want.row_count
+            and dataset_digest(layout, m.datasets[want.name])[0] == want.content_digest
+            for want in receipt.datasets
+        ):
+            return sid
+    return None
