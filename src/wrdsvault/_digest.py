@@ -3,31 +3,36 @@
 The file ``sha256`` in a manifest changes with the row-group size, the compression, the writer's
 version and the row order; the content digest does not. It is defined on values:
 
-1. Every column is brought to a canonical Arrow type (`canonical_column`): integers to int64,
-   floats to float64 with ``-0.0`` written as ``0.0`` and every NaN as one NaN, strings to
-   large_string, binaries to large_binary, dates to date32, dictionary columns to their values,
-   decimals to decimal128(38, scale) (the precision is only a bound; the scale counts: 1.50 at
-   scale 2 is not 1.5 at scale 1), timestamps to microseconds (nanoseconds only when a value
-   has sub-microsecond digits). A zone-aware timestamp is an instant, so its zone name does not
-   count (it becomes UTC); a naive one is a wall-clock reading and stays naive, so the two
-   differ. Nulls stay nulls.
-2. The rows are sorted by the dataset's primary key; if that leaves two rows tied (no key, or a
-   duplicate key), by the key and then every other column (by name). Either way two rows tie only
-   when they are equal in every canonical value, so any storage order gives the same sequence.
-   The primary key is part of the definition: digests compare datasets of the same spec.
-3. SHA-256 runs over a versioned header, the row count, and each column (by name): its name, its
-   canonical type, its validity (a flag, then a bit per row when a null is present), and its
-   values (fixed-width values as little-endian bytes with nulls zeroed; variable-width values
-   as 64-bit offsets from zero and the bytes).
+1. **Order.** The rows are taken in the order of the dataset's primary key. If the key leaves
+   two rows tied (a duplicate key, or no key), they are ordered by the key and then every other
+   column (by name). Two rows tie then only when they are equal in every value, so any storage
+   order gives one sequence. The primary key is part of the definition (a dataset's spec fixes
+   it), and so is the column order of tie-breaking.
+2. **Values.** Each column is hashed in canonical form, fixed by its type alone (`_kind`):
+   signed and small unsigned integers as int64, uint64 as itself, floats as float64 with ``-0.0``
+   written as ``0.0`` and every NaN as one NaN, strings and binaries as their bytes, dates as
+   days, timestamps as microseconds (nanoseconds for a nanosecond column) with a zone-aware
+   value taken as a UTC instant (its zone name does not count, naive and aware differ),
+   decimals as their unscaled integer (the scale counts, the precision is only a bound),
+   dictionary columns as their values. Anything else (lists, structs) as its Python ``repr``.
+3. **Hash.** Per column, three SHA-256 streams that do not depend on where batches or row groups
+   begin: the row numbers of its nulls, the lengths of variable-width values, and the values
+   (little-endian, as Arrow holds them on the little-endian machines it runs on; nulls as zero).
+   The digest is the SHA-256 of a versioned header, the row and column counts, and per column
+   (by name) its name, canonical type and the three stream digests.
 
-A partition's digest is that hash of its file's rows. A dataset's digest is the SHA-256 of its
-partitions' ``(year, digest)`` pairs in year order (`combine`); partitions follow from the
-partition column, a row value, so equal rows give equal partitions.
+Because the streams are cut-independent, a sync hashes its batches as they pass (`Digester`),
+with no second read, whenever the source sends them in strictly increasing key order (the
+bundled sources do); otherwise the digest is computed from the written file, sorted
+(`file_digest`). Both give the same digest by construction.
 
-Equal: the same rows in any order, any row-group size, compression or Parquet version; int32 and
-int64 of the same value; NaN and NaN; ``-0.0`` and ``0.0``; the same instant in any unit that
-holds it, whatever zone it is shown in. Different: any changed, added or removed row; a renamed
-column; a null and a value (also a null and NaN); naive and zone-aware timestamps.
+A dataset's digest is the SHA-256 of its partitions' ``(year, digest)`` pairs in year order
+(`combine`); the partition follows from the partition column, a row value.
+
+Equal: the same rows in any order, any row-group size, codec or Parquet version; int32 and int64
+of the same value; NaN and NaN; ``-0.0`` and ``0.0``; an instant in any zone; numeric(10,6) and
+numeric(12,6) of one value. Different: any changed, added or removed row; a renamed column; a
+null and a value (also a null and NaN); naive and zone-aware timestamps; another scale.
 """
 
 from __future__ import annotations
@@ -36,14 +41,14 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["DIGEST_VERSION", "combine", "file_digest", "table_digest"]
+__all__ = ["DIGEST_VERSION", "Digester", "combine", "file_digest", "table_digest"]
 
 # Arrays are typed Any: the pyarrow stubs cannot follow the casts between types here.
 
@@ -52,168 +57,268 @@ DIGEST_VERSION = 1
 _HEADER = b"wrdsvault-content-digest\x00v%d\x00" % DIGEST_VERSION
 
 
-def _canonical_float(arr: Any) -> Any:
-    arr = pc.cast(arr, pa.float64())
-    values = arr.to_numpy(zero_copy_only=False).copy()  # nulls become NaN; validity kept apart
+def _kind(t: pa.DataType) -> tuple[str, str]:
+    """(how a column of type ``t`` is hashed, its canonical type tag): from the type alone."""
+    if pa.types.is_dictionary(t):
+        return _kind(t.value_type)
+    if pa.types.is_null(t):
+        return "null", "null"
+    if pa.types.is_boolean(t):
+        return "bool", "bool"
+    if pa.types.is_uint64(t):
+        return "uint", "uint64"
+    if pa.types.is_integer(t):
+        return "int", "int64"
+    if pa.types.is_floating(t):
+        return "float", "float64"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view":
+        return "str", "utf8"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "bin", "binary"
+    if pa.types.is_date(t):
+        return "date", "date32"
+    if pa.types.is_timestamp(t):
+        unit = "ns" if t.unit == "ns" else "us"
+        return "ts", f"timestamp[{unit}{', UTC' if t.tz is not None else ''}]"
+    if pa.types.is_time(t):
+        return "time", f"time64[{'ns' if t.unit == 'ns' else 'us'}]"
+    if pa.types.is_decimal128(t):
+        return "dec16", f"decimal128(scale={t.scale})"
+    if pa.types.is_decimal256(t):
+        return "dec32", f"decimal256(scale={t.scale})"
+    return "repr", "repr"
+
+
+def _floats(arr: Any) -> Any:
+    """float64 values with -0.0 as 0.0, one NaN, nulls as 0.0 (a numpy array)."""
+    values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).copy()
     values[values == 0.0] = 0.0  # -0.0 -> 0.0
     nan = np.isnan(values)
     if nan.any():
         values[nan] = np.nan  # one NaN bit pattern
-    if arr.null_count == 0:
-        return pa.array(values, pa.float64())
-    return pa.array(values, pa.float64(), mask=arr.is_null().to_numpy(zero_copy_only=False))
+    if arr.null_count:
+        values[~arr.is_valid().to_numpy(zero_copy_only=False)] = 0.0
+    return values
 
 
-def canonical_column(arr: Any) -> Any:
-    """``arr`` in its canonical type (see the module docstring)."""
-    t = arr.type
-    if pa.types.is_dictionary(t):
-        return canonical_column(arr.dictionary_decode())
-    if pa.types.is_boolean(t) or pa.types.is_null(t):
-        return arr
-    if pa.types.is_integer(t):
-        try:
-            return pc.cast(arr, pa.int64())
-        except pa.ArrowInvalid:  # uint64 past int64
-            return pc.cast(arr, pa.large_string())
-    if pa.types.is_floating(t):
-        return _canonical_float(arr)
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or str(t) == "string_view":
-        return pc.cast(arr, pa.large_string())
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
-        return pc.cast(arr, pa.large_binary())
-    if pa.types.is_date(t):
-        return pc.cast(arr, pa.date32())
-    if pa.types.is_timestamp(t):
-        tz = None if t.tz is None else "UTC"  # an aware value is an instant: zone name aside
-        try:
-            return pc.cast(arr, pa.timestamp("us", tz))
-        except pa.ArrowInvalid:  # sub-microsecond digits: keep them
-            return pc.cast(arr, pa.timestamp("ns", tz))
-    if pa.types.is_time(t):
-        try:
-            return pc.cast(arr, pa.time64("us"))
-        except pa.ArrowInvalid:
-            return pc.cast(arr, pa.time64("ns"))
-    if pa.types.is_decimal(t):
-        try:  # the value at its scale; the precision is only a bound
-            return pc.cast(arr, pa.decimal128(38, t.scale))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # past 38 digits
-            return pc.cast(arr, pa.large_string())
-    # anything else (lists, structs, ...): its Python repr, slow but total
-    return pa.array([None if v is None else repr(v) for v in arr.to_pylist()], pa.large_string())
+def _fixed_bytes(arr: Any, width: int) -> Any:
+    """The little-endian value bytes of a fixed-width array, nulls zeroed (no copy if none)."""
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
+    values = raw[arr.offset * width : (arr.offset + len(arr)) * width]
+    if arr.null_count:
+        values = values.reshape(len(arr), width).copy()
+        values[~arr.is_valid().to_numpy(zero_copy_only=False)] = 0
+    return memoryview(values)
 
 
-def _type_tag(t: pa.DataType) -> bytes:
-    return str(t).encode()
+class _Column:
+    """The three hash streams of one column (see the module docstring)."""
 
+    def __init__(self, name: str, t: pa.DataType) -> None:
+        self.name = name
+        self.kind, self.tag = _kind(t)
+        ns = self.tag.startswith(("timestamp[ns", "time64[ns"))
+        self.unit: Literal["us", "ns"] = "ns" if ns else "us"
+        self.nulls = hashlib.sha256()
+        self.lengths = hashlib.sha256()
+        self.values = hashlib.sha256()
 
-def _feed(h: hashlib._Hash, name: str, arr: Any) -> None:
-    n = len(arr)
-    for part in (name.encode(), _type_tag(arr.type)):
-        h.update(struct.pack("<Q", len(part)))
-        h.update(part)
-    if pa.types.is_null(arr.type):
-        return
-    if arr.null_count == 0:
-        h.update(b"\x00")  # no nulls
-    else:
-        h.update(b"\x01")
-        h.update(np.packbits(arr.is_valid().to_numpy(zero_copy_only=False)).tobytes())
-    if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type):
-        filled = arr.fill_null("" if pa.types.is_large_string(arr.type) else b"")
-        filled = pa.concat_arrays([filled]) if filled.offset else filled
-        bufs = filled.buffers()
-        offsets = np.frombuffer(bufs[1], dtype="<i8", count=n + 1)
-        start, end = int(offsets[0]), int(offsets[-1])
-        h.update((offsets - start).tobytes())
-        if bufs[2] is not None:
-            h.update(memoryview(bufs[2])[start:end])
-        return
-    if pa.types.is_decimal(arr.type):  # decimal128(38, s): 16 little-endian bytes a value
+    def update(self, arr: Any, first_row: int) -> None:
+        """Hash ``arr``, whose first value is row ``first_row`` of the (ordered) table."""
+        if isinstance(arr, pa.ChunkedArray):
+            for chunk in arr.chunks:
+                self.update(chunk, first_row)
+                first_row += len(chunk)
+            return
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.dictionary_decode()
+        kind = self.kind
+        if kind == "null" or len(arr) == 0:
+            return
         if arr.null_count:
-            arr = pc.if_else(arr.is_valid(), arr, pa.scalar(0, pa.int64()).cast(arr.type))
-        arr = pa.concat_arrays([arr]) if arr.offset else arr
-        h.update(memoryview(arr.buffers()[1])[: 16 * n])
-        return
-    if pa.types.is_boolean(arr.type):
-        values = arr.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
-    else:
-        if pa.types.is_floating(arr.type):
-            storage = arr
-        else:
-            storage = arr.view(pa.int32() if pa.types.is_date32(arr.type) else pa.int64())
-        values = storage.fill_null(0).to_numpy(zero_copy_only=False)
-    h.update(np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<")).tobytes())
+            where = np.flatnonzero(~arr.is_valid().to_numpy(zero_copy_only=False))
+            rows: Any = where.astype(np.int64) + first_row
+            self.nulls.update(memoryview(rows))
+        if kind == "repr":
+            arr = pa.array([None if v is None else repr(v) for v in arr.to_pylist()], pa.string())
+            kind = "str"
+        if kind in ("str", "bin"):
+            arr = pc.cast(arr, pa.large_string() if kind == "str" else pa.large_binary())
+            if arr.null_count:  # a null is hashed as its row number, its slot as empty
+                arr = arr.fill_null("" if kind == "str" else b"")
+            arr = pa.concat_arrays([arr]) if arr.offset else arr
+            bufs = arr.buffers()
+            offsets = np.frombuffer(bufs[1], dtype="<i8", count=len(arr) + 1)
+            lengths: Any = np.diff(offsets)
+            self.lengths.update(memoryview(lengths))
+            if bufs[2] is not None:
+                self.values.update(memoryview(bufs[2])[int(offsets[0]) : int(offsets[-1])])
+            return
+        if kind == "float":
+            self.values.update(memoryview(_floats(arr)))  # float64, native = little-endian
+        elif kind == "bool":
+            self.values.update(
+                arr.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8).tobytes()
+            )
+        elif kind in ("int", "uint"):
+            arr = pc.cast(arr, pa.int64() if kind == "int" else pa.uint64())
+            self.values.update(_fixed_bytes(arr, 8))
+        elif kind == "date":
+            self.values.update(_fixed_bytes(pc.cast(arr, pa.date32()), 4))
+        elif kind == "ts":
+            unit = pa.timestamp(self.unit, "UTC" if arr.type.tz is not None else None)
+            self.values.update(_fixed_bytes(pc.cast(arr, unit), 8))
+        elif kind == "time":
+            self.values.update(_fixed_bytes(pc.cast(arr, pa.time64(self.unit)), 8))
+        elif kind == "dec16":
+            self.values.update(_fixed_bytes(arr, 16))
+        elif kind == "dec32":
+            self.values.update(_fixed_bytes(arr, 32))
+
+    def parts(self) -> list[bytes]:
+        return [
+            self.name.encode(),
+            self.tag.encode(),
+            self.nulls.digest(),
+            self.lengths.digest(),
+            self.values.digest(),
+        ]
 
 
-def _sort_order(canon: pa.Table, keys: Sequence[str]) -> Any:
-    """Indices sorting ``canon`` by ``keys``; None if ``keys`` leave two rows tied."""
-    if not keys:
-        return None
-    idx = pc.sort_indices(canon, sort_keys=[(k, "ascending") for k in keys])
-    ties: Any = None
-    for k in keys:
-        col: Any = canon.column(k).combine_chunks().take(idx)
-        a, b = col.slice(1), col.slice(0, len(col) - 1)
-        same = pc.or_kleene(pc.equal(a, b), pc.and_(a.is_null(), b.is_null())).fill_null(False)
-        if pa.types.is_floating(col.type):  # NaN sorts as equal to NaN
-            same = pc.or_(same, pc.and_(pc.is_nan(a), pc.is_nan(b)).fill_null(False))
-        ties = same if ties is None else pc.and_(ties, same)
-    if ties is not None and pc.any(ties).as_py():
-        return None
-    return idx
-
-
-def _digest(read: Callable[[list[str]], pa.Table], names: Sequence[str], key: Sequence[str]) -> str:
-    """The digest of the table ``read(columns)`` returns, read a few columns at a time."""
-    names = sorted(names)
-
-    def canon_of(cols: Sequence[str]) -> pa.Table:
-        table = read(list(cols))
-        return pa.table(
-            {n: canonical_column(table.column(n).combine_chunks()) for n in cols},
-            schema=None,
+def _sortable(arr: Any) -> Any:
+    """``arr`` as sorted for the digest: dictionaries decoded, floats canonical, others as-is."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    kind = _kind(arr.type)[0]
+    if kind == "float":
+        return pa.array(
+            _floats(arr), pa.float64(), mask=arr.is_null().to_numpy(zero_copy_only=False)
         )
+    if kind == "ts" and arr.type.tz is not None:
+        return pc.cast(arr, pa.timestamp(arr.type.unit))  # the instant, zone aside
+    if kind == "repr":
+        return pa.array([None if v is None else repr(v) for v in arr.to_pylist()], pa.string())
+    return arr
 
+
+def _increasing(keys: Sequence[Any]) -> bool:
+    """Whether the rows of the key columns ``keys`` are in strictly increasing key order."""
+    if len(keys[0]) < 2:
+        return all(k.null_count == 0 for k in keys)
+    lt: Any = None
+    for arr in reversed(keys):
+        if arr.null_count or (pa.types.is_floating(arr.type) and pc.any(pc.is_nan(arr)).as_py()):
+            return False
+        a, b = arr.slice(0, len(arr) - 1), arr.slice(1)
+        less = pc.less(a, b)
+        lt = less if lt is None else pc.or_(less, pc.and_(pc.equal(a, b), lt))
+    return bool(pc.all(lt).as_py())
+
+
+class Digester:
+    """The digest of rows fed in batches, valid while they come in strictly increasing key order.
+
+    `update` each batch in order; `in_order` turns False (and hashing stops) at the first row
+    that is not after the one before it, and the caller computes the digest from the whole
+    table instead (`file_digest`, `table_digest`).
+    """
+
+    def __init__(self, schema: pa.Schema, primary_key: Sequence[str]) -> None:
+        self.columns = {f.name: _Column(f.name, f.type) for f in schema}
+        self.key = [k for k in primary_key if k in self.columns]
+        self.rows = 0
+        self.in_order = bool(self.key)  # without a key, the order must be built
+        self._last: list[Any] | None = None  # the last row's key values, as 1-value arrays
+
+    def update(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if not self.in_order or batch.num_rows == 0:
+            return
+        keys = [_sortable(batch.column(k)) for k in self.key]
+        if self._last is not None:
+            keys_with_last = [
+                pa.concat_arrays([last, arr.cast(last.type)])
+                for last, arr in zip(self._last, keys, strict=True)
+            ]
+        else:
+            keys_with_last = keys
+        if not _increasing(keys_with_last):
+            self.in_order = False
+            return
+        self._last = [k.slice(len(k) - 1) for k in keys]
+        for name, col in self.columns.items():
+            col.update(batch.column(name), self.rows)
+        self.rows += batch.num_rows
+
+    def feed_column(self, name: str, arr: Any) -> None:
+        """Hash a whole column already in digest order (`_sorted_digest`)."""
+        self.columns[name].update(arr, 0)
+
+    def hexdigest(self) -> str:
+        h = hashlib.sha256(_HEADER)
+        h.update(struct.pack("<QQ", self.rows, len(self.columns)))
+        for name in sorted(self.columns):
+            for part in self.columns[name].parts():
+                h.update(struct.pack("<Q", len(part)))
+                h.update(part)
+        return h.hexdigest()
+
+
+def _sorted_digest(
+    read: Callable[[list[str]], pa.Table], schema: pa.Schema, key: Sequence[str]
+) -> str:
+    """The digest of the table ``read(columns)`` returns, sorted, read a few columns at a time."""
+    names = sorted(schema.names)
     keys = [k for k in key if k in names]
-    keyed = canon_of(keys) if keys else None
-    rows = keyed.num_rows if keyed is not None else read(names[:1]).num_rows if names else 0
-    order: Any = _sort_order(keyed, keys) if keyed is not None and rows > 1 else None
-    whole: pa.Table | None = None
-    if order is None and rows > 1:  # no key, or a tie on it: every column breaks ties
-        whole = canon_of(names)
-        rest = [n for n in names if n not in keys and not pa.types.is_null(whole.column(n).type)]
-        order = pc.sort_indices(whole, sort_keys=[(k, "ascending") for k in keys + rest])
-    identity = order is None or _is_identity(order)
-    h = hashlib.sha256(_HEADER)
-    h.update(struct.pack("<QQ", rows, len(names)))
+    digester = Digester(schema, keys)
+    first = read(keys or names[:1])
+    rows = first.num_rows
+    order: Any = None
+    whole: dict[str, Any] | None = None
+    if rows > 1:
+        if keys:
+            sort_keys = {k: _sortable(first.column(k)) for k in keys}
+            table = pa.table(sort_keys)
+            order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys])
+            if not _increasing([sort_keys[k].take(order) for k in keys]):
+                order = None  # a tie on the key: every column breaks it
+        if order is None:
+            data = read(names)
+            whole = {n: data.column(n) for n in names}
+            ordered = [n for n in keys + [n for n in names if n not in keys]]
+            ordered = [n for n in ordered if not pa.types.is_null(schema.field(n).type)]
+            sortable = pa.table({n: _sortable(whole[n]) for n in ordered})
+            order = pc.sort_indices(sortable, sort_keys=[(n, "ascending") for n in ordered])
+    identity = order is None or bool(
+        np.array_equal(order.to_numpy(), np.arange(rows, dtype=order.to_numpy().dtype))
+    )
     for name in names:
-        src = whole if whole is not None else canon_of([name])
-        col = src.column(name).combine_chunks()
-        _feed(h, name, col if identity else col.take(order))
-    return h.hexdigest()
+        col = whole[name] if whole is not None else read([name]).column(name)
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        digester.feed_column(name, col if identity else col.take(order))
+    digester.rows = rows
+    return digester.hexdigest()
 
 
 def table_digest(table: pa.Table, primary_key: Sequence[str] = ()) -> str:
     """The content digest of ``table``'s rows (hex SHA-256); see the module docstring."""
-    return _digest(table.select, table.column_names, primary_key)
-
-
-def _is_identity(idx: Any) -> bool:
-    values = idx.to_numpy(zero_copy_only=False)
-    return bool(np.array_equal(values, np.arange(len(values), dtype=values.dtype)))
+    streamed = Digester(table.schema, primary_key)
+    streamed.update(table)
+    if streamed.in_order:
+        return streamed.hexdigest()
+    return _sorted_digest(table.select, table.schema, primary_key)
 
 
 def file_digest(path: str | Path, primary_key: Sequence[str] = ()) -> str:
     """The content digest of the rows of one Parquet file (as `table_digest`).
 
-    Reads the key columns, then one column at a time: memory stays at about one column.
+    Reads the key columns, then one column at a time: memory stays at about one column (all of
+    them when the key has ties).
     """
     pf = pq.ParquetFile(path)
     try:
-        names = pf.schema_arrow.names
-        return _digest(lambda cols: pf.read(columns=cols), names, primary_key)
+        return _sorted_digest(lambda cols: pf.read(columns=cols), pf.schema_arrow, primary_key)
     finally:
         pf.close()
 

@@ -28,7 +28,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wrdsvault._digest import file_digest
+from wrdsvault._digest import Digester, file_digest
 from wrdsvault._storage.atomic import (
     HashingWriter,
     atomic_write_bytes,
@@ -184,8 +184,9 @@ class Writer:
 
         Batches are re-cut into row groups of ``settings.row_group_rows`` (one row group per
         driver batch makes files 1.5-2x larger, docs/design/measured-facts.md). The rows'
-        content digest (sorted by ``primary_key``, `wrdsvault._digest`) is computed from the
-        written file, a column at a time, so memory stays bounded by one column of the year.
+        content digest (`wrdsvault._digest`) is hashed from the batches as they pass when they
+        come in strictly increasing ``primary_key`` order, else computed from the written file
+        (sorted, a column at a time).
 
         Raises:
             SyncError: a batch does not have the declared schema.
@@ -194,6 +195,7 @@ class Writer:
         crashpoint(CrashPoint.PARTITION_WRITE_STARTED)
         out = HashingWriter(path, mode=self.settings.file_mode)
         rows = 0
+        digester = Digester(schema, primary_key)
         try:
             with pq.ParquetWriter(
                 out,  # type: ignore[arg-type]  # any object with write() works; stubs want IO[Any]
@@ -215,6 +217,7 @@ class Writer:
                         )
                     if batch.num_rows == 0:
                         continue
+                    digester.update(batch)
                     pending.append(batch)
                     pending_rows += batch.num_rows
                     while pending_rows >= group:
@@ -228,7 +231,9 @@ class Writer:
                 if pending_rows:
                     pw.write_table(pa.Table.from_batches(pending, schema), row_group_size=group)
             crashpoint(CrashPoint.PARTITION_WRITTEN)
-            content_digest = file_digest(path, primary_key)
+            content_digest = (
+                digester.hexdigest() if digester.in_order else file_digest(path, primary_key)
+            )
             out.fsync()
             crashpoint(CrashPoint.PARTITION_FSYNCED)
         finally:
