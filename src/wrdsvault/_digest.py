@@ -104,7 +104,7 @@ def _floats(arr: Any) -> Any:
 def _fixed_bytes(arr: Any, width: int) -> Any:
     """The little-endian value bytes of a fixed-width array, nulls zeroed (no copy if none)."""
     raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
-    values = raw[arr.offset * width : (arr.offset + len(arr)) * width]
+    values: Any = raw[arr.offset * width : (arr.offset + len(arr)) * width]
     if arr.null_count:
         values = values.reshape(len(arr), width).copy()
         values[~arr.is_valid().to_numpy(zero_copy_only=False)] = 0
