@@ -472,3 +472,28 @@ def test_cli_check_receipt_of_a_bad_file_is_an_error(
     bad.write_text("[]")
     code, _, err = _cli(capsys, "check-receipt", str(bad), "--vault", str(a.root))
     assert code == 1 and "not a wrdsvault receipt" in err
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 30])
+def test_streamed_digest_does_not_depend_on_where_batches_begin(batch_rows: int) -> None:
+    """Rows in key order hashed in batches of any size equal the sorted digest of the file."""
+    from wrdsvault._digest import Digester
+
+    table = _panel()  # in key order, with null strings and floats
+    digester = Digester(table.schema, KEY)
+    for batch in table.to_batches(batch_rows):
+        digester.update(batch)
+    assert digester.in_order
+    shuffled = table.take(list(reversed(range(table.num_rows))))
+    assert digester.hexdigest() == table_digest(shuffled, KEY)  # the sorting path
+
+
+def test_a_stream_out_of_key_order_is_left_to_the_file() -> None:
+    """A batch whose key goes back stops the streamed digest (the file is sorted instead)."""
+    from wrdsvault._digest import Digester
+
+    table = _panel()
+    digester = Digester(table.schema, KEY)
+    digester.update(table.slice(10))
+    digester.update(table.slice(0, 10))
+    assert not digester.in_order
