@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import wrdsvault
+from _helpers.proc import strip_env
 from wrdsvault.sources import SampleSource
 
 settings.register_profile(
@@ -26,9 +27,7 @@ SMALL: dict[str, Any] = {"seed": 0, "years": range(2019, 2024), "n_securities": 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Strip WRDSVAULT_* and PG* variables so the developer's shell cannot change a test."""
-    for key in list(os.environ):
-        if key.startswith(("WRDSVAULT_", "PG")):
-            monkeypatch.delenv(key, raising=False)
+    strip_env(monkeypatch)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers.disk import temp_files
 from wrdsvault._storage.atomic import (
     atomic_write_bytes,
     link_if_absent,
@@ -22,10 +23,6 @@ from wrdsvault._storage.atomic import (
 SRC = Path(__file__).resolve().parents[1] / "src" / "wrdsvault"
 
 
-def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
-
-
 def test_put_if_absent_creates_once_and_never_overwrites(tmp_path: Path) -> None:
     """put_if_absent creates the file with its mode once; a second call keeps the first content."""
     path = tmp_path / "vault.json"
@@ -33,7 +30,7 @@ def test_put_if_absent_creates_once_and_never_overwrites(tmp_path: Path) -> None
     assert put_if_absent(path, b"second", mode=0o600) is False
     assert path.read_bytes() == b"first"
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    assert _leftovers(tmp_path) == []
+    assert temp_files(tmp_path) == []
 
 
 def test_put_if_absent_refuses_where_there_are_no_hard_links(
@@ -101,7 +98,7 @@ def test_publish_link_replaces_dst_and_keeps_src(tmp_path: Path) -> None:
     publish_link(src, tmp_path / "dst")
     assert (tmp_path / "dst").read_bytes() == b"new"
     assert (tmp_path / "dst").stat().st_ino == src.stat().st_ino
-    assert _leftovers(tmp_path) == []
+    assert temp_files(tmp_path) == []
 
 
 def test_atomic_write_bytes_sets_the_mtime_it_is_given(tmp_path: Path) -> None:
@@ -109,7 +106,7 @@ def test_atomic_write_bytes_sets_the_mtime_it_is_given(tmp_path: Path) -> None:
     path = tmp_path / ".lock.epoch"
     atomic_write_bytes(path, b"", mode=0o644, mtime=946_684_800 + 17)
     assert path.stat().st_mtime == 946_684_800 + 17
-    assert _leftovers(tmp_path) == []
+    assert temp_files(tmp_path) == []
 
 
 def test_only_atomic_renames_or_links() -> None:

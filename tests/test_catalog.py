@@ -3,13 +3,13 @@ leftover manifest is garbage, for recovery and ``doctor --repair`` alike."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 import pytest
 
+from _helpers.disk import committed_digests
 from wrdsvault import VaultFormatError, Warehouse
 from wrdsvault._storage.catalog import committed_at_of
 from wrdsvault.cli import main
@@ -17,16 +17,6 @@ from wrdsvault.manifest import Manifest
 from wrdsvault.sources import SampleSource
 
 Source = Callable[..., SampleSource]
-
-
-def committed(root: Path) -> dict[str, str]:
-    """Path -> sha256 of every commit record and data file (HEAD, manifests, tags, data)."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-        and str(p.relative_to(root)).startswith(("HEAD", "snapshots/", "tags/", "data/"))
-    }
 
 
 def build(root: Path, make_source: Source, commits: int) -> list[str]:
@@ -63,7 +53,7 @@ def child_of(root: Path, parent: str, snapshot_id: str) -> Manifest:
 
 def assert_refused_and_kept(root: Path, make_source: Source, newest: str) -> None:
     """Sync, tag and doctor --repair change no committed file; doctor names ``newest``."""
-    before = committed(root)
+    before = committed_digests(root)
     with Warehouse(root, source=make_source(2)) as wh:
         with pytest.raises(VaultFormatError, match=f"Write {newest} into HEAD"):
             wh.sync("ff.factors_monthly")
@@ -76,7 +66,7 @@ def assert_refused_and_kept(root: Path, make_source: Source, newest: str) -> Non
         assert not {"orphan-file", "uncommitted-manifest"} & {f.kind for f in report.findings}
         repaired = wh.doctor(repair=True)
         assert not repaired.ok and repaired.repaired == ()
-    assert committed(root) == before
+    assert committed_digests(root) == before
 
 
 def assert_restored(root: Path, make_source: Source, newest: str, snapshots: list[str]) -> None:
@@ -112,7 +102,7 @@ def test_head_moved_back_cli_doctor_repair(
     s1, s2 = build(root, make_source, 2)
     assert main(["tag", "paper", s2, "--vault", str(root)]) == 0
     set_head(root, s1)
-    before = committed(root)
+    before = committed_digests(root)
     capsys.readouterr()
     assert main(["doctor", "--repair", "--vault", str(root)]) == 1
     out = capsys.readouterr().out
@@ -123,7 +113,7 @@ def test_head_moved_back_cli_doctor_repair(
     )
     err = capsys.readouterr().err
     assert f"Write {s2} into HEAD" in err
-    assert committed(root) == before
+    assert committed_digests(root) == before
     set_head(root, s2)
     assert main(["verify", "--all", "--vault", str(root)]) == 0
     assert main(["query", "select 1 as one", "--snapshot", "paper", "--vault", str(root)]) == 0
@@ -192,7 +182,7 @@ def test_unreadable_manifest_newer_than_head_keeps_everything(
     manifest = root / "snapshots" / f"{s2}.json"
     manifest.write_bytes(manifest.read_bytes()[:200])
     set_head(root, s1)
-    before = committed(root)
+    before = committed_digests(root)
     with Warehouse(root, source=make_source(2)) as wh:
         report = wh.doctor()
         kinds = {f.kind for f in report.findings}
@@ -200,7 +190,7 @@ def test_unreadable_manifest_newer_than_head_keeps_everything(
         assert wh.doctor(repair=True).repaired == ()
         with pytest.raises(VaultFormatError, match=f"{s2}.json"):
             wh.sync("crsp.msf")
-    assert committed(root) == before
+    assert committed_digests(root) == before
 
 
 def test_nothing_is_judged_while_heads_manifest_is_missing(
@@ -213,10 +203,10 @@ def test_nothing_is_judged_while_heads_manifest_is_missing(
     s3_path = root / "snapshots" / f"{s3.snapshot_id}.json"
     s3_path.write_bytes(s3.to_json())
     (root / "snapshots" / f"{s2}.json").unlink()
-    before = committed(root)
+    before = committed_digests(root)
     with Warehouse(root, source=make_source(2)) as wh:
         report = wh.doctor(repair=True)
         assert {f.kind for f in report.findings} == {"damaged-head"}, report.summary()
         with pytest.raises(VaultFormatError, match="manifest is missing"):
             wh.sync("ff.factors_monthly")
-    assert committed(root) == before
+    assert committed_digests(root) == before

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from _helpers.cli import Tty, run
+from _helpers.locks import leave_dead_lock
 from wrdsvault import Progress
 from wrdsvault._cli_render import SyncDisplay, sync_summary
 from wrdsvault.cli import main
@@ -23,12 +25,6 @@ from wrdsvault.reports import DatasetResult, SyncReport
 from wrdsvault.schema import diff
 
 SAMPLE = ["--source", "sample", "--sample-years", "2020-2022", "--securities", "40"]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_sync_snapshots_query_status_tag(
@@ -159,14 +155,6 @@ def test_demo_refuses_a_used_folder(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "not empty" in err
 
 
-def _dead_lock(root: Path) -> None:
-    code = (
-        "import sys; from pathlib import Path; from wrdsvault._storage.lock import WriterLock; "
-        "WriterLock(Path(sys.argv[1]), operation='dies', heartbeat_s=0).acquire()"
-    )
-    subprocess.run([sys.executable, "-c", code, str(root / ".lock")], check=True)
-
-
 def test_unlock_shows_refuses_live_and_breaks_dead(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -188,7 +176,7 @@ def test_unlock_shows_refuses_live_and_breaks_dead(
     finally:
         live.release()
 
-    _dead_lock(vault)
+    leave_dead_lock(vault / ".lock")
     code, out, _ = run(capsys, "status", "--vault", str(vault))
     assert "lock      stale" in out
     code, out, _ = run(capsys, "unlock", "--vault", str(vault))
@@ -204,13 +192,6 @@ def test_unlock_shows_refuses_live_and_breaks_dead(
 
 
 # -- sync progress and summary ---------------------------------------------------------------
-
-
-class Tty(io.StringIO):
-    """A terminal as the progress display sees it."""
-
-    def isatty(self) -> bool:
-        return True
 
 
 class Clock:

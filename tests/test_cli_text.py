@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 import subprocess
 import sys
@@ -13,23 +12,10 @@ import attrs
 import pytest
 
 import wrdsvault
-from wrdsvault.cli import main
+from _helpers.cli import Tty, run
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.sources import SampleSource
 from wrdsvault.sources.base import PartitionInfo
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-class Terminal(io.StringIO):
-    """Standard input that says it is a terminal, with the answer already typed."""
-
-    def isatty(self) -> bool:
-        return True
 
 
 def test_import_wrdsvault_loads_no_cli_module() -> None:
@@ -48,7 +34,7 @@ def test_snapshots_lists_one_line_per_snapshot(
     """`snapshots` says how to start on an empty vault, then one aligned line per snapshot."""
     args = ("--vault", str(vault.root))
     vault.snapshots()  # creates the vault
-    assert cli(capsys, "snapshots", *args) == (0, "no snapshots yet; run `wrdsvault sync`\n", "")
+    assert run(capsys, "snapshots", *args) == (0, "no snapshots yet; run `wrdsvault sync`\n", "")
 
     vault.sync(["crsp.msf", "ff.factors_monthly"])
     vault.tag("paper")
@@ -58,7 +44,7 @@ def test_snapshots_lists_one_line_per_snapshot(
         f"{s.snapshot_id}  {s.committed_at:%Y-%m-%d %H:%M:%S}Z  {s.row_count:>12,} rows  "
         f"2 datasets  {s.fingerprint[:12]}  tags: draft, paper\n"
     )
-    assert cli(capsys, "snapshots", *args) == (0, expected, "")
+    assert run(capsys, "snapshots", *args) == (0, expected, "")
 
 
 def test_status_prints_each_part_on_its_own_line(
@@ -68,7 +54,7 @@ def test_status_prints_each_part_on_its_own_line(
     vault.sync(["crsp.msf", "ff.factors_monthly"])
     vault.tag("paper")
     st = vault.status()
-    code, out, err = cli(capsys, "status", "--vault", str(vault.root))
+    code, out, err = run(capsys, "status", "--vault", str(vault.root))
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert out.endswith("\n")
@@ -108,11 +94,11 @@ def test_quarantine_list_names_each_failed_write(
         tmp_path / "v", source=Miscounting(seed=0, years=range(2019, 2022), n_securities=20)
     )
     args = ("--vault", str(wh.root))
-    assert cli(capsys, "quarantine", "list", *args) == (0, "quarantine is empty\n", "")
+    assert run(capsys, "quarantine", "list", *args) == (0, "quarantine is empty\n", "")
     with pytest.raises(wrdsvault.ValidationFailedError):
         wh.sync("crsp.msf")
     (e,) = wh.quarantine()
-    code, out, err = cli(capsys, "quarantine", "list", *args)
+    code, out, err = run(capsys, "quarantine", "list", *args)
     assert (code, err) == (0, "")
     assert re.fullmatch(
         rf"{re.escape(e.name)}  ValidationFailedError  \d+\.\d MB  {re.escape(e.message[:90])}\n",
@@ -131,8 +117,8 @@ def test_drop_shows_what_it_would_leave_out_before_asking(
     with vault.snapshot() as snap:
         msf, ff = snap.dataset("crsp.msf"), snap.dataset("ff.factors_monthly")
         latest = snap.id
-    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
-    code, out, err = cli(
+    monkeypatch.setattr("sys.stdin", Tty("n\n"))
+    code, out, err = run(
         capsys, "drop", "crsp.msf", "ff.factors_monthly", "--vault", str(vault.root)
     )
     assert (code, err) == (1, "")
@@ -151,7 +137,7 @@ def test_verify_draws_its_progress_on_stderr_and_ends_the_line(
     """`verify` redraws ``verifying n/N files`` on stderr, ending at 100% with a newline."""
     vault.sync(["crsp.msf", "ff.factors_monthly"])
     args = ("--vault", str(vault.root))
-    code, out, err = cli(capsys, "verify", *args)
+    code, out, err = run(capsys, "verify", *args)
     assert code == 0
     assert out.endswith("all files intact\n")
     assert re.fullmatch(
@@ -159,5 +145,5 @@ def test_verify_draws_its_progress_on_stderr_and_ends_the_line(
         r"\r  verifying 10/10 files, 100\.0% of 0 MB\n",
         err,
     )
-    code, out, err = cli(capsys, "verify", *args, "--json")
+    code, out, err = run(capsys, "verify", *args, "--json")
     assert (code, err) == (0, "")

@@ -13,18 +13,10 @@ import attrs
 import pytest
 
 import wrdsvault
+from _helpers.disk import file_paths
 from wrdsvault._storage.catalog import committed_at_of
 from wrdsvault.cli import main
 from wrdsvault.manifest import Manifest
-
-
-def files(root: Path) -> set[str]:
-    """The vault's files, without the lock's never-deleted support files (.lock.epoch, ...)."""
-    return {
-        str(p.relative_to(root))
-        for p in root.rglob("*")
-        if p.is_file() and not p.name.startswith(".lock")
-    }
 
 
 def uncommitted_child(root: Path, parent: str, snapshot_id: str) -> Manifest:
@@ -59,24 +51,24 @@ def test_doctor_reports_without_touching_anything(vault: wrdsvault.Warehouse) ->
     """doctor is read-only: it lists each kind of leftover and changes no file."""
     vault.sync("crsp.msf")
     left = litter(vault)
-    before = files(vault.root)
+    before = file_paths(vault.root, skip_lock=True)
     report = vault.doctor()
     kinds = {f.kind for f in report.findings}
     assert {"staging", "temp-file", "uncommitted-manifest", "orphan-file"} <= kinds
     assert not report.ok
-    assert files(vault.root) == before
+    assert file_paths(vault.root, skip_lock=True) == before
     assert all(p.exists() for p in left.values())
 
 
 def test_doctor_repair_removes_only_garbage(vault: wrdsvault.Warehouse) -> None:
     """--repair removes the leftovers; committed data, quarantine and snapshots stay."""
     vault.sync("crsp.msf")
-    committed = files(vault.root)
+    committed = file_paths(vault.root, skip_lock=True)
     left = litter(vault)
     report = vault.doctor(repair=True)
     assert not any(p.exists() for p in left.values())
     assert set(report.repaired) >= {str(p.relative_to(vault.root)) for p in left.values()}
-    assert files(vault.root) == committed
+    assert file_paths(vault.root, skip_lock=True) == committed
     assert vault.verify().ok
     assert vault.doctor().ok
     assert vault.doctor().findings == ()
@@ -155,7 +147,7 @@ except Exception as exc:
 def test_os_error_during_repair_names_the_repair(vault: wrdsvault.Warehouse) -> None:
     """EIO while doctor --repair removes an orphan: WriteError about the repair, data intact."""
     vault.sync("crsp.msf")
-    committed = files(vault.root)
+    committed = file_paths(vault.root, skip_lock=True)
     orphan = litter(vault)["orphan"]
     proc = subprocess.run(
         [
@@ -174,5 +166,5 @@ def test_os_error_during_repair_names_the_repair(vault: wrdsvault.Warehouse) -> 
     assert message.startswith("doctor --repair failed: OSError: [Errno 5]"), message
     assert "Committed snapshots are untouched" in message
     assert orphan.exists()
-    assert committed <= files(vault.root)
+    assert committed <= file_paths(vault.root, skip_lock=True)
     assert vault.verify().ok

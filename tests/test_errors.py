@@ -11,11 +11,8 @@ from typing import Any
 import pytest
 
 import wrdsvault
+from _helpers.disk import entry_paths
 from wrdsvault.sources import SampleSource
-
-
-def _tree(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
 @pytest.mark.parametrize(
@@ -110,10 +107,10 @@ def test_sync_arguments_out_of_range_write_nothing(
     wh: wrdsvault.Warehouse, kwargs: dict[str, Any], error: type[Exception]
 ) -> None:
     """sync() with wait/drift/years out of range raises the documented error; nothing is written."""
-    before = _tree(wh.root)
+    before = entry_paths(wh.root)
     with pytest.raises(error):
         wh.sync("ff.factors_monthly", **kwargs)
-    assert _tree(wh.root) == before
+    assert entry_paths(wh.root) == before
 
 
 def test_warehouse_lock_timeout_out_of_range(tmp_path: Path) -> None:

@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 import wrdsvault
+from _helpers.proc import wait_for
 from wrdsvault._storage.lock_tools import break_lock
 
 pytestmark = pytest.mark.crash
@@ -44,11 +44,13 @@ def test_paused_writer_is_fenced_off_after_a_takeover(tmp_path: Path, make_sourc
         [sys.executable, "-c", CHILD, str(root)], stdout=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 60
-        while not list((root / "tmp").glob("tx-*/*.parquet")):
+
+        def staged() -> bool:
+            """The child staged a partition (and is still syncing)."""
             assert child.poll() is None, "the sync ended before it could be paused"
-            assert time.monotonic() < deadline, "the child never staged a partition"
-            time.sleep(0.01)
+            return bool(list((root / "tmp").glob("tx-*/*.parquet")))
+
+        wait_for(staged, "the child to stage a partition", timeout_s=60)
         os.kill(child.pid, signal.SIGSTOP)
         # The human override: the owner is alive (stopped) on this host, so only allow_live breaks.
         broken = break_lock(root / ".lock", allow_live=True)

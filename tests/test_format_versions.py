@@ -7,67 +7,23 @@ commits write manifests in the newest format beside the old ones.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import wrdsvault
-from wrdsvault.manifest import canonical_json
+from _helpers import disk
 from wrdsvault.sources import SampleSource
 
 DATASETS = ["crsp.msf", "ff.factors_monthly"]
-
-
-def _format_1_fingerprint(manifest: dict[str, Any]) -> str:
-    """Format 1's fingerprint: like format 2's, but without each partition's path."""
-    content = {
-        name: {
-            "columns": [[c["name"], c["type"]] for c in entry["columns"]],
-            "partitions": sorted(
-                [
-                    -1 if p["year"] is None else p["year"],
-                    p["sha256"],
-                    p["size_bytes"],
-                    p["row_count"],
-                ]
-                for p in entry["partitions"]
-            ),
-        }
-        for name, entry in manifest["datasets"].items()
-    }
-    return hashlib.sha256(canonical_json(content)).hexdigest()
-
-
-def _rewrite_as_format_1(root: Path, *, hive_folders: bool = False) -> None:
-    """Make a fresh vault look as format 1 wrote it (early builds: ``year=<YYYY>`` folders)."""
-    vault_json = json.loads((root / "vault.json").read_bytes())
-    (root / "vault.json").write_text(json.dumps({**vault_json, "format_version": 1}))
-    for path in sorted((root / "snapshots").glob("*.json")):
-        obj = json.loads(path.read_bytes())
-        obj["format_version"] = 1
-        for entry in obj["datasets"].values():
-            for part in entry["partitions"]:
-                if not hive_folders or part["year"] is None:
-                    continue
-                year = f"{part['year']:04d}"
-                new = part["path"].replace(f"/{year}/", f"/year={year}/")
-                (root / new).parent.mkdir(parents=True, exist_ok=True)
-                if (root / part["path"]).exists():
-                    os.replace(root / part["path"], root / new)  # noqa: TID251 - rebuilds format 1
-                part["path"] = new
-        obj["fingerprint"] = _format_1_fingerprint(obj)
-        path.write_bytes(canonical_json(obj) + b"\n")
 
 
 def _format_1_vault(tmp_path: Path, *, hive_folders: bool = False) -> Path:
     root = tmp_path / "vault"
     with wrdsvault.Warehouse(root, source=SampleSource(years=range(2020, 2022))) as wh:
         wh.sync(DATASETS)
-    _rewrite_as_format_1(root, hive_folders=hive_folders)
+    disk.rewrite_as_format_1(root, hive_folders=hive_folders)
     return root
 
 

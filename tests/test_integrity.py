@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 
 import wrdsvault
+from _helpers.proc import child_env
 from wrdsvault.cli import main
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.sources.base import PartitionInfo, TableInfo
@@ -99,10 +100,6 @@ def panel(years: Sequence[int], permnos: Sequence[int] = (10001, 10002)) -> dict
         ]
         for y in years
     }
-
-
-def tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
 # -- verify -------------------------------------------------------------------------------------
@@ -520,7 +517,7 @@ def test_disk_full_mid_write_leaves_previous_snapshot(tmp_path: Path, make_sourc
         text=True,
         check=False,
         timeout=120,
-        env={**os.environ},
+        env=child_env(),
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

@@ -1,6 +1,6 @@
 """Hostile dataset names, tags and refs are refused before any path join or SQL.
 
-Properties (Hypothesis, strategies in ``tests/strategies.py``):
+Properties (Hypothesis, strategies in ``tests/_helpers/strategies.py``):
 
 * `validate_dataset` accepts exactly ``^[a-z][a-z0-9_]{0,62}\\.[a-z][a-z0-9_]{0,62}$`` (fullmatch).
 * Every public entry point that takes a user string raises a `WrdsVaultError` subclass (or
@@ -11,21 +11,20 @@ Properties (Hypothesis, strategies in ``tests/strategies.py``):
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wrdsvault
+from _helpers import strategies as S
+from _helpers.disk import copy_vault, entry_digests, entry_paths
+from _helpers.proc import strip_env
 from wrdsvault import (
     InvalidNameError,
     InvalidValueError,
@@ -38,46 +37,12 @@ from wrdsvault._storage.layout import Layout
 from wrdsvault.datasets import BUILTIN_SPECS, validate_dataset
 from wrdsvault.sources import SampleSource
 
-
-def _load_strategies() -> ModuleType:
-    """Import tests/strategies.py by path (pytest runs with --import-mode=importlib)."""
-    path = Path(__file__).with_name("strategies.py")
-    spec = importlib.util.spec_from_file_location("wrdsvault_tests_strategies", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-S = _load_strategies()
-
 #: A small source: two years, a few securities (the vault only needs to exist and hold files).
 SOURCE_PARAMS = {"seed": 0, "years": range(2021, 2023), "n_securities": 12}
 SNAPSHOT_ID_PATTERN = r"[0-9]{8}T[0-9]{12}Z-[0-9a-f]{8}"
 SHA = "0123456789abcdef" * 4
 FAKE_ROOT = Path("/nonexistent/wrdsvault-names/vault")
 ALLOWED = (WrdsVaultError, TypeError)
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every entry under ``root``: sha256 of files, '<dir>' for folders, '-> x' for symlinks."""
-    out: dict[str, str] = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder, name)
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                out[rel] = "-> " + os.readlink(path)
-            elif path.is_dir():
-                out[rel] = "<dir>"
-            else:
-                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def listing(root: Path) -> set[str]:
-    """The names of every file and folder under ``root`` (cheap: no hashing)."""
-    return {str(Path(f, n).relative_to(root)) for f, d, fs in os.walk(root) for n in d + fs}
 
 
 class World:
@@ -102,9 +67,7 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The shared vault; built once (syncing is the slow part), never written by the tests."""
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith(("WRDSVAULT_", "PG")):
-                mp.delenv(key, raising=False)
+        strip_env(mp)
         w = World(tmp_path_factory.mktemp("names"))
     yield w
     w.snap.close()
@@ -114,9 +77,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 @pytest.fixture
 def unchanged(world: World) -> Iterator[None]:
     """Assert that the test changed no file or folder under the vault's parent folder."""
-    before = tree(world.base)
+    before = entry_digests(world.base)
     yield
-    assert tree(world.base) == before
+    assert entry_digests(world.base) == before
 
 
 # -- the dataset-name pattern -------------------------------------------------------------------
@@ -367,7 +330,7 @@ def test_world_is_as_built(world: World) -> None:
 
 def test_sync_refuses_hostile_names_and_writes_nothing(world: World, unchanged: None) -> None:
     """Warehouse.sync(name) raises InvalidNameError or UnknownDatasetError and writes nothing."""
-    before = listing(world.base)
+    before = entry_paths(world.base)
 
     @settings(max_examples=60)
     @given(st.one_of(S.hostile_dataset_names(), S.valid_dataset_names()))
@@ -383,7 +346,7 @@ def test_sync_refuses_hostile_names_and_writes_nothing(world: World, unchanged: 
         # A hostile name in a list with a valid one: refused before anything is synced.
         with pytest.raises((InvalidNameError, UnknownDatasetError)):
             world.wh.sync(["ff.factors_monthly", name])
-        assert listing(world.base) == before
+        assert entry_paths(world.base) == before
 
     check()
 
@@ -414,11 +377,11 @@ def test_sync_refuses_sql_shaped_names(world: World, unchanged: None, name: str)
 @given(S.non_strings().filter(lambda v: v != b""))  # b"": see test_sync_of_empty_bytes
 def test_sync_refuses_non_strings(world: World, value: object) -> None:
     """sync() of a non-str name raises TypeError or InvalidNameError and syncs nothing."""
-    before = listing(world.base)
+    before = entry_paths(world.base)
     with pytest.raises(ALLOWED) as info:
         world.wh.sync(value)  # type: ignore[arg-type]
     assert isinstance(info.value, (TypeError, InvalidNameError))
-    assert listing(world.base) == before
+    assert entry_paths(world.base) == before
 
 
 def test_sync_of_empty_bytes_is_a_type_error(world: World, unchanged: None) -> None:
@@ -443,7 +406,7 @@ def test_sync_argument_errors_are_wrdsvault_errors(
 
 def test_snapshot_refuses_hostile_refs_and_writes_nothing(world: World, unchanged: None) -> None:
     """Warehouse.snapshot(ref) raises InvalidNameError/SnapshotNotFoundError or opens a real one."""
-    before = listing(world.base)
+    before = entry_paths(world.base)
 
     @settings(max_examples=80)
     @given(st.one_of(S.hostile_refs(), S.non_strings()))
@@ -457,7 +420,7 @@ def test_snapshot_refuses_hostile_refs_and_writes_nothing(world: World, unchange
         else:
             assert snap.id in (world.first, world.second)
             snap.close()
-        assert listing(world.base) == before
+        assert entry_paths(world.base) == before
 
     check()
 
@@ -473,7 +436,7 @@ def test_tag_refuses_hostile_names_and_refs_and_writes_nothing(
     world: World, unchanged: None
 ) -> None:
     """Warehouse.tag(name, ref) refuses hostile names and refs; no tag file appears."""
-    before = listing(world.base)
+    before = entry_paths(world.base)
 
     @settings(max_examples=60)
     @given(
@@ -488,7 +451,7 @@ def test_tag_refuses_hostile_names_and_refs_and_writes_nothing(
         with pytest.raises(ALLOWED) as info:
             world.wh.tag("probe", ref)  # type: ignore[arg-type]
         assert isinstance(info.value, (InvalidNameError, SnapshotNotFoundError, TypeError))
-        assert listing(world.base) == before
+        assert entry_paths(world.base) == before
 
     check()
     assert world.wh.tags() == {"paper": world.first}
@@ -663,7 +626,7 @@ def test_as_of_at_the_ends_of_the_calendar(world: World, ref: str, latest: bool)
 def scratch(world: World, tmp_path: Path) -> Iterator[Warehouse]:
     """A copy of the shared vault that a test may write tags into."""
     root = tmp_path / "copy"
-    shutil.copytree(world.wh.root, root, symlinks=True)
+    copy_vault(world.wh.root, root)
     wh = Warehouse(root)
     yield wh
     wh.close()
@@ -674,11 +637,11 @@ def scratch(world: World, tmp_path: Path) -> Iterator[Warehouse]:
 )
 def test_reserved_and_hostile_tag_names_are_refused(scratch: Warehouse, name: str) -> None:
     """'latest', traversal, separators, a leading digit and look-alikes are not tag names."""
-    before = tree(scratch.root)
+    before = entry_digests(scratch.root)
     with pytest.raises(InvalidNameError) as info:
         scratch.tag(name)
     assert info.value.kind == "tag"
-    assert tree(scratch.root) == before
+    assert entry_digests(scratch.root) == before
 
 
 def test_moving_a_tag_needs_force(scratch: Warehouse, world: World) -> None:

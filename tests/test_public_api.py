@@ -57,6 +57,11 @@ def test_exported_names() -> None:
         "ReceiptDataset",
         "DatasetCheck",
         "check_receipt",
+        "RetentionPolicy",
+        "GcPlan",
+        "GcReport",
+        "KeptSnapshot",
+        "ExpiredSnapshot",
         "__version__",
     } | set(wrdsvault.errors.__all__)
     assert set(wrdsvault.__all__) == expected
@@ -132,6 +137,15 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
         ),
         e.QueryRejectedError(statement_type="COPY", reason="COPY statements are not allowed"),
         e.QueryError(sql="select nope from crsp.msf", reason='column "nope" not found'),
+        e.SnapshotNotFoundError(
+            ref="s0",
+            tags=[],
+            newest=["s1"],
+            committed_range=("a", "b"),
+            expired_id="s0",
+            expired_at="2026-01-01T00:00:00.000000Z",
+            expired_policy="--keep-last 1",
+        ),
         e.QueryTimeoutError(timeout_s=1.5),
         e.SourceRequiredError(operation="sync()"),
         e.VaultFormatError(path="/data/wrds/vault.json", problem="vault format 9 is newer"),

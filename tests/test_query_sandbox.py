@@ -9,7 +9,6 @@ goes through every public query entry point, then the vault's files are compared
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -25,6 +24,8 @@ import duckdb
 import pytest
 
 import wrdsvault
+from _helpers.disk import copy_vault, entry_digests
+from _helpers.proc import strip_env
 from wrdsvault import (
     IntegrityError,
     LazyResult,
@@ -43,22 +44,6 @@ SOURCE_PARAMS = {"seed": 0, "years": range(2020, 2023), "n_securities": 15}
 RUNAWAY = "select count(*) from range(10000000000) t(i) where i % 7 = 3"
 PERMISSION = "Permission Error"
 MB = 1 << 20
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every entry under ``root``: sha256 of files, '<dir>' for folders, '-> x' for symlinks."""
-    out: dict[str, str] = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder, name)
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                out[rel] = "-> " + os.readlink(path)
-            elif path.is_dir():
-                out[rel] = "<dir>"
-            else:
-                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 class Sandbox:
@@ -114,9 +99,7 @@ class Sandbox:
 def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """The shared vault (built once, with WRDSVAULT_* and PG* variables removed)."""
     with pytest.MonkeyPatch.context() as mp:
-        for key in list(os.environ):
-            if key.startswith(("WRDSVAULT_", "PG")):
-                mp.delenv(key, raising=False)
+        strip_env(mp)
         sandbox = Sandbox(tmp_path_factory.mktemp("sandbox"))
     yield sandbox
     sandbox.close()
@@ -125,7 +108,7 @@ def sbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 @pytest.fixture(scope="module")
 def pristine(sbx: Sandbox) -> dict[str, str]:
     """The vault's parent folder (vault + a sibling folder) before any hostile query."""
-    return tree(sbx.base)
+    return entry_digests(sbx.base)
 
 
 # -- the corpus -------------------------------------------------------------------------------
@@ -446,7 +429,7 @@ def test_vault_is_byte_identical_after_the_corpus(
             ways.remove("v1.query")
         for how in ways[:1] if case.big else ways:
             assert_refused(run_case(sbx, case, how), case)
-    assert tree(sbx.base) == pristine
+    assert entry_digests(sbx.base) == pristine
     assert list(cwd.iterdir()) == []
     assert not Path("/tmp/wrdsvault-evil.csv").exists()  # noqa: S108 (the corpus's COPY target)
     # Both snapshots still answer with their own pinned data.
@@ -818,19 +801,13 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 sys.addaudithook(_audit)
 
 
-def copy_vault(sbx: Sandbox, dest: Path) -> Path:
-    """A private copy of the shared vault (tests may damage it)."""
-    shutil.copytree(sbx.root, dest, symlinks=True)
-    return dest
-
-
 LEVELS = ["file", "partition", "table", "library", "data"]
 
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_symlink_in_a_pinned_path_is_refused(sbx: Sandbox, tmp_path: Path, level: str) -> None:
     """A pinned file or folder swapped for a symlink to a copy outside: IntegrityError."""
-    root = copy_vault(sbx, tmp_path / "vault")
+    root = copy_vault(sbx.root, tmp_path / "vault")
     pinned = root / sbx.pinned.relative_to(sbx.root)
     victim = [pinned, *pinned.parents][LEVELS.index(level)]
     assert victim.parent.is_relative_to(root)
@@ -864,7 +841,7 @@ def test_symlink_in_a_pinned_path_is_refused(sbx: Sandbox, tmp_path: Path, level
 
 def test_symlink_planted_before_the_first_query_is_refused(sbx: Sandbox, tmp_path: Path) -> None:
     """A pinned file swapped for a symlink after open but before the first query: IntegrityError."""
-    root = copy_vault(sbx, tmp_path / "vault")
+    root = copy_vault(sbx.root, tmp_path / "vault")
     with Warehouse(root) as wh:
         snap = wh.snapshot(sbx.snap.id)
         try:
@@ -881,7 +858,7 @@ def test_symlink_planted_before_the_first_query_is_refused(sbx: Sandbox, tmp_pat
 
 def test_vault_root_reached_through_a_symlink_works(sbx: Sandbox, tmp_path: Path) -> None:
     """Warehouse(link-to-vault) resolves the root to its real path and answers queries."""
-    real = copy_vault(sbx, tmp_path / "real" / "vault")
+    real = copy_vault(sbx.root, tmp_path / "real" / "vault")
     link = tmp_path / "link"
     link.symlink_to(real)
     with Warehouse(link) as wh:
@@ -903,7 +880,7 @@ def test_vault_root_reached_through_a_symlink_works(sbx: Sandbox, tmp_path: Path
 )
 def test_vault_root_with_quotes_and_spaces_works(sbx: Sandbox, tmp_path: Path, name: str) -> None:
     """Views are built without string interpolation: quotes, ';', '$1' in the root are harmless."""
-    root = copy_vault(sbx, tmp_path / name / "vault")
+    root = copy_vault(sbx.root, tmp_path / name / "vault")
     with Warehouse(root) as wh:
         snap = wh.snapshot(sbx.snap.id)
         try:
@@ -920,15 +897,15 @@ def test_vault_root_with_quotes_and_spaces_works(sbx: Sandbox, tmp_path: Path, n
 
 def test_dataset_names_with_quotes_never_reach_sql(sbx: Sandbox, tmp_path: Path) -> None:
     """A dataset name holding a quote or ';' is refused before any view or file exists."""
-    root = copy_vault(sbx, tmp_path / "vault")
-    before = tree(root)
+    root = copy_vault(sbx.root, tmp_path / "vault")
+    before = entry_digests(root)
     with Warehouse(root, source=SampleSource(**SOURCE_PARAMS, vintage=1)) as wh:
         for name in ("crsp.m'sf", "crsp.msf; copy (select 1) to 'x.csv'", 'crsp."msf"'):
             with pytest.raises(wrdsvault.InvalidNameError):
                 wh.sync(name)
             with pytest.raises(wrdsvault.InvalidNameError):
                 wh.snapshot("latest").files(name)
-    assert tree(root) == before
+    assert entry_digests(root) == before
 
 
 @pytest.mark.parametrize(
@@ -961,9 +938,9 @@ def test_vault_root_with_glob_characters(
     # a glob pattern, so ".../v[ab]/data/..." matches the sibling vault "va" instead of itself;
     # allowed_paths then refuses the sibling's file and every query on the view fails (without
     # the second wall it would silently read the other vault's data).
-    root = copy_vault(sbx, tmp_path / name)
+    root = copy_vault(sbx.root, tmp_path / name)
     if sibling is not None:
-        copy_vault(sbx, tmp_path / sibling)
+        copy_vault(sbx.root, tmp_path / sibling)
     with Warehouse(root) as wh:
         snap = wh.snapshot(sbx.snap.id)
         try:

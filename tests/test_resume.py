@@ -18,33 +18,31 @@ import pyarrow as pa
 import pytest
 
 import wrdsvault
+from _helpers.disk import entry_paths
+from _helpers.sources import Wrapping
 from wrdsvault import Progress
 from wrdsvault._storage.checkpoint import MAX_AGE_S
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.sources import SampleSource
-from wrdsvault.sources.base import PartitionInfo, TableInfo
+from wrdsvault.sources.base import PartitionInfo
 
 YEARS = range(2019, 2024)
 
 
-class Counting:
+class Counting(Wrapping):
     """Hands on a source's rows and records the years read; can fail at one year."""
 
     def __init__(self, inner: SampleSource, *, fail_at: int | None = None) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.fail_at = fail_at
         self.read: list[int | None] = []
         self.partitions_years: list[Collection[int] | None] = []
-
-    def describe(self, spec: DatasetSpec) -> TableInfo:
-        return self.inner.describe(spec)
 
     def partitions(
         self, spec: DatasetSpec, *, years: Collection[int] | None = None
     ) -> Sequence[PartitionInfo]:
         self.partitions_years.append(years)
-        return self.inner.partitions(spec, years=years)
+        return super().partitions(spec, years=years)
 
     def read_partition(
         self, spec: DatasetSpec, year: int | None, *, batch_rows: int = 131_072
@@ -55,17 +53,14 @@ class Counting:
                 raise ConnectionError(f"network dropped in the middle of {year}")
             yield batch
 
-    def close(self) -> None:
-        self.inner.close()
-
 
 def sample(vintage: int = 1) -> SampleSource:
     return SampleSource(seed=3, years=YEARS, vintage=vintage, n_securities=40)
 
 
 def checkpoints(root: Path) -> list[str]:
-    base = root / "tmp" / "resume"
-    return sorted(str(p.relative_to(base)) for p in base.rglob("*")) if base.is_dir() else []
+    """Every file and folder under ``tmp/resume``, sorted."""
+    return sorted(entry_paths(root / "tmp" / "resume"))
 
 
 def fail_at(dataset: str, year: int, root: Path, *, vintage: int = 1) -> None:

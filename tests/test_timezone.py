@@ -10,7 +10,6 @@ Parquet file; every child must print the same answers.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from _helpers.proc import child_env
 from wrdsvault import Warehouse
 from wrdsvault.sources import SampleSource
 
@@ -85,11 +85,9 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def run_in_zone(zone: str, root: Path, parquet: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WRDSVAULT_")}
-    env["TZ"] = zone
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(root), str(parquet), LATE],
-        env=env,
+        env=child_env(TZ=zone),
         capture_output=True,
         text=True,
         timeout=120,

@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,21 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import wrdsvault
+from _helpers.disk import entry_digests, file_paths
+from _helpers.locks import leave_dead_lock
 from wrdsvault._storage.lock import WriterLock
 from wrdsvault.sources import SampleSource
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every file under ``root`` with its sha256 (the vault's complete on-disk state)."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith(".lock")  # the lock's own support files
-    }
-
-
-def parquet_files(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*.parquet")}
 
 
 def test_sync_commits_one_file_per_year_with_manifest_facts(
@@ -60,13 +47,13 @@ def test_sync_commits_one_file_per_year_with_manifest_facts(
 def test_resync_of_unchanged_source_writes_nothing(vault: wrdsvault.Warehouse) -> None:
     """Re-syncing an unchanged source writes no file and commits no snapshot."""
     vault.sync(["crsp.msf", "ff.factors_monthly"])
-    before = tree(vault.root)
+    before = entry_digests(vault.root, skip_lock=True)
     report = vault.sync(["crsp.msf", "ff.factors_monthly"])
     assert not report.committed
     assert report.unchanged
     assert {d.status for d in report.datasets} == {"unchanged"}
     assert report.bytes_written == 0
-    assert tree(vault.root) == before
+    assert entry_digests(vault.root, skip_lock=True) == before
     assert len(vault.snapshots()) == 1
 
 
@@ -75,11 +62,11 @@ def test_full_resync_of_unchanged_source_reads_but_publishes_nothing(
 ) -> None:
     """full=True re-reads every year; identical content publishes no file and no snapshot."""
     vault.sync("crsp.msf")
-    before = parquet_files(vault.root)
+    before = file_paths(vault.root, "*.parquet")
     report = vault.sync("crsp.msf", full=True)
     assert not report.committed
     assert report["crsp.msf"].years_reused == tuple(years)
-    assert parquet_files(vault.root) == before
+    assert file_paths(vault.root, "*.parquet") == before
 
 
 def test_vintage_two_rewrites_only_changed_years(
@@ -89,7 +76,7 @@ def test_vintage_two_rewrites_only_changed_years(
     wh = wrdsvault.Warehouse(tmp_path / "v", source=make_source(1))
     wh.sync("crsp.msf")
     old = wh.snapshot("latest").dataset("crsp.msf")
-    before = parquet_files(wh.root)
+    before = file_paths(wh.root, "*.parquet")
 
     wh.source = make_source(2)
     v2_parts = {p.year: p.marker for p in wh.source.partitions(wrdsvault.BUILTIN_SPECS["crsp.msf"])}
@@ -100,7 +87,7 @@ def test_vintage_two_rewrites_only_changed_years(
 
     assert report.committed
     assert set(report["crsp.msf"].years_written) == changed
-    assert len(parquet_files(wh.root) - before) == len(changed)
+    assert len(file_paths(wh.root, "*.parquet") - before) == len(changed)
     for o, n in zip(old.partitions, new.partitions, strict=True):
         assert (o.path == n.path) == (o.year not in changed)
 
@@ -198,10 +185,10 @@ def test_bad_dataset_names_are_refused_before_anything_is_written(
     vault: wrdsvault.Warehouse, name: str
 ) -> None:
     """A malformed dataset name raises InvalidNameError and leaves the vault untouched."""
-    before = tree(vault.root)
+    before = entry_digests(vault.root, skip_lock=True)
     with pytest.raises(wrdsvault.InvalidNameError):
         vault.sync(name)
-    assert tree(vault.root) == before
+    assert entry_digests(vault.root, skip_lock=True) == before
 
 
 def test_unknown_dataset_lists_the_known_ones(vault: wrdsvault.Warehouse) -> None:
@@ -334,12 +321,7 @@ def test_second_writer_gets_lock_held_error_naming_the_holder(vault: wrdsvault.W
 
 def test_lock_of_a_dead_process_is_broken(vault: wrdsvault.Warehouse) -> None:
     """A lock whose owner process is gone (same host) does not block the next writer."""
-    code = (
-        "import sys; from pathlib import Path; from wrdsvault._storage.lock import WriterLock; "
-        "WriterLock(Path(sys.argv[1]), operation='dies').acquire()"
-    )
-    subprocess.run([sys.executable, "-c", code, str(vault.root / ".lock")], check=True)
-    assert (vault.root / ".lock").exists()  # the child exited without releasing
+    leave_dead_lock(vault.root / ".lock")  # the child exited without releasing
     assert vault.sync("ff.factors_monthly").committed
     assert not (vault.root / ".lock").exists()
 

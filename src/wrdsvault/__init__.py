@@ -56,6 +56,7 @@ from wrdsvault.reports import (
     VaultStatus,
     VerifyReport,
 )
+from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, KeptSnapshot, RetentionPolicy
 from wrdsvault.schema import ColumnChange, SchemaDrift, SchemaVersion
 from wrdsvault.settings import VaultSettings
 from wrdsvault.snapshot import Snapshot
@@ -76,12 +77,16 @@ __all__ = [
     "DiskState",
     "DoctorFinding",
     "DoctorReport",
+    "ExpiredSnapshot",
     "FORMAT_VERSION",
     "FileFault",
     "Finding",
+    "GcPlan",
+    "GcReport",
     "IntegrityError",
     "InvalidNameError",
     "InvalidValueError",
+    "KeptSnapshot",
     "LazyResult",
     "LockBreakRefusedError",
     "LockHeldError",
@@ -96,6 +101,7 @@ __all__ = [
     "Receipt",
     "ReceiptCheck",
     "ReceiptDataset",
+    "RetentionPolicy",
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",

@@ -32,6 +32,7 @@ from wrdsvault.reports import (
     SyncReport,
     VaultStatus,
 )
+from wrdsvault.retention import ExpiredSnapshot, RetentionPolicy
 
 #: The displays belong to the command line: they log under its name, so a logging setup for
 #: ``wrdsvault.cli`` covers them too.
@@ -539,10 +540,27 @@ def status_text(st: VaultStatus) -> str:
     lines += [f"drift     {name}: {drift}" for name, drift in sorted(st.drift.items())]
     if st.quarantined:
         lines.append(f"quarantine {st.quarantined} failed write(s): `wrdsvault quarantine list`")
+    if st.reclaimable_bytes or st.expired_count:
+        lines.append(
+            f"gc        {_size(st.reclaimable_bytes)} reclaimable by the stored retention policy"
+            f" (`wrdsvault gc --dry-run`); {st.expired_count} snapshot(s) expired"
+        )
     if st.tags:
         lines.append("tags      " + ", ".join(f"{k} -> {v}" for k, v in sorted(st.tags.items())))
     lines.append(f"lock      {describe_lock(st.lock_holder)}")
     return "\n".join(lines)
+
+
+def expired_text(entries: Sequence[ExpiredSnapshot]) -> str:
+    """The expiry log, one line per expired snapshot."""
+    if not entries:
+        return "no snapshot was expired"
+    return "\n".join(
+        f"{e.snapshot_id}  committed {e.committed_at:%Y-%m-%d %H:%M:%S}Z  expired "
+        f"{e.expired_at:%Y-%m-%d %H:%M:%S}Z  {e.fingerprint[:12]}  "
+        f"{RetentionPolicy.from_json(e.policy)}"
+        for e in entries
+    )
 
 
 def describe_lock(lock: LockInfo | None) -> str:

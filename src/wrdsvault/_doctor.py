@@ -35,6 +35,7 @@ Kind = Literal[
     "dead-lease",
     "lease",
     "uncommitted-manifest",
+    "expired-manifest",
     "orphan-file",
     "stale-lock",
     "held-lock",
@@ -42,6 +43,7 @@ Kind = Literal[
     "damaged-manifest",
     "damaged-tag",
     "damaged-head",
+    "damaged-expiry-log",
     "head-behind",
     "symlink",
     "disk",
@@ -54,6 +56,8 @@ _GARBAGE_ADVICE: dict[str, str] = {
     "temp-file": "garbage; repair removes it",
     "dead-lease": "garbage (it protects nothing: its reader is gone); repair removes it",
     "uncommitted-manifest": "garbage (never visible as a snapshot); repair removes it",
+    "expired-manifest": "garbage (gc expired it and no reader holds it); repair or the next "
+    "gc removes it",
     "orphan-file": "garbage; repair removes it",
 }
 
@@ -167,9 +171,14 @@ def examine(
     *,
     stale_after_s: float,
     file_mode: int = 0o600,
+    leased: frozenset[str] | None = None,
     lease_stale_after_s: float = LEASE_STALE_AFTER_S,
 ) -> list[DoctorFinding]:
-    """Everything worth reporting in the vault, read-only."""
+    """Everything worth reporting in the vault, read-only.
+
+    ``leased``: the snapshot ids live readers hold; without it, expired manifests still on
+    disk are not judged (a reader may hold them).
+    """
     layout = catalog.layout
     rel = layout.relative
 
@@ -199,7 +208,21 @@ def examine(
                 "them again; removed by that sync's commit or after a week",
             )
         )
-    for item in find_garbage(catalog, lease_stale_after_s=lease_stale_after_s):
+    try:
+        log_problems = catalog.expiry_log_problems()
+    except VaultFormatError as exc:
+        log_problems = [exc.problem]
+    for problem in log_problems:
+        out.append(
+            DoctorFinding(
+                kind="damaged-expiry-log",
+                path="expired.jsonl",
+                detail=problem,
+                advice="restore expired.jsonl from a backup; until then the snapshot this line "
+                "named may be listed again (its files may be gone: verify it)",
+            )
+        )
+    for item in find_garbage(catalog, leased=leased, lease_stale_after_s=lease_stale_after_s):
         out.append(
             DoctorFinding(
                 kind=item.kind,

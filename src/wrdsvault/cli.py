@@ -21,6 +21,7 @@ from wrdsvault._cli_render import (
     VerifyDisplay,
     describe_lock,
     drop_listing,
+    expired_text,
     print_json,
     quarantine_text,
     snapshots_text,
@@ -33,6 +34,7 @@ from wrdsvault._cli_render import (
 from wrdsvault._query import render
 from wrdsvault._version import __version__
 from wrdsvault.errors import InvalidNameError, WrdsVaultError
+from wrdsvault.retention import RetentionPolicy
 from wrdsvault.warehouse import Warehouse
 
 DEFAULT_VAULT = "data/wrds"
@@ -161,10 +163,33 @@ def _parser() -> argparse.ArgumentParser:
     check = add("check-receipt", "check a receipt against a vault; exit 1 if a dataset differs")
     check.add_argument("receipt", help="a receipt file written by `wrdsvault receipt`")
 
-    tag = add("tag", "name a snapshot so backtests can pin it")
+    tag = add("tag", "name a snapshot so backtests can pin it (and gc keeps it)")
     tag.add_argument("name")
     tag.add_argument("ref", nargs="?", default="latest")
     tag.add_argument("--force", action="store_true", help="move an existing tag")
+    tag.add_argument(
+        "--delete", action="store_true", help="delete the tag (gc may then expire its snapshot)"
+    )
+    tag.add_argument("--yes", action="store_true", help="do not ask (with --delete)")
+
+    gc = add("gc", "expire snapshots by a retention policy and delete files nothing needs")
+    gc.add_argument("--dry-run", action="store_true", help="only show what would happen")
+    gc.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest snapshots")
+    gc.add_argument(
+        "--keep-within",
+        metavar="SPAN",
+        help="keep snapshots committed within SPAN of the newest (90d, 12h, 2w, 6m, 1y)",
+    )
+    for unit in ("daily", "weekly", "monthly", "yearly"):
+        gc.add_argument(
+            f"--keep-{unit}",
+            type=int,
+            metavar="N",
+            help=f"keep the newest snapshot of each of the N most recent {unit} buckets (UTC)",
+        )
+    gc.add_argument("--wait", type=float, help="seconds to wait for another writer")
+
+    add("expired", "list the snapshots gc expired (the expiry log)")
     return p
 
 
@@ -371,7 +396,9 @@ def _cmd_drop(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _cmd_tag(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+def _cmd_tag(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.delete:
+        return _untag(args, out, err)
     with _open(args) as wh:
         target = wh.tag(args.name, args.ref, force=args.force)
     if args.json:
@@ -411,6 +438,69 @@ def _cmd_check_receipt(args: argparse.Namespace, out: TextIO, _err: TextIO) -> i
     return 0 if result.ok else 1
 
 
+def _untag(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with _open(args) as wh:
+        if not args.yes:
+            if not sys.stdin.isatty():
+                err.write("wrdsvault: not deleting a tag without a confirmation; pass --yes\n")
+                return 1
+            target = wh.tags().get(args.name)
+            if target is None:
+                wh.untag(args.name)  # raises SnapshotNotFoundError listing the tags
+            out.write(
+                f"Delete tag {args.name} (-> {target})? Code pinned to it stops working, and gc "
+                "may expire the snapshot. [y/N] "
+            )
+            out.flush()
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                out.write("left alone\n")
+                return 1
+        target = wh.untag(args.name)
+    if args.json:
+        print_json({"tag": args.name, "deleted": True, "snapshot_id": target}, out)
+    else:
+        out.write(f"deleted tag {args.name} (it named {target})\n")
+    return 0
+
+
+def _cmd_gc(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    rules = {
+        "keep_last": args.keep_last,
+        "keep_within": args.keep_within,
+        "keep_daily": args.keep_daily,
+        "keep_weekly": args.keep_weekly,
+        "keep_monthly": args.keep_monthly,
+        "keep_yearly": args.keep_yearly,
+    }
+    with _open(args) as wh:
+        policy = RetentionPolicy(**rules) if any(v is not None for v in rules.values()) else None
+        if args.dry_run:
+            plan = wh.gc(policy=policy, dry_run=True)
+            if args.json:
+                print_json({"dry_run": True, **plan.to_json()}, out)
+            else:
+                out.write(plan.summary() + "\n(dry run: nothing was changed)\n")
+            return 0
+        report = wh.gc(policy=policy, wait=args.wait)
+    if args.json:
+        print_json({"dry_run": False, **report.to_json()}, out)
+    else:
+        for sid in report.expired:
+            out.write(f"expired {sid}\n")
+        out.write(report.summary() + "\n")
+    return 0
+
+
+def _cmd_expired(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    with _open(args) as wh:
+        entries = wh.expired()
+    if args.json:
+        print_json([e.to_json() for e in entries], out)
+    else:
+        out.write(expired_text(entries) + "\n")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     from wrdsvault.demo import run_demo
 
@@ -435,6 +525,8 @@ _COMMANDS = {
     "drop": _cmd_drop,
     "receipt": _cmd_receipt,
     "check-receipt": _cmd_check_receipt,
+    "gc": _cmd_gc,
+    "expired": _cmd_expired,
 }
 
 

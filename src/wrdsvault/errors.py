@@ -9,7 +9,7 @@ WrdsVaultError
 ├─ InvalidNameError(ValueError)        a dataset, tag, ref or entry name fails its rule
 ├─ InvalidValueError(ValueError)       a setting or argument value is out of range
 ├─ UnknownDatasetError(LookupError)    the dataset is not in the snapshot / not known to the source
-├─ SnapshotNotFoundError(LookupError)  no snapshot matches the ref; lists what exists
+├─ SnapshotNotFoundError(LookupError)  no snapshot matches the ref (or gc expired it); lists all
 ├─ QueryRejectedError(ValueError)      SQL other than one read-only SELECT
 ├─ QueryError(ValueError)              DuckDB could not run the SELECT (syntax, unknown column, ...)
 ├─ QueryTimeoutError(TimeoutError)     a query ran past its time limit and was interrupted
@@ -158,12 +158,18 @@ class UnknownDatasetError(WrdsVaultError, LookupError):
 
 
 class SnapshotNotFoundError(WrdsVaultError, LookupError):
-    """No committed snapshot matches the ref."""
+    """No committed snapshot matches the ref, or the one it names was expired by ``gc``.
+
+    ``expired_id`` and ``expired_at`` are set when the ref names (or, as of a date, falls on) a
+    snapshot that gc expired: it is listed in ``wrdsvault expired``, its files may be gone.
+    """
 
     ref: str
     tags: list[str]
     newest: list[str]
     committed_range: tuple[str, str] | None
+    expired_id: str | None
+    expired_at: str | None
 
     def __init__(
         self,
@@ -172,8 +178,21 @@ class SnapshotNotFoundError(WrdsVaultError, LookupError):
         tags: list[str],
         newest: list[str],
         committed_range: tuple[str, str] | None,
+        expired_id: str | None = None,
+        expired_at: str | None = None,
+        expired_policy: str | None = None,
     ) -> None:
-        if committed_range is None:
+        if expired_id is not None:
+            named = "" if ref == expired_id else f" ({ref!r} names it)"
+            by = f" by the policy {expired_policy}" if expired_policy else ""
+            text = (
+                f"snapshot {expired_id}{named} was expired by gc at {expired_at}{by}; its files "
+                "may be deleted. To read it again, restore the vault from a backup taken before "
+                f"then; or use a retained snapshot (newest ids: {', '.join(newest) or '(none)'}; "
+                f"tags: {', '.join(tags) if tags else '(none)'}). Tag a snapshot to keep it from "
+                "future gc runs"
+            )
+        elif committed_range is None:
             text = (
                 f"no snapshot matches {ref!r}: the vault has no committed snapshot yet; run sync()"
             )
@@ -184,7 +203,15 @@ class SnapshotNotFoundError(WrdsVaultError, LookupError):
                 f"tags: {', '.join(tags) if tags else '(none)'}. "
                 "A ref is a tag, an exact id, 'latest', or an ISO date/datetime (as-of, UTC)."
             )
-        super().__init__(text, ref=ref, tags=tags, newest=newest, committed_range=committed_range)
+        super().__init__(
+            text,
+            ref=ref,
+            tags=tags,
+            newest=newest,
+            committed_range=committed_range,
+            expired_id=expired_id,
+            expired_at=expired_at,
+        )
 
 
 class QueryRejectedError(WrdsVaultError, ValueError):

@@ -14,8 +14,10 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Final
 
 from wrdsvault.errors import InvalidNameError, SnapshotNotFoundError
+from wrdsvault.manifest import format_timestamp
+from wrdsvault.retention import ExpiredSnapshot, RetentionPolicy
 
-__all__ = ["MAX_REF_LENGTH", "parse_as_of", "resolve_ref"]
+__all__ = ["MAX_REF_LENGTH", "not_found_error", "parse_as_of", "resolve_ref"]
 
 MAX_REF_LENGTH: Final = 128
 _DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -64,18 +66,25 @@ def resolve_ref(
     *,
     tags: Mapping[str, str],
     snapshots: Sequence[tuple[str, datetime]],
+    expired: Mapping[str, ExpiredSnapshot] | None = None,
 ) -> str:
     """Return the snapshot id ``ref`` names.
+
+    An as-of ref is resolved over the whole history, expired snapshots included: a date on
+    which an expired snapshot was current names that snapshot (and fails), never an older one
+    that would give other answers.
 
     Args:
         ref: tag, exact id, ``"latest"``, or ISO date/datetime.
         tags: tag name -> snapshot id.
         snapshots: (id, committed_at) of every committed snapshot, oldest first.
+        expired: id -> expiry record of every snapshot gc expired.
 
     Raises:
         TypeError: ``ref`` is not a string.
         InvalidNameError: ``ref`` is empty, too long, or has characters no ref can have.
-        SnapshotNotFoundError: nothing matches; the message lists what exists.
+        SnapshotNotFoundError: nothing matches, or ``ref`` names an expired snapshot; the
+            message lists what exists (and when gc expired it).
     """
     if not isinstance(ref, str):
         msg = f"a snapshot ref must be a str, not {type(ref).__name__}"
@@ -86,23 +95,63 @@ def resolve_ref(
             value=ref,
             rule="a tag, a snapshot id, 'latest', or an ISO date such as '2025-12-01'",
         )
+    expired = expired or {}
     ids = {sid for sid, _ in snapshots}
-    if ref in tags and tags[ref] in ids:
-        return tags[ref]
+
+    def not_found(expired_id: str | None = None) -> SnapshotNotFoundError:
+        return not_found_error(
+            ref, tags=tags, snapshots=snapshots, expired=expired, expired_id=expired_id
+        )
+
+    if ref in tags:
+        if tags[ref] in ids:
+            return tags[ref]
+        if tags[ref] in expired:
+            raise not_found(tags[ref])
     if ref in ids:
         return ref
+    if ref in expired:
+        raise not_found(ref)
     if ref == "latest" and snapshots:
         return snapshots[-1][0]
     bound = parse_as_of(ref)
     if bound is not None:
-        eligible = [sid for sid, when in snapshots if when < bound]
-        if eligible:
-            return eligible[-1]
-    raise SnapshotNotFoundError(
+        history = [(sid, when) for sid, when in snapshots if when < bound]
+        history += [(sid, e.committed_at) for sid, e in expired.items() if e.committed_at < bound]
+        if history:
+            sid = max(history, key=lambda item: (item[1], item[0]))[0]
+            if sid in ids:
+                return sid
+            raise not_found(sid)
+    raise not_found()
+
+
+def not_found_error(
+    ref: str,
+    *,
+    tags: Mapping[str, str],
+    snapshots: Sequence[tuple[str, datetime]],
+    expired: Mapping[str, ExpiredSnapshot],
+    expired_id: str | None = None,
+) -> SnapshotNotFoundError:
+    """The `SnapshotNotFoundError` for ``ref``: it matches nothing, or (``expired_id``) it names
+    a snapshot gc expired, with when and by which policy."""
+    entry = expired.get(expired_id) if expired_id else None
+    return SnapshotNotFoundError(
         ref=ref,
         tags=sorted(tags),
         newest=[sid for sid, _ in snapshots[-3:]][::-1],
         committed_range=(
             (snapshots[0][1].isoformat(), snapshots[-1][1].isoformat()) if snapshots else None
         ),
+        expired_id=expired_id,
+        expired_at=format_timestamp(entry.expired_at) if entry else None,
+        expired_policy=str(_policy(entry.policy)) if entry else None,
     )
+
+
+def _policy(obj: Mapping[str, object]) -> RetentionPolicy | str:
+    try:
+        return RetentionPolicy.from_json(obj)
+    except (TypeError, ValueError):
+        return str(dict(obj))

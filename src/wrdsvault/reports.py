@@ -290,6 +290,10 @@ class VaultStatus:
     disk: DiskState | None = None
     drift: dict[str, str] = attrs.field(factory=dict)
     quarantined: int = 0
+    #: Bytes a gc by the stored retention policy would free (from the manifests alone).
+    reclaimable_bytes: int = 0
+    #: Snapshots gc expired (listed by `Warehouse.expired`).
+    expired_count: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -307,6 +311,8 @@ class VaultStatus:
             "disk": self.disk.to_json() if self.disk else None,
             "drift": dict(self.drift),
             "quarantined": self.quarantined,
+            "reclaimable_bytes": self.reclaimable_bytes,
+            "expired_count": self.expired_count,
         }
 
 

@@ -17,6 +17,7 @@ import attrs
 from wrdsvault._query import check_timeout
 from wrdsvault.datasets import validate_dataset
 from wrdsvault.errors import InvalidValueError, VaultFormatError
+from wrdsvault.retention import RetentionPolicy
 from wrdsvault.schema import DRIFT_POLICIES
 
 __all__ = ["VaultSettings"]
@@ -142,6 +143,13 @@ def _one_of(choices: tuple[str, ...]) -> str:
     return "one of " + ", ".join(repr(c) for c in choices)
 
 
+def _retention(_inst: object, _attr: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, dict):
+        msg = f"retention must be an object of retention rules, got {value!r}"
+        raise TypeError(msg)
+    RetentionPolicy.from_json(value)
+
+
 @attrs.frozen(kw_only=True)
 class VaultSettings:
     """Settings of one vault.
@@ -174,6 +182,8 @@ class VaultSettings:
         max_removed_fraction: the share of a dataset's rows that years vanishing from the
             source's listing may take with them in one sync (0: none; such a sync fails
             validation unless ``sync(allow_removal=True)``; docs/integrity.md).
+        retention: the default retention policy of ``gc`` (docs/retention.md), e.g.
+            ``{"keep_last": 10, "keep_monthly": 24}``; empty: gc expires nothing.
 
     Raises:
         InvalidValueError: a value outside what its field accepts (a negative time, a fraction
@@ -208,6 +218,12 @@ class VaultSettings:
     drift_policy: str = attrs.field(default="strict", validator=_choice(DRIFT_POLICIES))
     drift_policies: dict[str, str] = attrs.field(factory=dict, validator=_policies)
     max_removed_fraction: float = attrs.field(default=0.0, converter=_to_float, validator=_share)
+    retention: dict[str, Any] = attrs.field(factory=dict, validator=_retention)
+
+    @property
+    def retention_policy(self) -> RetentionPolicy:
+        """``retention`` as a `RetentionPolicy` (every rule None when nothing is stored)."""
+        return RetentionPolicy.from_json(self.retention)
 
     @property
     def file_mode(self) -> int:
@@ -240,8 +256,8 @@ class VaultSettings:
         for field in attrs.fields(type(self)):
             variable = _ENV_PREFIX + field.name.upper()
             raw = env.get(variable)
-            if raw is None or field.name == "drift_policies":
-                continue  # drift_policies is a mapping: set it in vault.json or settings=
+            if raw is None or field.name in ("drift_policies", "retention"):
+                continue  # mappings: set them in vault.json or settings=
             try:
                 changes[field.name] = _from_env(field.name, raw)
                 # Runs the validators with the variables read so far: a setting checked against

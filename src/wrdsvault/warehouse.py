@@ -13,10 +13,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypeVar, overload
 
 import attrs
 
+from wrdsvault import _gc
 from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
 from wrdsvault._query import fetch_arrow, fetch_df
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, put_if_absent
@@ -44,6 +45,7 @@ from wrdsvault.errors import (
     DiskSpaceError,
     InvalidNameError,
     InvalidValueError,
+    SnapshotNotFoundError,
     SourceRequiredError,
     TagExistsError,
     UnknownDatasetError,
@@ -52,7 +54,7 @@ from wrdsvault.errors import (
     WrdsVaultError,
 )
 from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp
-from wrdsvault.refs import resolve_ref
+from wrdsvault.refs import not_found_error, resolve_ref
 from wrdsvault.reports import (
     DatasetSummary,
     FileFault,
@@ -62,6 +64,7 @@ from wrdsvault.reports import (
     VaultStatus,
     VerifyReport,
 )
+from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, RetentionPolicy
 from wrdsvault.schema import DRIFT_POLICIES, DriftPolicy, SchemaVersion, diff
 from wrdsvault.settings import VaultSettings, dump
 from wrdsvault.snapshot import Snapshot
@@ -147,6 +150,7 @@ class Warehouse:
             critical=self.settings.disk_critical_fraction,
             refuse=self.settings.disk_refuse_fraction,
             usage=psutil_usage,
+            hint=self._disk_hint,
         )
         self._catalog = Catalog(self._layout)
         self._latest: Snapshot | None = None
@@ -388,6 +392,164 @@ class Warehouse:
             writer.write_tag(name, target)
         return target
 
+    def untag(self, name: str) -> str:
+        """Delete a tag; its snapshot is no longer kept by it (gc may expire it).
+
+        Returns:
+            The id of the snapshot the tag named.
+
+        Raises:
+            InvalidNameError: a malformed tag name.
+            SnapshotNotFoundError: no such tag (the message lists the tags).
+            VaultFormatError: HEAD is damaged or behind committed snapshots (see `doctor`).
+            WriteError: an OS error while deleting the tag.
+        """
+        validate_tag(name)
+        with self._writer(Operation("untag", name)) as writer:
+            tags = self.tags()
+            if name not in tags:
+                committed = self._committed()
+                raise SnapshotNotFoundError(
+                    ref=name,
+                    tags=sorted(tags),
+                    newest=[sid for sid, _ in committed[-3:]][::-1],
+                    committed_range=(
+                        (committed[0][1].isoformat(), committed[-1][1].isoformat())
+                        if committed
+                        else None
+                    ),
+                )
+            writer.delete_tag(name)
+        log.info("deleted tag %s (it named %s)", name, tags[name])
+        return tags[name]
+
+    # -- retention -------------------------------------------------------------------------
+
+    @overload
+    def gc(
+        self,
+        *,
+        keep_last: int | None = ...,
+        keep_within: str | None = ...,
+        keep_daily: int | None = ...,
+        keep_weekly: int | None = ...,
+        keep_monthly: int | None = ...,
+        keep_yearly: int | None = ...,
+        policy: RetentionPolicy | None = ...,
+        dry_run: Literal[True],
+        wait: float | None = ...,
+    ) -> GcPlan: ...
+
+    @overload
+    def gc(
+        self,
+        *,
+        keep_last: int | None = ...,
+        keep_within: str | None = ...,
+        keep_daily: int | None = ...,
+        keep_weekly: int | None = ...,
+        keep_monthly: int | None = ...,
+        keep_yearly: int | None = ...,
+        policy: RetentionPolicy | None = ...,
+        dry_run: Literal[False] = ...,
+        wait: float | None = ...,
+    ) -> GcReport: ...
+
+    def gc(
+        self,
+        *,
+        keep_last: int | None = None,
+        keep_within: str | None = None,
+        keep_daily: int | None = None,
+        keep_weekly: int | None = None,
+        keep_monthly: int | None = None,
+        keep_yearly: int | None = None,
+        policy: RetentionPolicy | None = None,
+        dry_run: bool = False,
+        wait: float | None = None,
+    ) -> GcPlan | GcReport:
+        """Expire snapshots by a retention policy and delete the files nothing needs any more.
+
+        The policy is the ``keep_*`` arguments if any is given, else ``policy``, else the one
+        stored in the vault's settings (``retention``); with none, nothing expires and gc only
+        deletes data files no snapshot references (left by crashed writers). Whatever the
+        policy, the latest snapshot, tagged snapshots and snapshots a live reader holds are
+        kept; a file shared with a kept snapshot is never deleted. Expired snapshots are listed
+        by `expired` (docs/retention.md).
+
+        Args:
+            keep_last: keep the N newest snapshots.
+            keep_within: keep every snapshot committed within this span before the newest
+                (``"90d"``, ``"12h"``, ``"2w"``, ``"6m"``, ``"1y"``).
+            keep_daily, keep_weekly, keep_monthly, keep_yearly: keep the newest snapshot of
+                each of the N most recent UTC days, ISO weeks, months, years that hold one.
+            policy: a `RetentionPolicy` (instead of the ``keep_*`` arguments).
+            dry_run: only plan: return a `GcPlan` (``plan.summary()``), change nothing.
+            wait: seconds to wait for another writer (default: ``settings.lock_timeout_s``).
+
+        Returns:
+            A `GcPlan` (``dry_run``) or a `GcReport`.
+
+        Raises:
+            InvalidNameError: a rule has a bad value (a count < 1, a malformed duration).
+            LockHeldError: another writer kept the lock for the whole wait.
+            VaultFormatError: HEAD is damaged or behind committed snapshots (see `doctor`).
+            WriteError: an OS error; every retained snapshot is still complete.
+        """
+        given = RetentionPolicy(
+            keep_last=keep_last,
+            keep_within=keep_within,
+            keep_daily=keep_daily,
+            keep_weekly=keep_weekly,
+            keep_monthly=keep_monthly,
+            keep_yearly=keep_yearly,
+        )
+        passed: object = policy  # untyped callers can pass anything
+        if passed is not None and not isinstance(passed, RetentionPolicy):
+            msg = f"policy must be a RetentionPolicy, not {type(passed).__name__}"
+            raise TypeError(msg)
+        if not given.empty:
+            if policy is not None:
+                msg = "pass either policy= or keep_* arguments, not both"
+                raise TypeError(msg)
+            chosen = given
+        elif policy is not None:
+            chosen = policy
+        else:
+            chosen = self.settings.retention_policy
+        if dry_run:
+            return _gc.plan(
+                self._catalog,
+                chosen,
+                leased=_gc.leased_ids_if_readable(self._layout, self.settings),
+            )
+        with self._writer(Operation("gc"), wait=wait):
+            return _gc.execute(self._catalog, self.settings, chosen, now=_gc.utc_now())
+
+    def expired(self) -> list[ExpiredSnapshot]:
+        """Every snapshot gc expired (the expiry log), oldest commit first."""
+        return sorted(self._catalog.expired().values(), key=lambda e: e.snapshot_id)
+
+    def _disk_hint(self) -> str:
+        """What a full disk's warnings and errors say to do (the stored policy's yield)."""
+        policy = self.settings.retention_policy
+        if policy.empty:
+            return (
+                "no retention policy is stored: `wrdsvault gc --dry-run --keep-last 10` shows "
+                "what expiring old snapshots would free"
+            )
+        freed = self.reclaimable_bytes(policy)
+        return (
+            f"`wrdsvault gc --dry-run` shows what to expire: the stored retention policy "
+            f"({policy}) would free {freed:,} bytes"
+        )
+
+    def reclaimable_bytes(self, policy: RetentionPolicy | None = None) -> int:
+        """Bytes a gc by ``policy`` (default: the stored one) would free, from the manifests
+        alone; see `GcPlan.freed_bytes` for the exact figure (``gc(dry_run=True)``)."""
+        chosen = self.settings.retention_policy if policy is None else policy
+        return _gc.reclaimable_bytes(self._catalog, chosen)
+
     # -- reading ---------------------------------------------------------------------------
 
     def _manifest(self, snapshot_id: str) -> Manifest:
@@ -402,7 +564,9 @@ class Warehouse:
         return self._catalog.tags()
 
     def _resolve(self, ref: str) -> str:
-        return resolve_ref(ref, tags=self.tags(), snapshots=self._committed())
+        return resolve_ref(
+            ref, tags=self.tags(), snapshots=self._committed(), expired=self._catalog.expired()
+        )
 
     def snapshot(self, ref: str = "latest", *, verify: bool = False) -> Snapshot:
         """Open a read-only view pinned to one committed snapshot.
@@ -418,7 +582,8 @@ class Warehouse:
             verify: re-hash every pinned file (SHA-256) before returning.
 
         Raises:
-            SnapshotNotFoundError: nothing matches; the message lists tags and newest ids.
+            SnapshotNotFoundError: nothing matches, or gc expired the snapshot ``ref`` names
+                (the message says when); it lists tags and newest ids.
             InvalidNameError: ``ref`` cannot be a ref.
             IntegrityError: a pinned file is missing, resized, a symlink (or behind a symlinked
                 folder), unreadable (EIO, EACCES), or (verify) altered.
@@ -443,7 +608,7 @@ class Warehouse:
             raise
 
     def snapshots(self) -> list[SnapshotInfo]:
-        """Every committed snapshot, oldest first."""
+        """Every committed snapshot, oldest first (not those gc expired: see `expired`)."""
         by_id: dict[str, list[str]] = {}
         for name, sid in self.tags().items():
             by_id.setdefault(sid, []).append(name)
@@ -587,8 +752,9 @@ class Warehouse:
 
         Read-only by default. The repair takes the writer lock (breaking a stale one) and removes
         staging folders, temp files, the manifest a crashed writer left, data files no
-        manifest references and reader leases of dead processes (live ones are listed as
-        ``lease``). Quarantine entries, damage, symlinks and a ``HEAD`` that is behind
+        manifest references, reader leases of dead processes (live ones are listed as
+        ``lease``) and the manifests of snapshots gc expired that no reader holds (an
+        interrupted gc's work). Quarantine entries, damage, symlinks and a ``HEAD`` behind
         committed snapshots are only reported (nothing a tag or a manifest names is removed).
 
         Raises:
@@ -602,6 +768,7 @@ class Warehouse:
                     self._catalog,
                     stale_after_s=self.settings.lock_stale_after_s,
                     file_mode=self.settings.file_mode,
+                    leased=_gc.leased_ids_if_readable(self._layout, self.settings),
                     lease_stale_after_s=self.settings.lease_stale_after_s,
                 )
             )
@@ -612,12 +779,16 @@ class Warehouse:
         with self._writer(Operation("doctor-repair")):
             # Taking the lock broke a stale lock and ran recovery (staging, temp files, the
             # uncommitted manifest); orphan data files are garbage now that no writer runs, and
-            # leases of dead readers at any time.
+            # leases of dead readers at any time, and the manifests of expired snapshots no
+            # reader holds (the leases are read after the expiry was made durable by the gc
+            # that recorded it).
             garbage = find_garbage(
-                self._catalog, lease_stale_after_s=self.settings.lease_stale_after_s
+                self._catalog,
+                leased=_gc.leased_ids(self._layout, self.settings),
+                lease_stale_after_s=self.settings.lease_stale_after_s,
             )
             for item in garbage:
-                if item.kind in ("orphan-file", "dead-lease"):
+                if item.kind in ("orphan-file", "dead-lease", "expired-manifest"):
                     item.path.unlink(missing_ok=True)
                     fsync_dir(item.path.parent)
         after = {(f.kind, f.path) for f in look()}
@@ -703,6 +874,8 @@ class Warehouse:
                 if len(h := self.schema_history(d.name)) > 1 and h[-1].drift is not None
             },
             quarantined=len(self.quarantine()),
+            reclaimable_bytes=self.reclaimable_bytes(),
+            expired_count=len(self._catalog.expired()),
         )
 
     def close(self) -> None:
@@ -735,10 +908,24 @@ def _reader_lease(layout: Layout, settings: VaultSettings, snapshot_id: str) -> 
         dir_mode=settings.dir_mode,
         refresh_s=settings.lease_refresh_s,
     )
-    # -- retention: the expiry check belongs HERE, after the lease is durable and before any
-    # file or manifest of the snapshot is read. gc records an expiry durably before it reads the
-    # leases, so a reader that finds the snapshot not expired now is seen by every later gc.
-    # If it is expired: release the lease, then raise SnapshotNotFoundError saying so.
+    # The expiry check comes after the lease is durable and before any file or manifest of the
+    # snapshot is read. gc records an expiry durably before it reads the leases, so a reader
+    # that finds the snapshot not expired now is seen by every later gc (docs/retention.md).
+    catalog = Catalog(layout)
+    try:
+        expired = catalog.expired()
+        if snapshot_id in expired:
+            raise not_found_error(
+                snapshot_id,
+                tags=catalog.tags(),
+                snapshots=catalog.committed(),
+                expired=expired,
+                expired_id=snapshot_id,
+            )
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
     return lease
 
 

@@ -20,9 +20,7 @@ a separate branch for manifests without a HEAD).
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,13 +31,16 @@ from typing import Any
 import attrs
 import pytest
 
+from _helpers.disk import copy_vault, manifests_on_disk, require_head, temp_files, tmp_entries
+from _helpers.proc import TESTS_DIR, child_env
+from _helpers.sources import sample_from_json
 from wrdsvault import Snapshot, SnapshotNotFoundError, VaultSettings, Warehouse
 from wrdsvault._storage.crashpoints import ENV_VAR, CrashPoint
 from wrdsvault.sources import SampleSource
 
 pytestmark = pytest.mark.crash
 
-CHILD: Path = Path(__file__).with_name("_writer_child.py")
+CHILD: Path = TESTS_DIR / "crash" / "_writer_child.py"
 DATASETS = ("crsp.msf", "ff.factors_monthly")
 #: Per dataset: the year column and a numeric column whose per-year sum pins the content.
 QUERY_COLUMNS = {
@@ -103,9 +104,7 @@ class Scenario:
 
     def source(self, vintage: int) -> SampleSource:
         """The scenario's source at ``vintage``."""
-        kw = dict(self.source_args)
-        first, last = kw.pop("years")
-        return SampleSource(**kw, years=range(first, last + 1), vintage=vintage)
+        return sample_from_json(self.source_args, vintage)
 
     def datasets(self, vintage: int) -> tuple[str, ...]:
         """What the sync of ``vintage`` syncs, in one call."""
@@ -148,27 +147,6 @@ def sync_in_parent(root: Path, scenario: Scenario, vintage: int) -> str:
         return report.snapshot_id
 
 
-def read_head(root: Path) -> str:
-    """The snapshot id in ``HEAD`` (it must exist and hold one)."""
-    return (root / "HEAD").read_text().strip()
-
-
-def manifests_on_disk(root: Path) -> list[str]:
-    """Ids of every ``snapshots/<id>.json`` file, committed or not, sorted."""
-    return sorted(p.name.removesuffix(".json") for p in (root / "snapshots").glob("[0-9]*.json"))
-
-
-def temp_files(root: Path) -> list[str]:
-    """Every leftover temp file of an atomic write anywhere in the vault."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.tmp"))
-
-
-def staging_dirs(root: Path) -> list[str]:
-    """Whatever is inside ``tmp/`` (staging folders of writers)."""
-    tmp = root / "tmp"
-    return sorted(p.name for p in tmp.iterdir()) if tmp.is_dir() else []
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     """A vault synced without crashes: vintage 1, then vintage 2 (the expected two states)."""
@@ -203,9 +181,7 @@ def small_template(
 def vault_v1(tmp_path: Path, small_template: tuple[Path, str]) -> tuple[Path, str]:
     """A private copy of the vintage-1 template (a sync per test would double the run time)."""
     template, old_id = small_template
-    root = tmp_path / "vault"
-    shutil.copytree(template, root, symlinks=True)
-    return root, old_id
+    return copy_vault(template, tmp_path / "vault"), old_id
 
 
 def check_garbage_left(root: Path, point: CrashPoint, old_id: str) -> None:
@@ -216,7 +192,7 @@ def check_garbage_left(root: Path, point: CrashPoint, old_id: str) -> None:
     staging = (
         POINTS.index(CrashPoint.STAGING_CREATED) <= i < POINTS.index(CrashPoint.STAGING_REMOVED)
     )
-    assert bool(staging_dirs(root)) == staging, f"tmp/ holds {staging_dirs(root)}"
+    assert bool(tmp_entries(root)) == staging, f"tmp/ holds {tmp_entries(root)}"
     temps = temp_files(root)
     manifest_temp = point in (CrashPoint.MANIFEST_TEMP_WRITTEN, CrashPoint.MANIFEST_TEMP_FSYNCED)
     head_temp = point in (CrashPoint.HEAD_TEMP_WRITTEN, CrashPoint.HEAD_TEMP_FSYNCED)
@@ -225,12 +201,12 @@ def check_garbage_left(root: Path, point: CrashPoint, old_id: str) -> None:
     written = POINTS.index(CrashPoint.MANIFEST_RENAMED) <= i
     assert len(manifests_on_disk(root)) == (2 if written else 1)
     committed = POINTS.index(COMMIT_POINT) <= i
-    assert (read_head(root) != old_id) == committed
+    assert (require_head(root) != old_id) == committed
 
 
 def check_readers(root: Path, reference: Reference, old_id: str, *, committed: bool) -> str:
     """A reader sees the old or the new state; every snapshot verifies. Return HEAD."""
-    head = read_head(root)
+    head = require_head(root)
     with Warehouse(root, create=False) as wh:
         listed = [info.snapshot_id for info in wh.snapshots()]
         assert listed[0] == old_id
@@ -275,7 +251,7 @@ def check_next_writer(
         # lock_timeout_s is 0: the dead child's lock must be broken at once, not waited for.
         report = wh.sync(scenario.datasets(2))
         assert report.committed == (head == old_id), report
-        new_id = read_head(root)
+        new_id = require_head(root)
         assert report.snapshot_id == new_id
         if head != old_id:
             assert new_id == head, "a committed snapshot is never replaced by recovery"
@@ -283,7 +259,7 @@ def check_next_writer(
         for sid, expected in ((old_id, reference.old), (new_id, reference.new)):
             with wh.snapshot(sid, verify=True) as snap:
                 assert state(snap) == expected
-    assert staging_dirs(root) == [], "tmp/ must be empty after the next writer"
+    assert tmp_entries(root) == [], "tmp/ must be empty after the next writer"
     temps = temp_files(root)
     if lock_temps_ok:
         temps = [t for t in temps if not t.startswith(".lock.")]
@@ -298,7 +274,7 @@ def test_sigkill_at_crash_point(
 ) -> None:
     """A writer SIGKILLed at a crash point leaves the old (before HEAD's rename) or new snapshot."""
     root, old_id = vault_v1
-    env = {**os.environ, ENV_VAR: f"{point.value}:{nth}"}
+    env = child_env(**{ENV_VAR: f"{point.value}:{nth}"})
     proc = subprocess.run(
         SMALL.child_argv(root, 2),
         env=env,
@@ -336,7 +312,7 @@ def test_sigkill_during_first_sync(tmp_path: Path, reference: Reference, point: 
     """A first sync SIGKILLed before HEAD's rename leaves an empty vault; after it, the snapshot."""
     root = tmp_path / "vault"
     Warehouse(root).close()
-    env = {**os.environ, ENV_VAR: point.value}
+    env = child_env(**{ENV_VAR: point.value})
     proc = subprocess.run(
         SMALL.child_argv(root, 1),
         env=env,
@@ -350,7 +326,7 @@ def test_sigkill_during_first_sync(tmp_path: Path, reference: Reference, point: 
     with Warehouse(root, create=False) as wh:
         listed = [info.snapshot_id for info in wh.snapshots()]
         if committed:
-            assert listed == [read_head(root)]
+            assert listed == [require_head(root)]
             with wh.snapshot(verify=True) as snap:
                 assert state(snap) == reference.old
         else:
@@ -360,11 +336,11 @@ def test_sigkill_during_first_sync(tmp_path: Path, reference: Reference, point: 
     with Warehouse(root, source=SMALL.source(1)) as wh:
         report = wh.sync(SMALL.datasets(1))
         assert report.committed == (not committed), report
-        head = read_head(root)
+        head = require_head(root)
         assert [info.snapshot_id for info in wh.snapshots()] == [head]
         with wh.snapshot(verify=True) as snap:
             assert state(snap) == reference.old
-    assert staging_dirs(root) == []
+    assert tmp_entries(root) == []
     assert temp_files(root) == []
     assert manifests_on_disk(root) == [head], "the uncommitted manifest must be removed"
     assert not (root / ".lock").exists()
@@ -384,10 +360,9 @@ RANDOM_KILLS = 5
 
 def start_child(root: Path, scenario: Scenario, vintage: int) -> subprocess.Popen[str]:
     """Start a child without a crash point; return once it reports ``ready`` (about to sync)."""
-    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
     proc = subprocess.Popen(
         scenario.child_argv(root, vintage),
-        env=env,
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -406,7 +381,7 @@ def big_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, f
     Warehouse(template, settings=VaultSettings()).close()  # vault.json with the default settings
     old_id = sync_in_parent(template, BIG, 1)
     timed = base / "timed"
-    shutil.copytree(template, timed)
+    copy_vault(template, timed)
     proc = start_child(timed, BIG, 2)
     started = time.monotonic()
     assert proc.stdout is not None
@@ -435,13 +410,13 @@ def test_sigkill_at_random_times(
     outcomes = []
     for k, delay in enumerate(delays):
         root = tmp_path / f"vault-{k}"
-        shutil.copytree(template, root)
+        copy_vault(template, root)
         proc = start_child(root, BIG, 2)
-        time.sleep(delay)
+        time.sleep(delay)  # the random moment of the kill is what this tests, not a wait
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
         assert proc.returncode in (0, -signal.SIGKILL), err
-        committed = read_head(root) != old_id
+        committed = require_head(root) != old_id
         staged = len(list((root / "tmp").rglob("*.parquet"))) if (root / "tmp").is_dir() else 0
         outcomes.append((round(delay, 3), proc.returncode, staged, committed))
         head = check_readers(root, ref, old_id, committed=committed)

@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from _helpers.disk import set_age
+from _helpers.leases import STALE_S, held_ids
+from _helpers.proc import wait_for
 from wrdsvault import Warehouse
 from wrdsvault._storage.identity import _machine_id, own_identity
 from wrdsvault._storage.layout import Layout
@@ -31,15 +34,9 @@ from wrdsvault._storage.lease import (
 from wrdsvault._storage.owner import UNREADABLE_GRACE_S
 from wrdsvault.errors import InvalidNameError
 
-STALE_S = 3600.0
-
 
 def _layout(wh: Warehouse) -> Layout:
     return Layout(wh.root)
-
-
-def _held(wh: Warehouse) -> frozenset[str]:
-    return held_snapshot_ids(_layout(wh), stale_after_s=STALE_S)
 
 
 def _fake_lease(layout: Layout, sid: str, *, age_s: float, **identity: Any) -> Path:
@@ -59,13 +56,8 @@ def _fake_lease(layout: Layout, sid: str, *, age_s: float, **identity: Any) -> P
     path = layout.lease(sid, token)
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(record))
-    _age(path, age_s)
+    set_age(path, age_s)
     return path
-
-
-def _age(path: Path, age_s: float) -> None:
-    then = time.time() - age_s
-    os.utime(path, (then, then))
 
 
 def test_a_live_reader_is_seen_and_a_sigkilled_one_is_not(
@@ -76,13 +68,13 @@ def test_a_live_reader_is_seen_and_a_sigkilled_one_is_not(
     child = reader("lease", {"root": str(wh.root), "snapshot_ids": [old]})
     held = child.expect("held")
     (path,) = held["paths"]
-    assert _held(wh) == {old}
+    assert held_ids(wh) == {old}
     (state,) = scan_leases(_layout(wh), stale_after_s=STALE_S)
     assert state.held and state.record is not None and state.record["pid"] == held["pid"]
 
     child.sigkill()
     assert Path(path).exists()  # SIGKILL left it behind ...
-    assert _held(wh) == frozenset()  # ... and it no longer counts
+    assert held_ids(wh) == frozenset()  # ... and it no longer counts
     (state,) = scan_leases(_layout(wh), stale_after_s=STALE_S)
     assert state.dead is not None and f"{held['pid']} is gone" in state.dead
     assert sweep_dead_leases(_layout(wh), stale_after_s=STALE_S) == [f"leases/{Path(path).name}"]
@@ -98,17 +90,17 @@ def test_release_and_interpreter_exit_remove_the_lease(
     (released_path,) = releasing.expect("held")["paths"]
     exiting = reader("lease", {"root": str(wh.root), "snapshot_ids": [new]})
     (exited_path,) = exiting.expect("held")["paths"]
-    assert _held(wh) == {old, new}
+    assert held_ids(wh) == {old, new}
 
     releasing.send("release")
     releasing.expect("released")
     assert not Path(released_path).exists()
-    assert _held(wh) == {new}
+    assert held_ids(wh) == {new}
 
     exiting.send("exit")
     assert exiting.proc.wait(timeout=30) == 0
     assert not Path(exited_path).exists()
-    assert _held(wh) == frozenset()
+    assert held_ids(wh) == frozenset()
 
 
 def test_release_is_idempotent(tmp_path: Path) -> None:
@@ -141,9 +133,9 @@ def test_a_foreign_hosts_lease_counts_until_its_refresh_is_older_than_the_grace(
     wh, (old, _new) = synced
     foreign = {"host": "elsewhere.invalid", "boot_id": "b", "pid_ns": "pid:[1]", "pid": 1}
     path = _fake_lease(_layout(wh), old, age_s=STALE_S - 120, **foreign)
-    assert _held(wh) == {old}
-    _age(path, STALE_S + 120)
-    assert _held(wh) == frozenset()
+    assert held_ids(wh) == {old}
+    set_age(path, STALE_S + 120)
+    assert held_ids(wh) == frozenset()
     (state,) = scan_leases(_layout(wh), stale_after_s=STALE_S)
     assert state.dead is not None and "elsewhere.invalid" in state.dead
 
@@ -158,18 +150,18 @@ def test_an_earlier_boots_lease_is_dead(synced: tuple[Warehouse, list[str]]) -> 
     path = _fake_lease(_layout(wh), old, age_s=uptime + 60, **earlier)
     (state,) = scan_leases(_layout(wh), stale_after_s=10 * uptime + 10 * STALE_S)
     assert state.dead is not None and "earlier boot" in state.dead
-    assert _held(wh) == frozenset()
+    assert held_ids(wh) == frozenset()
     # The negative control: the same record from this boot names a live process.
     path.unlink()
     _fake_lease(_layout(wh), old, age_s=uptime + 60, pid=os.getpid())
-    assert _held(wh) == {old}
+    assert held_ids(wh) == {old}
 
 
 def test_a_lease_of_a_reused_pid_is_dead(synced: tuple[Warehouse, list[str]]) -> None:
     """Same host, the pid alive but started at another time: another process, the lease is dead."""
     wh, (old, _new) = synced
     _fake_lease(_layout(wh), old, age_s=0, pid=os.getpid(), start="ticks:1")
-    assert _held(wh) == frozenset()
+    assert held_ids(wh) == frozenset()
 
 
 def test_an_unreadable_lease_counts_for_a_grace_period(
@@ -181,14 +173,14 @@ def test_an_unreadable_lease_counts_for_a_grace_period(
     path = layout.lease(old, secrets.token_hex(16))
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(b'{"kind": "reader-le')
-    assert _held(wh) == {old}
-    _age(path, UNREADABLE_GRACE_S + 60)
-    assert _held(wh) == frozenset()
+    assert held_ids(wh) == {old}
+    set_age(path, UNREADABLE_GRACE_S + 60)
+    assert held_ids(wh) == frozenset()
     # A record that names another snapshot than its file name is as good as unreadable.
     other = _fake_lease(layout, old, age_s=0)
     record = json.loads(other.read_text())
     other.write_text(json.dumps({**record, "snapshot_id": new}))
-    assert _held(wh) == {old}
+    assert held_ids(wh) == {old}
 
 
 def test_many_leases_share_one_refresh_thread_that_refreshes_them_all(tmp_path: Path) -> None:
@@ -201,18 +193,18 @@ def test_many_leases_share_one_refresh_thread_that_refreshes_them_all(tmp_path: 
     try:
         assert sum(t.name == THREAD_NAME for t in threading.enumerate()) == 1
         for lease in leases:
-            _age(lease.path, 3600)
-        deadline = time.monotonic() + 30
-        while any(time.time() - lease.path.stat().st_mtime > 600 for lease in leases):
-            assert time.monotonic() < deadline, "the refresh thread did not touch every lease"
-            time.sleep(0.01)
+            set_age(lease.path, 3600)
+        wait_for(
+            lambda: all(time.time() - lease.path.stat().st_mtime <= 600 for lease in leases),
+            "the refresh thread to touch every lease",
+        )
     finally:
         for lease in leases:
             lease.release()
-    deadline = time.monotonic() + 30
-    while any(t.name == THREAD_NAME for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "the refresh thread outlived the last lease"
-        time.sleep(0.01)
+    wait_for(
+        lambda: all(t.name != THREAD_NAME for t in threading.enumerate()),
+        "the refresh thread to end with the last lease",
+    )
 
 
 def test_a_live_readers_lease_removed_under_it_is_written_again(tmp_path: Path) -> None:
@@ -223,10 +215,7 @@ def test_a_live_readers_lease_removed_under_it_is_written_again(tmp_path: Path) 
     )
     try:
         lease.path.unlink()
-        deadline = time.monotonic() + 30
-        while not lease.path.exists():
-            assert time.monotonic() < deadline, "the lease was not written again"
-            time.sleep(0.01)
+        wait_for(lease.path.exists, "the lease to be written again")
         assert held_snapshot_ids(layout, stale_after_s=STALE_S) == {lease.snapshot_id}
     finally:
         lease.release()
@@ -242,7 +231,7 @@ def test_a_many_snapshot_reader_process_has_one_refresh_thread(
     assert len(child.expect("held")["paths"]) == 10
     child.send("threads")
     assert child.expect("threads")["n"] == 1
-    assert _held(wh) == set(ids)
+    assert held_ids(wh) == set(ids)
 
 
 def test_a_forked_child_never_removes_its_parents_leases(
@@ -255,10 +244,10 @@ def test_a_forked_child_never_removes_its_parents_leases(
     child.send("fork")
     assert child.expect("forked")["status"] == 0
     assert all(Path(p).exists() for p in paths)
-    assert _held(wh) == set(ids)
+    assert held_ids(wh) == set(ids)
     child.send("release")
     child.expect("released")
-    assert _held(wh) == frozenset()
+    assert held_ids(wh) == frozenset()
 
 
 def test_lease_names_are_validated(tmp_path: Path) -> None:

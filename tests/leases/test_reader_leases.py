@@ -8,28 +8,19 @@ group member without capabilities, a read-only bind mount); leases are judged wi
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _helpers.access import group_member, read_only_mount
+from _helpers.leases import held_ids
 from wrdsvault import VaultSettings, Warehouse
-from wrdsvault._storage.layout import Layout
-from wrdsvault._storage.lease import held_snapshot_ids
 from wrdsvault.errors import IntegrityError, InvalidValueError
 from wrdsvault.sources import SampleSource
 
 SQL = "select count(*) as n, sum(ret) as s from crsp.msf"
-#: Run a command as an ordinary user with our uid: no capabilities now, and none after exec.
-DROP = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
-NOBODY = 65534
-
-
-def _held(wh: Warehouse) -> frozenset[str]:
-    return held_snapshot_ids(Layout(wh.root), stale_after_s=3600.0)
 
 
 def _lease_files(wh: Warehouse) -> list[str]:
@@ -45,11 +36,11 @@ def test_an_open_snapshot_in_a_reader_process_is_held_until_sigkill(
     child = reader("snapshot", {"root": str(wh.root), "refs": [old], "sql": SQL})
     held = child.expect("held")
     assert held["ids"] == [old] and held["leased"] == [True]
-    assert _held(wh) == {old}
+    assert held_ids(wh) == {old}
     child.send("query")
     assert child.expect("answers")["answers"] == held["answers"]
     child.sigkill()
-    assert _held(wh) == frozenset()
+    assert held_ids(wh) == frozenset()
 
 
 def test_close_removes_the_lease_and_a_query_after_close_takes_a_new_one(
@@ -58,14 +49,14 @@ def test_close_removes_the_lease_and_a_query_after_close_takes_a_new_one(
     """Snapshot.close() removes its lease file; querying again leases the snapshot again."""
     wh, (old, _new) = synced
     snap = wh.snapshot(old)
-    assert snap.leased and _held(wh) == {old}
+    assert snap.leased and held_ids(wh) == {old}
     (first,) = _lease_files(wh)
     assert first.startswith(old)
     answer = snap.query(SQL)
     snap.close()
-    assert not snap.leased and _lease_files(wh) == [] and _held(wh) == frozenset()
+    assert not snap.leased and _lease_files(wh) == [] and held_ids(wh) == frozenset()
     assert snap.query(SQL).equals(answer)
-    assert snap.leased and _held(wh) == {old}
+    assert snap.leased and held_ids(wh) == {old}
     (second,) = _lease_files(wh)
     assert second != first
     snap.close()
@@ -82,9 +73,9 @@ def test_a_query_still_running_at_close_keeps_the_lease_until_it_ends(
     snap.query(SQL)
     running = snap._acquire()  # what a query on another thread holds while it runs
     snap.close()
-    assert _held(wh) == {old}
+    assert held_ids(wh) == {old}
     running.release()  # that query ends: the connection closes, the lease goes with it
-    assert _held(wh) == frozenset() and _lease_files(wh) == []
+    assert held_ids(wh) == frozenset() and _lease_files(wh) == []
 
 
 def test_warehouse_query_holds_a_lease_on_the_latest_snapshot(
@@ -93,14 +84,14 @@ def test_warehouse_query_holds_a_lease_on_the_latest_snapshot(
     """The latest-snapshot cache of Warehouse.query is leased, moved on commit, freed on close."""
     wh, (_old, new) = synced
     wh.query(SQL)
-    assert _held(wh) == {new}
+    assert held_ids(wh) == {new}
     wh.source = SampleSource(years=range(2020, 2023), vintage=2)
     wh.sync("crsp.msf")
     newest = wh.snapshots()[-1].snapshot_id
     wh.query(SQL)
-    assert _held(wh) == {newest}
+    assert held_ids(wh) == {newest}
     wh.close()
-    assert _held(wh) == frozenset() and _lease_files(wh) == []
+    assert held_ids(wh) == frozenset() and _lease_files(wh) == []
 
 
 def test_a_snapshot_that_fails_to_open_leaves_no_lease(
@@ -118,39 +109,6 @@ def test_a_snapshot_that_fails_to_open_leaves_no_lease(
 
 
 # -- readers without write access -------------------------------------------------------------
-
-
-def _give_away(root: Path) -> None:
-    """Hand the vault to ``nobody``, group 0: we keep only the group's read access."""
-    for dirpath, _dirs, files in os.walk(root):
-        os.chown(dirpath, NOBODY, 0)
-        for name in files:
-            os.chown(os.path.join(dirpath, name), NOBODY, 0, follow_symlinks=False)
-
-
-def _group_member(root: Path) -> list[str]:
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root (to give the vault to another user) and setpriv(1)")
-    _give_away(root)
-    probe = subprocess.run(
-        [*DROP, "touch", str(root / "probe")], capture_output=True, text=True, check=False
-    )
-    if probe.returncode == 0:
-        pytest.skip("dropping capabilities did not take write access away")
-    return DROP
-
-
-def _read_only_mount(root: Path) -> list[str]:
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
-        pytest.skip("needs unshare(1) and mount(8)")
-    script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
-    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(root)]
-    probe = subprocess.run(
-        [*prefix, "touch", str(root / "probe")], capture_output=True, text=True, check=False
-    )
-    if "Read-only file system" not in probe.stderr:
-        pytest.skip(f"cannot make a read-only bind mount here: {probe.stderr.strip()[-300:]}")
-    return prefix
 
 
 @pytest.mark.parametrize("access", ["group-member", "read-only-mount"])
@@ -171,7 +129,7 @@ def test_a_reader_without_write_access_still_reads_and_warns_once(
         with wh.snapshot(ids[0]) as a, wh.snapshot(ids[1]) as b:
             expected = [a.query(SQL).to_dict("records"), b.query(SQL).to_dict("records")]
     assert not (root / "leases").exists() or _lease_files(Warehouse(root, create=False)) == []
-    prefix = _group_member(root) if access == "group-member" else _read_only_mount(root)
+    prefix = group_member(root) if access == "group-member" else read_only_mount(root)
     child = reader("snapshot", {"root": str(root), "refs": ids, "sql": SQL}, prefix=prefix)
     held = child.expect("held")
     assert held["answers"] == expected

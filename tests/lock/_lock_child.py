@@ -12,7 +12,9 @@ config makes ``os.link`` fail with EPERM in this process, as on a file system wi
     Acquire (``timeout_s``, ``stale_after_s``, ``heartbeat_s``, ``file_mode``: the vault's mode for
     files, 0o600 unless given), print ``held`` (token, epoch, pid,
     broke), then obey stdin lines: ``check`` prints ``check`` with ``ours`` (`still_ours`),
-    ``release`` releases and prints ``released``, ``vanish`` exits without releasing. EOF releases.
+    ``beating`` prints ``beating`` with ``alive`` (whether its heartbeat thread still runs: it
+    stops for good once it finds the lock taken over), ``release`` releases and prints
+    ``released``, ``vanish`` exits without releasing. EOF releases.
     A failed acquire prints ``lock-held-error`` and exits 3. With ``WRDSVAULT_TEST_CRASHPOINT`` set
     to a `BreakPoint` the child SIGKILLs itself inside the break protocol.
 ``loop``
@@ -34,9 +36,13 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+#: The name the lock gives its heartbeat thread (followed by the token's first characters).
+HEARTBEAT_THREAD = "wrdsvault-lock-heartbeat"
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -74,6 +80,9 @@ def hold(cfg: dict[str, Any]) -> int:
         command = line.strip()
         if command == "check":
             emit("check", ours=lock.still_ours())
+        elif command == "beating":
+            beats = [t for t in threading.enumerate() if t.name.startswith(HEARTBEAT_THREAD)]
+            emit("beating", alive=any(t.is_alive() for t in beats))
         elif command == "release":
             lock.release()
             emit("released")
@@ -91,6 +100,7 @@ def loop(cfg: dict[str, Any]) -> int:
         lock.acquire(timeout_s=cfg["timeout_s"])
         broke += lock.broke is not None
         log_line(fd, "enter", lock)
+        # A random time inside the lock: the overlap it would expose is what the test looks for.
         time.sleep(random.uniform(0, cfg["hold_ms"]) / 1000)  # noqa: S311
         log_line(fd, "exit", lock)
         lock.release()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import locks
 from wrdsvault._storage.crashpoints import BreakPoint
 from wrdsvault._storage.lock import WriterLock, read_epoch
 from wrdsvault._storage.owner import read_record
@@ -31,10 +32,10 @@ def _claims(lock_path: Path) -> list[str]:
 @pytest.mark.crash
 @pytest.mark.parametrize("point", list(BreakPoint), ids=[p.value for p in BreakPoint])
 def test_breaker_killed_at_each_break_point_does_not_wedge_the_vault(
-    lock_path: Path, spawn, kit, sleeper, point: BreakPoint
+    lock_path: Path, spawn, sleeper, point: BreakPoint
 ) -> None:
     """A breaker killed at this step leaves a vault whose next writer gets the lock at once."""
-    token = kit.stale_lock(lock_path, "dead-claimer", live_pid=sleeper.pid)
+    token = locks.stale_lock(lock_path, "dead-claimer", live_pid=sleeper.pid)
     breaker = spawn("hold", {"path": str(lock_path), "timeout_s": WAIT_S}, crashpoint=point.value)
     assert breaker.wait() == -signal.SIGKILL
     assert breaker.expect("eof")
@@ -63,9 +64,9 @@ def _after(point: BreakPoint, step: BreakPoint) -> bool:
 
 
 @pytest.mark.crash
-def test_a_chain_of_dead_claimers_is_skipped(lock_path: Path, spawn, kit, sleeper) -> None:
+def test_a_chain_of_dead_claimers_is_skipped(lock_path: Path, spawn, sleeper) -> None:
     """Breakers that died holding claims 0, 1 and 2 of one stale lock do not stop the fourth."""
-    token = kit.stale_lock(lock_path, "dead-claimer", live_pid=sleeper.pid)
+    token = locks.stale_lock(lock_path, "dead-claimer", live_pid=sleeper.pid)
     for _ in range(2):
         breaker = spawn("hold", {"path": str(lock_path)}, crashpoint="break-claim-linked")
         assert breaker.wait() == -signal.SIGKILL
@@ -79,10 +80,10 @@ def test_a_chain_of_dead_claimers_is_skipped(lock_path: Path, spawn, kit, sleepe
 
 @pytest.mark.crash
 def test_a_breaker_killed_after_installing_is_itself_a_dead_owner(
-    lock_path: Path, spawn, kit, sleeper
+    lock_path: Path, spawn, sleeper
 ) -> None:
     """Killed right after its rename, the breaker is the owner, broken like any dead owner."""
-    kit.stale_lock(lock_path, "dead", live_pid=sleeper.pid)
+    locks.stale_lock(lock_path, "dead", live_pid=sleeper.pid)
     breaker = spawn("hold", {"path": str(lock_path)}, crashpoint="break-record-installed")
     assert breaker.wait() == -signal.SIGKILL
     record, _ = read_record(lock_path)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import locks
 from wrdsvault._storage.identity import _parse_ioreg, _parse_machine_id, own_identity
 from wrdsvault._storage.lock_tools import describe_lock
 from wrdsvault._storage.owner import read_record
@@ -28,11 +29,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_lock_of_an_earlier_boot_is_broken_at_once(lock_path: Path, spawn, kit, sleeper) -> None:
+def test_lock_of_an_earlier_boot_is_broken_at_once(lock_path: Path, spawn, sleeper) -> None:
     """A lock from an earlier boot of this machine is broken by the next writer without waiting."""
     # Its PID names a live process now: after a reboot a PID means nothing, and is not looked at.
-    record = kit.earlier_boot_record(pid=sleeper.pid, operation="nightly sync")
-    kit.write_lock(lock_path, json.dumps(record).encode(), age_s=kit.earlier_boot_age_s())
+    record = locks.earlier_boot_record(pid=sleeper.pid, operation="nightly sync")
+    locks.write_lock(lock_path, json.dumps(record).encode(), age_s=locks.earlier_boot_age_s())
     shown = describe_lock(lock_path, stale_after_s=MONTH_S)
     assert shown is not None
     assert shown.state.startswith(f"stale: owner pid {sleeper.pid} ran in an earlier boot")
@@ -47,10 +48,10 @@ def test_lock_of_an_earlier_boot_is_broken_at_once(lock_path: Path, spawn, kit, 
     assert now["machine_id"] == own_identity()["machine_id"] and now["format"] == 3
 
 
-def test_earlier_boot_lock_that_still_beats_is_respected(lock_path: Path, spawn, kit) -> None:
+def test_earlier_boot_lock_that_still_beats_is_respected(lock_path: Path, spawn) -> None:
     """Same machine id, other boot, but a fresh heartbeat: a live clone, judged by heartbeat."""
-    record = kit.earlier_boot_record(operation="sync on a cloned VM")
-    kit.write_lock(lock_path, json.dumps(record).encode(), age_s=5.0)
+    record = locks.earlier_boot_record(operation="sync on a cloned VM")
+    locks.write_lock(lock_path, json.dumps(record).encode(), age_s=5.0)
     writer = spawn("hold", {"path": str(lock_path), "stale_after_s": MONTH_S, "timeout_s": 0})
     refused = writer.expect("held", "lock-held-error")
     assert refused["event"] == "lock-held-error", refused
@@ -67,15 +68,15 @@ def test_earlier_boot_lock_that_still_beats_is_respected(lock_path: Path, spawn,
     ],
 )
 def test_other_boots_not_proven_to_be_this_machine_keep_the_heartbeat_rule(
-    lock_path: Path, spawn, kit, change: dict[str, object]
+    lock_path: Path, spawn, change: dict[str, object]
 ) -> None:
     """No machine id, another machine id or another host name: held until the heartbeat timeout."""
-    record = kit.earlier_boot_record()
+    record = locks.earlier_boot_record()
     record.update(change)
     if change.get("machine_id", "") is None:
         del record["machine_id"]  # a format 2 record has no such field at all
         record["format"] = 2
-    kit.write_lock(lock_path, json.dumps(record).encode(), age_s=kit.earlier_boot_age_s())
+    locks.write_lock(lock_path, json.dumps(record).encode(), age_s=locks.earlier_boot_age_s())
     writer = spawn("hold", {"path": str(lock_path), "stale_after_s": MONTH_S, "timeout_s": 0})
     refused = writer.expect("held", "lock-held-error")
     assert refused["event"] == "lock-held-error", refused

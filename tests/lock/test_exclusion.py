@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import locks
+from _helpers.proc import wait_for
 from wrdsvault._storage.identity import own_identity
 from wrdsvault._storage.lock import WriterLock, read_epoch
 from wrdsvault._storage.owner import read_record
@@ -24,7 +26,7 @@ PROCESSES = 16
 
 
 def test_sixteen_processes_never_hold_the_lock_together(
-    lock_path: Path, spawn, kit, tmp_path: Path
+    lock_path: Path, spawn, tmp_path: Path
 ) -> None:
     """16 processes x 100 acquisitions each: one holder at a time."""
     per_process = 100
@@ -34,25 +36,25 @@ def test_sixteen_processes_never_hold_the_lock_together(
     for child in children:
         assert child.expect("done", timeout_s=600)["broke"] == 0
         assert child.wait() == 0
-    rows = kit.parse_log(log)
+    rows = locks.parse_log(log)
     assert len(rows) == 2 * PROCESSES * per_process
-    kit.assert_one_holder_at_a_time(rows)
+    locks.assert_one_holder_at_a_time(rows)
     epochs = [epoch for kind, _, epoch, _ in rows if kind == "enter"]
     assert epochs == sorted(set(epochs)), "fencing epochs must strictly increase"
     assert not lock_path.exists()
     assert read_epoch(lock_path.parent / ".lock.epoch") == epochs[-1]
 
 
-def test_exclusion_holds_without_hard_links(lock_path: Path, spawn, kit, tmp_path: Path) -> None:
+def test_exclusion_holds_without_hard_links(lock_path: Path, spawn, tmp_path: Path) -> None:
     """Where link(2) fails (no hard links), O_CREAT|O_EXCL still admits one holder at a time."""
     log = tmp_path / "holders.log"
     cfg = {"path": str(lock_path), "log": str(log), "n": 20, "timeout_s": 120.0, "hold_ms": 2}
     children = [spawn("loop", {**cfg, "no_hard_links": True}) for _ in range(6)]
     for child in children:
         child.expect("done", timeout_s=120)
-    rows = kit.parse_log(log)
+    rows = locks.parse_log(log)
     assert len(rows) == 2 * 6 * 20
-    kit.assert_one_holder_at_a_time(rows)
+    locks.assert_one_holder_at_a_time(rows)
     epochs = [epoch for kind, _, epoch, _ in rows if kind == "enter"]
     assert epochs == sorted(set(epochs))
 
@@ -131,8 +133,7 @@ def test_heartbeat_thread_refreshes_mtime_and_stops_on_release(lock_path: Path) 
     lock.acquire()
     old = time.time() - 3600
     os.utime(lock_path, (old, old))
-    time.sleep(0.4)
-    assert time.time() - lock_path.stat().st_mtime < 5
+    wait_for(lambda: time.time() - lock_path.stat().st_mtime < 5, "a heartbeat to touch the lock")
     assert any(t.name.startswith("wrdsvault-lock-heartbeat") for t in threading.enumerate())
     lock.release()
     assert not any(t.name.startswith("wrdsvault-lock-heartbeat") for t in threading.enumerate())

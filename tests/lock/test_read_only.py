@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -27,16 +26,11 @@ from typing import Any
 
 import pytest
 
+from _helpers import access, locks
+from _helpers.disk import entry_stats
+from _helpers.proc import child_env
 from wrdsvault import VaultSettings, Warehouse
 from wrdsvault.sources import SampleSource
-
-#: Run a command as an ordinary user with our uid: no capabilities now, and none after exec.
-DROP = ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
-NOBODY = 65534
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("WRDSVAULT_")}
 
 
 def _run(prefix: list[str], *argv: str) -> subprocess.CompletedProcess[str]:
@@ -44,7 +38,7 @@ def _run(prefix: list[str], *argv: str) -> subprocess.CompletedProcess[str]:
         [*prefix, sys.executable, *argv],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=child_env(),
         timeout=120,
         check=False,
     )
@@ -59,43 +53,16 @@ def _make_vault(root: Path) -> None:
         wh.sync("crsp.msf")
 
 
-def _give_away(root: Path) -> None:
-    """Hand the vault to ``nobody``, group 0: we keep only the group's read access."""
-    for dirpath, _dirs, files in os.walk(root):
-        os.chown(dirpath, NOBODY, 0)
-        for name in files:
-            os.chown(os.path.join(dirpath, name), NOBODY, 0, follow_symlinks=False)
-
-
-def _listing(root: Path) -> dict[str, tuple[int, int, int]]:
-    """Every entry of the vault with its mtime, size and mode: what a write would change."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            st = os.lstat(os.path.join(dirpath, name))
-            out[os.path.relpath(os.path.join(dirpath, name), root)] = (
-                st.st_mtime_ns,
-                st.st_size,
-                st.st_mode,
-            )
-    return out
-
-
 @pytest.fixture
 def group_member(tmp_path: Path) -> Iterator[tuple[Path, Callable[..., Any]]]:
     """A synced group-access vault owned by another user, and a CLI runner for a group member."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root (to give the vault to another user) and setpriv(1)")
     root = tmp_path / "vault"
     _make_vault(root)
+    drop = access.group_member(root)
 
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        return _run(DROP, "-m", "wrdsvault", *argv, "--vault", str(root))
+        return _run(drop, "-m", "wrdsvault", *argv, "--vault", str(root))
 
-    _give_away(root)
-    probe = _run(DROP, "-c", f"open({str(root / 'probe')!r}, 'x')")
-    if probe.returncode == 0 or "PermissionError" not in probe.stderr:
-        pytest.skip(f"dropping capabilities did not take write access away: {probe.stderr[-300:]}")
     yield root, cli
 
 
@@ -111,8 +78,8 @@ def test_status_doctor_unlock_work_for_a_group_member_during_a_sync(
     nightly = {"path": str(root / ".lock"), "file_mode": 0o640, "operation": "nightly"}
     holder = spawn("hold", {**nightly, "heartbeat_s": 0})
     held = holder.expect("held")
-    _give_away(root)
-    before = _listing(root)
+    access.give_away(root)
+    before = entry_stats(root)
 
     status = cli("status")
     _no_traceback(status)
@@ -144,19 +111,19 @@ def test_status_doctor_unlock_work_for_a_group_member_during_a_sync(
     forced = cli("unlock", "--force", "--json")
     assert json.loads(forced.stdout)["error"] == "VaultAccessError"
 
-    assert _listing(root) == before  # no probe, temp file or claim was left, nothing touched
+    assert entry_stats(root) == before  # no probe, temp file or claim was left, nothing touched
     holder.send("check")
     assert holder.expect("check")["ours"] is True
 
 
 def test_another_hosts_lock_is_unknown_without_write_access(
-    group_member: tuple[Path, Callable[..., Any]], kit
+    group_member: tuple[Path, Callable[..., Any]],
 ) -> None:
     """Another host's lock cannot be judged without the server clock: status says so, no crash."""
     root, cli = group_member
-    record = kit.owner_record(host="elsewhere.invalid", boot_id="b", pid_ns="pid:[1]")
-    kit.write_lock(root / ".lock", json.dumps(record).encode(), age_s=5 * 3600.0)
-    _give_away(root)
+    record = locks.owner_record(host="elsewhere.invalid", boot_id="b", pid_ns="pid:[1]")
+    locks.write_lock(root / ".lock", json.dumps(record).encode(), age_s=5 * 3600.0)
+    access.give_away(root)
 
     status = cli("status", "--json")
     _no_traceback(status)
@@ -172,13 +139,13 @@ def test_another_hosts_lock_is_unknown_without_write_access(
 
 
 def test_an_owner_record_the_reader_may_not_read_is_reported_not_raised(
-    group_member: tuple[Path, Callable[..., Any]], kit
+    group_member: tuple[Path, Callable[..., Any]],
 ) -> None:
     """A lock written 0600 (by a writer without group access): status says it cannot read it."""
     root, cli = group_member
-    kit.write_lock(root / ".lock", json.dumps(kit.owner_record()).encode())
+    locks.write_lock(root / ".lock", json.dumps(locks.owner_record()).encode())
     os.chmod(root / ".lock", 0o600)
-    _give_away(root)
+    access.give_away(root)
 
     status = cli("status", "--json")
     _no_traceback(status)
@@ -204,9 +171,9 @@ def test_writes_without_write_access_raise_vault_access_error(
 
     empty = tmp_path / "not-mine"
     empty.mkdir(mode=0o755)
-    os.chown(empty, NOBODY, NOBODY)
+    os.chown(empty, access.NOBODY, access.NOBODY)
     create = _run(
-        DROP,
+        access.DROP,
         "-c",
         "import sys\n"
         "from wrdsvault import Warehouse, WrdsVaultError\n"
@@ -220,26 +187,12 @@ def test_writes_without_write_access_raise_vault_access_error(
     assert os.listdir(empty) == []
 
 
-def _read_only_mount(root: Path) -> list[str]:
-    """An argv prefix that runs a command with ``root`` mounted read-only (only it sees that)."""
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
-        pytest.skip("needs unshare(1) and mount(8)")
-    script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
-    prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(root)]
-    probe = subprocess.run(
-        [*prefix, "touch", str(root / "probe")], capture_output=True, text=True, check=False
-    )
-    if "Read-only file system" not in probe.stderr:
-        pytest.skip(f"cannot make a read-only bind mount here: {probe.stderr.strip()[-300:]}")
-    return prefix
-
-
 def test_read_only_mount_during_a_sync(tmp_path: Path, spawn) -> None:
     """On a read-only mount, status and doctor work while a writer holds the lock; unlock and
     writes say they need write access."""
     root = tmp_path / "vault"
     _make_vault(root)
-    ro = _read_only_mount(root)
+    ro = access.read_only_mount(root)
 
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
         return _run(ro, "-m", "wrdsvault", *argv, "--vault", str(root))
@@ -247,7 +200,7 @@ def test_read_only_mount_during_a_sync(tmp_path: Path, spawn) -> None:
     nightly = {"path": str(root / ".lock"), "file_mode": 0o640, "operation": "nightly"}
     holder = spawn("hold", {**nightly, "heartbeat_s": 0})
     held = holder.expect("held")
-    before = _listing(root)
+    before = entry_stats(root)
 
     status = cli("status", "--json")
     _no_traceback(status)
@@ -262,7 +215,7 @@ def test_read_only_mount_during_a_sync(tmp_path: Path, spawn) -> None:
     force = cli("unlock", "--force", "--yes")
     _no_traceback(force)
     assert force.returncode == 1 and "needs write access" in force.stderr
-    assert _listing(root) == before
+    assert entry_stats(root) == before
 
     holder.send("release")
     holder.expect("released")
@@ -272,7 +225,7 @@ def test_read_only_mount_during_a_sync(tmp_path: Path, spawn) -> None:
     assert "Read-only file system" in tag.stderr
 
 
-def test_probe_and_epoch_files_honour_group_access(tmp_path: Path, spawn, kit) -> None:
+def test_probe_and_epoch_files_honour_group_access(tmp_path: Path, spawn) -> None:
     """In a group-access vault the clock probe (made by readers) and the epoch file written by
     `unlock` are group-readable like every other file, whatever the umask."""
     root = tmp_path / "vault"

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import locks
+from _helpers.proc import wait_for
 from wrdsvault._storage.lock import WriterLock
 from wrdsvault._storage.owner import read_record
 from wrdsvault.errors import LockHeldError
@@ -55,10 +57,10 @@ def test_holder_that_vanished_without_release_is_replaced(lock_path: Path, spawn
     lock.release()
 
 
-def test_reused_pid_is_stale_but_the_true_owner_is_not(lock_path: Path, kit, sleeper) -> None:
+def test_reused_pid_is_stale_but_the_true_owner_is_not(lock_path: Path, sleeper) -> None:
     """A record naming a live unrelated process with another start time is stale; its own is not."""
-    reused = kit.owner_record(pid=sleeper.pid, start="ticks:1")
-    kit.write_lock(lock_path, json.dumps(reused).encode())
+    reused = locks.owner_record(pid=sleeper.pid, start="ticks:1")
+    locks.write_lock(lock_path, json.dumps(reused).encode())
     lock = WriterLock(lock_path, operation="next", heartbeat_s=0)
     lock.acquire()
     assert (
@@ -66,8 +68,8 @@ def test_reused_pid_is_stale_but_the_true_owner_is_not(lock_path: Path, kit, sle
     )
     lock.release()
 
-    own = kit.owner_record(pid=sleeper.pid, start=f"ticks:{_ticks(sleeper.pid)}")
-    kit.write_lock(lock_path, json.dumps(own).encode())
+    own = locks.owner_record(pid=sleeper.pid, start=f"ticks:{_ticks(sleeper.pid)}")
+    locks.write_lock(lock_path, json.dumps(own).encode())
     with pytest.raises(LockHeldError):
         WriterLock(lock_path, operation="next").acquire(timeout_s=0.2)
     assert read_record(lock_path)[0] == own
@@ -92,11 +94,11 @@ def test_live_same_host_holder_is_never_broken(lock_path: Path, spawn) -> None:
 
 
 def test_foreign_lock_is_respected_until_its_heartbeat_is_older_than_the_timeout(
-    lock_path: Path, kit
+    lock_path: Path,
 ) -> None:
     """Another host's lock younger than stale_after_s is held; older is broken."""
-    record = kit.owner_record(host="elsewhere.invalid", boot_id="other-boot")
-    kit.write_lock(lock_path, json.dumps(record).encode(), age_s=3 * 3600)
+    record = locks.owner_record(host="elsewhere.invalid", boot_id="other-boot")
+    locks.write_lock(lock_path, json.dumps(record).encode(), age_s=3 * 3600)
     with pytest.raises(LockHeldError) as err:
         WriterLock(lock_path, operation="next").acquire(timeout_s=0.1)
     assert err.value.holder["host"] == "elsewhere.invalid"
@@ -110,17 +112,17 @@ def test_foreign_lock_is_respected_until_its_heartbeat_is_older_than_the_timeout
 
 
 def test_foreign_age_is_measured_on_the_file_server_clock(
-    lock_path: Path, kit, monkeypatch: pytest.MonkeyPatch
+    lock_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A local clock 10 h fast or slow does not change the verdict on a foreign lock."""
-    record = kit.owner_record(host="elsewhere.invalid", boot_id="other-boot")
-    kit.write_lock(lock_path, json.dumps(record).encode(), age_s=60)
+    record = locks.owner_record(host="elsewhere.invalid", boot_id="other-boot")
+    locks.write_lock(lock_path, json.dumps(record).encode(), age_s=60)
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + 10 * 3600)
     with pytest.raises(LockHeldError):
         WriterLock(lock_path, operation="fast clock").acquire(timeout_s=0.1)
     monkeypatch.undo()
-    kit.write_lock(lock_path, json.dumps(record).encode(), age_s=5 * 3600)
+    locks.write_lock(lock_path, json.dumps(record).encode(), age_s=5 * 3600)
     monkeypatch.setattr(time, "time", lambda: real() - 10 * 3600)
     lock = WriterLock(lock_path, operation="slow clock", heartbeat_s=0)
     lock.acquire()
@@ -131,14 +133,14 @@ def test_foreign_age_is_measured_on_the_file_server_clock(
     "content", [b"", b'{"token": "abc', b"[1, 2]"], ids=["empty", "torn", "list"]
 )
 def test_unreadable_lock_is_held_during_the_grace_period_then_broken(
-    lock_path: Path, kit, content: bytes
+    lock_path: Path, content: bytes
 ) -> None:
     """An empty or garbage lock file younger than the grace period is held; older is broken."""
-    kit.write_lock(lock_path, content, age_s=5)
+    locks.write_lock(lock_path, content, age_s=5)
     with pytest.raises(LockHeldError) as err:
         WriterLock(lock_path, operation="next").acquire(timeout_s=0.1)
     assert err.value.holder.get("unreadable") is True
-    kit.write_lock(lock_path, content, age_s=31)
+    locks.write_lock(lock_path, content, age_s=31)
     lock = WriterLock(lock_path, operation="next", heartbeat_s=0)
     lock.acquire()
     assert lock.broke is not None and "unreadable owner record" in lock.broke
@@ -180,6 +182,8 @@ def test_paused_writer_loses_the_lock_and_fails_its_fencing_check(
     first = paused.expect("held")
     paused.send("check")
     assert paused.expect("check")["ours"]
+    paused.send("beating")
+    assert paused.expect("beating")["alive"], "the child must show its heartbeat thread"
     paused.signal_group(signal.SIGSTOP)
     successor = WriterLock(lock_path, operation="successor", stale_after_s=1.0, heartbeat_s=0)
     started = time.monotonic()
@@ -193,7 +197,13 @@ def test_paused_writer_loses_the_lock_and_fails_its_fencing_check(
         paused.signal_group(signal.SIGCONT)
         paused.send("check")
         assert paused.expect("check")["ours"] is False  # its commit would be refused
-        time.sleep(0.6)  # its heartbeat thread runs again: it must not touch our lock
+
+        def stopped_beating() -> bool:
+            """Its heartbeat thread ran again, found the lock taken over and stopped."""
+            paused.send("beating")
+            return not paused.expect("beating")["alive"]
+
+        wait_for(stopped_beating, "the paused writer's heartbeat thread to give up")
         paused.send("release")
         paused.expect("released")
         assert successor.still_ours()

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 from pathlib import Path
 
+from _helpers import locks
+from _helpers.proc import wait_for
 from wrdsvault._storage.identity import own_identity
 
 PROCESSES = 16
@@ -50,7 +51,7 @@ SLACK_S = 3.0
 
 
 def test_stale_lock_storms_have_exactly_one_winner(
-    lock_path: Path, spawn, kit, sleeper, tmp_path: Path
+    lock_path: Path, spawn, sleeper, tmp_path: Path
 ) -> None:
     """16 processes x 200 rounds on one stale lock: exactly one winner each round."""
     rounds = 200
@@ -70,6 +71,7 @@ def test_stale_lock_storms_have_exactly_one_winner(
         "waits_s": [WAITS_S[(r // len(KINDS)) % 2] for r in range(rounds)],
     }
     workers = [spawn("storm", cfg) for _ in range(PROCESSES)]
+    pids = {worker.proc.pid for worker in workers}
     epochs: list[int] = []
     longest_wait = 0.0
     lost_to_a_breaker = 0  # losers that met a live claim: the race on the claim was real
@@ -78,8 +80,12 @@ def test_stale_lock_storms_have_exactly_one_winner(
             for worker in workers:
                 assert worker.expect("ready", timeout_s=60)["round"] == round_
             kind = KINDS[round_ % len(KINDS)]
-            kit.stale_lock(lock_path, kind, live_pid=sleeper.pid)
-            time.sleep(0.02)  # let every worker reach the gate
+            locks.stale_lock(lock_path, kind, live_pid=sleeper.pid)
+            gate = gates[round_ % 2]
+            wait_for(
+                lambda gate=gate: locks.flock_waiters(gate) >= pids,
+                f"every worker to wait at the gate of round {round_}",
+            )
             fcntl.flock(held[round_ % 2], fcntl.LOCK_UN)
             results = [worker.expect("won", "lost", timeout_s=60) for worker in workers]
             fcntl.flock(held[round_ % 2], fcntl.LOCK_EX)
@@ -106,9 +112,9 @@ def test_stale_lock_storms_have_exactly_one_winner(
     finally:
         for fd in held:
             os.close(fd)
-    rows = kit.parse_log(log)
+    rows = locks.parse_log(log)
     assert len(rows) == 2 * rounds
-    kit.assert_one_holder_at_a_time(rows)
+    locks.assert_one_holder_at_a_time(rows)
     assert epochs == sorted(set(epochs))
     print(
         f"storm: {rounds} rounds x {PROCESSES} processes, 0 overlaps, {lost_to_a_breaker} losers "

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import locks
 from wrdsvault._storage.identity import own_identity
 from wrdsvault._storage.lock import WriterLock
 from wrdsvault._storage.lock_tools import break_lock, describe_lock
 from wrdsvault.errors import LockBreakRefusedError
 
 
-def test_describe_lock_says_free_held_or_stale_and_why(lock_path: Path, spawn, kit) -> None:
+def test_describe_lock_says_free_held_or_stale_and_why(lock_path: Path, spawn) -> None:
     """describe_lock reports free, a live holder with its record, and a dead one as stale."""
     assert describe_lock(lock_path.parent / "missing" / ".lock") is None
     free = describe_lock(lock_path)
@@ -44,7 +45,7 @@ def test_describe_lock_says_free_held_or_stale_and_why(lock_path: Path, spawn, k
     assert stale is not None and stale.state == f"stale: owner process {held['pid']} is gone"
     assert stale.stale
 
-    kit.write_lock(lock_path, b"", age_s=5)
+    locks.write_lock(lock_path, b"", age_s=5)
     unreadable = describe_lock(lock_path)
     assert unreadable is not None and unreadable.state == "held" and unreadable.unreadable
     assert unreadable.incarnation == f"ino{lock_path.stat().st_ino}" and unreadable.owner == {}
@@ -69,16 +70,16 @@ def test_break_lock_refuses_a_live_owner_on_this_host(lock_path: Path, spawn) ->
     assert holder.expect("check")["ours"] is False
 
 
-def test_break_lock_breaks_a_dead_or_foreign_owner(lock_path: Path, kit) -> None:
+def test_break_lock_breaks_a_dead_or_foreign_owner(lock_path: Path) -> None:
     """A dead owner, and another host's owner the human vouches for, are broken by hand."""
-    dead = kit.owner_record(pid=kit.reaped_pid())
-    kit.write_lock(lock_path, json.dumps(dead).encode())
+    dead = locks.owner_record(pid=locks.reaped_pid())
+    locks.write_lock(lock_path, json.dumps(dead).encode())
     result = break_lock(lock_path, expect_token=dead["token"])
     assert result.broken and result.state.startswith("stale: owner process")
     assert not lock_path.exists()
 
-    foreign = kit.owner_record(host="elsewhere.invalid", boot_id="other-boot")
-    kit.write_lock(lock_path, json.dumps(foreign).encode())  # heartbeat fresh: held
+    foreign = locks.owner_record(host="elsewhere.invalid", boot_id="other-boot")
+    locks.write_lock(lock_path, json.dumps(foreign).encode())  # heartbeat fresh: held
     result = break_lock(lock_path)
     assert result.broken and result.state == "held" and result.same_host is False
     assert not lock_path.exists()
@@ -90,25 +91,25 @@ def test_break_lock_breaks_a_dead_or_foreign_owner(lock_path: Path, kit) -> None
     lock.release()
 
 
-def test_break_lock_refuses_a_lock_that_changed_since_it_was_shown(lock_path: Path, kit) -> None:
+def test_break_lock_refuses_a_lock_that_changed_since_it_was_shown(lock_path: Path) -> None:
     """If another incarnation replaced the one the human saw, nothing is broken."""
-    shown = kit.owner_record(pid=kit.reaped_pid())
-    kit.write_lock(lock_path, json.dumps(shown).encode())
-    newer = kit.owner_record(pid=kit.reaped_pid())
-    kit.write_lock(lock_path, json.dumps(newer).encode())
+    shown = locks.owner_record(pid=locks.reaped_pid())
+    locks.write_lock(lock_path, json.dumps(shown).encode())
+    newer = locks.owner_record(pid=locks.reaped_pid())
+    locks.write_lock(lock_path, json.dumps(newer).encode())
     with pytest.raises(LockBreakRefusedError, match="changed since it was shown") as err:
         break_lock(lock_path, expect_token=shown["token"])
     assert err.value.holder["token"] == newer["token"] and "changed" in err.value.reason
     assert json.loads(lock_path.read_bytes())["token"] == newer["token"]
 
 
-def test_break_lock_steps_over_a_foreign_breaker_that_died(lock_path: Path, kit) -> None:
+def test_break_lock_steps_over_a_foreign_breaker_that_died(lock_path: Path) -> None:
     """A claim left by a breaker on another host does not stop a human from unlocking."""
-    stale = kit.owner_record(host="elsewhere.invalid", boot_id="other-boot")
-    kit.write_lock(lock_path, json.dumps(stale).encode())
-    claimer = kit.owner_record(host="third.invalid", boot_id="third-boot")
+    stale = locks.owner_record(host="elsewhere.invalid", boot_id="other-boot")
+    locks.write_lock(lock_path, json.dumps(stale).encode())
+    claimer = locks.owner_record(host="third.invalid", boot_id="third-boot")
     claim = lock_path.with_name(f".lock.claim.{stale['token']}.0")
-    kit.write_lock(claim, json.dumps(claimer).encode())
+    locks.write_lock(claim, json.dumps(claimer).encode())
     shown = describe_lock(lock_path)
     assert shown is not None and shown.breakers == (claim.name,)
     started = time.monotonic()

@@ -5,7 +5,7 @@ Run by path (never collected by pytest)::
     python _read_child.py ROOT
 
 A damaged Parquet file reaches DuckDB here, in a child, so that a crash of the engine could never
-take pytest down with it. Runs `_support.ANSWER_SQL` on ``snapshot("latest")``, on
+take pytest down with it. Runs `_helpers.reliability.ANSWER_SQL` on ``snapshot("latest")``, on
 ``snapshot("paper")`` (no verify: what a user gets who did not ask for it), through
 ``Warehouse.arrow``, and ``wrdsvault query`` through `wrdsvault.cli.main` for both refs; prints
 one JSON object: per call ``ok`` and ``answer``, or the error's ``type`` and ``module``; for the
@@ -18,9 +18,12 @@ import contextlib
 import io
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-import _support as S
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the _helpers package
+
+from _helpers import reliability as S
 
 
 def main(argv: list[str]) -> int:

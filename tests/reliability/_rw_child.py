@@ -5,16 +5,17 @@ Run by path (never collected by pytest)::
     python _rw_child.py writer CONFIG_JSON
     python _rw_child.py reader CONFIG_JSON
 
-**writer** commits ``commits`` snapshots, the i-th from ``_support.commit_source(i)``; before each
-commit it computes the expected answers from the source's own batches with pyarrow (never from
-the vault) and, once committed, appends ``{"i", "snapshot_id", "sequence", "expected"}`` to its
-log. With ``broken`` it is the negative control: after each commit it rewrites a Parquet file of
-the first snapshot *in place* (what wrdsvault must never do), with another year's bytes.
+**writer** commits ``commits`` snapshots, the i-th from ``_helpers.reliability.commit_source(i)``;
+before each commit it computes the expected answers from the source's own batches with pyarrow
+(never from the vault) and, once committed, appends ``{"i", "snapshot_id", "sequence",
+"expected"}`` to its log. With ``broken`` it is the negative control: after each commit it rewrites
+a Parquet file of the first snapshot *in place* (what wrdsvault must never do), with another year's
+bytes.
 
 **reader** pins the snapshot HEAD names at start, prints ``ready``, then until the ``stop`` file
-exists (and it ran ``min_queries`` queries) runs `_support.ANSWER_SQL` about ``rate_hz`` times a
-second on one of: the pinned snapshot, a second snapshot re-pinned now and then to a random
-committed id (both kept open across commits), a fresh ``snapshot("latest")``, or
+exists (and it ran ``min_queries`` queries) runs `_helpers.reliability.ANSWER_SQL` about
+``rate_hz`` times a second on one of: the pinned snapshot, a second snapshot re-pinned now and then
+to a random committed id (both kept open across commits), a fresh ``snapshot("latest")``, or
 ``Warehouse.arrow`` (the cached latest connection) bracketed by two reads of ``HEAD``. Each query
 appends one JSON line to its log: the answer and which snapshot gave it, or the error. With
 ``threads`` > 1 the reader runs that many such loops in threads (reader ids ``100 * reader +
@@ -31,19 +32,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _support as S
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the _helpers package
+
+from _helpers import reliability as S
+from _helpers.disk import read_head
+from _helpers.sources import sample_from_json
 
 
 def writer(cfg: dict[str, Any]) -> int:
     from wrdsvault import Warehouse
 
     root = Path(cfg["root"])
-    victim = S.read_head(root)
+    victim = read_head(root)
     memo: dict[Any, list[Any]] = {}
     print("ready", flush=True)
     with open(cfg["log"], "a") as log:
         for i in range(cfg["first"], cfg["first"] + cfg["commits"]):
-            source = S.sample_source(S.commit_source(i))
+            source = sample_from_json(S.commit_source(i))
             expected = S.source_answers(source, memo)
             with Warehouse(root, source=source) as wh:
                 report = wh.sync(list(S.DATASETS))
@@ -56,7 +61,7 @@ def writer(cfg: dict[str, Any]) -> int:
             log.flush()
             if cfg["broken"] and victim is not None:
                 rewrite_in_place(root, victim, i)
-            time.sleep(cfg["pause_s"])
+            time.sleep(cfg["pause_s"])  # pacing: readers get time with each snapshot (no wait)
     return 0
 
 
@@ -78,7 +83,7 @@ def reader(cfg: dict[str, Any]) -> int:
     root = Path(cfg["root"])
     threads = int(cfg.get("threads", 1))
     wh = Warehouse(root, create=False)
-    pinned = wh.snapshot(S.read_head(root) or "latest")
+    pinned = wh.snapshot(read_head(root) or "latest")
     print("ready", flush=True)
     lock = threading.Lock()
     with open(cfg["log"], "a") as log:
@@ -119,9 +124,9 @@ def read_loop(cfg: dict[str, Any], who: int, seed: int, wh: Any, pinned: Any, re
         obs: dict[str, Any] = {"reader": who, "kind": kind, "t": time.time()}
         try:
             if kind == "query":
-                obs["h0"] = S.read_head(root)
+                obs["h0"] = read_head(root)
                 rows = wh.arrow(S.ANSWER_SQL).to_pylist()
-                obs["h1"] = S.read_head(root)
+                obs["h1"] = read_head(root)
                 obs["answer"] = S.answers_from_rows(rows)
             else:
                 if kind == "other":
@@ -148,7 +153,7 @@ def read_loop(cfg: dict[str, Any], who: int, seed: int, wh: Any, pinned: Any, re
                 other = None
         record(obs)
         done += 1
-        time.sleep(max(0.0, period - (time.monotonic() - started)))
+        time.sleep(max(0.0, period - (time.monotonic() - started)))  # pacing: rate_hz queries/s
     if other is not None:
         other.close()
 

@@ -19,18 +19,19 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the _helpers package
+
+from _helpers.sources import sample_from_json
 
 
 def main(argv: list[str]) -> int:
     root, config_json = argv
     config = json.loads(config_json)
     from wrdsvault import Warehouse
-    from wrdsvault.sources import SampleSource
 
-    kwargs = dict(config["source"])
-    first, last = kwargs.pop("years")
-    source = SampleSource(**kwargs, years=range(first, last + 1))
-    wh = Warehouse(root, source=source)
+    wh = Warehouse(root, source=sample_from_json(config["source"]))
     os.write(2, b"BEGIN\n")
     try:
         report = wh.sync(config["datasets"])

@@ -33,7 +33,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +40,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from _helpers import disk
+from _helpers import reliability as S
+from _helpers.proc import child_env
+from _helpers.sources import sample_from_json
 from wrdsvault import (
     IntegrityError,
     LockHeldError,
@@ -51,8 +54,6 @@ from wrdsvault import (
 )
 from wrdsvault.cli import main as cli_main
 
-# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
-S = sys.modules["wrdsvault_reliability_support"]
 READ_CHILD = Path(__file__).with_name("_read_child.py")
 
 
@@ -64,8 +65,8 @@ def two_snapshots(
     small_vaults: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """A vault with vintage 1 (tagged ``paper``) and vintage 2 (latest) of the small scenario."""
-    root = S.copy_vault(small_vaults["template"], tmp_path_factory.mktemp("bad-input") / "vault")
-    with Warehouse(root, source=S.sample_source(S.SMALL, 2)) as wh:
+    root = disk.copy_vault(small_vaults["template"], tmp_path_factory.mktemp("bad-input") / "vault")
+    with Warehouse(root, source=sample_from_json(S.SMALL, 2)) as wh:
         report = wh.sync(list(S.DATASETS))
         assert report.committed
         wh.tag("paper", small_vaults["old_id"])
@@ -212,45 +213,9 @@ def _tag(content: bytes) -> Any:
     return write(fixed("tags/paper"), content)
 
 
-def _format_1_fingerprint(manifest: dict[str, Any]) -> str:
-    """The fingerprint as wrdsvault's format 1 defined it when this suite was written.
-
-    SHA-256 of the canonical JSON of ``{dataset: {"columns": [[name, type], ...], "partitions":
-    sorted([[year or -1, sha256, size_bytes, row_count], ...])}}`` (docs/format.md then).
-    """
-    import hashlib
-
-    content = {
-        name: {
-            "columns": [[c["name"], c["type"]] for c in entry["columns"]],
-            "partitions": sorted(
-                [
-                    -1 if p["year"] is None else p["year"],
-                    p["sha256"],
-                    p["size_bytes"],
-                    p["row_count"],
-                ]
-                for p in entry["partitions"]
-            ),
-        }
-        for name, entry in manifest["datasets"].items()
-    }
-    raw = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return hashlib.sha256(raw).hexdigest()
-
-
 def _as_format_1(root: Path, info: dict[str, Any]) -> None:
     """Rewrite the vault as format 1 wrote it: version 1, fingerprints without paths."""
-    vault_json = json.loads((root / "vault.json").read_bytes())
-    (root / "vault.json").write_text(json.dumps({**vault_json, "format_version": 1}))
-    for path in sorted((root / "snapshots").glob("*.json")):
-        obj = json.loads(path.read_bytes())
-        obj["format_version"] = 1
-        obj["fingerprint"] = _format_1_fingerprint(obj)
-        path.write_bytes(
-            json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-            + b"\n"
-        )
+    disk.rewrite_as_format_1(root)
 
 
 def _set_path_format_1(root: Path, info: dict[str, Any]) -> None:
@@ -262,8 +227,8 @@ def _set_path_format_1(root: Path, info: dict[str, Any]) -> None:
     path = HEAD_MANIFEST(root, info)
     obj = json.loads(path.read_bytes())
     _set_path(obj)
-    obj["fingerprint"] = _format_1_fingerprint(obj)
-    path.write_bytes(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    obj["fingerprint"] = disk.format_1_fingerprint(obj)
+    path.write_bytes(disk.canonical(obj) + b"\n")
 
 
 class Bad(NamedTuple):
@@ -526,12 +491,6 @@ def run_cli(argv: list[str]) -> tuple[int | str, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-def committed_files(snapshot: dict[str, str]) -> dict[str, str]:
-    """The committed part of a `tree`: HEAD, manifests, data files, vault.json, tags."""
-    keep = ("HEAD", "vault.json", "snapshots/", "data/", "tags/")
-    return {k: v for k, v in snapshot.items() if k.startswith(keep) or k in keep}
-
-
 class Outcome:
     """What went wrong, by class: plain problems, leaked exceptions, damage doctor missed."""
 
@@ -624,7 +583,7 @@ def check_queries_in_child(
     """Queries on a damaged Parquet file: a wrdsvault error or an answer, never a crash."""
     proc = subprocess.run(
         [S.PYTHON, str(READ_CHILD), str(root)],
-        env=S.child_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=S.CHILD_TIMEOUT_S,
@@ -656,16 +615,16 @@ def check_queries_in_child(
 
 def check_sync(root: Path, outcome: Outcome, expected: type[WrdsVaultError] | None) -> None:
     """A write on the damaged vault: works, or fails with a wrdsvault error and keeps commits."""
-    before = committed_files(S.tree(root))
+    before = disk.committed_digests(root)
     try:
-        with Warehouse(root, source=S.sample_source(S.SMALL, 1)) as wh:
+        with Warehouse(root, source=sample_from_json(S.SMALL, 1)) as wh:
             report = wh.sync(list(S.DATASETS))
     except Exception as exc:
         outcome.raised("sync", exc)
-        after = committed_files(S.tree(root))
+        after = disk.committed_digests(root)
         if after != before:
             outcome.problems.append(
-                f"a failed sync changed committed files: {S.tree_diff(before, after)}"
+                f"a failed sync changed committed files: {disk.digest_diff(before, after)}"
             )
         if _wrdsvault(exc) and expected is not None and not isinstance(exc, expected):
             outcome.problems.append(f"sync: {type(exc).__name__} ({exc}), expected {expected}")
@@ -680,10 +639,11 @@ def damaged(
 ) -> Iterator[tuple[Bad, Path]]:
     """A private copy of the two-snapshot vault with the case's damage applied."""
     case: Bad = request.param
-    root = S.copy_vault(two_snapshots["template"], tmp_path / "vault")
-    pristine = S.tree(root)
+    root = disk.copy_vault(two_snapshots["template"], tmp_path / "vault")
+    pristine = disk.entry_digests(root, skip_lock=True)
     case.damage(root, two_snapshots)
-    assert S.tree(root) != pristine or (root / ".lock").exists(), "the damage changed nothing"
+    after = disk.entry_digests(root, skip_lock=True)
+    assert after != pristine or (root / ".lock").exists(), "the damage changed nothing"
     yield case, root
 
 
@@ -694,7 +654,7 @@ def test_damaged_file(damaged: tuple[Bad, Path], two_snapshots: dict[str, Any]) 
     """A damaged on-disk file: clear wrdsvault errors, honest verify/doctor, nothing changed."""
     case, root = damaged
     outcome = Outcome()
-    before = S.tree(root)
+    before = disk.entry_digests(root, skip_lock=True)
     opened = False
     try:
         Warehouse(root, create=False).close()
@@ -713,9 +673,9 @@ def test_damaged_file(damaged: tuple[Bad, Path], two_snapshots: dict[str, Any]) 
     if case.parquet:
         tally = check_queries_in_child(root, two_snapshots, outcome)
         assert tally.get("right", 0) + tally.get("silently-wrong", 0) + tally.get("failed", 0) == 3
-    after = S.tree(root)
+    after = disk.entry_digests(root, skip_lock=True)
     if after != before:
-        outcome.problems.append(f"reading changed the vault: {S.tree_diff(before, after)}")
+        outcome.problems.append(f"reading changed the vault: {disk.digest_diff(before, after)}")
     check_sync(root, outcome, case.sync_raises)
     outcome.finish()
 
@@ -724,11 +684,11 @@ def test_doctor_repair_keeps_damage_and_quarantine(
     two_snapshots: dict[str, Any], tmp_path: Path
 ) -> None:
     """doctor(repair=True) on damage: reports it, deletes none of it, and nothing committed."""
-    root = S.copy_vault(two_snapshots["template"], tmp_path / "vault")
+    root = disk.copy_vault(two_snapshots["template"], tmp_path / "vault")
     _quarantine(None)(root, two_snapshots)
     edit(PAPER_MANIFEST, lambda b: b[:100])(root, two_snapshots)
     edit(parquet, _flip(0.3))(root, two_snapshots)
-    before = S.tree(root)
+    before = disk.entry_digests(root, skip_lock=True)
     with Warehouse(root, create=False) as wh:
         report = wh.doctor(repair=True)
         kinds = {f.kind for f in report.findings}
@@ -736,7 +696,8 @@ def test_doctor_repair_keeps_damage_and_quarantine(
         assert report.repaired == (), report.summary()
         assert not report.ok
         assert not wh.verify(all_snapshots=True).ok
-    assert S.tree(root) == before, S.tree_diff(before, S.tree(root))
+    after = disk.entry_digests(root, skip_lock=True)
+    assert after == before, disk.digest_diff(before, after)
 
 
 class RepairDeletedData(AssertionError):
@@ -748,7 +709,7 @@ def test_repair_never_deletes_a_file_a_damaged_manifest_needs(
     two_snapshots: dict[str, Any], tmp_path: Path, fmt: int
 ) -> None:
     """Restoring a manifest whose path was altered after doctor --repair gives back the data."""
-    root = S.copy_vault(two_snapshots["template"], tmp_path / "vault")
+    root = disk.copy_vault(two_snapshots["template"], tmp_path / "vault")
     if fmt == 1:
         _as_format_1(root, two_snapshots)
     manifest = HEAD_MANIFEST(root, two_snapshots)
@@ -771,7 +732,7 @@ def test_repair_never_deletes_a_file_a_damaged_manifest_needs(
 
 def test_a_format_1_vault_still_opens(two_snapshots: dict[str, Any], tmp_path: Path) -> None:
     """A vault written by format 1 (fingerprint without paths) still opens, lists and verifies."""
-    root = S.copy_vault(two_snapshots["template"], tmp_path / "vault")
+    root = disk.copy_vault(two_snapshots["template"], tmp_path / "vault")
     _as_format_1(root, two_snapshots)
     with Warehouse(root, create=False) as wh:
         assert [s.snapshot_id for s in wh.snapshots()] == [
@@ -801,9 +762,10 @@ HOSTILE = [
 @pytest.mark.parametrize("argv", HOSTILE, ids=lambda a: " ".join(a)[:40])
 def test_hostile_cli_input(two_snapshots: dict[str, Any], tmp_path: Path, argv: list[str]) -> None:
     """Hostile refs, names and SQL through the CLI: exit 1, a message, no traceback, no write."""
-    root = S.copy_vault(two_snapshots["template"], tmp_path / "vault")
-    before = S.tree(root)
+    root = disk.copy_vault(two_snapshots["template"], tmp_path / "vault")
+    before = disk.entry_digests(root, skip_lock=True)
     status, out, err = run_cli([*argv, "--vault", str(root)])
     assert status == 1, (status, out, err)
     assert err.startswith("wrdsvault: ") and "Traceback" not in err, err
-    assert S.tree(root) == before, S.tree_diff(before, S.tree(root))
+    after = disk.entry_digests(root, skip_lock=True)
+    assert after == before, disk.digest_diff(before, after)

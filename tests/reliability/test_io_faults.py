@@ -2,16 +2,16 @@
 
 A child (``_sync_child.py``) syncs vintage 2 on top of a vintage-1 vault under
 ``strace -f -e inject=<syscall>:error=<ERRNO>:when=<k>``. A traced dry run first lists every
-``write``, ``fsync``, ``fdatasync``, ``rename*`` and ``link`` the sync makes on its main thread and
-names the file and protocol phase of each (`_support.classify`); each case picks one call by file,
-so that the cases stay the same when the data size changes: every fsync, rename and link of the
-sync (16, 7 and 1 here; a test fails if the protocol gains one without a case), and of the ~260
-writes those of the lock record, the manifest, HEAD, and the first, a middle and the last write
-(footer) of the first staged Parquet file and the last write of the last one, each with ENOSPC
-and EIO. ``fdatasync`` is not used (the case skips, saying so). Every call, writes included, is
-hit at random by the soak (test_soak.py).
+``write``, ``fsync``, ``fdatasync``, ``rename*`` and ``link`` the sync makes on its main thread
+and names the file and protocol phase of each (`reliability.classify`); each case picks one call
+by file, so that the cases stay the same when the data size changes: every fsync, rename and link
+of the sync (16, 7 and 1 here; a test fails if the protocol gains one without a case), and of the
+~260 writes those of the lock record, the manifest, HEAD, and the first, a middle and the last
+write (footer) of the first staged Parquet file and the last write of the last one, each with
+ENOSPC and EIO. ``fdatasync`` is not used (the case skips, saying so). Every call, writes
+included, is hit at random by the soak (test_soak.py).
 
-Each case (`_support.check_fault_case`): the sync fails with a wrdsvault error (`DiskSpaceError`
+Each case (`reliability.check_fault_case`): the sync fails with a wrdsvault error (`DiskSpaceError`
 for ENOSPC), HEAD is old (new only after the HEAD rename: the directory fsync after it and the
 lock release), every listed snapshot verifies, no staging, temp file or lock is left, the failed
 write is in quarantine with reason.json (exactly when it failed inside the writer), no fsync is
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -35,8 +34,7 @@ from typing import Any
 
 import pytest
 
-# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
-S = sys.modules["wrdsvault_reliability_support"]
+from _helpers import reliability as S
 
 pytestmark = pytest.mark.skipif(
     shutil.which("strace") is None,

@@ -10,7 +10,7 @@ records which snapshot answered.
 The writer computes each snapshot's expected answers from the source's own batches with pyarrow
 (per year: rows, the exact sum of ``crsp.msf.ret``, the sum of ``ff.factors_monthly.mktrf``),
 never from the vault; afterwards a fresh ``Warehouse`` re-checks every snapshot (verify=True)
-against them, so the expectation itself is tested. `_support.check_observations` then demands:
+against them, so the expectation itself is tested. `reliability.check_observations` then demands:
 zero failed queries, every answer equal to the one of the snapshot it was pinned to (one between
 the two HEAD reads for ``Warehouse.arrow``), never a mix of two snapshots, and ``latest`` never
 moving backwards for any reader.
@@ -21,15 +21,12 @@ rewrites a pinned Parquet file in place after each commit: the checker must repo
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from _helpers import reliability as S
 from wrdsvault import Warehouse
-
-# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
-S = sys.modules["wrdsvault_reliability_support"]
 
 pytestmark = pytest.mark.slow
 

@@ -18,16 +18,14 @@ the reference state (same fingerprint and answers as a clean sync), leaves no le
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _helpers import disk
+from _helpers import reliability as S
 from wrdsvault import Warehouse
-
-# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
-S = sys.modules["wrdsvault_reliability_support"]
 
 pytestmark = pytest.mark.crash
 
@@ -57,7 +55,7 @@ def test_writer_killed_while_recovering_a_crash(
     repair_first: bool,
 ) -> None:
     """Writer 1 SIGKILLed, writer 2 SIGKILLed during/after its recovery: writer 3 converges."""
-    root = S.copy_vault(small_vaults["template"], tmp_path / "vault")
+    root = disk.copy_vault(small_vaults["template"], tmp_path / "vault")
     status, result, err = S.run_sync_child(root, 2, crashpoint=first)
     assert status == -9, (status, result, err[-2000:])
     rng = random.Random(f"{first}/{then}")  # noqa: S311 (kill timing, not security)
@@ -87,7 +85,7 @@ def test_first_sync_crash_then_crash_during_recovery(
     Warehouse(root).close()
     status, result, err = S.run_sync_child(root, 1, crashpoint="manifest-renamed")
     assert status == -9, (status, result, err[-2000:])
-    assert S.read_head(root) is None and len(S.manifests_on_disk(root)) == 1
+    assert disk.read_head(root) is None and len(disk.manifests_on_disk(root)) == 1
     S.second_writer(root, 1, then, random.Random(then))  # noqa: S311
     S.check_converges(
         root,

@@ -4,9 +4,9 @@
 minutes have passed: a readers round (4 readers, 20 commits, the checker of
 test_readers_under_load.py), a crash round (a writer SIGKILLed at a random `CrashPoint`, then one
 or two next writers killed at random points, at random moments or in the middle of their
-recovery, then a last writer must converge, `_support.check_converges`) and three fault rounds (a
+recovery, then a last writer must converge, `reliability.check_converges`) and three fault rounds (a
 random errno injected by strace into a random write/fsync/rename/link of a sync,
-`_support.check_fault_case`). Without the variable the same code runs one small round of each
+`reliability.check_fault_case`). Without the variable the same code runs one small round of each
 (CI). At the end it prints the counts (commits, queries, writers killed, faults injected, known
 bugs hit, errors) to the terminal, also as ``record_property`` (JUnit XML), and fails if any
 error (anything but a known bug) occurred.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import random
 import shutil
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,8 +24,7 @@ from typing import Any
 
 import pytest
 
-# conftest.py loaded _support.py by path (importlib mode) and registered it under this name.
-S = sys.modules["wrdsvault_reliability_support"]
+from _helpers import reliability as S
 
 pytestmark = [pytest.mark.crash, pytest.mark.slow]
 if S.SOAK_MINUTES and importlib.util.find_spec("pytest_timeout") is not None:

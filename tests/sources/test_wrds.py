@@ -25,11 +25,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from _helpers.disk import file_paths
+from _helpers.sources import Wrapping
 from wrdsvault import Progress, Warehouse
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec
 from wrdsvault.errors import SourceError, SyncError, UnknownDatasetError
 from wrdsvault.sources import SampleSource, WrdsSource
-from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, TableInfo
+from wrdsvault.sources.base import SOURCE_TYPE_KEY
 from wrdsvault.sources.wrds import arrow_type, connect, parse_comment
 from wrdsvault.testing import REPLICA_PASSWORD, REPLICA_USER, WrdsReplica
 
@@ -172,20 +174,13 @@ def loaded(request: pytest.FixtureRequest, make_replica: MakeReplica) -> Iterato
         yield rep
 
 
-class KillAfterFirstBatch:
+class KillAfterFirstBatch(Wrapping):
     """A source that hands on WrdsSource's rows and kills the COPY backend after one batch."""
 
-    name = "wrds"
-
     def __init__(self, inner: WrdsSource, rep: WrdsReplica) -> None:
-        self.inner, self.rep = inner, rep
+        super().__init__(inner)
+        self.rep = rep
         self.killed = 0
-
-    def describe(self, spec: DatasetSpec) -> TableInfo:
-        return self.inner.describe(spec)
-
-    def partitions(self, spec: DatasetSpec) -> list[PartitionInfo]:
-        return list(self.inner.partitions(spec))
 
     def read_partition(
         self, spec: DatasetSpec, year: int | None, *, batch_rows: int = 131_072
@@ -201,9 +196,6 @@ class KillAfterFirstBatch:
         yield first
         yield from batches
 
-    def close(self) -> None:
-        self.inner.close()
-
 
 def make_big_table(rep: WrdsReplica, rows: int = 300_000) -> None:
     """A non-WRDS table of ~70 MB of CSV in one year: more than the COPY pipeline buffers."""
@@ -216,11 +208,6 @@ def make_big_table(rep: WrdsReplica, rows: int = 300_000) -> None:
     )
     rep.execute("CREATE VIEW big.t AS SELECT * FROM big_all.t")
     rep.execute("ANALYZE big_all.t")
-
-
-def data_files(root: Path) -> set[str]:
-    """The Parquet files under ``root``, relative to it."""
-    return {str(p.relative_to(root)) for p in root.rglob("*.parquet")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,7 +451,7 @@ def test_connection_killed_mid_partition_commits_nothing(
         make_big_table(rep)
         with Warehouse(vault_dir, source=rep.source()) as wh:
             wh.sync("ff.factors_monthly")
-        before_files = data_files(vault_dir / "data")
+        before_files = file_paths(vault_dir / "data", "*.parquet")
         killer = KillAfterFirstBatch(rep.source(retry_backoff_s=0.01), rep)
         with Warehouse(vault_dir, source=killer) as wh:
             before_ids = [s.snapshot_id for s in wh.snapshots()]
@@ -475,7 +462,7 @@ def test_connection_killed_mid_partition_commits_nothing(
             assert "never resumed halfway" in str(caught.value)
             assert [s.snapshot_id for s in wh.snapshots()] == before_ids
             assert wh.snapshot().datasets == ("ff.factors_monthly",)
-            assert data_files(vault_dir / "data") == before_files
+            assert file_paths(vault_dir / "data", "*.parquet") == before_files
             assert not any((vault_dir / "tmp").glob("*/*"))
             # The same source reconnects; without the killer the next sync succeeds.
             killer.read_partition = killer.inner.read_partition  # type: ignore[method-assign]
@@ -620,7 +607,7 @@ def test_connection_lost_before_first_batch_is_retried(
                     for (pid,) in cur.fetchall():
                         cur.execute("SELECT pg_terminate_backend(%s)", [pid])
                         killed.append(pid)
-                    time.sleep(0.01)
+                    time.sleep(0.01)  # the poll interval of the deadline loop above
             locker.commit()  # release the lock: the retry may proceed
 
         with locker.cursor() as cur:

@@ -5,6 +5,7 @@ This is the only module that renames or hard-links files (ruff bans ``os.rename`
 staged file or folder into place, `publish_link` gives a file a durable second name,
 `put_if_absent` creates a file only if absent, and `write_temp` with `link_if_absent` are the two
 halves of a put-if-absent for callers that need a step in between (the writer lock's claims).
+`append_durably` appends whole lines to an append-only log (gc's expiry log).
 
 After a failed fsync the data must be treated as lost (PostgreSQL's 2018 "fsyncgate"): nothing here
 retries an fsync; the error propagates and the caller aborts the commit.
@@ -17,6 +18,7 @@ import hashlib
 import io
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -262,6 +264,33 @@ def put_if_absent(path: Path, data: bytes, *, mode: int) -> bool:
         temp.path.unlink(missing_ok=True)
     fsync_dir(path.parent)
     return created
+
+
+def append_durably(
+    path: Path, data: bytes, *, mode: int, after_write: Callable[[], None] | None = None
+) -> None:
+    """Append ``data`` (whole lines, ending in a newline) to ``path`` with one write and fsync it
+    (and its folder, when the file is new). Run by the log's only writer (under the writer lock).
+
+    A last line without its newline is the remains of an append cut short by a power loss, never
+    acknowledged: it is cut off first. ``after_write`` runs between the write and the fsync
+    (a crash point).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if after_write is not None:
+            after_write()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if size == 0:
+        fsync_dir(path.parent)
 
 
 def remove_tree(path: Path) -> None:

@@ -22,10 +22,17 @@ writes are refused (`Catalog.require_writable`) and ``doctor`` reports it (``hea
 the id to write back into ``HEAD``. A manifest that cannot be read proves nothing either way, so
 it is never removed and no data file is judged orphaned while one exists.
 
+Expired snapshots (docs/retention.md): gc appends each snapshot it expires to the expiry log
+(``expired.jsonl``) before it deletes anything. An expired id is no longer committed: the
+committed listing leaves it out even while its manifest is still on disk (a reader held it, or
+gc was interrupted), a ``HEAD`` naming one is damage, and a retained manifest whose ``parent``
+was expired is normal (nothing requires a parent's manifest to exist).
+
 `find_garbage` is the one classifier of garbage: recovery (under the writer lock, before every
 write) removes what it returns except orphan data files, and ``doctor --repair`` removes all of
-it. Retention and backups build on the same catalog: whatever they keep alive is one more kind of
-committed record that `Catalog.named_ids` reports.
+it; gc removes the manifests of expired snapshots no reader holds and the files only they named.
+Whatever keeps a snapshot alive is one more kind of committed record that `Catalog.named_ids`
+reports.
 """
 
 from __future__ import annotations
@@ -40,11 +47,13 @@ from typing import Final, Literal
 
 import attrs
 
+from wrdsvault._storage.expiry import read_expired
 from wrdsvault._storage.layout import SNAPSHOT_ID_RE, Layout, validate_snapshot_id
 from wrdsvault._storage.lease import DEFAULT_STALE_AFTER_S as LEASE_STALE_AFTER_S
 from wrdsvault._storage.lease import scan_leases
 from wrdsvault.errors import InvalidNameError, VaultFormatError
-from wrdsvault.manifest import Manifest
+from wrdsvault.manifest import Manifest, format_timestamp
+from wrdsvault.retention import ExpiredSnapshot
 
 __all__ = [
     "GARBAGE_KINDS",
@@ -61,10 +70,24 @@ __all__ = [
 LOCKLESS_TEMP_GRACE_S: Final = 60.0
 _LOCKLESS_TEMP_PREFIXES: Final = (".lock.", ".vault.json.")
 
-GarbageKind = Literal["staging", "temp-file", "dead-lease", "uncommitted-manifest", "orphan-file"]
+GarbageKind = Literal[
+    "staging",
+    "temp-file",
+    "dead-lease",
+    "uncommitted-manifest",
+    "expired-manifest",
+    "orphan-file",
+]
 #: Every kind `find_garbage` returns.
 GARBAGE_KINDS: Final[frozenset[str]] = frozenset(
-    {"staging", "temp-file", "dead-lease", "uncommitted-manifest", "orphan-file"}
+    {
+        "staging",
+        "temp-file",
+        "dead-lease",
+        "uncommitted-manifest",
+        "expired-manifest",
+        "orphan-file",
+    }
 )
 
 
@@ -173,6 +196,49 @@ class Catalog:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self._manifests: dict[str, Manifest] = {}
+        self._expired: tuple[tuple[int, int, int], dict[str, ExpiredSnapshot], list[str]] | None
+        self._expired = None
+
+    # -- the expiry log ----------------------------------------------------------------------
+
+    def _read_expiry_log(self) -> tuple[dict[str, ExpiredSnapshot], list[str]]:
+        path = self.layout.expiry_log
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return {}, []
+        except OSError as exc:
+            raise VaultFormatError(
+                path=str(path), problem=f"cannot read the expiry log ({exc})"
+            ) from exc
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._expired
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        try:
+            entries, problems = read_expired(self.layout)
+        except OSError as exc:
+            raise VaultFormatError(
+                path=str(path), problem=f"cannot read the expiry log ({exc})"
+            ) from exc
+        self._expired = (key, entries, problems)
+        return entries, problems
+
+    def expired(self) -> dict[str, ExpiredSnapshot]:
+        """Snapshot id -> its record in the expiry log, for every snapshot gc expired.
+
+        Raises:
+            VaultFormatError: the log exists but cannot be read.
+        """
+        return dict(self._read_expiry_log()[0])
+
+    def is_expired(self, snapshot_id: str) -> bool:
+        """Whether gc expired ``snapshot_id`` (the expiry log names it)."""
+        return snapshot_id in self._read_expiry_log()[0]
+
+    def expiry_log_problems(self) -> list[str]:
+        """Lines of the expiry log that cannot be read (skipped; `doctor` reports them)."""
+        return list(self._read_expiry_log()[1])
 
     # -- HEAD and manifests ------------------------------------------------------------------
 
@@ -225,15 +291,26 @@ class Catalog:
         return manifest
 
     def committed(self) -> list[tuple[str, datetime]]:
-        """(id, committed_at) of every snapshot readers see, oldest first: those up to HEAD.
+        """(id, committed_at) of every snapshot readers see, oldest first: those up to HEAD
+        that gc has not expired.
 
         Raises:
-            VaultFormatError: HEAD is damaged, or names a snapshot whose manifest is missing.
+            VaultFormatError: HEAD is damaged, names a snapshot whose manifest is missing, or
+                names one gc expired.
         """
         head = self.head()
         if head is None:
             return []
-        ids = [sid for sid in self.manifest_ids() if sid <= head]
+        expired = self._read_expiry_log()[0]
+        if head in expired:
+            raise VaultFormatError(
+                path=str(self.layout.head),
+                problem=f"HEAD names snapshot {head}, which gc expired at "
+                f"{format_timestamp(expired[head].expired_at)} (the latest snapshot is never "
+                "expired, so HEAD was moved back or restored from an old copy); write the id of "
+                "the newest snapshot in `snapshots/` into HEAD",
+            )
+        ids = [sid for sid in self.manifest_ids() if sid <= head and sid not in expired]
         if not ids or ids[-1] != head:
             raise VaultFormatError(
                 path=str(self.layout.head),
@@ -300,7 +377,7 @@ class Catalog:
             except VaultFormatError as exc:
                 unreadable[sid] = exc.problem
         named = {sid: why for sid, why in self.named_ids(newer).items() if sid in newer}
-        if not unreadable and len(newer) == 1:
+        if not unreadable and len(newer) == 1 and not (head and self.is_expired(head)):
             ((sid, manifest),) = newer.items()
             first = manifest.parent is None and manifest.sequence == 1
             if sid not in named and (manifest.parent == head if head else first):
@@ -366,13 +443,15 @@ def find_garbage(
     *,
     orphans: bool = True,
     now: float | None = None,
+    leased: frozenset[str] | None = None,
+    expiring: frozenset[str] = frozenset(),
     lease_stale_after_s: float = LEASE_STALE_AFTER_S,
 ) -> Iterator[Garbage]:
     """What is provably garbage in the vault, in the order it is safe to remove.
 
     Only valid while the writer lock is held (otherwise a live writer's staging or manifest
-    would look like garbage); read-only callers (``doctor`` without ``--repair``) may list it
-    as "garbage once no writer runs".
+    would look like garbage); read-only callers (``doctor`` without ``--repair``, a gc dry run)
+    may list it as "garbage once no writer runs".
 
     * ``staging``: every entry of ``tmp/`` but the checkpoints (``tmp/resume/``, a real folder);
     * ``temp-file``: ``.*.tmp`` in the root, ``snapshots/``, ``tags/`` and ``leases/`` (temp
@@ -385,7 +464,13 @@ def find_garbage(
       point (`Catalog.beyond_head`); nothing while HEAD is damaged or its manifest is missing;
     * ``orphan-file`` (with ``orphans``): a data file no manifest references, judged only while
       the catalog is consistent: HEAD readable, its manifest present, every manifest readable,
-      HEAD not behind. Files of every manifest but the leftover count as referenced.
+      HEAD not behind. Files of every manifest but the leftover count as referenced, and so
+      do those of expired manifests unless they are ``expired-manifest`` garbage;
+    * ``expired-manifest`` (with ``orphans`` and ``leased``, judged like orphans): the manifest
+      of a snapshot the expiry log (or ``expiring``, for a plan) names that no reader holds
+      (``leased``: the leased ids, read *after* the expiry was durable) and no tag names.
+      Without ``leased`` nothing expired is garbage: a reader may hold it.
+      Listed after the orphan files, which include the files only it named.
     """
     layout = catalog.layout
     now = time.time() if now is None else now
@@ -414,7 +499,7 @@ def find_garbage(
             yield Garbage("dead-lease", lease.path, f"reader lease of a dead process: {lease.dead}")
     try:
         beyond = catalog.beyond_head()
-        catalog.committed()  # HEAD's own manifest exists
+        catalog.committed()  # HEAD's own manifest exists, HEAD is not expired
     except VaultFormatError:
         return  # HEAD is damaged: nothing can be judged by its relation to HEAD
     if beyond.leftover is not None:
@@ -425,16 +510,32 @@ def find_garbage(
         )
     if not orphans or beyond.behind or beyond.unreadable:
         return
+    on_disk = catalog.manifest_ids()
+    dead: list[str] = []
+    if leased is not None:
+        tagged = set(catalog.tags().values())
+        expired = set(catalog.expired()) | set(expiring)
+        dead = [
+            sid
+            for sid in on_disk
+            if sid in expired and sid not in leased and sid not in tagged and sid != beyond.head
+        ]
     referenced: set[str] = set()
     try:
-        for sid in catalog.manifest_ids():
-            if sid != beyond.leftover:
+        for sid in on_disk:
+            if sid != beyond.leftover and sid not in dead:
                 referenced.update(p.path for p in catalog.manifest(sid).files())
     except VaultFormatError:
         return  # a manifest cannot be read: any file may be one it needs
     for path in _data_files(layout):
         if layout.relative(path) not in referenced:
             yield Garbage("orphan-file", path, "no committed snapshot references this data file")
+    for sid in dead:
+        yield Garbage(
+            "expired-manifest",
+            layout.manifest(sid),
+            "manifest of a snapshot gc expired; no reader holds it",
+        )
 
 
 def _data_files(layout: Layout) -> Iterator[Path]:

@@ -54,7 +54,7 @@ _ARMED: Final = _armed()
 _hits: dict[str, int] = {}
 
 
-def crashpoint(point: CrashPoint | BreakPoint) -> None:
+def crashpoint(point: CrashPoint | BreakPoint | GcPoint) -> None:
     """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
     if _ARMED is None or _ARMED[0] != point.value:
         return
@@ -83,5 +83,28 @@ class BreakPoint(enum.Enum):
 
 
 def breakpoint_hit(point: BreakPoint) -> None:
+    """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
+    crashpoint(point)
+
+
+class GcPoint(enum.Enum):
+    """Every file-system step of ``gc`` (docs/retention.md), in the order a gc reaches them.
+
+    Armed through the same ``WRDSVAULT_TEST_CRASHPOINT`` variable as `CrashPoint`; the values
+    carry a ``gc-`` prefix. A gc killed at any of them leaves every retained snapshot complete,
+    and the next gc or ``doctor --repair`` finishes the job (tests/crash/test_gc_points.py).
+    """
+
+    PLANNED = "gc-planned"
+    EXPIRY_WRITTEN = "gc-expiry-written"
+    EXPIRY_DURABLE = "gc-expiry-durable"
+    LEASES_READ = "gc-leases-read"
+    FILE_DELETED = "gc-file-deleted"
+    FILES_DELETED = "gc-files-deleted"
+    MANIFEST_DELETED = "gc-manifest-deleted"
+    MANIFESTS_DELETED = "gc-manifests-deleted"
+
+
+def gc_point(point: GcPoint) -> None:
     """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
     crashpoint(point)

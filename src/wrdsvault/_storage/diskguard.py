@@ -5,6 +5,10 @@ by ``status``), 95% refuses to write. Before a sync, twice the expected bytes mu
 "Used" counts space the user cannot write: free means ``f_bavail`` (what psutil reports), not
 ``f_bfree`` (see docs/design). Quotas (EDQUOT) do not show in statvfs, so running out mid-write
 is still handled where it happens (`DiskSpaceError`, previous snapshot current).
+
+The warnings and errors name the way to get space back: ``wrdsvault gc --dry-run``, with the
+bytes the vault's stored retention policy would free (the ``hint`` callable, computed from the
+manifests only when a watermark is crossed).
 """
 
 from __future__ import annotations
@@ -60,6 +64,18 @@ class DiskGuard:
     critical: float = 0.90
     refuse: float = 0.95
     usage: UsageProvider = psutil_usage
+    #: What to do about a full disk (``wrdsvault gc --dry-run`` and what it would free).
+    hint: Callable[[], str] | None = None
+
+    def _hint(self) -> str:
+        if self.hint is None:
+            return ""
+        try:
+            text = self.hint()
+        except Exception:  # a hint must never turn a warning into a failure
+            log.debug("could not compute the disk hint", exc_info=True)
+            return ""
+        return f"; {text}" if text else ""
 
     def state(self) -> DiskState:
         total, free = self.usage(str(self.path))
@@ -88,19 +104,28 @@ class DiskGuard:
                 needed_bytes=needed,
                 free_bytes=st.free_bytes,
                 reason=f"the file system is {st.used_fraction:.0%} full, at or above the "
-                f"{self.refuse:.0%} watermark where wrdsvault stops writing",
+                f"{self.refuse:.0%} watermark where wrdsvault stops writing{self._hint()}",
             )
         if st.free_bytes < needed:
             raise DiskSpaceError(
                 path=str(self.path),
                 needed_bytes=needed,
                 free_bytes=st.free_bytes,
-                reason=f"a sync needs twice its expected size ({expected_bytes:,} bytes) free",
+                reason=f"a sync needs twice its expected size ({expected_bytes:,} bytes) "
+                f"free{self._hint()}",
             )
         if st.level == "critical":
             log.error(
-                "vault file system %s is %.0f%% full (critical)", self.path, 100 * st.used_fraction
+                "vault file system %s is %.0f%% full (critical)%s",
+                self.path,
+                100 * st.used_fraction,
+                self._hint(),
             )
         elif st.level == "warning":
-            log.warning("vault file system %s is %.0f%% full", self.path, 100 * st.used_fraction)
+            log.warning(
+                "vault file system %s is %.0f%% full%s",
+                self.path,
+                100 * st.used_fraction,
+                self._hint(),
+            )
         return st

@@ -168,6 +168,11 @@ class Layout:
         return self.root / "quarantine"
 
     @property
+    def expiry_log(self) -> Path:
+        """``expired.jsonl``: every snapshot gc expired (docs/format.md)."""
+        return self.root / "expired.jsonl"
+
+    @property
     def leases_dir(self) -> Path:
         return self.root / "leases"
 

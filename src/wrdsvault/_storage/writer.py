@@ -32,6 +32,7 @@ from wrdsvault._digest import Digester, file_digest
 from wrdsvault._storage.atomic import (
     HashingWriter,
     atomic_write_bytes,
+    fsync_dir,
     make_dirs,
     publish,
     remove_tree,
@@ -108,7 +109,7 @@ __all__ = [
     "recover",
 ]
 
-OperationKind = Literal["sync", "drop", "tag", "doctor-repair", "purge-quarantine"]
+OperationKind = Literal["sync", "drop", "tag", "untag", "gc", "doctor-repair", "purge-quarantine"]
 
 
 @attrs.frozen
@@ -116,7 +117,8 @@ class Operation:
     """A write path that takes the writer lock, as the lock record, errors and logs name it.
 
     Attributes:
-        kind: ``sync``, ``drop``, ``tag``, ``doctor-repair`` or ``purge-quarantine``.
+        kind: ``sync``, ``drop``, ``tag``, ``untag``, ``gc``, ``doctor-repair`` or
+            ``purge-quarantine``.
         subject: what it writes: the dataset names of a sync or drop, the name of a tag.
     """
 
@@ -128,6 +130,8 @@ class Operation:
             "sync": f"sync {self.subject}",
             "drop": f"drop {self.subject}",
             "tag": f"tag {self.subject}",
+            "untag": f"tag --delete {self.subject}",
+            "gc": "gc",
             "doctor-repair": "doctor --repair",
             "purge-quarantine": "purge quarantine",
         }[self.kind]
@@ -141,7 +145,7 @@ class Operation:
     def commits(self) -> bool:
         """Whether it writes commit records (HEAD, manifests, tags): refused while the catalog
         is inconsistent (`Catalog.require_writable`)."""
-        return self.kind in ("sync", "drop", "tag")
+        return self.kind in ("sync", "drop", "tag", "untag", "gc")
 
     @property
     def after_failure(self) -> str:
@@ -150,6 +154,9 @@ class Operation:
             "sync": "nothing was committed; the previous snapshot stays current",
             "drop": "nothing was committed; the previous snapshot stays current",
             "tag": "the tag may or may not have been written; `wrdsvault status` lists the tags",
+            "untag": "the tag may or may not have been deleted; `wrdsvault status` lists the tags",
+            "gc": "every retained snapshot is complete; some expired snapshots' files may "
+            "remain (run `wrdsvault gc` again, or `wrdsvault doctor --repair`)",
             "doctor-repair": "committed snapshots are untouched; some garbage may remain "
             "(run `wrdsvault doctor` to see it)",
             "purge-quarantine": "some entries may remain (`wrdsvault quarantine list`)",
@@ -374,6 +381,11 @@ class Writer:
         """Refuse to go on if the lock is no longer ours (a successor took it over)."""
         if not self.lock.still_ours():
             raise SyncError(dataset=",".join(sorted(datasets)), reason=TAKEN_OVER)
+
+    def delete_tag(self, name: str) -> None:
+        """Remove a tag durably (its snapshot becomes eligible for expiry)."""
+        self.layout.tag(name).unlink()
+        fsync_dir(self.layout.tags_dir)
 
     def write_tag(self, name: str, snapshot_id: str) -> None:
         make_dirs(self.layout.tags_dir, mode=self.settings.dir_mode)

@@ -1,9 +1,8 @@
-"""Shared code of the reliability suite (tests/reliability): sources, answers, trees, children.
+"""The reliability suite's shared code (tests/reliability): answers, children, faults, checks.
 
-Not a test module (leading underscore). Test modules load it by path (``--import-mode=importlib``,
-see `load_support` in each of them); the child scripts of this folder, run by path, import it by
-name (their folder is ``sys.path[0]``). It imports only the standard library and wrdsvault, so a
-child pays nothing extra for it.
+Imported as ``from _helpers import reliability as S`` by the test modules and by the child
+scripts of tests/reliability (see the ``_helpers`` package). It imports only the standard
+library and wrdsvault, so a child pays nothing extra for it.
 
 ``WRDSVAULT_SOAK_MINUTES`` is read here, at import (collection) time: the autouse ``clean_env``
 fixture of tests/conftest.py strips every ``WRDSVAULT_*`` variable before each test runs.
@@ -11,12 +10,10 @@ fixture of tests/conftest.py strips every ``WRDSVAULT_*`` variable before each t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +21,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+from _helpers.disk import copy_vault, leftovers, manifests_on_disk, read_head
+from _helpers.proc import TESTS_DIR, child_env, wait_for
+from _helpers.sources import sample_from_json
+
+HERE = TESTS_DIR / "reliability"
 SYNC_CHILD = HERE / "_sync_child.py"
 RW_CHILD = HERE / "_rw_child.py"
 PYTHON = sys.executable
@@ -53,25 +54,7 @@ FLOAT_TOLERANCE = 1e-9
 Answer = dict[str, list[list[Any]]]
 
 
-# -- sources ---------------------------------------------------------------------------------
-
-
-def sample_source(args: dict[str, Any], vintage: int | None = None) -> Any:
-    """A `SampleSource` from JSON-able arguments (``years`` as [first, last])."""
-    from wrdsvault.sources import SampleSource
-
-    kw = dict(args)
-    first, last = kw.pop("years")
-    if vintage is not None:
-        kw["vintage"] = vintage
-    return SampleSource(**kw, years=range(first, last + 1))
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """This process's environment without WRDSVAULT_* / PG* (the developer's shell), plus extra."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WRDSVAULT_", "PG"))}
-    env.update(extra)
-    return env
+# -- the sync child ------------------------------------------------------------------------
 
 
 def sync_config(vintage: int, source: dict[str, Any] | None = None) -> str:
@@ -168,85 +151,6 @@ def same_answer(a: Answer | None, b: Answer | None) -> bool:
             elif sa != sb:
                 return False
     return True
-
-
-# -- the vault on disk -----------------------------------------------------------------------
-
-
-def is_lock_support(name: str) -> bool:
-    """The writer lock's own files at the root (``.lock``, ``.lock.epoch``, ``.lock.clock``...)."""
-    return name.startswith((".lock", "..lock"))
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every entry under ``root`` but the lock's support files: sha256, '<dir>' or '-> link'."""
-    out: dict[str, str] = {}
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        if here == root:
-            dirs[:] = [d for d in dirs if not is_lock_support(d)]
-        for name in sorted(dirs + files):
-            if here == root and is_lock_support(name):
-                continue
-            path = here / name
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                out[rel] = "-> " + os.readlink(path)
-            elif path.is_dir():
-                out[rel] = "<dir>"
-            else:
-                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def tree_diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    """Human-readable differences between two `tree` results."""
-    out = [f"removed {k}" for k in sorted(set(before) - set(after))]
-    out += [f"added {k}" for k in sorted(set(after) - set(before))]
-    out += [f"changed {k}" for k in sorted(set(before) & set(after)) if before[k] != after[k]]
-    return out
-
-
-def read_head(root: Path) -> str | None:
-    """The id in ``HEAD`` (None if there is no HEAD)."""
-    try:
-        return (root / "HEAD").read_text().strip()
-    except FileNotFoundError:
-        return None
-
-
-def manifests_on_disk(root: Path) -> list[str]:
-    """Ids of every ``snapshots/<id>.json``, committed or not, sorted."""
-    folder = root / "snapshots"
-    return sorted(p.name.removesuffix(".json") for p in folder.glob("[0-9]*.json"))
-
-
-def leftovers(root: Path) -> dict[str, list[str]]:
-    """What a crashed or failed writer can leave: staging, temp files, lock, uncommitted ids."""
-    tmp = root / "tmp"
-    head = read_head(root)
-    return {
-        "staging": sorted(p.name for p in tmp.iterdir() if p.name != "resume")
-        if tmp.is_dir()
-        else [],
-        # per-year checkpoints (kept on purpose: the next sync resumes from them)
-        "checkpoint": sorted(
-            str(p.relative_to(tmp / "resume")) for p in (tmp / "resume").rglob("*.parquet")
-        ),
-        "temp": sorted(
-            str(p.relative_to(root))
-            for p in root.rglob("*.tmp")
-            if not is_lock_support(p.relative_to(root).parts[0])
-        ),
-        "lock": [".lock"] if (root / ".lock").exists() else [],
-        "uncommitted": [m for m in manifests_on_disk(root) if head is None or m > head],
-    }
-
-
-def copy_vault(template: Path, root: Path) -> Path:
-    """A private copy of a template vault."""
-    shutil.copytree(template, root, symlinks=True)
-    return root
 
 
 # -- children --------------------------------------------------------------------------------
@@ -394,7 +298,7 @@ def check_observations(expected: dict[str, Any], observations: list[dict[str, An
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of ``path`` (a torn last line, from a killed child, is dropped)."""
-    out = []
+    out: list[dict[str, Any]] = []
     if not path.exists():
         return out
     for line in path.read_text().splitlines():
@@ -429,7 +333,7 @@ def readers_round(
     workdir.mkdir(parents=True, exist_ok=True)
     root = workdir / "vault"
     memo: dict[Any, list[Any]] = {}
-    first = sample_source(commit_source(0))
+    first = sample_from_json(commit_source(0))
     expected0 = source_answers(first, memo)
     with Warehouse(root, source=first) as wh:
         report = wh.sync(list(DATASETS))
@@ -601,7 +505,9 @@ def classify(occurrences: list[tuple[str, int, str]], root: Path) -> list[dict[s
     return out
 
 
-def pick_site(plan: list[dict[str, Any]], family: str, target: str, pick: int | str) -> dict:
+def pick_site(
+    plan: list[dict[str, Any]], family: str, target: str, pick: int | str
+) -> dict[str, Any]:
     """The call of ``family`` on ``target`` (a regex, fullmatch) at ``pick``: 1-based, -1 = last,
     ``"middle"``. Raises LookupError when the dry run made no such call."""
     calls = [c for c in plan if c["family"] == family and re.fullmatch(target, c["target"])]
@@ -784,7 +690,7 @@ def check_fault_case(
         )
         assert manifests_on_disk(root) == listed, "repair must keep every committed manifest"
     # A retry without injection succeeds and converges on the new data.
-    with Warehouse(root, source=sample_source(SMALL, 2)) as wh:
+    with Warehouse(root, source=sample_from_json(SMALL, 2)) as wh:
         retry = wh.sync(list(DATASETS))
         assert retry.committed == (not committed), (retry, where)
         if not committed and phase in ("publish", "manifest", "manifest-dir", "head"):
@@ -819,6 +725,7 @@ def check_fault_case(
 
 def _subclasses(cls: type) -> list[type]:
     out = [cls]
+    sub: type
     for sub in cls.__subclasses__():
         out += _subclasses(sub)
     return out
@@ -857,17 +764,18 @@ def kill_during_recovery(root: Path, vintage: int, *, pad_files: int = 20_000) -
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    left = pad_files
+
+    def recovering() -> bool:
+        """The child is deleting the pad files (a few hundred are gone), or it has ended."""
+        try:
+            left = len(os.listdir(folder))
+        except FileNotFoundError:
+            left = 0
+        return proc.poll() is not None or left < pad_files - 200
+
     try:
-        deadline = time.monotonic() + CHILD_TIMEOUT_S
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                left = len(os.listdir(folder))
-            except FileNotFoundError:
-                left = 0
-            if left < pad_files - 200:
-                break
-            time.sleep(0.002)
+        # Polled often: the recovery deletes ~20k files in well under a second.
+        wait_for(recovering, "the next writer's recovery", timeout_s=CHILD_TIMEOUT_S, poll_s=0.002)
     finally:
         proc.kill()
         status = proc.wait()
@@ -892,7 +800,7 @@ def kill_at_random_time(root: Path, vintage: int, delay_s: float) -> dict[str, A
         for line in proc.stderr:
             if line.strip() == "BEGIN":
                 break
-        time.sleep(delay_s)
+        time.sleep(delay_s)  # the random moment of the kill is what this tests, not a wait
     finally:
         proc.kill()
         status = proc.wait()
@@ -962,7 +870,7 @@ def check_converges(
             assert after.ok, after.summary()
             assert {f.kind for f in after.findings} <= {"checkpoint"}, after.summary()
             assert [s.snapshot_id for s in wh.snapshots()] == listed
-    with Warehouse(root, source=sample_source(SMALL, vintage)) as wh:
+    with Warehouse(root, source=sample_from_json(SMALL, vintage)) as wh:
         report = wh.sync(list(DATASETS))
         assert report.committed == (not committed), report
         final = read_head(root)
@@ -974,7 +882,7 @@ def check_converges(
         with wh.snapshot(verify=True) as snap:
             assert snap.fingerprint == fingerprint
             assert same_answer(
-                snapshot_answers(snap), source_answers(sample_source(SMALL, vintage))
+                snapshot_answers(snap), source_answers(sample_from_json(SMALL, vintage))
             )
         assert wh.verify(all_snapshots=True).ok
         report_after = wh.doctor()
@@ -1011,7 +919,7 @@ def random_point(rng: Any, *, changed: bool) -> str:
     from wrdsvault._storage.crashpoints import CrashPoint
 
     if not changed:
-        return rng.choice(NO_CHANGE_POINTS)
+        return str(rng.choice(NO_CHANGE_POINTS))
     point = rng.choice([p.value for p in CrashPoint])
     return f"{point}:{rng.randint(1, 4)}" if point in PER_PARTITION else point
 

@@ -3,8 +3,7 @@
 The patterns below are written out here on purpose (not imported from ``wrdsvault``): the tests
 check the code against the specification, not against itself.
 
-Import from a test module with ``--import-mode=importlib`` through `load` in that module (see
-``tests/test_names.py``); this file has no test functions of its own.
+Imported as ``from _helpers import strategies as S`` (see ``tests/test_names.py``).
 """
 
 from __future__ import annotations
