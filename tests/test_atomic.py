@@ -13,10 +13,12 @@ import pytest
 from _helpers.disk import temp_files
 from wrdsvault._storage.atomic import (
     atomic_write_bytes,
+    copy_to_temp,
     link_if_absent,
     publish,
     publish_link,
     put_if_absent,
+    sha256_file,
     write_temp,
 )
 
@@ -125,3 +127,23 @@ def test_only_atomic_renames_or_links() -> None:
             ) or (isinstance(node, ast.Attribute) and node.attr in ("hardlink_to", "rename")):
                 offenders.append(f"{path.relative_to(SRC)}:{node.lineno} {node.attr}")
     assert offenders == []
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_copy_to_temp_hashes_the_fsynced_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_copy: bool
+) -> None:
+    """copy_to_temp leaves a complete copy under a temp name beside dst (dst untouched) and
+    returns the copy's own hash and size, with copy_file_range or without it."""
+    if not kernel_copy:
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(3 * (1 << 20) + 17))
+    dst = tmp_path / "dst.bin"
+    dst.write_bytes(b"damaged")
+    tmp, digest, size = copy_to_temp(src, dst, mode=0o640)
+    assert tmp.parent == dst.parent and tmp != dst
+    assert tmp.read_bytes() == src.read_bytes()
+    assert (digest, size) == sha256_file(src)
+    assert dst.read_bytes() == b"damaged"
+    assert tmp.stat().st_mode & 0o777 == 0o640

@@ -39,6 +39,8 @@ def test_exported_names() -> None:
         "FileFault",
         "LockInfo",
         "VerifyReport",
+        "BackupReport",
+        "RepairReport",
         "SchemaDrift",
         "SchemaVersion",
         "ColumnChange",
@@ -170,6 +172,7 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
         e.WriteError(
             operation="tag paper-v1", reason="OSError: [Errno 5] EIO", after="the tag is unchanged"
         ),
+        e.BackupError(destination="/mnt/backup/wrds", reason="it is a file, not a folder"),
         e.SyncError(dataset="crsp.msf", reason="years= was given but the dataset has no date"),
         e.SchemaDriftError(
             dataset="crsp.msf", drift=SchemaDrift(dataset="crsp.msf", added=("x",)), policy="strict"

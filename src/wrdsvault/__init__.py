@@ -19,6 +19,7 @@ from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
 from wrdsvault.errors import (
+    BackupError,
     CommitOutcomeUnknownError,
     DiskSpaceError,
     IntegrityError,
@@ -47,10 +48,12 @@ from wrdsvault.errors import (
 from wrdsvault.manifest import FORMAT_VERSION, ColumnSchema, DatasetEntry, Manifest, PartitionFile
 from wrdsvault.receipts import DatasetCheck, Receipt, ReceiptCheck, ReceiptDataset, check_receipt
 from wrdsvault.reports import (
+    BackupReport,
     DatasetResult,
     DatasetSummary,
     FileFault,
     LockInfo,
+    RepairReport,
     SnapshotInfo,
     SyncReport,
     VaultStatus,
@@ -65,6 +68,8 @@ from wrdsvault.warehouse import Warehouse
 
 __all__ = [
     "BUILTIN_SPECS",
+    "BackupError",
+    "BackupReport",
     "ColumnChange",
     "ColumnSchema",
     "CommitOutcomeUnknownError",
@@ -101,6 +106,7 @@ __all__ = [
     "Receipt",
     "ReceiptCheck",
     "ReceiptDataset",
+    "RepairReport",
     "RetentionPolicy",
     "SchemaDrift",
     "SchemaDriftError",

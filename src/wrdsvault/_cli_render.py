@@ -475,11 +475,19 @@ _VERIFY_REDRAW_S: Final = 0.5
 class VerifyDisplay:
     """``\\r  verifying 3/10 files,  42.0% of 1,234 MB`` on ``err``, ending with a newline.
 
-    The `Warehouse.verify` progress callback of the ``verify`` command.
+    The `Warehouse.verify` progress callback of the ``verify`` command, and (``verb="backing
+    up"``) the `Warehouse.backup` one of the ``backup`` command.
     """
 
-    def __init__(self, err: TextIO, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        err: TextIO,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        verb: str = "verifying",
+    ) -> None:
         self._err = err
+        self._verb = verb
         self._clock = clock
         self._drawn_at = 0.0
 
@@ -489,7 +497,8 @@ class VerifyDisplay:
             self._drawn_at = now
             pct = 100 * done / total_bytes if total_bytes else 100.0
             self._err.write(
-                f"\r  verifying {files}/{total} files, {pct:5.1f}% of {total_bytes / 1e6:,.0f} MB"
+                f"\r  {self._verb} {files}/{total} files, {pct:5.1f}% of "
+                f"{total_bytes / 1e6:,.0f} MB"
             )
             if files == total:
                 self._err.write("\n")

@@ -1,4 +1,4 @@
-"""The ``wrdsvault`` command line: sync, snapshots, query, status, tag, drop, demo.
+"""The ``wrdsvault`` command line: sync, snapshots, query, status, tag, drop, backup, repair, demo.
 
 Every command takes ``--json`` for machine-readable output. Exit codes: 0 success, 1 a wrdsvault
 error (the message says what to do), 2 bad usage.
@@ -137,6 +137,22 @@ def _parser() -> argparse.ArgumentParser:
     verify = add("verify", "re-hash every file of a snapshot; exit 1 if any is damaged")
     verify.add_argument("--snapshot", default="latest", help="tag, id, 'latest' or ISO date")
     verify.add_argument("--all", action="store_true", help="every committed snapshot")
+
+    backup = add(
+        "backup", "copy every committed snapshot into a backup vault (only files it lacks)"
+    )
+    backup.add_argument("dest", metavar="DEST", help="the backup folder (a vault; created if new)")
+    backup.add_argument(
+        "--verify", action="store_true", help="re-hash every file already in the backup too"
+    )
+    backup.add_argument("--wait", type=float, help="seconds to wait for another backup into DEST")
+    backup.add_argument("-q", "--quiet", action="store_true", help="show no progress")
+
+    repair = add("repair", "restore missing or damaged files from a backup; exit 1 if any remain")
+    repair.add_argument(
+        "--from", dest="source", required=True, metavar="BACKUP", help="the backup vault"
+    )
+    repair.add_argument("--wait", type=float, help="seconds to wait for another writer")
 
     unlock = add("unlock", "show the writer lock; with --force break it by hand")
     unlock.add_argument("--force", action="store_true", help="break the lock after asking")
@@ -279,6 +295,32 @@ def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             all_snapshots=args.all,
             progress=None if args.json else VerifyDisplay(err),
         )
+    if args.json:
+        print_json(report.to_json(), out)
+    else:
+        out.write(report.summary() + "\n")
+    return 0 if report.ok else 1
+
+
+def _cmd_backup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    quiet = args.json or args.quiet
+    with _open(args) as wh:
+        report = wh.backup(
+            args.dest,
+            verify=args.verify,
+            wait=args.wait,
+            progress=None if quiet else VerifyDisplay(err, verb="backing up"),
+        )
+    if args.json:
+        print_json(report.to_json(), out)
+    else:
+        out.write(report.summary() + "\n")
+    return 0 if report.ok else 1
+
+
+def _cmd_repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with _open(args) as wh:
+        report = wh.repair(args.source, wait=args.wait)
     if args.json:
         print_json(report.to_json(), out)
     else:
@@ -519,6 +561,8 @@ _COMMANDS = {
     "status": _cmd_status,
     "tag": _cmd_tag,
     "verify": _cmd_verify,
+    "backup": _cmd_backup,
+    "repair": _cmd_repair,
     "quarantine": _cmd_quarantine,
     "doctor": _cmd_doctor,
     "unlock": _cmd_unlock,

@@ -23,6 +23,7 @@ WrdsVaultError
 ├─ CommitOutcomeUnknownError           HEAD names the new snapshot but its last fsync failed
 ├─ TagExistsError                      the tag already names another snapshot (pass force=True)
 ├─ WriteError                          a drop, tag, repair or quarantine purge hit an OS error
+├─ BackupError                         a backup or repair was refused or failed; nothing committed
 ├─ SyncError                           nothing was committed; the previous snapshot stays current
 │  ├─ SchemaDriftError                  the source's columns changed and the policy refuses it
 │  └─ ValidationFailedError             a staged partition failed a validation rule
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from wrdsvault.validation import ValidationReport
 
 __all__ = [
+    "BackupError",
     "CommitOutcomeUnknownError",
     "DiskSpaceError",
     "IntegrityError",
@@ -468,6 +470,29 @@ class WriteError(WrdsVaultError):
             operation=operation,
             reason=reason,
             after=after,
+        )
+
+
+class BackupError(WrdsVaultError):
+    """A backup (or a repair from one) was refused or failed.
+
+    Refused before anything is written: the destination is a file, a folder with content that is
+    not a vault, the vault itself or a folder inside it, holds a symlink where the backup writes,
+    or holds snapshots the source does not (another vault was backed up into it, or it is newer
+    than the source). Failed part-way: a source file does not match its manifest, a copied file
+    does not hash back, or an OS error; the destination's previous backup stays current and
+    complete (files already copied are reused by the next backup). ``destination`` is the
+    backup folder, ``reason`` what happened and what to do.
+    """
+
+    destination: str
+    reason: str
+
+    def __init__(self, *, destination: str, reason: str) -> None:
+        super().__init__(
+            f"backup to {destination} failed: {reason}",
+            destination=destination,
+            reason=reason,
         )
 
 

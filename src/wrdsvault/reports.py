@@ -12,10 +12,12 @@ if TYPE_CHECKING:
     from wrdsvault.schema import SchemaDrift
 
 __all__ = [
+    "BackupReport",
     "DatasetResult",
     "DatasetSummary",
     "FileFault",
     "LockInfo",
+    "RepairReport",
     "SnapshotInfo",
     "SyncReport",
     "VaultStatus",
@@ -385,5 +387,143 @@ class VerifyReport:
         for f in self.faults:
             where = f" ({f.dataset} {'all' if f.year is None else f.year})" if f.dataset else ""
             lines.append(f"  {f.problem:<10} {f.path}{where}: {f.detail}")
-        lines.append("re-sync the affected datasets with full=True to restore damaged files")
+        lines.append(
+            "restore damaged files with `wrdsvault repair --from BACKUP`, or re-sync the "
+            "affected datasets with full=True"
+        )
+        return "\n".join(lines)
+
+
+@attrs.frozen(kw_only=True)
+class BackupReport:
+    """What `Warehouse.backup` copied.
+
+    Attributes:
+        destination: the backup vault (absolute).
+        snapshots: the source's committed snapshots this backup holds (pinned at its start).
+        new_snapshots: those whose manifests this run wrote (the rest were already there).
+        tags: the tags this run wrote or moved at the destination.
+        head: the destination's HEAD after the backup.
+        copied_files: data files copied (each fsynced and re-hashed at the destination).
+        copied_bytes: their bytes.
+        skipped_files: data files the destination already had (same name and size; with
+            ``verify``, same hash).
+        skipped_bytes: their bytes.
+        replaced_files: files the destination had damaged (wrong size or, with ``verify``,
+            wrong hash) and that were copied again (counted in ``copied_files`` too).
+        verified_files: files re-hashed at the destination by ``verify`` (0 without it).
+        faults: damage ``verify`` found in snapshots only the backup keeps (the source no
+            longer has them, so nothing could be copied again); empty otherwise.
+        duration_s: wall time.
+    """
+
+    destination: str
+    snapshots: tuple[str, ...]
+    new_snapshots: tuple[str, ...]
+    tags: tuple[str, ...]
+    head: str | None
+    copied_files: int
+    copied_bytes: int
+    skipped_files: int
+    skipped_bytes: int
+    replaced_files: int = 0
+    verified_files: int = 0
+    faults: tuple[FileFault, ...] = ()
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when every snapshot in the backup is complete (always, unless ``faults``)."""
+        return not self.faults
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "destination": self.destination,
+            "snapshots": list(self.snapshots),
+            "new_snapshots": list(self.new_snapshots),
+            "tags": list(self.tags),
+            "head": self.head,
+            "copied_files": self.copied_files,
+            "copied_bytes": self.copied_bytes,
+            "skipped_files": self.skipped_files,
+            "skipped_bytes": self.skipped_bytes,
+            "replaced_files": self.replaced_files,
+            "verified_files": self.verified_files,
+            "faults": [f.to_json() for f in self.faults],
+            "duration_s": round(self.duration_s, 3),
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"backup {self.destination}: {len(self.snapshots)} snapshot(s) "
+            f"({len(self.new_snapshots)} new), HEAD {self.head or '(none)'}; copied "
+            f"{self.copied_files} file(s), {self.copied_bytes / 1e6:,.1f} MB; skipped "
+            f"{self.skipped_files} file(s) already there, {self.skipped_bytes / 1e6:,.1f} MB "
+            f"in {self.duration_s:.2f} s"
+        ]
+        if self.replaced_files:
+            lines.append(f"  replaced {self.replaced_files} damaged file(s) in the backup")
+        if self.verified_files:
+            lines.append(f"  re-hashed {self.verified_files} file(s) in the backup")
+        for f in self.faults:
+            lines.append(f"  {f.problem:<10} {f.path}: {f.detail}")
+        if self.faults:
+            lines.append(
+                "these snapshots exist only in the backup, so their damaged files cannot be "
+                "copied again; restore them from another backup if you keep one"
+            )
+        return "\n".join(lines)
+
+
+@attrs.frozen(kw_only=True)
+class RepairReport:
+    """What `Warehouse.repair` restored from a backup.
+
+    Attributes:
+        source: the backup vault the files came from.
+        checked_files: data files verify looked at (every committed snapshot).
+        restored: vault-relative paths restored (data files and manifests), each verified.
+        restored_bytes: their bytes.
+        not_restored: the faults that remain, each with why the backup could not mend it.
+        duration_s: wall time.
+    """
+
+    source: str
+    checked_files: int
+    restored: tuple[str, ...]
+    restored_bytes: int
+    not_restored: tuple[FileFault, ...]
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the vault is intact now (nothing was damaged, or all of it was restored)."""
+        return not self.not_restored
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "source": self.source,
+            "checked_files": self.checked_files,
+            "restored": list(self.restored),
+            "restored_bytes": self.restored_bytes,
+            "not_restored": [f.to_json() for f in self.not_restored],
+            "duration_s": round(self.duration_s, 3),
+        }
+
+    def summary(self) -> str:
+        head = (
+            f"repair from {self.source}: checked {self.checked_files} file(s); restored "
+            f"{len(self.restored)} ({self.restored_bytes / 1e6:,.1f} MB)"
+        )
+        lines = [head + (": the vault is intact" if self.ok else "")]
+        lines += [f"  restored   {p}" for p in self.restored]
+        for f in self.not_restored:
+            lines.append(f"  {f.problem:<10} {f.path}: {f.detail}")
+        if not self.ok:
+            lines.append(
+                f"{len(self.not_restored)} fault(s) remain: repair from another backup, or "
+                "re-sync the affected datasets with full=True"
+            )
         return "\n".join(lines)

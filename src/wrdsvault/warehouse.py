@@ -10,6 +10,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypeVar, overload
 
 import attrs
 
-from wrdsvault import _gc
+from wrdsvault import _backup, _gc
 from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
 from wrdsvault._query import fetch_arrow, fetch_df
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, put_if_absent
@@ -42,6 +43,7 @@ from wrdsvault.datasets import (
     validate_new_dataset,
 )
 from wrdsvault.errors import (
+    BackupError,
     DiskSpaceError,
     InvalidNameError,
     InvalidValueError,
@@ -56,9 +58,11 @@ from wrdsvault.errors import (
 from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp
 from wrdsvault.refs import not_found_error, resolve_ref
 from wrdsvault.reports import (
+    BackupReport,
     DatasetSummary,
     FileFault,
     LockInfo,
+    RepairReport,
     SnapshotInfo,
     SyncReport,
     VaultStatus,
@@ -74,6 +78,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from wrdsvault._backup import BackupProgress
     from wrdsvault._query import Params
     from wrdsvault.sources.base import Source
     from wrdsvault.validation import Rule
@@ -798,6 +803,103 @@ class Warehouse:
             if (f.garbage or f.kind == "stale-lock") and (f.kind, f.path) not in after
         ]
         return DoctorReport(findings=findings, repaired=tuple(removed))
+
+    def backup(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        verify: bool = False,
+        progress: BackupProgress | None = None,
+        wait: float | None = None,
+    ) -> BackupReport:
+        """Copy every committed snapshot (and tag) into the backup vault ``dest``, incrementally.
+
+        The destination is a vault in the same format (created if absent or empty):
+        ``Warehouse(dest)`` reads, verifies and tags it. Only files it lacks are copied (by
+        content address; a file already there is skipped by name and size). Each copied file is
+        fsynced and re-hashed at the destination before the manifests, then the tags, then its
+        ``HEAD`` are written, under the destination's writer lock; an interrupted backup leaves
+        the previous one current and complete (docs/backup.md). The source is read under reader
+        leases, never under its writer lock: a sync may commit meanwhile (its snapshot is in
+        the next backup). Snapshots the source has expired stay in the backup.
+
+        Args:
+            dest: the backup folder (another disk, an NFS or SMB mount).
+            verify: also re-hash every file already in the backup (a restore drill); damaged
+                ones are copied again, damage in snapshots only the backup keeps is reported
+                in ``faults``.
+            progress: called after each data file with (files done, total, bytes done, total).
+            wait: seconds to wait for another backup into ``dest`` (default: the lock timeout).
+
+        Raises:
+            BackupError: a bad destination (a file, a folder with content that is not a vault,
+                the vault itself or a folder in it, a symlink inside it, the backup of another
+                vault or one newer than this vault), a vault file that fails its manifest, or a
+                failing destination; the previous backup stays current.
+            DiskSpaceError: the destination filled up; the previous backup stays current.
+            VaultAccessError: the destination may not be written.
+            LockHeldError: another backup into ``dest`` kept its lock for the whole wait.
+        """
+        real = _backup.check_destination_path(self.root, Path(os.fspath(dest)).expanduser())
+        exists = (real / "vault.json").exists()
+        try:
+            target = Warehouse(real, settings=None if exists else self.settings)
+        except VaultAccessError as exc:
+            raise BackupError(destination=str(dest), reason=exc.message) from exc
+        except VaultFormatError as exc:
+            raise BackupError(
+                destination=str(dest), reason=f"it cannot be opened as a vault ({exc.problem})"
+            ) from exc
+        timeout = target.settings.lock_timeout_s if wait is None else _wait_s(wait)
+        return _backup.backup(
+            self._layout,
+            self._catalog,
+            real,
+            dest_settings=target.settings,
+            dest_layout=target._layout,
+            take_lease=functools.partial(_reader_lease, self._layout, self.settings),
+            timeout_s=timeout,
+            verify=verify,
+            progress=progress,
+        )
+
+    def repair(self, source: str | os.PathLike[str], *, wait: float | None = None) -> RepairReport:
+        """Restore every missing or damaged file of every committed snapshot from a backup.
+
+        Runs ``verify`` over all committed snapshots and restores each file it finds missing,
+        resized or altered by its hash from the backup vault ``source``: copied to a temp file,
+        fsynced, checked against the manifest, renamed over the damaged name (a damaged file is
+        never written into). Missing or unreadable manifests of committed snapshots are put back
+        first when the backup has the same manifest. Runs under the writer lock.
+
+        Returns:
+            A `RepairReport`: what was restored and what could not be (``ok`` is False then).
+
+        Raises:
+            BackupError: ``source`` is this vault or not a vault; nothing was written.
+            WriteError: an OS error while restoring (a full disk: `DiskSpaceError`); the files
+                restored until then stay restored.
+            LockHeldError: another writer kept the lock for the whole wait.
+        """
+        started = time.monotonic()
+        src = Path(os.path.realpath(Path(os.fspath(source)).expanduser()))
+        if src == self.root:
+            raise BackupError(destination=str(source), reason="it is this vault itself")
+        try:
+            backup_vault = Warehouse(src, create=False)
+        except VaultFormatError as exc:
+            raise BackupError(
+                destination=str(source), reason=f"it is not a backup vault ({exc.problem})"
+            ) from exc
+        with self._writer(Operation("repair", str(src)), wait=wait) as writer:
+            result = _backup.repair(
+                self._layout,
+                self._catalog,
+                writer,
+                backup_vault._layout,
+                verify_all=lambda: self.verify(all_snapshots=True).faults,
+            )
+        return _backup.repair_report(src, started, result)
 
     def lock_info(self) -> LockInfo:
         """The writer lock as a human needs to see it: ``state`` (``free``, ``held``,

@@ -5,7 +5,8 @@ This is the only module that renames or hard-links files (ruff bans ``os.rename`
 staged file or folder into place, `publish_link` gives a file a durable second name,
 `put_if_absent` creates a file only if absent, and `write_temp` with `link_if_absent` are the two
 halves of a put-if-absent for callers that need a step in between (the writer lock's claims).
-`append_durably` appends whole lines to an append-only log (gc's expiry log).
+`append_durably` appends whole lines to an append-only log (gc's expiry log). `copy_to_temp`
+copies a file to a fresh, fsynced temp name and hashes the copy (backup and repair).
 
 After a failed fsync the data must be treated as lost (PostgreSQL's 2018 "fsyncgate"): nothing here
 retries an fsync; the error propagates and the caller aborts the commit.
@@ -20,11 +21,14 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeAlias
 
 import attrs
 
-from wrdsvault._storage.crashpoints import BreakPoint, CrashPoint, crashpoint
+from wrdsvault._storage.crashpoints import BackupPoint, BreakPoint, CrashPoint, crashpoint
+
+#: A crash point of any step list (sync, lock break, backup).
+AnyPoint: TypeAlias = "CrashPoint | BreakPoint | BackupPoint"
 
 #: errnos meaning "this process may not write here": no permission (a reader in the vault's group,
 #: another user), or a read-only mount.
@@ -79,7 +83,7 @@ def write_temp(
     *,
     mode: int,
     mtime: float | None = None,
-    written: CrashPoint | None = None,
+    written: AnyPoint | None = None,
 ) -> TempFile:
     """Write ``data`` to a fresh temp file beside ``path`` (``mode``, umask-proof) and fsync it.
 
@@ -113,7 +117,7 @@ def atomic_write_bytes(
     *,
     mode: int,
     mtime: float | None = None,
-    points: tuple[CrashPoint, CrashPoint, CrashPoint, CrashPoint] | None = None,
+    points: tuple[AnyPoint, AnyPoint, AnyPoint, AnyPoint] | None = None,
 ) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
@@ -135,7 +139,7 @@ def publish(
     src: Path,
     dst: Path,
     *,
-    points: tuple[CrashPoint | BreakPoint, CrashPoint | BreakPoint] | None = None,
+    points: tuple[AnyPoint, AnyPoint] | None = None,
     src_ino: int | None = None,
 ) -> bool:
     """Move a staged, already fsynced file (or folder) to its final name and make it durable.
@@ -343,6 +347,77 @@ class HashingWriter(io.RawIOBase):
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+
+def copy_to_temp(
+    src: Path,
+    dst: Path,
+    *,
+    mode: int,
+    points: tuple[AnyPoint, AnyPoint] | None = None,
+) -> tuple[Path, str, int]:
+    """Copy ``src`` to a fresh temp name beside ``dst`` (``mode``), fsync it, then hash the copy.
+
+    Returns (temp path, sha256 hex of the bytes *at the destination*, size). The copy runs in the
+    kernel (``copy_file_range``: no trip through user space, a reflink where the file system
+    offers one), falling back to read/write; the hash is of the fsynced copy, so it proves what
+    landed at the destination, not only what was read. ``points`` names the crash points hit
+    after the copy and after its fsync. Nothing is published: the caller checks the hash and
+    then `publish`es the temp file over ``dst`` (never writing into ``dst`` itself, which may be
+    a damaged file someone still reads). On any error the temp file is removed.
+    """
+    tmp = temp_name(dst)
+    with src.open("rb", buffering=0) as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        try:
+            os.fchmod(fd, mode)
+            _copy_fd(f.fileno(), fd, os.fstat(f.fileno()).st_size)
+            if points:
+                crashpoint(points[0])
+            os.fsync(fd)
+            if points:
+                crashpoint(points[1])
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+    try:
+        digest, size = sha256_file(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, digest, size
+
+
+#: copy_file_range errors meaning "not here": another file system, an old kernel, a FUSE mount.
+_NO_COPY_RANGE: Final = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
+)
+
+
+def _copy_fd(src: int, dst: int, size: int, *, chunk_bytes: int = 1 << 20) -> None:
+    """Copy ``src`` to ``dst`` (both at offset 0): in the kernel if it can, else read/write."""
+    copied = 0
+    copy_range = getattr(os, "copy_file_range", None)
+    if copy_range is not None:
+        try:
+            while copied < size:
+                n = copy_range(src, dst, size - copied)
+                if n == 0:
+                    break
+                copied += n
+        except OSError as exc:
+            if exc.errno not in _NO_COPY_RANGE or copied:
+                raise
+    os.lseek(src, copied, os.SEEK_SET)
+    os.lseek(dst, copied, os.SEEK_SET)
+    buf = bytearray(chunk_bytes)
+    view = memoryview(buf)
+    while n := os.readv(src, [buf]):
+        out = view[:n]
+        while out:
+            out = out[os.write(dst, out) :]
 
 
 def sha256_file(path: Path, *, chunk_bytes: int = 1 << 20) -> tuple[str, int]:

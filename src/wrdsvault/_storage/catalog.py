@@ -246,6 +246,10 @@ class Catalog:
         """The id in ``HEAD`` (None before the first commit); see `read_head`."""
         return read_head(self.layout)
 
+    def clear_cache(self) -> None:
+        """Forget the parsed manifests (after a repair put a damaged one back)."""
+        self._manifests.clear()
+
     def manifest_ids(self) -> list[str]:
         """The id of every ``snapshots/<id>.json`` on disk, committed or not, oldest first."""
         try:

@@ -42,6 +42,27 @@ class CrashPoint(enum.Enum):
     LOCK_RELEASED = "lock-released"
 
 
+class BackupPoint(enum.Enum):
+    """Every file-system step of a backup (docs/backup.md), in the order a backup reaches them.
+
+    Armed through the same ``WRDSVAULT_TEST_CRASHPOINT`` variable; the values carry a
+    ``backup-`` prefix. A backup killed at any of them leaves the previous backup current and
+    complete, and the next backup finishes the job (tests/crash/test_backup_points.py).
+    """
+
+    PINNED = "backup-pinned"
+    FILE_COPIED = "backup-file-copied"
+    FILE_FSYNCED = "backup-file-fsynced"
+    FILE_RENAMED = "backup-file-renamed"
+    FILE_DIR_FSYNCED = "backup-file-dir-fsynced"
+    MANIFEST_WRITTEN = "backup-manifest-written"
+    TAG_WRITTEN = "backup-tag-written"
+    HEAD_TEMP_WRITTEN = "backup-head-temp-written"
+    HEAD_TEMP_FSYNCED = "backup-head-temp-fsynced"
+    HEAD_RENAMED = "backup-head-renamed"
+    HEAD_DIR_FSYNCED = "backup-head-dir-fsynced"
+
+
 def _armed() -> tuple[str, int] | None:
     raw = os.environ.get(ENV_VAR)
     if not raw:
@@ -54,7 +75,7 @@ _ARMED: Final = _armed()
 _hits: dict[str, int] = {}
 
 
-def crashpoint(point: CrashPoint | BreakPoint | GcPoint) -> None:
+def crashpoint(point: CrashPoint | BreakPoint | GcPoint | BackupPoint) -> None:
     """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
     if _ARMED is None or _ARMED[0] != point.value:
         return

@@ -109,7 +109,9 @@ __all__ = [
     "recover",
 ]
 
-OperationKind = Literal["sync", "drop", "tag", "untag", "gc", "doctor-repair", "purge-quarantine"]
+OperationKind = Literal[
+    "sync", "drop", "tag", "untag", "gc", "doctor-repair", "purge-quarantine", "backup", "repair"
+]
 
 
 @attrs.frozen
@@ -117,9 +119,11 @@ class Operation:
     """A write path that takes the writer lock, as the lock record, errors and logs name it.
 
     Attributes:
-        kind: ``sync``, ``drop``, ``tag``, ``untag``, ``gc``, ``doctor-repair`` or
-            ``purge-quarantine``.
-        subject: what it writes: the dataset names of a sync or drop, the name of a tag.
+        kind: ``sync``, ``drop``, ``tag``, ``untag``, ``gc``, ``doctor-repair``,
+            ``purge-quarantine``, ``backup`` (into the destination vault) or ``repair``
+            (restoring files from a backup).
+        subject: what it writes: the dataset names of a sync or drop, the name of a tag, the
+            source of a backup or repair.
     """
 
     kind: OperationKind
@@ -134,6 +138,8 @@ class Operation:
             "gc": "gc",
             "doctor-repair": "doctor --repair",
             "purge-quarantine": "purge quarantine",
+            "backup": f"backup from {self.subject}",
+            "repair": f"repair from {self.subject}",
         }[self.kind]
 
     @property
@@ -144,7 +150,9 @@ class Operation:
     @property
     def commits(self) -> bool:
         """Whether it writes commit records (HEAD, manifests, tags): refused while the catalog
-        is inconsistent (`Catalog.require_writable`)."""
+        is inconsistent (`Catalog.require_writable`). A backup checks its destination itself
+        (an interrupted backup leaves manifests newer than HEAD that the next one commits), and a
+        repair only puts back the files and manifests of committed snapshots."""
         return self.kind in ("sync", "drop", "tag", "untag", "gc")
 
     @property
@@ -160,6 +168,8 @@ class Operation:
             "doctor-repair": "committed snapshots are untouched; some garbage may remain "
             "(run `wrdsvault doctor` to see it)",
             "purge-quarantine": "some entries may remain (`wrdsvault quarantine list`)",
+            "backup": "the previous backup stays current and complete",
+            "repair": "files already restored stay restored; run `wrdsvault verify --all`",
         }[self.kind]
 
 
@@ -475,7 +485,9 @@ def open_writer(
             try:
                 yield writer
             except Exception as exc:
-                taken_over = lock.held and not lock.still_ours()
+                # A vault folder that vanished (unmounted, moved away) took the lock with it:
+                # the original error says what happened, not a takeover.
+                taken_over = lock.held and layout.root.is_dir() and not lock.still_ours()
                 if taken_over and getattr(exc, "reason", None) != TAKEN_OVER:
                     # Whatever broke (often our staging, swept by the successor's recovery),
                     # the cause is the takeover: say so.

@@ -1,0 +1,631 @@
+"""Backups into another vault, and the repair of a vault from one (docs/backup.md).
+
+A backup is a vault in the same format. It is written like a sync writes: under the
+*destination's* writer lock, data files first (each copied to the destination's staging folder,
+fsynced, re-hashed there and checked against the manifest, then renamed to its content-addressed
+name), then the manifests (byte for byte the source's), then the tags, then the
+destination's ``HEAD``, the commit point. The source is only read, under reader leases taken at
+the start on every committed snapshot (the pinned set), never under its writer lock: a sync
+committing meanwhile is not in this backup and is in the next one.
+
+An interrupted backup leaves the destination's ``HEAD`` where it was, so the previous backup
+stays current and complete; the manifests (and tags) it wrote past ``HEAD`` are byte-identical
+copies of the source's committed manifests, and the next backup accepts them as its own and
+commits them (`_check_destination`). Anything else newer than the destination's ``HEAD``, or a
+``HEAD`` the source never had, means another vault was backed up into the destination: refused.
+
+A repair takes the *vault's* writer lock, puts back missing or damaged manifests of committed
+snapshots, then every data file ``verify`` finds missing or damaged, each by its hash from the
+backup: copied to the vault's staging folder, fsynced, checked, renamed over the damaged name
+(never written into it).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+import attrs
+import psutil
+
+from wrdsvault._storage.atomic import (
+    NO_WRITE_ACCESS,
+    atomic_write_bytes,
+    copy_to_temp,
+    make_dirs,
+    publish,
+)
+from wrdsvault._storage.catalog import Catalog
+from wrdsvault._storage.crashpoints import BackupPoint, crashpoint
+from wrdsvault._storage.layout import Layout
+from wrdsvault._storage.lease import Lease
+from wrdsvault._storage.pinned import PinnedFileCheck
+from wrdsvault._storage.writer import Operation, Writer, open_writer
+from wrdsvault._verify import verify as verify_files
+from wrdsvault.errors import (
+    BackupError,
+    DiskSpaceError,
+    InvalidNameError,
+    SnapshotNotFoundError,
+    VaultAccessError,
+    VaultFormatError,
+    WrdsVaultError,
+)
+from wrdsvault.manifest import Manifest
+from wrdsvault.reports import BackupReport, FileFault, RepairReport
+from wrdsvault.retention import ExpiredSnapshot
+from wrdsvault.settings import VaultSettings
+
+__all__ = [
+    "BackupProgress",
+    "backup",
+    "check_destination_path",
+    "os_errors",
+    "repair",
+    "repair_report",
+]
+
+#: Called after each data file with (files done, files total, bytes done, bytes total).
+BackupProgress = Callable[[int, int, int, int], None]
+
+#: errnos meaning "the destination is full": no space, over quota, or a file size limit.
+_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+_HEAD_POINTS: Final = (
+    BackupPoint.HEAD_TEMP_WRITTEN,
+    BackupPoint.HEAD_TEMP_FSYNCED,
+    BackupPoint.HEAD_RENAMED,
+    BackupPoint.HEAD_DIR_FSYNCED,
+)
+
+
+def check_destination_path(source_root: Path, dest: Path) -> Path:
+    """Refuse a destination that cannot be a backup of ``source_root``; return its real path.
+
+    Checked before anything is created: the vault itself or a folder inside it, a file, a
+    folder with content that holds no ``vault.json``, or a symlinked ``vault.json``.
+    """
+    real = Path(os.path.realpath(dest))
+    where = str(dest)
+    if real == source_root or source_root in real.parents:
+        raise BackupError(
+            destination=where,
+            reason="the destination is the vault itself or a folder inside it; choose a folder "
+            "on another disk",
+        )
+    if real in source_root.parents:
+        raise BackupError(
+            destination=where,
+            reason="the destination holds the vault; choose a folder outside it",
+        )
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        return real
+    except OSError as exc:
+        raise BackupError(destination=where, reason=f"cannot look at it ({exc})") from exc
+    if not os.path.isdir(real):
+        raise BackupError(destination=where, reason="it is a file, not a folder")
+    del st
+    vault_json = real / "vault.json"
+    if vault_json.is_symlink():
+        raise BackupError(
+            destination=where, reason="its vault.json is a symlink; symlinks are refused in a vault"
+        )
+    if not vault_json.exists() and any(real.iterdir()):
+        raise BackupError(
+            destination=where,
+            reason="the folder has content and is not a vault (no vault.json); choose an empty "
+            "or new folder, or an earlier backup",
+        )
+    return real
+
+
+def _refuse_symlinks(layout: Layout, where: str) -> None:
+    """Refuse a destination with a symlink where the backup writes (HEAD, the folders)."""
+    for path in (
+        layout.head,
+        layout.snapshots_dir,
+        layout.tags_dir,
+        layout.data_dir,
+        layout.tmp_dir,
+        layout.leases_dir,
+    ):
+        if path.is_symlink():
+            raise BackupError(
+                destination=where,
+                reason=f"{layout.relative(path)} is a symlink; symlinks are refused inside a "
+                "vault (replace it with a real folder or file)",
+            )
+
+
+@contextmanager
+def os_errors(where: Path, what: str) -> Iterator[None]:
+    """Turn an OS error at the destination into the error a user can act on."""
+    try:
+        yield
+    except WrdsVaultError:
+        raise
+    except OSError as exc:
+        if exc.errno in _FULL:
+            try:
+                free: int | None = int(psutil.disk_usage(str(where)).free)
+            except OSError:
+                free = None
+            raise DiskSpaceError(
+                path=str(where),
+                needed_bytes=None,
+                free_bytes=free,
+                reason=f"the destination filled up during the {what} "
+                f"({errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}); the "
+                "previous backup stays current",
+            ) from exc
+        if exc.errno in NO_WRITE_ACCESS:
+            raise VaultAccessError(path=str(where), operation=what, reason=str(exc)) from exc
+        raise BackupError(
+            destination=str(where),
+            reason=f"{type(exc).__name__}: {exc} during the {what} (a vanished or failing "
+            "destination?); the previous backup stays current and complete, run the backup "
+            "again once the destination is back",
+        ) from exc
+
+
+def _pin(
+    catalog: Catalog, take_lease: Callable[[str], Lease | None], leases: list[Lease]
+) -> list[str]:
+    """Take a reader lease on every committed snapshot; return those still committed after."""
+    before = [sid for sid, _ in catalog.committed()]
+    gone: set[str] = set()
+    for sid in before:
+        try:
+            lease = take_lease(sid)
+        except SnapshotNotFoundError:
+            gone.add(sid)  # expired by gc while we listed: not in this backup
+            continue
+        if lease is not None:
+            leases.append(lease)
+    after = {sid for sid, _ in catalog.committed()}
+    return [sid for sid in before if sid in after and sid not in gone]
+
+
+def _check_destination(
+    dest: Catalog,
+    src_raw: dict[str, bytes],
+    src_manifests: dict[str, Manifest],
+    src_expired: dict[str, ExpiredSnapshot],
+    where: str,
+) -> str | None:
+    """Refuse a destination that holds what this source never committed; return its HEAD.
+
+    Accepted: a new vault; a backup of this source (its HEAD is one of the pinned snapshots, or
+    one the source has since expired: named by the source's expiry log with the same
+    fingerprint, or found through the chain of parents, `_ancestors`);
+    manifests newer than its HEAD that are byte-identical copies of pinned ones (the leftovers of
+    an interrupted backup). Any manifest that shares an id with a pinned one must be identical.
+    """
+    try:
+        head = dest.head()
+        dest_ids = dest.manifest_ids()
+    except VaultFormatError as exc:
+        raise BackupError(
+            destination=where,
+            reason=f"the destination is damaged ({exc.problem}); run `wrdsvault doctor` on it",
+        ) from exc
+    src_head = max(src_raw, default=None)
+    for sid in dest_ids:
+        raw = src_raw.get(sid)
+        if raw is not None:
+            if dest.layout.manifest(sid).read_bytes() != raw:
+                raise BackupError(
+                    destination=where,
+                    reason=f"its manifest {sid} differs from the source's; it is not a backup "
+                    "of this vault (or was altered). Choose another destination",
+                )
+        elif head is None or sid > head:
+            raise BackupError(
+                destination=where,
+                reason=f"it holds snapshot {sid}, newer than its HEAD, that this vault never "
+                "committed; it is not a backup of this vault. Choose another destination",
+            )
+    if head is None or head in src_raw:
+        return head
+    if src_head is None or head > src_head:
+        raise BackupError(
+            destination=where,
+            reason=f"its HEAD {head} is newer than this vault's latest snapshot "
+            f"{src_head or '(none)'}: it "
+            "is the backup of another vault, or this vault was restored from an older copy. "
+            "Choose another destination",
+        )
+    logged = src_expired.get(head)
+    if logged is not None and _fingerprint(dest, head) == logged.fingerprint:
+        return head  # a snapshot this vault committed and gc expired since: the backup keeps it
+    if head in _ancestors(dest, src_manifests):
+        return head
+    raise BackupError(
+        destination=where,
+        reason=f"its HEAD {head} is not an ancestor of this vault's snapshots (another vault "
+        "was backed up into it, or this vault expired every snapshot between the backup's "
+        "HEAD and its own oldest one). Choose another destination",
+    )
+
+
+def _fingerprint(catalog: Catalog, snapshot_id: str) -> str | None:
+    try:
+        return catalog.manifest(snapshot_id).fingerprint
+    except VaultFormatError:
+        return None
+
+
+def _ancestors(dest: Catalog, src_manifests: dict[str, Manifest]) -> set[str]:
+    """Every snapshot id the source's history provably passes through.
+
+    The source's own ids and the parents they name; then, from the parent of the source's
+    oldest snapshot on, the chain of parents the destination's manifests record (snapshots the
+    source has expired since the backup copied them).
+    """
+    known = set(src_manifests) | {m.parent for m in src_manifests.values() if m.parent}
+    if not src_manifests:
+        return known
+    sid = src_manifests[min(src_manifests)].parent
+    have = set(dest.manifest_ids())
+    while sid is not None and sid in have:
+        known.add(sid)
+        try:
+            sid = dest.manifest(sid).parent
+        except VaultFormatError:
+            break
+    return known
+
+
+def backup(
+    layout: Layout,
+    catalog: Catalog,
+    dest: Path,
+    *,
+    dest_settings: VaultSettings,
+    dest_layout: Layout,
+    take_lease: Callable[[str], Lease | None],
+    timeout_s: float,
+    verify: bool = False,
+    progress: BackupProgress | None = None,
+) -> BackupReport:
+    """Copy every committed snapshot of the vault at ``layout`` into the vault ``dest_layout``.
+
+    See the module docstring for the order and the guarantees. Raises `BackupError`,
+    `DiskSpaceError` or `VaultAccessError`; `LockHeldError` if another backup writes the
+    destination for longer than ``timeout_s``.
+    """
+    started = time.monotonic()
+    where = str(dest)
+    leases: list[Lease] = []
+    try:
+        pinned = _pin(catalog, take_lease, leases)
+        src_raw: dict[str, bytes] = {}
+        src_manifests: dict[str, Manifest] = {}
+        for sid in pinned:
+            src_manifests[sid] = catalog.manifest(sid)
+            src_raw[sid] = layout.manifest(sid).read_bytes()
+        pinned_set = set(pinned)
+        src_tags = {t: sid for t, sid in catalog.tags().items() if sid in pinned_set}
+        crashpoint(BackupPoint.PINNED)
+        _refuse_symlinks(dest_layout, where)
+        dest_catalog = Catalog(dest_layout)
+        with (
+            os_errors(dest, "backup"),
+            open_writer(
+                dest_layout,
+                dest_settings,
+                operation=Operation("backup", str(layout.root)),
+                timeout_s=timeout_s,
+                catalog=dest_catalog,
+            ) as writer,
+        ):
+            dest_head = _check_destination(
+                dest_catalog, src_raw, src_manifests, catalog.expired(), where
+            )
+            # Snapshots the backup's own gc expired stay expired: not copied again.
+            dest_expired = dest_catalog.expired()
+            pinned = [sid for sid in pinned if sid not in dest_expired]
+            kept = {sid: src_manifests[sid] for sid in pinned}
+            counts = _copy_files(
+                layout, writer, kept, where=where, verify=verify, progress=progress
+            )
+            settings = dest_settings
+            make_dirs(dest_layout.snapshots_dir, mode=settings.dir_mode)
+            have = set(dest_catalog.manifest_ids())
+            new = [sid for sid in pinned if sid not in have]
+            for sid in new:
+                atomic_write_bytes(dest_layout.manifest(sid), src_raw[sid], mode=settings.file_mode)
+                crashpoint(BackupPoint.MANIFEST_WRITTEN)
+            dest_tags = dest_catalog.tags()
+            moved = sorted(
+                t
+                for t, sid in src_tags.items()
+                if dest_tags.get(t) != sid and sid not in dest_expired
+            )
+            for tag in moved:
+                writer.write_tag(tag, src_tags[tag])
+                crashpoint(BackupPoint.TAG_WRITTEN)
+            head = dest_head
+            if pinned and (dest_head is None or pinned[-1] > dest_head):
+                if not writer.lock.still_ours():
+                    raise BackupError(
+                        destination=where,
+                        reason="the destination's writer lock was taken over while this backup "
+                        "ran; nothing was committed, run the backup again",
+                    )
+                atomic_write_bytes(
+                    dest_layout.head,
+                    pinned[-1].encode() + b"\n",
+                    mode=settings.file_mode,
+                    points=_HEAD_POINTS,
+                )
+                head = pinned[-1]
+            faults: tuple[FileFault, ...] = ()
+            if verify:
+                kept_only = [
+                    dest_catalog.manifest(sid)
+                    for sid, _ in dest_catalog.committed()
+                    if sid not in kept
+                ]
+                faults = verify_files(dest_layout, kept_only).faults
+                counts["verified"] += sum(len(m.files()) for m in kept_only)
+    finally:
+        for lease in leases:
+            lease.release()
+    return BackupReport(
+        destination=str(dest_layout.root),
+        snapshots=tuple(pinned),
+        new_snapshots=tuple(new),
+        tags=tuple(moved),
+        head=head,
+        copied_files=counts["copied"],
+        copied_bytes=counts["copied_bytes"],
+        skipped_files=counts["skipped"],
+        skipped_bytes=counts["skipped_bytes"],
+        replaced_files=counts["replaced"],
+        verified_files=counts["verified"],
+        faults=faults,
+        duration_s=time.monotonic() - started,
+    )
+
+
+@attrs.frozen
+class _Copy:
+    """One data file to copy: its manifest path, identity, and both absolute paths."""
+
+    rel: str
+    sha256: str
+    size: int
+    final: Path
+    source: str
+    replace: bool
+
+
+def _copy_files(
+    layout: Layout,
+    writer: Writer,
+    manifests: dict[str, Manifest],
+    *,
+    where: str,
+    verify: bool,
+    progress: BackupProgress | None,
+) -> dict[str, int]:
+    """Copy each data file the destination lacks (or holds damaged); return the counts."""
+    dest_layout = writer.layout
+    mode = writer.settings.file_mode
+    files: dict[str, tuple[str, int]] = {}
+    for m in manifests.values():
+        for p in m.files():
+            files.setdefault(p.path, (p.sha256, p.size_bytes))
+    counts = dict.fromkeys(
+        ("copied", "copied_bytes", "skipped", "skipped_bytes", "replaced", "verified"), 0
+    )
+    total_bytes = sum(size for _, size in files.values())
+    done_bytes = 0
+    done = 0
+    src_check = PinnedFileCheck(layout)
+    dest_check = PinnedFileCheck(dest_layout)
+    damaged_source: list[str] = []
+    jobs: list[_Copy] = []
+    # First the cheap checks, serially (they share what they learned about folders) ...
+    for rel, (sha256, size) in sorted(files.items()):
+        try:
+            final = dest_layout.resolve_relpath(rel)
+            source = layout.resolve_relpath_str(rel)
+        except InvalidNameError as exc:
+            raise BackupError(
+                destination=where, reason=f"a source manifest names a bad path ({exc})"
+            ) from exc
+        problem = dest_check.check(str(final), size)
+        if problem is None and verify:
+            counts["verified"] += 1
+            _, problem = dest_check.hash(str(final), sha256)
+        if problem is None:
+            counts["skipped"] += 1
+            counts["skipped_bytes"] += size
+            done += 1
+            done_bytes += size
+            if progress is not None:
+                progress(done, len(files), done_bytes, total_bytes)
+            continue
+        if problem.kind in ("not-a-file", "unreadable"):
+            raise BackupError(
+                destination=where,
+                reason=f"{problem.path} {problem.detail}; fix the destination and run the "
+                "backup again",
+            )
+        src_problem = src_check.check(source, size)
+        if src_problem is not None:
+            damaged_source.append(f"{rel} ({src_problem.detail})")
+            continue
+        jobs.append(_Copy(rel, sha256, size, final, source, replace=problem.kind != "missing"))
+
+    # ... then the copies (copy, fsync, hash at the destination) on a small thread pool: the
+    # kernel copy, fsync and hashlib all release the GIL. Published in order, one at a time.
+    def copy(job: _Copy) -> tuple[Path, str, int]:
+        return copy_to_temp(
+            Path(job.source),
+            writer.staging / job.final.name,
+            mode=mode,
+            points=(BackupPoint.FILE_COPIED, BackupPoint.FILE_FSYNCED),
+        )
+
+    n_workers = min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="wrdsvault-backup") as pool:
+        for job, (tmp, digest, got) in zip(jobs, pool.map(copy, jobs), strict=True):
+            if (digest, got) != (job.sha256, job.size):
+                # The hash is of the fsynced copy: the source file, or the copy, is not the
+                # manifest's. Which one, the source's own hash tells.
+                tmp.unlink(missing_ok=True)
+                _, src_problem = src_check.hash(job.source, job.sha256)
+                if src_problem is None:
+                    raise BackupError(
+                        destination=where,
+                        reason=f"{job.rel} does not hash back to its manifest after it was "
+                        "copied; the destination disk is failing or another process altered it",
+                    )
+                damaged_source.append(f"{job.rel} (sha256 differs from the manifest)")
+                continue
+            make_dirs(job.final.parent, mode=writer.settings.dir_mode)
+            publish(tmp, job.final, points=(BackupPoint.FILE_RENAMED, BackupPoint.FILE_DIR_FSYNCED))
+            counts["copied"] += 1
+            counts["copied_bytes"] += job.size
+            counts["replaced"] += job.replace
+            writer.lock.heartbeat()
+            done += 1
+            done_bytes += job.size
+            if progress is not None:
+                progress(done, len(files), done_bytes, total_bytes)
+    if damaged_source:
+        listed = "; ".join(damaged_source[:5])
+        more = f" and {len(damaged_source) - 5} more" if len(damaged_source) > 5 else ""
+        raise BackupError(
+            destination=where,
+            reason=f"{len(damaged_source)} file(s) of the vault do not match their manifests: "
+            f"{listed}{more}. Nothing was committed at the destination (the copied files stay "
+            "for the next backup); run `wrdsvault verify --all`, then `wrdsvault repair --from` "
+            "an earlier backup or re-sync the datasets with full=True",
+        )
+    return counts
+
+
+def repair(
+    layout: Layout,
+    catalog: Catalog,
+    writer: Writer,
+    backup_layout: Layout,
+    *,
+    verify_all: Callable[[], Sequence[FileFault]],
+) -> tuple[list[str], int, list[FileFault], int]:
+    """Restore missing or damaged manifests and data files from the backup; run under the lock.
+
+    Returns (restored paths, restored bytes, faults left, files checked).
+    """
+    mode = writer.settings.file_mode
+    restored: list[str] = []
+    restored_bytes = 0
+    backup_catalog = Catalog(backup_layout)
+    head = catalog.head()
+    # Manifests first: the data files are found through them.
+    if head is not None:
+        have = set(catalog.manifest_ids())
+        named = {head, *catalog.tags().values()}
+        readable: dict[str, Manifest] = {}
+        for sid in have:
+            try:
+                readable[sid] = catalog.manifest(sid)
+            except VaultFormatError:
+                named.add(sid)  # damaged: its name says which manifest it was
+        named |= {m.parent for m in readable.values() if m.parent is not None}
+        expired = catalog.expired()  # gc removed their manifests on purpose
+        for sid in sorted(named):
+            if sid in readable or sid > head or sid in expired:
+                continue
+            try:
+                wanted = backup_catalog.manifest(sid)
+                raw = backup_layout.manifest(sid).read_bytes()
+            except (VaultFormatError, OSError):
+                continue  # left for verify to report
+            if Manifest.from_json(raw, where=str(backup_layout.manifest(sid))) != wanted:
+                continue
+            atomic_write_bytes(layout.manifest(sid), raw, mode=mode)
+            restored.append(f"snapshots/{sid}.json")
+            restored_bytes += len(raw)
+    catalog.clear_cache()  # a damaged manifest may have been replaced
+    faults = verify_all()
+    expected: dict[str, tuple[str, int]] = {}
+    for sid, _ in catalog.committed():
+        try:
+            for p in catalog.manifest(sid).files():
+                expected.setdefault(p.path, (p.sha256, p.size_bytes))
+        except VaultFormatError:
+            continue
+    left: list[FileFault] = []
+    check = PinnedFileCheck(layout)
+    backup_check = PinnedFileCheck(backup_layout)
+    for fault in faults:
+        want = expected.get(fault.path)
+        if fault.problem == "manifest" or want is None:
+            left.append(_why(fault, "the backup has no intact copy of this manifest"))
+            continue
+        sha256, size = want
+        try:
+            final = layout.resolve_relpath(fault.path)
+            source = backup_layout.resolve_relpath_str(fault.path)
+        except InvalidNameError:
+            left.append(_why(fault, "the manifest names a path outside data/"))
+            continue
+        problem = check.check(str(final), size)
+        if problem is not None and problem.path != fault.path:
+            left.append(_why(fault, f"{problem.path} {problem.detail}; remove it by hand"))
+            continue
+        if final.is_dir() and not final.is_symlink():
+            left.append(_why(fault, "a folder stands where the file should be; remove it"))
+            continue
+        if backup_check.check(source, size) is not None:
+            left.append(_why(fault, "the backup does not have this file"))
+            continue
+        tmp, digest, got = copy_to_temp(Path(source), writer.staging / final.name, mode=mode)
+        if (digest, got) != (sha256, size):
+            tmp.unlink(missing_ok=True)
+            left.append(_why(fault, "the backup's copy is damaged too"))
+            continue
+        make_dirs(final.parent, mode=writer.settings.dir_mode)
+        publish(tmp, final)
+        restored.append(fault.path)
+        restored_bytes += size
+        writer.lock.heartbeat()
+    return restored, restored_bytes, left, len(expected)
+
+
+def _why(fault: FileFault, reason: str) -> FileFault:
+    return FileFault(
+        path=fault.path,
+        problem=fault.problem,
+        detail=f"{fault.detail}; not restored: {reason}",
+        dataset=fault.dataset,
+        year=fault.year,
+        snapshots=fault.snapshots,
+    )
+
+
+def repair_report(
+    source: Path, started: float, result: tuple[list[str], int, list[FileFault], int]
+) -> RepairReport:
+    restored, restored_bytes, left, checked = result
+    return RepairReport(
+        source=str(source),
+        checked_files=checked,
+        restored=tuple(restored),
+        restored_bytes=restored_bytes,
+        not_restored=tuple(left),
+        duration_s=time.monotonic() - started,
+    )
