@@ -46,6 +46,7 @@ from wrdsvault.errors import (
     WriteError,
 )
 from wrdsvault.manifest import FORMAT_VERSION, ColumnSchema, DatasetEntry, Manifest, PartitionFile
+from wrdsvault.receipts import DatasetCheck, Receipt, ReceiptCheck, ReceiptDataset, check_receipt
 from wrdsvault.reports import (
     BackupReport,
     DatasetResult,
@@ -72,6 +73,7 @@ __all__ = [
     "ColumnChange",
     "ColumnSchema",
     "CommitOutcomeUnknownError",
+    "DatasetCheck",
     "DatasetEntry",
     "DatasetResult",
     "DatasetSpec",
@@ -101,6 +103,9 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "Receipt",
+    "ReceiptCheck",
+    "ReceiptDataset",
     "RepairReport",
     "RetentionPolicy",
     "SchemaDrift",
@@ -128,4 +133,5 @@ __all__ = [
     "WrdsVaultError",
     "WriteError",
     "__version__",
+    "check_receipt",
 ]
