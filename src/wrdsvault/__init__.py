@@ -53,6 +53,7 @@ from wrdsvault.manifest import (
     PartitionFile,
     SyncRecipe,
 )
+from wrdsvault.receipts import DatasetCheck, Receipt, ReceiptCheck, ReceiptDataset, check_receipt
 from wrdsvault.reports import (
     BackupReport,
     DatasetResult,
@@ -79,6 +80,7 @@ __all__ = [
     "ColumnChange",
     "ColumnSchema",
     "CommitOutcomeUnknownError",
+    "DatasetCheck",
     "DatasetEntry",
     "DatasetResult",
     "DatasetSpec",
@@ -108,6 +110,9 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "Receipt",
+    "ReceiptCheck",
+    "ReceiptDataset",
     "RepairReport",
     "RetentionPolicy",
     "SchemaDrift",
@@ -136,4 +141,5 @@ __all__ = [
     "WrdsVaultError",
     "WriteError",
     "__version__",
+    "check_receipt",
 ]

@@ -623,7 +623,8 @@ def _stage_partitions(
         )
         if old is not None and old.sha256 == done.sha256:
             writer.discard(done)
-            staged.reuse(attrs.evolve(old, marker=part.marker))
+            digest = old.content_digest or done.content_digest  # fills one synced before format 3
+            staged.reuse(attrs.evolve(old, marker=part.marker, content_digest=digest))
         else:
             new = PartitionFile(
                 year=part.year,
@@ -632,6 +633,7 @@ def _stage_partitions(
                 size_bytes=done.size_bytes,
                 row_count=done.row_count,
                 marker=part.marker,
+                content_digest=done.content_digest,
             )
             staged.write(new, resumed=action == "resumed")
         report.finished(
@@ -663,13 +665,17 @@ def _resume_or_read(
         row_count=-1 if part.row_count is None else part.row_count,
     )
     # full=True trusts no marker, so no checkpoint either (their validity rests on markers)
-    resumed = None if full else writer.resume_partition(want)
+    resumed = None if full else writer.resume_partition(want, spec.primary_key)
     if resumed is not None:
         log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
         return resumed, "resumed"
     batches = read_batches(source, spec, part.year, writer.settings.batch_rows)
     done = writer.stage_partition(
-        spec.name, part.year, plan.info.schema, report.counted(index, part, batches)
+        spec.name,
+        part.year,
+        plan.info.schema,
+        report.counted(index, part, batches),
+        primary_key=spec.primary_key,
     )
     writer.checkpoint(
         done,

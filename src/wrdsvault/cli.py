@@ -237,6 +237,14 @@ def _parser() -> argparse.ArgumentParser:
     drop.add_argument("--yes", action="store_true", help="do not ask")
     drop.add_argument("--wait", type=float, help="seconds to wait for another writer")
 
+    receipt = add("receipt", "print a reproducibility receipt (JSON) of datasets in a snapshot")
+    receipt.add_argument("datasets", nargs="*", metavar="DATASET", help="default: all of them")
+    receipt.add_argument("--snapshot", default="latest", help="tag, id, 'latest' or ISO date")
+    receipt.add_argument("-o", "--output", help="write the receipt to this file, not stdout")
+
+    check = add("check-receipt", "check a receipt against a vault; exit 1 if a dataset differs")
+    check.add_argument("receipt", help="a receipt file written by `wrdsvault receipt`")
+
     tag = add("tag", "name a snapshot so backtests can pin it (and gc keeps it)")
     tag.add_argument("name")
     tag.add_argument("ref", nargs="?", default="latest")
@@ -592,6 +600,36 @@ def _cmd_tag(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _cmd_receipt(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with _open(args) as wh, wh.snapshot(args.snapshot) as snap:
+        receipt = snap.receipt(args.datasets or None)
+    if args.output:
+        receipt.save(args.output)
+        err.write(f"receipt of {len(receipt.datasets)} datasets written to {args.output}\n")
+    else:
+        out.write(receipt.dumps())  # JSON either way: a receipt is made to be saved
+    computed = [d.name for d in receipt.datasets if d.computed]
+    if computed:
+        err.write(
+            f"note: content digests of {', '.join(computed)} were computed from the files "
+            "(synced before format 3)\n"
+        )
+    return 0
+
+
+def _cmd_check_receipt(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    from wrdsvault.receipts import Receipt, check_receipt
+
+    receipt = Receipt.load(args.receipt)
+    with _open(args) as wh:
+        result = check_receipt(receipt, wh)
+    if args.json:
+        print_json(result.to_json(), out)
+    else:
+        out.write(result.summary() + "\n")
+    return 0 if result.ok else 1
+
+
 def _untag(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with _open(args) as wh:
         if not args.yes:
@@ -679,6 +717,8 @@ _COMMANDS = {
     "doctor": _cmd_doctor,
     "unlock": _cmd_unlock,
     "drop": _cmd_drop,
+    "receipt": _cmd_receipt,
+    "check-receipt": _cmd_check_receipt,
     "gc": _cmd_gc,
     "expired": _cmd_expired,
 }

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import attrs
 
+from wrdsvault._digest import combine
 from wrdsvault._storage.layout import SHA256_RE, partition_relpath, validate_snapshot_id
 from wrdsvault.datasets import validate_dataset
 from wrdsvault.errors import VaultFormatError
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 #: The on-disk format this version of wrdsvault writes (docs/format.md).
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 
 
 def canonical_json(obj: object) -> bytes:
@@ -82,6 +83,11 @@ def _sha256(_inst: object, _attr: object, value: str) -> None:
         raise ValueError(msg)
 
 
+def _optional_sha256(inst: object, attr: object, value: str | None) -> None:
+    if value is not None:
+        _sha256(inst, attr, value)
+
+
 @attrs.frozen
 class PartitionFile:
     """One immutable Parquet file: one dataset's rows for one calendar year.
@@ -93,6 +99,8 @@ class PartitionFile:
         size_bytes: file size.
         row_count: rows in the file.
         marker: the source's per-year content marker when it was synced (None if unknown).
+        content_digest: SHA-256 of the rows, independent of their encoding and order
+            (`wrdsvault._digest`); None for files synced before format 3 (computed on demand).
     """
 
     year: int | None
@@ -101,6 +109,7 @@ class PartitionFile:
     size_bytes: int
     row_count: int
     marker: str | None = None
+    content_digest: str | None = attrs.field(default=None, validator=_optional_sha256)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +119,7 @@ class PartitionFile:
             "size_bytes": self.size_bytes,
             "row_count": self.row_count,
             "marker": self.marker,
+            "content_digest": self.content_digest,
         }
 
     @classmethod
@@ -122,6 +132,7 @@ class PartitionFile:
             size_bytes=int(obj["size_bytes"]),
             row_count=int(obj["row_count"]),
             marker=obj.get("marker"),
+            content_digest=obj.get("content_digest"),
         )
 
 
@@ -194,6 +205,14 @@ class DatasetEntry:
     def size_bytes(self) -> int:
         return sum(p.size_bytes for p in self.partitions)
 
+    @property
+    def content_digest(self) -> str | None:
+        """SHA-256 of the dataset's rows (its partitions' digests combined), or None if a
+        partition has none (synced before format 3): `Snapshot.receipt` computes it then."""
+        if any(p.content_digest is None for p in self.partitions):
+            return None
+        return combine((p.year, p.content_digest) for p in self.partitions if p.content_digest)
+
     def partition(self, year: int | None) -> PartitionFile | None:
         for p in self.partitions:
             if p.year == year:
@@ -236,13 +255,16 @@ class DatasetEntry:
 
         The path is derived from the dataset, year and sha256, so equal data still gives equal
         fingerprints; covering it means an altered path breaks the fingerprint (a damaged
-        manifest must never make doctor call a real file an orphan).
+        manifest must never make doctor call a real file an orphan). From format 3 a partition's
+        content digest is covered too when it is known (a damaged digest must not make a receipt
+        match), so a format-3 file without one fingerprints as in format 2.
         """
         return {
             "columns": [[c.name, c.type] for c in self.columns],
             "partitions": sorted(
                 [p.year if p.year is not None else -1, p.sha256, p.size_bytes, p.row_count]
                 + ([p.path] if format_version >= 2 else [])  # format 1 left the path out
+                + ([p.content_digest] if format_version >= 3 and p.content_digest else [])
                 for p in self.partitions
             ),
         }
