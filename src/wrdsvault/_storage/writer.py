@@ -218,7 +218,7 @@ class Writer:
                 out,  # type: ignore[arg-type]  # any object with write() works; stubs want IO[Any]
                 schema,
                 compression=self.settings.compression,
-                compression_level=self.settings.compression_level,
+                compression_level=self.settings.codec_level,
                 write_page_checksum=True,
                 write_statistics=True,
             ) as pw:
