@@ -48,6 +48,7 @@ def test_exported_names() -> None:
         "DatasetEntry",
         "Manifest",
         "PartitionFile",
+        "SyncRecipe",
         "DiskState",
         "DoctorFinding",
         "DoctorReport",

@@ -45,7 +45,14 @@ from wrdsvault.errors import (
     WrdsVaultError,
     WriteError,
 )
-from wrdsvault.manifest import FORMAT_VERSION, ColumnSchema, DatasetEntry, Manifest, PartitionFile
+from wrdsvault.manifest import (
+    FORMAT_VERSION,
+    ColumnSchema,
+    DatasetEntry,
+    Manifest,
+    PartitionFile,
+    SyncRecipe,
+)
 from wrdsvault.receipts import DatasetCheck, Receipt, ReceiptCheck, ReceiptDataset, check_receipt
 from wrdsvault.reports import (
     BackupReport,
@@ -119,6 +126,7 @@ __all__ = [
     "SourceRequiredError",
     "SourceUnavailableError",
     "SyncError",
+    "SyncRecipe",
     "SyncReport",
     "TagExistsError",
     "UnknownDatasetError",

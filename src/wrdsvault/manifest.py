@@ -25,6 +25,7 @@ __all__ = [
     "DatasetEntry",
     "Manifest",
     "PartitionFile",
+    "SyncRecipe",
     "canonical_json",
     "format_timestamp",
     "parse_timestamp",
@@ -135,9 +136,55 @@ class PartitionFile:
         )
 
 
+def _year_tuple(value: object) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, frozenset, set)):
+        msg = f"years must be a list of ints or null, not {value!r}"
+        raise TypeError(msg)
+    years = sorted({int(y) for y in value})
+    if not years or not 1 <= years[0] <= years[-1] <= 9999:
+        msg = f"years must be a non-empty list of years 1-9999, not {value!r}"
+        raise ValueError(msg)
+    return tuple(years)
+
+
+@attrs.frozen
+class SyncRecipe:
+    """How a dataset is re-synced by ``sync --all``: the options its explicit syncs asked for.
+
+    The date column and the source are not repeated here: the entry's ``partition_column`` and
+    ``source`` already record them.
+
+    Attributes:
+        years: the calendar years asked for (``years=``), sorted; None for every year.
+    """
+
+    years: tuple[int, ...] | None = attrs.field(default=None, converter=_year_tuple)
+
+    def merged(self, years: frozenset[int] | None) -> SyncRecipe:
+        """This recipe widened by a later sync that asked for ``years`` (None: every year)."""
+        if self.years is None or years is None:
+            return SyncRecipe(years=None)
+        return SyncRecipe(years=tuple(sorted(set(self.years) | years)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"years": None if self.years is None else list(self.years)}
+
+    @classmethod
+    def from_json(cls, obj: object) -> SyncRecipe:
+        if not isinstance(obj, dict):
+            msg = f"sync_recipe must be an object, not {obj!r}"
+            raise TypeError(msg)
+        return cls(years=obj.get("years"))
+
+
 @attrs.frozen
 class DatasetEntry:
-    """One dataset within a snapshot: its spec, schema, source vintage and partition files."""
+    """One dataset within a snapshot: its spec, schema, source vintage and partition files.
+
+    ``recipe`` is None in manifests written before it was recorded (see `SyncRecipe`).
+    """
 
     name: str = attrs.field(converter=validate_dataset)
     partition_column: str | None
@@ -148,6 +195,7 @@ class DatasetEntry:
     change_marker: str | None = None
     comment: str | None = None
     synced_at: str = ""
+    recipe: SyncRecipe | None = None
 
     @property
     def row_count(self) -> int:
@@ -172,7 +220,7 @@ class DatasetEntry:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "partition_column": self.partition_column,
             "primary_key": list(self.primary_key),
             "columns": [c.to_json() for c in self.columns],
@@ -182,9 +230,13 @@ class DatasetEntry:
             "comment": self.comment,
             "synced_at": self.synced_at,
         }
+        if self.recipe is not None:  # absent, not null, when unknown: older manifests match
+            out["sync_recipe"] = self.recipe.to_json()
+        return out
 
     @classmethod
     def from_json(cls, name: str, obj: dict[str, Any]) -> DatasetEntry:
+        recipe = obj.get("sync_recipe")
         return cls(
             name=name,
             partition_column=obj.get("partition_column"),
@@ -195,6 +247,7 @@ class DatasetEntry:
             change_marker=obj.get("change_marker"),
             comment=obj.get("comment"),
             synced_at=str(obj.get("synced_at", "")),
+            recipe=None if recipe is None else SyncRecipe.from_json(recipe),
         )
 
     def content(self, format_version: int = FORMAT_VERSION) -> dict[str, Any]:
