@@ -14,6 +14,10 @@ import wrdsvault
 from _helpers.proc import strip_env
 from wrdsvault.sources import SampleSource
 
+# pytest-in-pytest for the plugin's tests (tests/plugin). Here because pytest refuses
+# pytest_plugins in a conftest below the top level; pytester only adds fixtures.
+pytest_plugins = ["pytester"]
+
 settings.register_profile(
     "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -40,7 +40,7 @@ def test_sync_snapshots_query_status_tag(
     assert "crsp.msf 2020 [1/3" in err  # progress on stderr
 
     code, out, _ = run(capsys, "sync", "crsp.msf", "--vault", vault, *SAMPLE, "--json")
-    assert code == 0
+    assert code == 3  # nothing changed: no new snapshot (docs/cli.md#exit-codes)
     assert json.loads(out)["committed"] is False
 
     code, out, _ = run(capsys, "snapshots", "--vault", vault, "--json")
@@ -471,6 +471,7 @@ def test_sync_summary_says_what_changed(tmp_path: Path, capsys: pytest.CaptureFi
     assert "  crsp.msf: new source vintage 'sample:" in out and "(was 'sample:" in out
 
     code, out, err = run(capsys, "sync", "crsp.msf", "--vault", vault, *SAMPLE, "--vintage", "2")
+    assert code == 3
     assert table(out)["crsp.msf"] == {
         "dataset": "crsp.msf",
         "status": "unchanged",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import wrdsvault
@@ -556,3 +557,24 @@ def test_quarantine_list_show_purge(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert [e.name for e in wh.quarantine()] == [listed[1]["name"]]
     assert main(["quarantine", "purge", "--all", *vault]) == 0
     assert wh.quarantine() == []
+
+
+@pytest.mark.parametrize("codec", ["snappy", "none", "lz4", "gzip"])
+def test_every_codec_syncs_with_the_default_level(tmp_path: Path, codec: str) -> None:
+    """Codecs without levels (snappy, none) ignore the default level instead of failing a sync."""
+    from wrdsvault.settings import VaultSettings
+    from wrdsvault.sources import SampleSource
+
+    settings = VaultSettings(compression=codec)  # type: ignore[arg-type]
+    with wrdsvault.Warehouse(
+        tmp_path / "v",
+        source=SampleSource(seed=0, years=range(2020, 2021), n_securities=10),
+        settings=settings,
+    ) as wh:
+        wh.sync("crsp.msf")
+        files = wh.snapshot().files("crsp.msf")
+        assert files
+        meta = pq.ParquetFile(files[0]).metadata
+        want = "UNCOMPRESSED" if codec == "none" else codec.upper()
+        assert meta.row_group(0).column(0).compression == want
+        assert wh.query("select count(*) as n from crsp.msf")["n"][0] > 0

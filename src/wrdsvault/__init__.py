@@ -45,7 +45,15 @@ from wrdsvault.errors import (
     WrdsVaultError,
     WriteError,
 )
-from wrdsvault.manifest import FORMAT_VERSION, ColumnSchema, DatasetEntry, Manifest, PartitionFile
+from wrdsvault.manifest import (
+    FORMAT_VERSION,
+    ColumnSchema,
+    DatasetEntry,
+    Manifest,
+    PartitionFile,
+    SyncRecipe,
+)
+from wrdsvault.receipts import DatasetCheck, Receipt, ReceiptCheck, ReceiptDataset, check_receipt
 from wrdsvault.reports import (
     BackupReport,
     DatasetResult,
@@ -74,6 +82,7 @@ __all__ = [
     "ColumnDiff",
     "ColumnSchema",
     "CommitOutcomeUnknownError",
+    "DatasetCheck",
     "DatasetDiff",
     "DatasetEntry",
     "DatasetResult",
@@ -104,6 +113,9 @@ __all__ = [
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
+    "Receipt",
+    "ReceiptCheck",
+    "ReceiptDataset",
     "RepairReport",
     "RetentionPolicy",
     "Revision",
@@ -118,6 +130,7 @@ __all__ = [
     "SourceRequiredError",
     "SourceUnavailableError",
     "SyncError",
+    "SyncRecipe",
     "SyncReport",
     "TagExistsError",
     "UnknownDatasetError",
@@ -132,4 +145,5 @@ __all__ = [
     "WrdsVaultError",
     "WriteError",
     "__version__",
+    "check_receipt",
 ]

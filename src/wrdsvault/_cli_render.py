@@ -452,6 +452,7 @@ def sync_summary(report: SyncReport) -> str:
         for row in table
     ]
     lines += [f"  {note}" for d in report.datasets for note in _notes(d)]
+    lines += [f"  note: {note}" for note in report.notes]
     changed = sum(d.status != "unchanged" for d in report.datasets)
     if report.committed:
         n = len(report.datasets)
@@ -547,6 +548,19 @@ def status_text(st: VaultStatus) -> str:
             f"({disk.level})"
         )
     lines += [f"drift     {name}: {drift}" for name, drift in sorted(st.drift.items())]
+    if st.max_age_s is not None:
+        limit = _hours(st.max_age_s)
+        stale = [d for d in st.datasets if d.stale]
+        lines += [
+            f"stale     {d.name}: last synced "
+            f"{'at an unknown time' if d.age_s is None else _hours(d.age_s) + ' ago'} "
+            f"(limit {limit})"
+            for d in stale
+        ]
+        if not st.datasets:
+            lines.append("stale     the vault holds no dataset")
+        elif not stale:
+            lines.append(f"fresh     every dataset synced within {limit}")
     if st.quarantined:
         lines.append(f"quarantine {st.quarantined} failed write(s): `wrdsvault quarantine list`")
     if st.reclaimable_bytes or st.expired_count:
@@ -558,6 +572,10 @@ def status_text(st: VaultStatus) -> str:
         lines.append("tags      " + ", ".join(f"{k} -> {v}" for k, v in sorted(st.tags.items())))
     lines.append(f"lock      {describe_lock(st.lock_holder)}")
     return "\n".join(lines)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h"
 
 
 def expired_text(entries: Sequence[ExpiredSnapshot]) -> str:

@@ -45,6 +45,7 @@ from wrdsvault.manifest import (
     DatasetEntry,
     Manifest,
     PartitionFile,
+    SyncRecipe,
     format_timestamp,
 )
 from wrdsvault.reports import DatasetResult, Status, SyncReport
@@ -143,6 +144,14 @@ class SyncOptions:
     guard: DiskGuard | None = None
     #: the `RemovedYears` threshold; None lets years go without a check (allow_removal=True)
     max_removed_fraction: float | None = 0.0
+    #: ``years`` per dataset, where they differ (``sync_all``: each dataset's recipe)
+    dataset_years: Mapping[str, frozenset[int] | None] = attrs.field(factory=dict)
+
+    def for_dataset(self, dataset: str) -> SyncOptions:
+        """These options with ``years`` as ``dataset`` is synced."""
+        if dataset not in self.dataset_years:
+            return self
+        return attrs.evolve(self, years=self.dataset_years[dataset], dataset_years={})
 
     def policy(self, dataset: str) -> DriftPolicy:
         return self.drift.get(dataset, self.default_drift)
@@ -395,7 +404,7 @@ def _sync_dataset(
     _validate(spec, prev, partitions, staged.findings, opts)
     if staged.written or staged.resumed:
         _refuse_a_source_updated_while_read(source, spec, info)
-    return _result(source, spec, prev, plan, staged, partitions, removed)
+    return _result(source, spec, prev, plan, staged, partitions, removed, opts.years)
 
 
 def _marker_unchanged(
@@ -614,7 +623,8 @@ def _stage_partitions(
         )
         if old is not None and old.sha256 == done.sha256:
             writer.discard(done)
-            staged.reuse(attrs.evolve(old, marker=part.marker))
+            digest = old.content_digest or done.content_digest  # fills one synced before format 3
+            staged.reuse(attrs.evolve(old, marker=part.marker, content_digest=digest))
         else:
             new = PartitionFile(
                 year=part.year,
@@ -623,6 +633,7 @@ def _stage_partitions(
                 size_bytes=done.size_bytes,
                 row_count=done.row_count,
                 marker=part.marker,
+                content_digest=done.content_digest,
             )
             staged.write(new, resumed=action == "resumed")
         report.finished(
@@ -654,13 +665,17 @@ def _resume_or_read(
         row_count=-1 if part.row_count is None else part.row_count,
     )
     # full=True trusts no marker, so no checkpoint either (their validity rests on markers)
-    resumed = None if full else writer.resume_partition(want)
+    resumed = None if full else writer.resume_partition(want, spec.primary_key)
     if resumed is not None:
         log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
         return resumed, "resumed"
     batches = read_batches(source, spec, part.year, writer.settings.batch_rows)
     done = writer.stage_partition(
-        spec.name, part.year, plan.info.schema, report.counted(index, part, batches)
+        spec.name,
+        part.year,
+        plan.info.schema,
+        report.counted(index, part, batches),
+        primary_key=spec.primary_key,
     )
     writer.checkpoint(
         done,
@@ -743,9 +758,17 @@ def _result(
     staged: _Staged,
     partitions: tuple[PartitionFile, ...],
     removed: Sequence[int | None],
+    years: frozenset[int] | None,
 ) -> tuple[DatasetEntry | None, DatasetResult]:
     """The new entry (None if nothing, not even a marker, changed) and the dataset's result."""
     info = plan.info
+    # The recipe widens with every sync: a quick ``years=[2024]`` refresh of a dataset synced
+    # in full must not narrow what ``sync --all`` fetches. An entry written before recipes were
+    # recorded counts as every year (what ``sync --all`` falls back to for it).
+    if prev is None:
+        recipe = SyncRecipe(years=years)
+    else:
+        recipe = (prev.recipe or SyncRecipe(years=None)).merged(years)
     entry = DatasetEntry(
         name=spec.name,
         partition_column=spec.partition_column,
@@ -756,6 +779,7 @@ def _result(
         change_marker=info.change_marker,
         comment=info.comment,
         synced_at=format_timestamp(datetime.now(timezone.utc)),
+        recipe=recipe,
     )
     status = _status(prev, entry, changed=bool(staged.written or removed) or not plan.same_schema)
     drift = plan.drift
@@ -818,7 +842,7 @@ def run_sync(
                 source,
                 spec,
                 head.datasets.get(spec.name) if head else None,
-                opts,
+                opts.for_dataset(spec.name),
                 (number, len(specs)),
             )
             results.append(result)

@@ -1,8 +1,10 @@
 """The ``wrdsvault`` command line: sync, snapshots, query, diff, status, tag, drop, backup, repair,
 demo.
 
-Every command takes ``--json`` for machine-readable output. Exit codes: 0 success, 1 a wrdsvault
-error (the message says what to do), 2 bad usage.
+Every command takes ``--json`` for machine-readable output. Exit codes (docs/cli.md): 0 success
+(``sync``: a new snapshot was committed), 1 a wrdsvault error (the message says what to do), 2 bad
+usage, 3 ``sync``: nothing changed, 4 the writer lock is held by another writer, 5 ``status
+--max-age``: a dataset is stale, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import math
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from wrdsvault._cli_render import (
     SyncDisplay,
@@ -34,12 +38,32 @@ from wrdsvault._cli_render import (
     write_table,
 )
 from wrdsvault._query import render
+from wrdsvault._storage.atomic import append_durably
 from wrdsvault._version import __version__
-from wrdsvault.errors import InvalidNameError, WrdsVaultError
+from wrdsvault.errors import InvalidNameError, LockHeldError, WrdsVaultError
+from wrdsvault.manifest import canonical_json, format_timestamp
+from wrdsvault.reports import SyncReport
 from wrdsvault.retention import RetentionPolicy
 from wrdsvault.warehouse import Warehouse
 
 DEFAULT_VAULT = "data/wrds"
+
+#: Exit codes, for schedulers and monitoring (docs/cli.md#exit-codes).
+EXIT_OK: Final = 0  # success; for sync: a new snapshot was committed
+EXIT_FAILED: Final = 1  # a wrdsvault error; nothing half-done was committed
+EXIT_USAGE: Final = 2  # bad arguments (argparse)
+EXIT_UNCHANGED: Final = 3  # sync: the source had nothing new; no snapshot committed
+EXIT_LOCK_BUSY: Final = 4  # another writer held the lock for the whole --wait
+EXIT_STALE: Final = 5  # status --max-age: some dataset's last sync is older than that
+EXIT_INTERRUPTED: Final = 130  # SIGINT / Ctrl-C
+
+_OUTCOMES: Final = {
+    EXIT_OK: "synced",
+    EXIT_FAILED: "failed",
+    EXIT_UNCHANGED: "unchanged",
+    EXIT_LOCK_BUSY: "lock-busy",
+    EXIT_INTERRUPTED: "interrupted",
+}
 
 
 def _years(text: str) -> range:
@@ -69,6 +93,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _age(text: str) -> float:
+    """An age: ``36h``, ``90m``, ``2d``, ``45s`` or plain seconds, > 0."""
+    raw = text.strip().lower()
+    unit = _UNITS.get(raw[-1:], None)
+    try:
+        value = float(raw[:-1] if unit else raw) * (unit or 1.0)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        msg = f"expected an age such as 36h, 90m, 2d or a number of seconds, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wrdsvault",
@@ -93,7 +134,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--securities", type=int, default=2000, help="synthetic permnos (2000)")
 
     sync = add("sync", "pull datasets from a source and commit one new snapshot")
-    sync.add_argument("datasets", nargs="+", metavar="DATASET", help="e.g. crsp.msf comp.funda")
+    sync.add_argument("datasets", nargs="*", metavar="DATASET", help="e.g. crsp.msf comp.funda")
+    sync.add_argument(
+        "--all",
+        action="store_true",
+        help="re-sync every dataset the latest snapshot holds, with the options each was synced "
+        "with (instead of naming datasets)",
+    )
+    sync.add_argument(
+        "--log",
+        type=Path,
+        metavar="FILE",
+        help="append one JSON line describing this run to FILE (created if missing)",
+    )
     sync.add_argument("--source", choices=["sample", "wrds"], default="wrds")
     sync.add_argument("--years", type=_years, help="only these years, e.g. 2000-2024")
     sync.add_argument("--full", action="store_true", help="compare every year's content")
@@ -122,6 +175,12 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--wrds-hostname", help="WRDS host (default: wrds-pgdata.wharton.upenn.edu)")
     sync.add_argument("--wrds-port", type=int, help="WRDS port (default: 9737)")
     sync.add_argument("--wrds-dbname", help="WRDS database (default: wrds)")
+    sync.add_argument(
+        "--wrds-connect-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="give up a WRDS login after this long, Duo approval included (default: 90)",
+    )
 
     add("snapshots", "list committed snapshots, oldest first")
 
@@ -145,7 +204,14 @@ def _parser() -> argparse.ArgumentParser:
         "--tolerance", type=float, help="floats within this absolute distance are equal"
     )
 
-    add("status", "show the latest snapshot, datasets, tags, disk and the writer lock")
+    status = add("status", "show the latest snapshot, datasets, tags, disk and the writer lock")
+    status.add_argument(
+        "--max-age",
+        type=_age,
+        metavar="AGE",
+        help="flag datasets last synced longer ago than AGE (36h, 90m, 2d, seconds) as stale "
+        "and exit 5 if any is",
+    )
 
     verify = add("verify", "re-hash every file of a snapshot; exit 1 if any is damaged")
     verify.add_argument("--snapshot", default="latest", help="tag, id, 'latest' or ISO date")
@@ -184,6 +250,14 @@ def _parser() -> argparse.ArgumentParser:
     drop.add_argument("--yes", action="store_true", help="do not ask")
     drop.add_argument("--wait", type=float, help="seconds to wait for another writer")
 
+    receipt = add("receipt", "print a reproducibility receipt (JSON) of datasets in a snapshot")
+    receipt.add_argument("datasets", nargs="*", metavar="DATASET", help="default: all of them")
+    receipt.add_argument("--snapshot", default="latest", help="tag, id, 'latest' or ISO date")
+    receipt.add_argument("-o", "--output", help="write the receipt to this file, not stdout")
+
+    check = add("check-receipt", "check a receipt against a vault; exit 1 if a dataset differs")
+    check.add_argument("receipt", help="a receipt file written by `wrdsvault receipt`")
+
     tag = add("tag", "name a snapshot so backtests can pin it (and gc keeps it)")
     tag.add_argument("name")
     tag.add_argument("ref", nargs="?", default="latest")
@@ -219,6 +293,34 @@ def _open(args: argparse.Namespace, *, source: Any = None, create: bool = False)
 
 
 def _cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.all == bool(args.datasets):
+        err.write("wrdsvault sync: name datasets or pass --all (not both)\n")
+        return EXIT_USAGE
+    if args.all and args.date_column is not None:
+        err.write("wrdsvault sync: --all re-syncs each dataset as it was; drop --date-column\n")
+        return EXIT_USAGE
+    if args.all and args.years is not None:
+        err.write(
+            "wrdsvault sync: --all re-syncs the years each dataset was synced for; drop --years\n"
+        )
+        return EXIT_USAGE
+    reports: list[SyncReport] = []  # the report, as soon as the sync returns it
+    if args.log is None:
+        return _sync(args, out, err, reports)
+    started, clock = datetime.now(timezone.utc), time.monotonic()
+    code, error = EXIT_FAILED, None
+    try:
+        code = _sync(args, out, err, reports)
+        return code
+    except BaseException as exc:
+        code, error = _exit_code(exc), exc
+        raise
+    finally:
+        report = reports[0] if reports else None
+        _log_run(args, err, started, time.monotonic() - clock, code, report, error)
+
+
+def _sync(args: argparse.Namespace, out: TextIO, err: TextIO, reports: list[SyncReport]) -> int:
     source: Any
     if args.source == "wrds":
         from wrdsvault.sources import WrdsSource
@@ -228,6 +330,12 @@ def _cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             for k in ("username", "hostname", "port", "dbname")
             if getattr(args, f"wrds_{k}") is not None
         }
+        if args.wrds_connect_timeout is not None:
+            from wrds.sql import WRDS_CONNECT_ARGS
+
+            # libpq takes whole seconds (and at least 2)
+            seconds = max(2, math.ceil(args.wrds_connect_timeout))
+            connect["wrds_connect_args"] = {**WRDS_CONNECT_ARGS, "connect_timeout": seconds}
         source = WrdsSource(**connect)  # connects on first use: one login for the whole sync
     else:
         from wrdsvault.sources import SampleSource
@@ -243,22 +351,72 @@ def _cmd_sync(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         kwargs["date_column"] = None if args.date_column.lower() == "none" else args.date_column
     display: contextlib.AbstractContextManager[SyncDisplay | None] = contextlib.nullcontext()
     if not (args.json or args.quiet):
-        display = SyncDisplay(err, name_width=max(len(name) for name in args.datasets))
-    with _open(args, source=source, create=True) as wh, display as progress:
-        report = wh.sync(
-            args.datasets,
-            years=args.years,
-            full=args.full,
-            allow_removal=args.allow_removal,
-            wait=args.wait,
-            progress=progress,
-            **kwargs,
-        )
+        width = max((len(name) for name in args.datasets), default=16)
+        display = SyncDisplay(err, name_width=width)
+    common: dict[str, Any] = {
+        "full": args.full,
+        "allow_removal": args.allow_removal,
+        "wait": args.wait,
+    }
+    with _open(args, source=source, create=not args.all) as wh, display as progress:
+        if args.all:
+            report = wh.sync_all(progress=progress, **common)
+        else:
+            report = wh.sync(args.datasets, years=args.years, progress=progress, **common, **kwargs)
+    reports.append(report)
     if args.json:
         print_json(report.to_json(), out)
     else:
         out.write(sync_summary(report) + "\n")
-    return 0
+    return EXIT_OK if report.committed else EXIT_UNCHANGED
+
+
+def _exit_code(exc: BaseException) -> int:
+    """The exit code for an exception that ends a command."""
+    if isinstance(exc, LockHeldError):
+        return EXIT_LOCK_BUSY
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED
+
+
+def _log_run(
+    args: argparse.Namespace,
+    err: TextIO,
+    started: datetime,
+    duration_s: float,
+    code: int,
+    report: SyncReport | None,
+    error: BaseException | None,
+) -> None:
+    """Append this sync's record to ``--log`` (one JSON line; docs/cli.md#the-run-log)."""
+    record = {
+        "started_at": format_timestamp(started),
+        "ended_at": format_timestamp(datetime.now(timezone.utc)),
+        "duration_s": round(duration_s, 3),
+        "vault": os.path.abspath(args.vault),
+        "command": "sync --all" if args.all else "sync",
+        "exit_code": code,
+        "outcome": _OUTCOMES.get(code, "failed"),
+        "datasets": (
+            {d.dataset: d.status for d in report.datasets}
+            if report is not None
+            else {name: "failed" for name in args.datasets}
+        ),
+        "snapshot_id": report.snapshot_id if report is not None else None,
+        "committed": report.committed if report is not None else False,
+        "notes": list(report.notes) if report is not None else [],
+        "error": None
+        if error is None
+        else {"type": type(error).__name__, "message": str(error) or type(error).__name__},
+        "pid": os.getpid(),
+        "version": __version__,
+    }
+    try:
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        append_durably(args.log, canonical_json(record) + b"\n", mode=0o600)
+    except OSError as exc:  # the sync's own outcome stands; say the record is missing
+        err.write(f"wrdsvault: could not append to the log {args.log}: {exc}\n")
 
 
 def _cmd_snapshots(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
@@ -316,12 +474,12 @@ def _cmd_diff(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
 
 def _cmd_status(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     with _open(args) as wh:
-        st = wh.status()
+        st = wh.status(max_age_s=args.max_age)
     if args.json:
         print_json(st.to_json(), out)
     else:
         out.write(status_text(st) + "\n")
-    return 0
+    return EXIT_STALE if st.stale else EXIT_OK
 
 
 def _cmd_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -486,6 +644,36 @@ def _cmd_tag(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _cmd_receipt(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with _open(args) as wh, wh.snapshot(args.snapshot) as snap:
+        receipt = snap.receipt(args.datasets or None)
+    if args.output:
+        receipt.save(args.output)
+        err.write(f"receipt of {len(receipt.datasets)} datasets written to {args.output}\n")
+    else:
+        out.write(receipt.dumps())  # JSON either way: a receipt is made to be saved
+    computed = [d.name for d in receipt.datasets if d.computed]
+    if computed:
+        err.write(
+            f"note: content digests of {', '.join(computed)} were computed from the files "
+            "(synced before format 3)\n"
+        )
+    return 0
+
+
+def _cmd_check_receipt(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    from wrdsvault.receipts import Receipt, check_receipt
+
+    receipt = Receipt.load(args.receipt)
+    with _open(args) as wh:
+        result = check_receipt(receipt, wh)
+    if args.json:
+        print_json(result.to_json(), out)
+    else:
+        out.write(result.summary() + "\n")
+    return 0 if result.ok else 1
+
+
 def _untag(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with _open(args) as wh:
         if not args.yes:
@@ -574,6 +762,8 @@ _COMMANDS = {
     "doctor": _cmd_doctor,
     "unlock": _cmd_unlock,
     "drop": _cmd_drop,
+    "receipt": _cmd_receipt,
+    "check-receipt": _cmd_check_receipt,
     "gc": _cmd_gc,
     "expired": _cmd_expired,
 }
@@ -589,7 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "json", False):
             print_json({"error": type(exc).__name__, "message": str(exc)}, out)
         err.write(f"wrdsvault: {exc}\n")
-        return 1
+        return _exit_code(exc)
     except KeyboardInterrupt:
         err.write("wrdsvault: interrupted; nothing was committed by an unfinished sync\n")
-        return 130
+        return EXIT_INTERRUPTED

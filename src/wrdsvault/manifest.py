@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import attrs
 
+from wrdsvault._digest import combine
 from wrdsvault._storage.layout import SHA256_RE, partition_relpath, validate_snapshot_id
 from wrdsvault.datasets import validate_dataset
 from wrdsvault.errors import VaultFormatError
@@ -24,13 +25,14 @@ __all__ = [
     "DatasetEntry",
     "Manifest",
     "PartitionFile",
+    "SyncRecipe",
     "canonical_json",
     "format_timestamp",
     "parse_timestamp",
 ]
 
 #: The on-disk format this version of wrdsvault writes (docs/format.md).
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 
 
 def canonical_json(obj: object) -> bytes:
@@ -81,6 +83,11 @@ def _sha256(_inst: object, _attr: object, value: str) -> None:
         raise ValueError(msg)
 
 
+def _optional_sha256(inst: object, attr: object, value: str | None) -> None:
+    if value is not None:
+        _sha256(inst, attr, value)
+
+
 @attrs.frozen
 class PartitionFile:
     """One immutable Parquet file: one dataset's rows for one calendar year.
@@ -92,6 +99,8 @@ class PartitionFile:
         size_bytes: file size.
         row_count: rows in the file.
         marker: the source's per-year content marker when it was synced (None if unknown).
+        content_digest: SHA-256 of the rows, independent of their encoding and order
+            (`wrdsvault._digest`); None for files synced before format 3 (computed on demand).
     """
 
     year: int | None
@@ -100,6 +109,7 @@ class PartitionFile:
     size_bytes: int
     row_count: int
     marker: str | None = None
+    content_digest: str | None = attrs.field(default=None, validator=_optional_sha256)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +119,7 @@ class PartitionFile:
             "size_bytes": self.size_bytes,
             "row_count": self.row_count,
             "marker": self.marker,
+            "content_digest": self.content_digest,
         }
 
     @classmethod
@@ -121,12 +132,59 @@ class PartitionFile:
             size_bytes=int(obj["size_bytes"]),
             row_count=int(obj["row_count"]),
             marker=obj.get("marker"),
+            content_digest=obj.get("content_digest"),
         )
+
+
+def _year_tuple(value: object) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, frozenset, set)):
+        msg = f"years must be a list of ints or null, not {value!r}"
+        raise TypeError(msg)
+    years = sorted({int(y) for y in value})
+    if not years or not 1 <= years[0] <= years[-1] <= 9999:
+        msg = f"years must be a non-empty list of years 1-9999, not {value!r}"
+        raise ValueError(msg)
+    return tuple(years)
+
+
+@attrs.frozen
+class SyncRecipe:
+    """How a dataset is re-synced by ``sync --all``: the options its explicit syncs asked for.
+
+    The date column and the source are not repeated here: the entry's ``partition_column`` and
+    ``source`` already record them.
+
+    Attributes:
+        years: the calendar years asked for (``years=``), sorted; None for every year.
+    """
+
+    years: tuple[int, ...] | None = attrs.field(default=None, converter=_year_tuple)
+
+    def merged(self, years: frozenset[int] | None) -> SyncRecipe:
+        """This recipe widened by a later sync that asked for ``years`` (None: every year)."""
+        if self.years is None or years is None:
+            return SyncRecipe(years=None)
+        return SyncRecipe(years=tuple(sorted(set(self.years) | years)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"years": None if self.years is None else list(self.years)}
+
+    @classmethod
+    def from_json(cls, obj: object) -> SyncRecipe:
+        if not isinstance(obj, dict):
+            msg = f"sync_recipe must be an object, not {obj!r}"
+            raise TypeError(msg)
+        return cls(years=obj.get("years"))
 
 
 @attrs.frozen
 class DatasetEntry:
-    """One dataset within a snapshot: its spec, schema, source vintage and partition files."""
+    """One dataset within a snapshot: its spec, schema, source vintage and partition files.
+
+    ``recipe`` is None in manifests written before it was recorded (see `SyncRecipe`).
+    """
 
     name: str = attrs.field(converter=validate_dataset)
     partition_column: str | None
@@ -137,6 +195,7 @@ class DatasetEntry:
     change_marker: str | None = None
     comment: str | None = None
     synced_at: str = ""
+    recipe: SyncRecipe | None = None
 
     @property
     def row_count(self) -> int:
@@ -146,6 +205,14 @@ class DatasetEntry:
     def size_bytes(self) -> int:
         return sum(p.size_bytes for p in self.partitions)
 
+    @property
+    def content_digest(self) -> str | None:
+        """SHA-256 of the dataset's rows (its partitions' digests combined), or None if a
+        partition has none (synced before format 3): `Snapshot.receipt` computes it then."""
+        if any(p.content_digest is None for p in self.partitions):
+            return None
+        return combine((p.year, p.content_digest) for p in self.partitions if p.content_digest)
+
     def partition(self, year: int | None) -> PartitionFile | None:
         for p in self.partitions:
             if p.year == year:
@@ -153,7 +220,7 @@ class DatasetEntry:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "partition_column": self.partition_column,
             "primary_key": list(self.primary_key),
             "columns": [c.to_json() for c in self.columns],
@@ -163,9 +230,13 @@ class DatasetEntry:
             "comment": self.comment,
             "synced_at": self.synced_at,
         }
+        if self.recipe is not None:  # absent, not null, when unknown: older manifests match
+            out["sync_recipe"] = self.recipe.to_json()
+        return out
 
     @classmethod
     def from_json(cls, name: str, obj: dict[str, Any]) -> DatasetEntry:
+        recipe = obj.get("sync_recipe")
         return cls(
             name=name,
             partition_column=obj.get("partition_column"),
@@ -176,6 +247,7 @@ class DatasetEntry:
             change_marker=obj.get("change_marker"),
             comment=obj.get("comment"),
             synced_at=str(obj.get("synced_at", "")),
+            recipe=None if recipe is None else SyncRecipe.from_json(recipe),
         )
 
     def content(self, format_version: int = FORMAT_VERSION) -> dict[str, Any]:
@@ -183,13 +255,16 @@ class DatasetEntry:
 
         The path is derived from the dataset, year and sha256, so equal data still gives equal
         fingerprints; covering it means an altered path breaks the fingerprint (a damaged
-        manifest must never make doctor call a real file an orphan).
+        manifest must never make doctor call a real file an orphan). From format 3 a partition's
+        content digest is covered too when it is known (a damaged digest must not make a receipt
+        match), so a format-3 file without one fingerprints as in format 2.
         """
         return {
             "columns": [[c.name, c.type] for c in self.columns],
             "partitions": sorted(
                 [p.year if p.year is not None else -1, p.sha256, p.size_bytes, p.row_count]
                 + ([p.path] if format_version >= 2 else [])  # format 1 left the path out
+                + ([p.content_digest] if format_version >= 3 and p.content_digest else [])
                 for p in self.partitions
             ),
         }

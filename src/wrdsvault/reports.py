@@ -67,13 +67,18 @@ class DatasetResult:
 
 @attrs.frozen(kw_only=True)
 class SyncReport:
-    """The outcome of `Warehouse.sync`: one commit (or none) for all datasets synced together."""
+    """The outcome of `Warehouse.sync`: one commit (or none) for all datasets synced together.
+
+    ``notes`` says how `Warehouse.sync_all` chose each dataset's options where the manifest did
+    not record them (a dataset synced by an older wrdsvault); empty otherwise.
+    """
 
     snapshot_id: str | None
     parent_snapshot_id: str | None
     committed: bool
     datasets: tuple[DatasetResult, ...]
     duration_s: float
+    notes: tuple[str, ...] = ()
 
     @property
     def unchanged(self) -> bool:
@@ -101,11 +106,12 @@ class SyncReport:
             "committed": self.committed,
             "duration_s": round(self.duration_s, 3),
             "datasets": [d.to_json() for d in self.datasets],
+            "notes": list(self.notes),
         }
 
     def summary(self) -> str:
         """A few human lines: one per dataset, then the commit."""
-        lines = []
+        lines = [f"note: {note}" for note in self.notes]
         for d in self.datasets:
             detail = ""
             if d.status in ("added", "updated"):
@@ -155,7 +161,12 @@ class SnapshotInfo:
 
 @attrs.frozen(kw_only=True)
 class DatasetSummary:
-    """One dataset of the latest snapshot, as `Warehouse.status` shows it."""
+    """One dataset of the latest snapshot, as `Warehouse.status` shows it.
+
+    ``age_s`` is the time since ``synced_at``, the last sync that changed the dataset (None if
+    the manifest has no readable time); ``stale`` is whether it exceeds ``status(max_age_s=)``
+    (None without a limit).
+    """
 
     name: str
     row_count: int
@@ -166,6 +177,8 @@ class DatasetSummary:
     source: str
     comment: str | None
     synced_at: str
+    age_s: float | None = None
+    stale: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -296,6 +309,15 @@ class VaultStatus:
     reclaimable_bytes: int = 0
     #: Snapshots gc expired (listed by `Warehouse.expired`).
     expired_count: int = 0
+    max_age_s: float | None = None
+
+    @property
+    def stale(self) -> bool | None:
+        """Some dataset's last sync is older than ``max_age_s`` (or the vault holds none);
+        None without a limit."""
+        if self.max_age_s is None:
+            return None
+        return not self.datasets or any(d.stale is not False for d in self.datasets)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -315,6 +337,8 @@ class VaultStatus:
             "quarantined": self.quarantined,
             "reclaimable_bytes": self.reclaimable_bytes,
             "expired_count": self.expired_count,
+            "max_age_s": self.max_age_s,
+            "stale": self.stale,
         }
 
 

@@ -25,6 +25,7 @@ __all__ = ["VaultSettings"]
 _ENV_PREFIX: Final = "WRDSVAULT_"
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "none"]
 _COMPRESSIONS: Final = get_args(Compression)
+_CODECS_WITHOUT_LEVEL: Final = frozenset({"snappy", "none"})
 
 
 def _to_float(value: float) -> float:
@@ -172,7 +173,8 @@ class VaultSettings:
         row_group_rows: rows per Parquet row group (262,144). A sync holds one row group in
             memory; 1M-row groups make files ~10% smaller but the sync's peak memory grows with
             the year (docs/performance.md).
-        compression: Parquet codec; ``compression_level`` its level (None: the codec's default).
+        compression: Parquet codec; ``compression_level`` its level (None: the codec's default;
+            ignored by codecs without levels, ``snappy`` and ``none``).
         batch_rows: rows per batch asked of the source.
         disk_warn_fraction, disk_critical_fraction, disk_refuse_fraction: file-system fill
             levels that warn, log as critical, and refuse to write (0.80, 0.90, 0.95).
@@ -224,6 +226,12 @@ class VaultSettings:
     def retention_policy(self) -> RetentionPolicy:
         """``retention`` as a `RetentionPolicy` (every rule None when nothing is stored)."""
         return RetentionPolicy.from_json(self.retention)
+
+    @property
+    def codec_level(self) -> int | None:
+        """``compression_level`` if the codec takes a level, else None (Parquet refuses a level
+        for ``snappy`` and ``none``, so the default level must not break those codecs)."""
+        return None if self.compression in _CODECS_WITHOUT_LEVEL else self.compression_level
 
     @property
     def file_mode(self) -> int:

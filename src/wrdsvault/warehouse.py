@@ -56,7 +56,7 @@ from wrdsvault.errors import (
     VaultFormatError,
     WrdsVaultError,
 )
-from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp
+from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp, parse_timestamp
 from wrdsvault.refs import not_found_error, resolve_ref
 from wrdsvault.reports import (
     BackupReport,
@@ -273,8 +273,106 @@ class Warehouse:
             raise InvalidNameError(
                 kind="dataset list", value=names, rule="each dataset may be named once"
             )
-        opts = SyncOptions(
+        opts = self._sync_options(
             years=None if years is None else _years(years),
+            full=full,
+            progress=progress,
+            drift=drift,
+            validate=validate,
+            allow_removal=allow_removal,
+        )
+        operation = Operation("sync", " ".join(s.name for s in specs))
+        with self._writer(operation, wait=wait, quarantine_on_error=True) as writer:
+            head_id = read_head(self._layout)
+            head = self._manifest(head_id) if head_id else None
+            return run_sync(writer, self.source, specs, head, opts)
+
+    def sync_all(
+        self,
+        *,
+        full: bool = False,
+        wait: float | None = None,
+        progress: ProgressCallback | None = None,
+        drift: DriftPolicy | Mapping[str, DriftPolicy] | None = None,
+        validate: bool = True,
+        allow_removal: bool = False,
+    ) -> SyncReport:
+        """Re-sync every dataset the latest snapshot holds, each as it was synced: one commit.
+
+        What a scheduled daily sync runs (``wrdsvault sync --all``). Each dataset keeps its
+        partition column (built-in spec, ``date_column=`` or ``"auto"`` as resolved then) and
+        the years its syncs asked for (the manifest's ``sync_recipe``; a dataset synced by a
+        wrdsvault that did not record it is synced over every year, and ``report.notes`` says
+        so). Like `sync`, all datasets land in one commit, or none if any fails.
+
+        Args:
+            full, wait, progress, drift, validate, allow_removal: as for `sync`.
+
+        Returns:
+            The `SyncReport`; ``report.committed`` is False if nothing changed.
+
+        Raises:
+            SourceRequiredError: the Warehouse was opened without a source.
+            UnknownDatasetError: the vault has no snapshot, or its latest snapshot no dataset.
+            InvalidValueError: a dataset was synced from another source (its name is
+                recorded in the manifest); nothing was written.
+            LockHeldError, DiskSpaceError, SchemaDriftError, ValidationFailedError,
+            SourceError, SyncError: as for `sync`.
+        """
+        if self.source is None:
+            raise SourceRequiredError(operation="sync_all()")
+        opts = self._sync_options(
+            years=None,
+            full=full,
+            progress=progress,
+            drift=drift,
+            validate=validate,
+            allow_removal=allow_removal,
+        )
+        with self._writer(
+            Operation("sync", "--all"), wait=wait, quarantine_on_error=True
+        ) as writer:
+            # Read under the lock: the datasets are those of the HEAD this commit builds on.
+            head_id = read_head(self._layout)
+            head = self._manifest(head_id) if head_id else None
+            if head is None or not head.datasets:
+                raise UnknownDatasetError(
+                    dataset="--all",
+                    known=[],
+                    hint="the vault holds no dataset yet; sync datasets by name first "
+                    "(`wrdsvault sync crsp.msf ...`), then `sync --all` re-syncs them",
+                )
+            name = self.source.name
+            foreign = sorted(
+                f"{d} ({e.source})" for d, e in head.datasets.items() if e.source != name
+            )
+            if foreign:
+                raise InvalidValueError(
+                    name="source",
+                    value=name,
+                    rule=f"the source the datasets were synced from; {', '.join(foreign)} came "
+                    "from another source. Run sync --all with that source, or sync the "
+                    "datasets by name",
+                )
+            specs, years, notes = _recipes(head)
+            opts = attrs.evolve(opts, dataset_years=years)
+            for note in notes:
+                log.warning("%s", note)
+            report = run_sync(writer, self.source, specs, head, opts)
+        return attrs.evolve(report, notes=tuple(notes))
+
+    def _sync_options(
+        self,
+        *,
+        years: frozenset[int] | None,
+        full: bool,
+        progress: ProgressCallback | None,
+        drift: DriftPolicy | Mapping[str, DriftPolicy] | None,
+        validate: bool,
+        allow_removal: bool,
+    ) -> SyncOptions:
+        return SyncOptions(
+            years=years,
             full=full,
             progress=progress,
             drift=self._drift_policies(drift),
@@ -284,11 +382,6 @@ class Warehouse:
             guard=self._guard,
             max_removed_fraction=None if allow_removal else self.settings.max_removed_fraction,
         )
-        operation = Operation("sync", " ".join(s.name for s in specs))
-        with self._writer(operation, wait=wait, quarantine_on_error=True) as writer:
-            head_id = read_head(self._layout)
-            head = self._manifest(head_id) if head_id else None
-            return run_sync(writer, self.source, specs, head, opts)
 
     def _default_drift(self, drift: DriftPolicy | Mapping[str, DriftPolicy] | None) -> DriftPolicy:
         if isinstance(drift, str):
@@ -1011,14 +1104,26 @@ class Warehouse:
         """How full the vault's file system is, against the watermarks."""
         return self._guard.state()
 
-    def status(self) -> VaultStatus:
-        """What the vault holds now: latest snapshot, datasets, tags, the writer lock."""
+    def status(self, *, max_age_s: float | None = None) -> VaultStatus:
+        """What the vault holds now: latest snapshot, datasets, tags, the writer lock.
+
+        Args:
+            max_age_s: flag each dataset whose last sync (its ``synced_at``) is older than
+                this many seconds as ``stale``, and the vault if any is (or it holds none).
+
+        Raises:
+            InvalidValueError: ``max_age_s`` is not a number > 0.
+        """
+        if max_age_s is not None:
+            max_age_s = _positive_s("max_age_s", max_age_s)
+        now = datetime.now(timezone.utc)
         committed = self._committed()
         latest = self._manifest(committed[-1][0]) if committed else None
         datasets = []
         if latest is not None:
             for name, e in sorted(latest.datasets.items()):
                 years = [p.year for p in e.partitions if p.year is not None]
+                age = _age_s(e.synced_at, now)
                 datasets.append(
                     DatasetSummary(
                         name=name,
@@ -1030,6 +1135,8 @@ class Warehouse:
                         source=e.source,
                         comment=e.comment,
                         synced_at=e.synced_at,
+                        age_s=age,
+                        stale=None if max_age_s is None else (age is None or age > max_age_s),
                     )
                 )
         lock = self.lock_info()
@@ -1052,6 +1159,7 @@ class Warehouse:
             quarantined=len(self.quarantine()),
             reclaimable_bytes=self.reclaimable_bytes(),
             expired_count=len(self._catalog.expired()),
+            max_age_s=max_age_s,
         )
 
     def close(self) -> None:
@@ -1068,6 +1176,41 @@ class Warehouse:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _recipes(
+    head: Manifest,
+) -> tuple[list[DatasetSpec], dict[str, frozenset[int] | None], list[str]]:
+    """The spec and years of every dataset of ``head``, as its syncs recorded them.
+
+    The partition column is the entry's own (what the built-in spec, ``date_column=`` or
+    ``"auto"`` gave then); a built-in dataset partitioned as its spec keeps the spec itself.
+    """
+    specs: list[DatasetSpec] = []
+    years: dict[str, frozenset[int] | None] = {}
+    notes: list[str] = []
+    for name, entry in sorted(head.datasets.items()):
+        base = BUILTIN_SPECS.get(name)
+        if base is not None and base.partition_column == entry.partition_column:
+            specs.append(base)
+        else:
+            specs.append(
+                DatasetSpec(
+                    name=name,
+                    partition_column=entry.partition_column,
+                    primary_key=base.primary_key if base else entry.primary_key,
+                    title=base.title if base else "",
+                )
+            )
+        if entry.recipe is None:
+            years[name] = None
+            notes.append(
+                f"{name}: its manifest entry records no sync options (synced by an older "
+                f"wrdsvault); syncing every year, partitioned by {entry.partition_column!r}"
+            )
+        else:
+            years[name] = None if entry.recipe.years is None else frozenset(entry.recipe.years)
+    return specs, years, notes
 
 
 def _reader_lease(layout: Layout, settings: VaultSettings, snapshot_id: str) -> Lease | None:
@@ -1111,6 +1254,24 @@ def _policy(value: object) -> DriftPolicy:
             name="drift policy", value=value, rule=f"one of {', '.join(DRIFT_POLICIES)}"
         )
     return value
+
+
+def _age_s(synced_at: str, now: datetime) -> float | None:
+    """Seconds from a manifest's ``synced_at`` to ``now``; None if it is empty or unreadable."""
+    try:
+        return max(0.0, (now - parse_timestamp(synced_at)).total_seconds())
+    except (ValueError, OverflowError):
+        return None
+
+
+def _positive_s(name: str, value: object) -> float:
+    """A number of seconds > 0 (TypeError, `InvalidValueError` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"{name} must be a number of seconds, not {type(value).__name__}"
+        raise TypeError(msg)
+    if not (value > 0 and value != float("inf")):  # NaN too
+        raise InvalidValueError(name=name, value=value, rule="a number of seconds > 0")
+    return float(value)
 
 
 def _wait_s(value: object) -> float:

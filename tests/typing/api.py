@@ -109,6 +109,10 @@ def sync_and_query(wh: Warehouse) -> None:
         drift={"crsp.msf": "additive"},
     )
     wh.sync("crsp.msenames", full=True, validate=False, drift="strict", wait=5.0)
+    daily: SyncReport = wh.sync_all(wait=60.0, progress=on_progress, allow_removal=False)
+    notes: tuple[str, ...] = daily.notes
+    stale: bool | None = wh.status(max_age_s=36 * 3600.0).stale
+    print(notes, stale)
     print(report.summary(), report.snapshot_id, report["crsp.msf"].rows_written)
 
     df: pd.DataFrame = wh.query("select * from crsp.msf where permno = ?", [10001])

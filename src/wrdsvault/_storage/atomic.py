@@ -5,8 +5,9 @@ This is the only module that renames or hard-links files (ruff bans ``os.rename`
 staged file or folder into place, `publish_link` gives a file a durable second name,
 `put_if_absent` creates a file only if absent, and `write_temp` with `link_if_absent` are the two
 halves of a put-if-absent for callers that need a step in between (the writer lock's claims).
-`append_durably` appends whole lines to an append-only log (gc's expiry log). `copy_to_temp`
-copies a file to a fresh, fsynced temp name and hashes the copy (backup and repair).
+`append_durably` appends whole lines to an append-only log (gc's expiry log, the sync run log).
+`copy_to_temp` copies a file to a fresh, fsynced temp name and hashes the copy (backup and
+repair).
 
 After a failed fsync the data must be treated as lost (PostgreSQL's 2018 "fsyncgate"): nothing here
 retries an fsync; the error propagates and the caller aborts the commit.
@@ -15,6 +16,7 @@ retries an fsync; the error propagates and the caller aborts the commit.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import io
 import os
@@ -274,14 +276,17 @@ def append_durably(
     path: Path, data: bytes, *, mode: int, after_write: Callable[[], None] | None = None
 ) -> None:
     """Append ``data`` (whole lines, ending in a newline) to ``path`` with one write and fsync it
-    (and its folder, when the file is new). Run by the log's only writer (under the writer lock).
+    (and its folder, when the file is new).
 
-    A last line without its newline is the remains of an append cut short by a power loss, never
-    acknowledged: it is cut off first. ``after_write`` runs between the write and the fsync
-    (a crash point).
+    Appenders take turns under an exclusive ``flock`` on the file (the expiry log has one writer
+    anyway, under the writer lock; the sync run log is also written by runs that never got the
+    writer lock). So a last line without its newline is the remains of an append cut short by a
+    crash or power loss, never acknowledged: it is cut off first. Earlier lines are never
+    rewritten. ``after_write`` runs between the write and the fsync (a crash point).
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,6 +28,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from wrdsvault._digest import Digester, file_digest
 from wrdsvault._storage.atomic import (
     HashingWriter,
     atomic_write_bytes,
@@ -87,6 +88,7 @@ class StagedFile:
     sha256: str
     size_bytes: int
     row_count: int
+    content_digest: str | None = None  # of the rows (`wrdsvault._digest`); None: not computed
 
 
 def new_snapshot_id(when: datetime) -> str:
@@ -193,11 +195,15 @@ class Writer:
         year: int | None,
         schema: pa.Schema,
         batches: Iterable[pa.RecordBatch],
+        primary_key: Sequence[str] = (),
     ) -> StagedFile:
         """Write one partition's batches to a staged Parquet file, hashing as it goes.
 
         Batches are re-cut into row groups of ``settings.row_group_rows`` (one row group per
-        driver batch makes files 1.5-2x larger, docs/design/measured-facts.md).
+        driver batch makes files 1.5-2x larger, docs/design/measured-facts.md). The rows'
+        content digest (`wrdsvault._digest`) is hashed from the batches as they pass when they
+        come in strictly increasing ``primary_key`` order, else computed from the written file
+        (sorted, a column at a time).
 
         Raises:
             SyncError: a batch does not have the declared schema.
@@ -206,12 +212,13 @@ class Writer:
         crashpoint(CrashPoint.PARTITION_WRITE_STARTED)
         out = HashingWriter(path, mode=self.settings.file_mode)
         rows = 0
+        digester = Digester(schema, primary_key)
         try:
             with pq.ParquetWriter(
                 out,  # type: ignore[arg-type]  # any object with write() works; stubs want IO[Any]
                 schema,
                 compression=self.settings.compression,
-                compression_level=self.settings.compression_level,
+                compression_level=self.settings.codec_level,
                 write_page_checksum=True,
                 write_statistics=True,
             ) as pw:
@@ -227,6 +234,7 @@ class Writer:
                         )
                     if batch.num_rows == 0:
                         continue
+                    digester.update(batch)
                     pending.append(batch)
                     pending_rows += batch.num_rows
                     while pending_rows >= group:
@@ -240,6 +248,9 @@ class Writer:
                 if pending_rows:
                     pw.write_table(pa.Table.from_batches(pending, schema), row_group_size=group)
             crashpoint(CrashPoint.PARTITION_WRITTEN)
+            content_digest = (
+                digester.hexdigest() if digester.in_order else file_digest(path, primary_key)
+            )
             out.fsync()
             crashpoint(CrashPoint.PARTITION_FSYNCED)
         finally:
@@ -251,6 +262,7 @@ class Writer:
             sha256=out.sha256,
             size_bytes=out.size_bytes,
             row_count=rows,
+            content_digest=content_digest,
         )
         self._staged.append(staged)
         crashpoint(CrashPoint.PARTITION_STAGED)
@@ -276,8 +288,13 @@ class Writer:
             )
             self.checkpoints.forget(record.dataset, record.year)
 
-    def resume_partition(self, want: CheckpointRecord) -> StagedFile | None:
-        """Stage a year from the checkpoint of an interrupted sync, if it is still current."""
+    def resume_partition(
+        self, want: CheckpointRecord, primary_key: Sequence[str] = ()
+    ) -> StagedFile | None:
+        """Stage a year from the checkpoint of an interrupted sync, if it is still current.
+
+        Checkpoints keep no content digest: it is computed again from the file.
+        """
         path = self._staged_path(want.dataset, want.year)
         have = self.checkpoints.take(want, link_to=path)
         if have is None:
@@ -289,6 +306,7 @@ class Writer:
             sha256=have.sha256,
             size_bytes=have.size_bytes,
             row_count=have.row_count,
+            content_digest=file_digest(path, primary_key),
         )
         self._staged.append(staged)
         return staged

@@ -105,6 +105,9 @@ _AUTH_HINTS: Final = (
     "duo",
     "is not permitted to log in",
 )
+#: libpq's ``connect_timeout`` unless ``wrds_connect_args`` sets one: time enough to approve a
+#: Duo push, short enough that an unattended sync fails instead of hanging.
+CONNECT_TIMEOUT_S: Final = 90
 _PGPASS_HINT: Final = (
     "Check the WRDS username (wrds_username= or PGUSER) and the password in ~/.pgpass (a line "
     "'wrds-pgdata.wharton.upenn.edu:9737:wrds:<username>:<password>', mode 0600), and approve "
@@ -264,7 +267,8 @@ def connect(*, load_libraries: bool = False, **kwargs: Any) -> wrds.Connection:
     ``PGUSER`` or the login name), the password from ``wrds_password``, ``PGPASSWORD`` or
     ``~/.pgpass``, and ``wrds_connect_args`` (default ``sslmode=require``). Unlike
     ``wrds.Connection()``, a failed login is not retried against WRDS's default host and does
-    not ask for credentials on stdin (a sync must not hang on a prompt).
+    not ask for credentials on stdin (a sync must not hang on a prompt), and libpq gives up
+    after `CONNECT_TIMEOUT_S` seconds unless ``wrds_connect_args`` sets ``connect_timeout``.
 
     Args:
         load_libraries: also load the list of libraries (``db.list_libraries()``), quietly.
@@ -289,6 +293,9 @@ def connect(*, load_libraries: bool = False, **kwargs: Any) -> wrds.Connection:
     port = kwargs.get("wrds_port", wrds_sql.WRDS_POSTGRES_PORT)
     dbname = kwargs.get("wrds_dbname", wrds_sql.WRDS_POSTGRES_DB)
     connect_args = dict(kwargs.get("wrds_connect_args", wrds_sql.WRDS_CONNECT_ARGS))
+    # An unreachable host or a Duo push nobody approves must not hold a scheduled sync
+    # (and the vault's writer lock) indefinitely: libpq gives up after this many seconds.
+    connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
     url = sa.engine.URL.create(
         "postgresql+psycopg2",
         username=user,
