@@ -145,6 +145,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result["book_to_market_rows"] > 0
     written = {d["dataset"]: d["years_written"] for d in result["second_sync"]["datasets"]}
     assert 0 < len(written["crsp.msf"]) < 10  # only the changed years
+    changed = {d["dataset"]: d for d in result["diff"]["datasets"]}
+    assert changed["crsp.msf"]["added"] > 0 and changed["crsp.msf"]["changed"] > 0
+    assert changed["crsp.msf"]["files_read"] == 2 * len(written["crsp.msf"])
 
 
 def test_demo_refuses_a_used_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ goes through every public query entry point, then the vault's files are compared
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import threading
@@ -336,6 +337,9 @@ def run_case(sbx: Sandbox, case: Case, how: str) -> BaseException:
         "Snapshot.sql": lambda: sbx.snap.sql(sql).fetchall(),
         "Warehouse.query": lambda: sbx.wh.query(sql),
         "v1.query": lambda: sbx.v1.query(sql),
+        "Warehouse.query_across": lambda: sbx.wh.query_across(
+            {"old": sbx.v1.id, "new": sbx.snap.id}, across(sql)
+        ),
     }
     expected: Any = QueryRejectedError if case.kind == "rejected" else QueryError
     if case.big:  # a size limit, if one is added, may refuse it first
@@ -343,6 +347,14 @@ def run_case(sbx: Sandbox, case: Case, how: str) -> BaseException:
     with pytest.raises(expected) as info:
         calls[how]()
     return info.value
+
+
+_TABLE = re.compile(r"(?<![\w./'])(crsp|comp|ff)\.(?=[a-z])")
+
+
+def across(sql: str) -> str:
+    """``sql`` with every table named through the alias ``new`` (``new.crsp.msf``)."""
+    return _TABLE.sub(r"new.\1.", sql)
 
 
 def assert_refused(exc: BaseException, case: Case) -> None:
@@ -363,13 +375,21 @@ def assert_refused(exc: BaseException, case: Case) -> None:
         assert case.expect in exc.reason, exc.reason  # type: ignore[attr-defined]
 
 
-ENTRY_POINTS = ["Snapshot.query", "Snapshot.arrow", "Snapshot.sql", "Warehouse.query"]
+ENTRY_POINTS = [
+    "Snapshot.query",
+    "Snapshot.arrow",
+    "Snapshot.sql",
+    "Warehouse.query",
+    "Warehouse.query_across",
+]
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=CORPUS_IDS)
 def test_hostile_input_is_refused(sbx: Sandbox, pristine: dict[str, str], case: Case) -> None:
     """Each hostile input is refused by every query entry point, for the expected reason."""
     for how in ENTRY_POINTS[:1] if case.big else ENTRY_POINTS:
+        if how == "Warehouse.query_across" and case.pinned_by_v1:
+            continue  # the alias "old" pins vintage 1's files: reading them is allowed
         assert_refused(run_case(sbx, case, how), case)
 
 
@@ -427,6 +447,7 @@ def test_vault_is_byte_identical_after_the_corpus(
         ways = [*ENTRY_POINTS, "v1.query"]
         if case.pinned_by_v1:
             ways.remove("v1.query")
+            ways.remove("Warehouse.query_across")
         for how in ways[:1] if case.big else ways:
             assert_refused(run_case(sbx, case, how), case)
     assert entry_digests(sbx.base) == pristine
@@ -549,7 +570,8 @@ def test_pinned_file_can_be_read_by_path(sbx: Sandbox) -> None:
 
 
 def test_lazy_result_exposes_only_fetching(sbx: Sandbox) -> None:
-    """snap.sql() validates now, runs later; offers .df/.arrow/.fetchall, no .query/.execute."""
+    """snap.sql() validates now, runs later; offers .df/.arrow/.fetchall/.batches and .head (a
+    cut of the same checked SELECT), no .query/.execute."""
     lazy = sbx.snap.sql("select count(*) as n from crsp.msf")
     assert isinstance(lazy, LazyResult)
     assert not isinstance(lazy, duckdb.DuckDBPyRelation)
@@ -560,7 +582,12 @@ def test_lazy_result_exposes_only_fetching(sbx: Sandbox) -> None:
     for name in ("query", "execute", "sql_query", "create", "create_view", "to_parquet", "cursor"):
         assert not hasattr(lazy, name), name
     public = {n for n in dir(lazy) if not n.startswith("_")}
-    assert public <= {"df", "arrow", "pl", "fetchall", "sql"}
+    assert public <= {"df", "arrow", "pl", "fetchall", "batches", "head", "sql"}
+    assert lazy.head(1).fetchall() == [(rows,)]
+    swapped = sbx.snap.sql("select 1 as x")
+    swapped.sql = "COPY crsp.msf TO 'x.csv'"
+    with pytest.raises((QueryRejectedError, QueryError)):  # head wraps it; the run checks again
+        swapped.head(1).fetchall()
     with pytest.raises(QueryRejectedError):
         sbx.snap.sql("COPY crsp.msf TO 'x.csv'")
 
@@ -948,3 +975,86 @@ def test_vault_root_with_glob_characters(
             assert n == snap.dataset("crsp.msf").row_count
         finally:
             snap.close()
+
+
+# -- SQL across snapshots -------------------------------------------------------------------------
+
+
+def test_each_alias_sees_only_its_own_snapshot(sbx: Sandbox) -> None:
+    """In query_across, old.crsp.msf holds vintage 1's rows and new.crsp.msf vintage 2's."""
+    got = sbx.wh.query_across(
+        {"old": sbx.v1.id, "new": sbx.snap.id},
+        "select (select count(*) from old.crsp.msf) as o, (select count(*) from new.crsp.msf) "
+        "as n, (select count(*) from new.crsp.msf n join old.crsp.msf o using (permno, date) "
+        "where o.ret is distinct from n.ret) as restated",
+    )
+    assert int(got["o"][0]) == sbx.v1.dataset("crsp.msf").row_count
+    assert int(got["n"][0]) == sbx.snap.dataset("crsp.msf").row_count
+    assert int(got["o"][0]) < int(got["n"][0])
+    assert int(got["restated"][0]) > 0
+
+
+def test_an_alias_cannot_read_files_no_alias_pins(sbx: Sandbox) -> None:
+    """With only the latest snapshot aliased, a vintage-1 file (on disk) is refused by path."""
+    with pytest.raises(QueryError, match=PERMISSION):
+        sbx.wh.query_across(
+            {"new": sbx.snap.id}, f"select count(*) from read_parquet('{sbx.stale}')"
+        )
+    with pytest.raises(QueryError, match="old"):  # no catalog "old" exists: nothing to reach
+        sbx.wh.query_across({"new": sbx.snap.id}, "select count(*) from old.crsp.msf")
+    with pytest.raises(QueryError, match=PERMISSION):
+        sbx.wh.query_across(
+            {"old": sbx.v1.id, "new": sbx.snap.id},
+            f"select * from read_csv('{sbx.fmt['secret']}')",
+        )
+
+
+@pytest.mark.parametrize(
+    "alias",
+    [
+        "main",
+        "memory",
+        "system",
+        "temp",
+        "pg_catalog",
+        "information_schema",
+        "select",
+        "from",
+        "crsp",  # a library of the snapshots: crsp.msf would be ambiguous
+        "new\"; attach 'x' as y; --",
+        "new.crsp",
+        "New",
+        "",
+        "1st",
+        "a" * 64,
+    ],
+)
+def test_alias_names_are_validated(sbx: Sandbox, alias: str) -> None:
+    """An alias must be a plain lower-case name that is no DuckDB reserved name or library."""
+    with pytest.raises(wrdsvault.InvalidNameError) as info:
+        sbx.wh.query_across({alias: sbx.snap.id}, "select 1")
+    assert info.value.kind == "alias"
+
+
+def test_query_across_without_aliases_or_with_bad_types(sbx: Sandbox) -> None:
+    """No alias is an InvalidValueError; a non-dict, or a non-str ref, is a TypeError."""
+    with pytest.raises(wrdsvault.InvalidValueError):
+        sbx.wh.query_across({}, "select 1")
+    with pytest.raises(TypeError):
+        sbx.wh.query_across([("new", "latest")], "select 1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        sbx.wh.query_across({"new": 1}, "select 1")  # type: ignore[dict-item]
+
+
+def test_lazy_result_streams_batches_under_the_sandbox(sbx: Sandbox) -> None:
+    """LazyResult.batches streams the rows; the time limit and the walls hold while it runs."""
+    lazy = sbx.snap.sql("select * from crsp.msf order by permno, date")
+    batches = list(lazy.batches(100))
+    assert sum(b.num_rows for b in batches) == sbx.snap.dataset("crsp.msf").row_count
+    assert all(b.num_rows <= 100 for b in batches) and len(batches) > 1
+    with pytest.raises(QueryTimeoutError):
+        list(sbx.snap.sql(RUNAWAY).batches(timeout_s=0.2))
+    with pytest.raises(QueryError, match=PERMISSION):
+        list(sbx.snap.sql(f"select * from read_parquet('{sbx.stale}')").batches())
+    with pytest.raises(wrdsvault.InvalidValueError):
+        list(sbx.snap.sql("select 1").batches(0))

@@ -67,6 +67,7 @@ from wrdsvault.reports import (
     VerifyReport,
 )
 from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, KeptSnapshot, RetentionPolicy
+from wrdsvault.revisions import ColumnDiff, DatasetDiff, Revision
 from wrdsvault.schema import ColumnChange, SchemaDrift, SchemaVersion
 from wrdsvault.settings import VaultSettings
 from wrdsvault.snapshot import Snapshot
@@ -78,9 +79,11 @@ __all__ = [
     "BackupError",
     "BackupReport",
     "ColumnChange",
+    "ColumnDiff",
     "ColumnSchema",
     "CommitOutcomeUnknownError",
     "DatasetCheck",
+    "DatasetDiff",
     "DatasetEntry",
     "DatasetResult",
     "DatasetSpec",
@@ -115,6 +118,7 @@ __all__ = [
     "ReceiptDataset",
     "RepairReport",
     "RetentionPolicy",
+    "Revision",
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",

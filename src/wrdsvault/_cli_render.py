@@ -624,6 +624,14 @@ def drop_listing(snapshot_id: str, held: Mapping[str, DatasetEntry]) -> str:
 # -- query results -----------------------------------------------------------------------
 
 
+def json_records(result: Rendered) -> list[dict[str, Any]]:
+    """The rows as dicts, keys in column order; values as DuckDB's ``to_json`` gives them."""
+    return [
+        {c: None if v is None else json.loads(v) for c, v in zip(result.columns, row, strict=True)}
+        for row in result.rows
+    ]
+
+
 def write_json_rows(result: Rendered, out: TextIO) -> None:
     """One JSON object per row, keys in column order; values as DuckDB's ``to_json`` gives them."""
     keys = [json.dumps(c) for c in result.columns]

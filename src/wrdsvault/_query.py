@@ -168,7 +168,8 @@ class PinnedConnection:
         """Build the views.
 
         Args:
-            views: ``library.table`` -> the Parquet files of its view.
+            views: ``library.table`` (or ``alias.library.table``: a catalog per alias) -> the
+                Parquet files of its view.
             schemas: the columns of a view without files (a dataset with no rows keeps them).
             unqueryable: datasets left out of the views -> what to do about it; a failed query
                 that names one gets this advice appended.
@@ -199,17 +200,18 @@ class PinnedConnection:
     ) -> None:
         con = self._con
         allowed: list[str] = []
-        libraries = sorted({name.split(".", 1)[0] for name in views})
-        for library in libraries:
-            # Names were validated against ^[a-z][a-z0-9_]*$ upstream; quoting is a second guard.
-            con.execute(f'CREATE SCHEMA "{library}"')
+        # Names were validated against ^[a-z][a-z0-9_]*$ upstream; quoting is a second guard.
+        for catalog in sorted({_place(name)[0] for name in views} - {"memory"}):
+            con.execute(f"ATTACH ':memory:' AS {_quote(catalog)}")
+        for catalog, library in sorted({_place(name)[:2] for name in views}):
+            con.execute(f"CREATE SCHEMA {_quote(catalog)}.{_quote(library)}")
         for name, files in sorted(views.items()):
-            library, table = name.split(".", 1)
+            catalog, library, table = _place(name)
             paths = [str(p) for p in files]
             allowed.extend(paths)
             escaped = [_glob_escape(p) for p in paths]
             allowed.extend(e for e, p in zip(escaped, paths, strict=True) if e != p)
-            con.execute(f'USE memory."{library}"')
+            con.execute(f"USE {_quote(catalog)}.{_quote(library)}")
             if paths:
                 rel = con.read_parquet(escaped, union_by_name=name in union_by_name)
             else:  # a dataset with no rows: keep the name and the columns, return nothing
@@ -368,6 +370,59 @@ class PinnedConnection:
                 if timer is not None:
                     timer.cancel()
 
+    def stream(
+        self, sql: str, params: Params, timeout_s: float | None, batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        """Check ``sql``, run it on a new cursor and yield its rows as Arrow record batches.
+
+        The cursor (and so the connection) stays in use until the generator is exhausted or
+        closed; the time limit covers the whole iteration.
+        """
+        import pyarrow as pa
+
+        limit = check_timeout(timeout_s)
+        check_params(params)
+        if isinstance(batch_rows, bool) or not isinstance(batch_rows, int):
+            msg = f"batch_rows must be an int, not {type(batch_rows).__name__}"
+            raise TypeError(msg)
+        if batch_rows < 1:
+            raise InvalidValueError(name="batch_rows", value=batch_rows, rule="a number >= 1")
+        with self._cursor() as cur:
+            text = self._check(cur, sql)
+            guard = threading.Lock()
+            state = {"finished": False, "interrupted": False}
+
+            def interrupt() -> None:
+                with guard:
+                    if not state["finished"]:
+                        state["interrupted"] = True
+                        cur.interrupt()
+
+            timer = None
+            if limit is not None:
+                timer = threading.Timer(limit, interrupt)
+                timer.daemon = True
+                timer.start()
+            try:
+                try:
+                    rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
+                    reader = rel.to_arrow_reader(batch_rows)
+                    while True:
+                        try:
+                            batch = reader.read_next_batch()
+                        except StopIteration:
+                            return
+                        yield batch
+                except (duckdb.Error, pa.ArrowException) as exc:
+                    if state["interrupted"] or isinstance(exc, duckdb.InterruptException):
+                        raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
+                    raise QueryError(sql=text, reason=self._advise(str(exc), text)) from exc
+            finally:
+                with guard:
+                    state["finished"] = True
+                if timer is not None:
+                    timer.cancel()
+
     def _advise(self, reason: str, sql: str) -> str:
         """``reason``, plus the advice for each left-out dataset ``sql`` names."""
         notes = [
@@ -380,6 +435,16 @@ class PinnedConnection:
             )
         ]
         return "; ".join([reason, *notes])
+
+
+def _place(name: str) -> tuple[str, str, str]:
+    """(catalog, schema, table) of a view name: ``library.table`` lives in the default catalog
+    ``memory``; ``alias.library.table`` in an in-memory catalog of its own (`query_across`)."""
+    parts = name.split(".")
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    library, table = name.split(".", 1)
+    return "memory", library, table
 
 
 def _quote(name: str) -> str:
@@ -541,7 +606,8 @@ def render(form: str) -> Callable[[duckdb.DuckDBPyRelation], Rendered]:
 
 
 class LazyResult:
-    """A validated query that runs when you ask for its rows (``.df()``, ``.arrow()``, ``.pl()``).
+    """A validated query that runs when you ask for its rows (``.df()``, ``.arrow()``, ``.pl()``,
+    ``.batches()`` to stream).
 
     Only result-fetching methods are exposed: a raw DuckDB relation would let code run arbitrary
     SQL on the sandboxed connection through ``relation.query()``.
@@ -555,6 +621,17 @@ class LazyResult:
     def _run(self, timeout_s: float | None, fetch: Callable[[duckdb.DuckDBPyRelation], T]) -> T:
         result: T = self._runner._run(self.sql, self._params, timeout_s, fetch)
         return result
+
+    def head(self, n: int | None) -> LazyResult:
+        """The same query cut to its first ``n`` rows (``None``: all of them)."""
+        if n is None:
+            return self
+        if isinstance(n, bool) or not isinstance(n, int):
+            msg = f"n must be an int or None, not {type(n).__name__}"
+            raise TypeError(msg)
+        if n < 0:
+            raise InvalidValueError(name="n", value=n, rule="a number of rows >= 0")
+        return LazyResult(self._runner, f"SELECT * FROM ({self.sql}) LIMIT {n}", self._params)
 
     def df(self, *, timeout_s: float | None = None) -> pd.DataFrame:
         """Run the query and return a pandas DataFrame."""
@@ -572,6 +649,20 @@ class LazyResult:
             msg = "LazyResult.pl() needs polars: pip install polars"
             raise ImportError(msg) from exc
         return pl.from_arrow(self.arrow(timeout_s=timeout_s))
+
+    def batches(
+        self, batch_rows: int = 131_072, *, timeout_s: float | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Run the query and yield its rows as pyarrow record batches of at most ``batch_rows``.
+
+        Streams: rows are produced as they are consumed, so a result larger than memory can be
+        written out batch by batch. The connection stays in use until the iteration ends (or
+        the generator is closed); ``timeout_s`` limits the whole iteration.
+        """
+        stream: Iterator[pa.RecordBatch] = self._runner._stream(
+            self.sql, self._params, timeout_s, batch_rows
+        )
+        return stream
 
     def fetchall(self, *, timeout_s: float | None = None) -> list[tuple[Any, ...]]:
         """Run the query and return the rows as tuples."""

@@ -1,4 +1,5 @@
-"""The ``wrdsvault`` command line: sync, snapshots, query, status, tag, drop, backup, repair, demo.
+"""The ``wrdsvault`` command line: sync, snapshots, query, diff, status, tag, drop, backup, repair,
+demo.
 
 Every command takes ``--json`` for machine-readable output. Exit codes (docs/cli.md): 0 success
 (``sync``: a new snapshot was committed), 1 a wrdsvault error (the message says what to do), 2 bad
@@ -26,6 +27,7 @@ from wrdsvault._cli_render import (
     describe_lock,
     drop_listing,
     expired_text,
+    json_records,
     print_json,
     quarantine_text,
     snapshots_text,
@@ -189,6 +191,17 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--csv", action="store_true", help="print CSV")
     query.add_argument(
         "--timeout", type=_seconds, help="interrupt after this many seconds (a number > 0)"
+    )
+
+    diff = add("diff", "what changed between two snapshots: row counts by key, first changes")
+    diff.add_argument("old", help="tag, id, 'latest' or ISO date of the older snapshot")
+    diff.add_argument("new", help="tag, id, 'latest' or ISO date of the newer snapshot")
+    diff.add_argument("datasets", nargs="*", metavar="DATASET", help="default: every dataset")
+    diff.add_argument(
+        "--limit", type=int, default=20, help="changes shown per dataset (20; 0 = all)"
+    )
+    diff.add_argument(
+        "--tolerance", type=float, help="floats within this absolute distance are equal"
     )
 
     status = add("status", "show the latest snapshot, datasets, tags, disk and the writer lock")
@@ -425,6 +438,37 @@ def _cmd_query(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
         write_csv(result, out)
     else:
         write_table(result, out, args.max_rows)
+    return 0
+
+
+def _cmd_diff(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    with _open(args) as wh:
+        rev = wh.diff(args.old, args.new, datasets=args.datasets or None, tolerance=args.tolerance)
+        limit = max(args.limit, 0) or None
+        if args.json:
+            doc = rev.to_json()
+            for entry, d in zip(doc["datasets"], rev, strict=True):
+                if d.status == "unchanged":
+                    continue
+                for name, lazy in (
+                    ("changes", d.changes()),
+                    ("added_keys", d.added_keys()),
+                    ("removed_keys", d.removed_keys()),
+                    ("duplicates", d.duplicate_keys()),
+                ):
+                    entry[name] = json_records(lazy.head(limit)._run(None, render("json")))
+            print_json(doc, out)
+            return 0
+        out.write(rev.summary() + "\n")
+        for d in rev:
+            if d.status == "unchanged" or not d.changed:
+                continue
+            out.write(f"\n{d.dataset}: first changes\n")
+            write_table(d.changes().head(limit)._run(None, render("text")), out, 0)
+            if limit is not None and d.changed and len(d.columns):
+                total = sum(c.changed for c in d.columns.values())
+                if total > limit:
+                    out.write(f"... {total - limit:,} more changed values (--limit 0 shows all)\n")
     return 0
 
 
@@ -709,6 +753,7 @@ _COMMANDS = {
     "snapshots": _cmd_snapshots,
     "query": _cmd_query,
     "status": _cmd_status,
+    "diff": _cmd_diff,
     "tag": _cmd_tag,
     "verify": _cmd_verify,
     "backup": _cmd_backup,

@@ -2,7 +2,8 @@
 
 Shows the whole loop a researcher runs, on data that needs no WRDS account: sync vintage 1, pin a
 snapshot, sync vintage 2 (a WRDS update: one appended month, a few restated rows), see that only
-the changed years were rewritten and that the pinned snapshot still gives its old answers.
+the changed years were rewritten, what changed row by row (`Warehouse.diff`), and that the pinned
+snapshot still gives its old answers.
 """
 
 from __future__ import annotations
@@ -108,15 +109,23 @@ def run_demo(root: Path, *, n_securities: int = 2000, out: TextIO | None) -> dic
         second = wh.sync(list(DEMO_DATASETS))
         say(_indent(second.summary()))
 
-        say("\n4. market capitalisation by year (latest snapshot)")
+        say("\n4. what vintage 2 changed (wrdsvault diff demo-v1 latest): rows by key")
+        rev = wh.diff("demo-v1", "latest")
+        say(_indent(rev.summary()))
+        restated = rev["crsp.msf"].changes("ret", min_abs=1e-4).df().head(5)
+        if not restated.empty:
+            say(_indent("first crsp.msf returns restated by 1 bp or more:"))
+            say(_indent(restated.to_string(index=False)))
+
+        say("\n5. market capitalisation by year (latest snapshot)")
         cap = wh.query(MARKET_CAP_BY_YEAR)
         say(_indent(cap.to_string(index=False)))
 
-        say("\n5. CCM-linked merge of crsp.msf and comp.funda: median book-to-market")
+        say("\n6. CCM-linked merge of crsp.msf and comp.funda: median book-to-market")
         bm = wh.query(BOOK_TO_MARKET)
         say(_indent(bm.to_string(index=False)))
 
-        say("\n6. the pinned snapshot 'demo-v1' still answers as before; latest has moved on")
+        say("\n7. the pinned snapshot 'demo-v1' still answers as before; latest has moved on")
         after_pinned = pinned.query(PINNED_CHECK)
         latest = wh.query(PINNED_CHECK)
         say(_indent(f"demo-v1: {after_pinned.to_dict('records')[0]}"))
@@ -125,7 +134,7 @@ def run_demo(root: Path, *, n_securities: int = 2000, out: TextIO | None) -> dic
         say(_indent(f"pinned answer unchanged: {stable}"))
         pinned.close()
 
-        say("\n7. snapshots")
+        say("\n8. snapshots")
         snaps = wh.snapshots()
         for s in snaps:
             tags = f"  [{', '.join(s.tags)}]" if s.tags else ""
@@ -142,6 +151,7 @@ def run_demo(root: Path, *, n_securities: int = 2000, out: TextIO | None) -> dic
             "first_sync": first.to_json(),
             "resync_committed": again.committed,
             "second_sync": second.to_json(),
+            "diff": rev.to_json(),
             "pinned_unchanged": bool(stable),
             "market_cap_rows": len(cap),
             "book_to_market_rows": len(bm),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -289,6 +289,17 @@ class Snapshot:
         con = self._acquire()
         try:
             return con.run(sql, params, limit, fetch)
+        finally:
+            con.release()
+
+    def _stream(
+        self, sql: str, params: Params, timeout_s: float | None, batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream one checked SELECT's rows; the connection is in use until the stream ends."""
+        limit = self._timeout(timeout_s)
+        con = self._acquire()
+        try:
+            yield from con.stream(sql, params, limit, batch_rows)
         finally:
             con.release()
 

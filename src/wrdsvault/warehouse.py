@@ -7,6 +7,7 @@ import enum
 import functools
 import json
 import logging
+import math
 import os
 import stat
 import threading
@@ -69,6 +70,8 @@ from wrdsvault.reports import (
     VerifyReport,
 )
 from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, RetentionPolicy
+from wrdsvault.revisions import Revision, run_across
+from wrdsvault.revisions import build as build_revision
 from wrdsvault.schema import DRIFT_POLICIES, DriftPolicy, SchemaVersion, diff
 from wrdsvault.settings import VaultSettings, dump
 from wrdsvault.snapshot import Snapshot
@@ -761,6 +764,77 @@ class Warehouse:
     def arrow(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> pa.Table:
         """Run one SELECT on the latest snapshot and return a pyarrow Table."""
         return self._run_latest(sql, params, timeout_s, fetch_arrow)
+
+    def diff(
+        self,
+        a: str,
+        b: str = "latest",
+        *,
+        datasets: Sequence[str] | None = None,
+        key: Mapping[str, Sequence[str]] | Sequence[str] | None = None,
+        tolerance: float | None = None,
+    ) -> Revision:
+        """What changed from snapshot ``a`` to snapshot ``b``, row by row (docs/revisions.md).
+
+        Only partitions whose files differ are read (unchanged years cost nothing), in the
+        same sandbox as a query. Rows are matched by key; a key occurring twice in either
+        snapshot is reported (`DatasetDiff.duplicate_keys`), never joined.
+
+        Args:
+            a, b: refs (tag, id, ``"latest"``, ISO date), resolved once.
+            datasets: the datasets to compare (default: every dataset either snapshot holds).
+            key: the key columns: one tuple for every dataset, or a dict dataset -> tuple;
+                default each dataset's primary key from its spec.
+            tolerance: FLOAT/DOUBLE/DECIMAL values within this absolute distance are equal
+                (default: exact; NaN always equals NaN).
+
+        Raises:
+            SnapshotNotFoundError: a ref matches nothing.
+            UnknownDatasetError: a named dataset is in neither snapshot.
+            InvalidValueError: no key for a dataset, a key column one snapshot lacks, or a
+                tolerance that is not a finite number >= 0.
+            IntegrityError: a file to read is missing or damaged.
+        """
+        if tolerance is not None:
+            if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
+                msg = f"tolerance must be a number or None, not {type(tolerance).__name__}"
+                raise TypeError(msg)
+            if not (math.isfinite(tolerance) and tolerance >= 0):
+                raise InvalidValueError(
+                    name="tolerance", value=tolerance, rule="a finite number >= 0, or None"
+                )
+        if isinstance(datasets, str):
+            datasets = [datasets]
+        return build_revision(
+            self,
+            self._resolve(a),
+            self._resolve(b),
+            datasets=datasets,
+            key=key,
+            tolerance=None if tolerance is None else float(tolerance),
+        )
+
+    def query_across(
+        self,
+        aliases: Mapping[str, str],
+        sql: str,
+        params: Params = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> pd.DataFrame:
+        """Run one SELECT over several snapshots; each alias names one (docs/revisions.md).
+
+        ``wh.query_across({"old": "paper-v1", "new": "latest"}, "select ... from new.crsp.msf n
+        join old.crsp.msf o using (permno, date)")``: every alias is a DuckDB catalog holding
+        that snapshot's tables and sees only its pinned files, with the sandbox of `query`.
+
+        Raises:
+            InvalidNameError: an alias that is not a plain lower-case name, one DuckDB
+                reserves, or one that is also a library of the snapshots.
+            SnapshotNotFoundError: a ref matches nothing.
+            QueryRejectedError, QueryError, QueryTimeoutError: as `Snapshot.query`.
+        """
+        return run_across(self, aliases, sql, params, timeout_s, fetch_df)
 
     def verify(
         self,
