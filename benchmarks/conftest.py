@@ -23,6 +23,7 @@ with ``--import-mode=importlib``, so they are not importable by name.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import math
 import os
@@ -36,10 +37,13 @@ from typing import Any, Final
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from wrdsvault import Snapshot, VaultSettings, Warehouse
+from wrdsvault.datasets import DatasetSpec
 from wrdsvault.sources import SampleSource
+from wrdsvault.sources.base import PartitionInfo, TableInfo
 
 #: The datasets the research queries read.
 DATASETS: Final = (
@@ -378,3 +382,57 @@ def dsf_replica(bench_sizes: BenchSizes) -> Iterator[DsfReplica]:
         )
         build_s = time.perf_counter() - started
         yield DsfReplica(rep, rep.connect_kwargs(), counts, n_securities, build_s)
+
+
+# -- incompressible data for byte-throughput benchmarks (verify, backup) ---------------------------
+
+#: Size of one yearly partition of `RandomSource`.
+RANDOM_PART_MB: Final = 16
+
+
+class RandomSource:
+    """One dataset of random 64 KiB blobs (column ``blob``), 16 MB per yearly partition.
+
+    Incompressible, so the Parquet files are as large as the data and hashing or copying
+    dominates. Bump ``version`` to make the next sync see a new source vintage.
+    """
+
+    name = "random"
+
+    def __init__(self, total_mb: int) -> None:
+        self.years = list(range(2000, 2000 + max(1, total_mb // RANDOM_PART_MB)))
+        self.schema = pa.schema([pa.field("d", pa.date32()), pa.field("blob", pa.binary())])
+        self.version = 0
+
+    def describe(self, spec: DatasetSpec) -> TableInfo:
+        return TableInfo(schema=self.schema, change_marker=f"random-{self.version}")
+
+    def partitions(self, spec: DatasetSpec) -> list[PartitionInfo]:
+        return [PartitionInfo(year=y, row_count=RANDOM_PART_MB * 16) for y in self.years]
+
+    def read_partition(
+        self, spec: DatasetSpec, year: int | None, *, batch_rows: int = 131_072
+    ) -> Iterator[pa.RecordBatch]:
+        n = RANDOM_PART_MB * 16
+        blobs = [os.urandom(64 * 1024) for _ in range(n)]
+        days = pa.array([dt.date(year or 2000, 1, 1)] * n, pa.date32())
+        yield pa.record_batch([days, pa.array(blobs, pa.binary())], schema=self.schema)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def random_source() -> type[RandomSource]:
+    """The `RandomSource` class, for benchmarks that build their own random vault."""
+    return RandomSource
+
+
+@pytest.fixture(scope="module")
+def random_vault(tmp_path_factory: pytest.TempPathFactory, bench_sizes: Any) -> Warehouse:
+    """A vault of ``WRDSVAULT_BENCH_VERIFY_MB`` of random blobs in 16 MB yearly files."""
+    wh = Warehouse(
+        tmp_path_factory.mktemp("random") / "v", source=RandomSource(bench_sizes.verify_mb)
+    )
+    wh.sync("bench.blobs", date_column="d")
+    return wh

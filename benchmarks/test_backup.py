@@ -16,61 +16,17 @@ The vault holds incompressible data (random binary columns, as in test_verify.py
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
-import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
 from wrdsvault import Warehouse
-from wrdsvault.datasets import DatasetSpec
-from wrdsvault.sources.base import PartitionInfo, TableInfo
 
-_PART_MB = 16
 _MEDIANS: dict[str, float] = {}
-
-
-class RandomSource:
-    """One dataset of random 64 KiB blobs, 16 MB per yearly partition; new bytes every read
-    (``version`` is the change marker: bump it to announce new content)."""
-
-    name = "random"
-
-    def __init__(self, total_mb: int) -> None:
-        self.years = list(range(2000, 2000 + max(1, total_mb // _PART_MB)))
-        self.schema = pa.schema([pa.field("d", pa.date32()), pa.field("blob", pa.binary())])
-        self.version = 0
-
-    def describe(self, spec: DatasetSpec) -> TableInfo:
-        return TableInfo(schema=self.schema, change_marker=f"random-{self.version}")
-
-    def partitions(self, spec: DatasetSpec) -> list[PartitionInfo]:
-        return [PartitionInfo(year=y, row_count=_PART_MB * 16) for y in self.years]
-
-    def read_partition(
-        self, spec: DatasetSpec, year: int | None, *, batch_rows: int = 131_072
-    ) -> Iterator[pa.RecordBatch]:
-        n = _PART_MB * 16
-        blobs = [os.urandom(64 * 1024) for _ in range(n)]
-        days = pa.array([dt.date(year or 2000, 1, 1)] * n, pa.date32())
-        yield pa.record_batch([days, pa.array(blobs, pa.binary())], schema=self.schema)
-
-    def close(self) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def random_vault(tmp_path_factory: pytest.TempPathFactory, bench_sizes: Any) -> Warehouse:
-    source = RandomSource(bench_sizes.verify_mb)
-    wh = Warehouse(tmp_path_factory.mktemp("backup") / "v", source=source)
-    wh.sync("bench.blobs", date_column="d")
-    return wh
 
 
 def _bytes_under(folder: Path) -> int:
@@ -87,10 +43,10 @@ def _record(benchmark: Any, name: str, total_bytes: int) -> None:
 
 @pytest.mark.benchmark(group="backup-incremental")
 def test_incremental_backup_after_one_year_changed(
-    benchmark: Any, tmp_path: Path, bench_sizes: Any
+    benchmark: Any, tmp_path: Path, bench_sizes: Any, random_source: Any
 ) -> None:
     """After a one-year change the backup copies that year's file and one manifest, nothing else."""
-    source = RandomSource(min(bench_sizes.verify_mb, 64))
+    source = random_source(min(bench_sizes.verify_mb, 64))
     wh = Warehouse(tmp_path / "v", source=source)
     wh.sync("bench.blobs", date_column="d")
     dest = tmp_path / "b"

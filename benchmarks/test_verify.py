@@ -10,56 +10,13 @@ the disk. Each benchmark records bytes, files and its median MB/s in ``extra_inf
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 
 from wrdsvault import Warehouse
-from wrdsvault.datasets import DatasetSpec
-from wrdsvault.sources.base import PartitionInfo, TableInfo
-
-_PART_MB = 16
-
-
-class RandomSource:
-    """One dataset of random 64 KiB blobs (column ``blob``), 16 MB per yearly partition."""
-
-    name = "random"
-
-    def __init__(self, total_mb: int) -> None:
-        self.years = list(range(2000, 2000 + max(1, total_mb // _PART_MB)))
-        self.schema = pa.schema([pa.field("d", pa.date32()), pa.field("blob", pa.binary())])
-
-    def describe(self, spec: DatasetSpec) -> TableInfo:
-        return TableInfo(schema=self.schema, change_marker=f"random-{len(self.years)}")
-
-    def partitions(self, spec: DatasetSpec) -> list[PartitionInfo]:
-        return [PartitionInfo(year=y, row_count=_PART_MB * 16) for y in self.years]
-
-    def read_partition(
-        self, spec: DatasetSpec, year: int | None, *, batch_rows: int = 131_072
-    ) -> Iterator[pa.RecordBatch]:
-        n = _PART_MB * 16
-        blobs = [os.urandom(64 * 1024) for _ in range(n)]
-        days = pa.array([dt.date(year or 2000, 1, 1)] * n, pa.date32())
-        yield pa.record_batch([days, pa.array(blobs, pa.binary())], schema=self.schema)
-
-    def close(self) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def random_vault(tmp_path_factory: pytest.TempPathFactory, bench_sizes: Any) -> Warehouse:
-    source = RandomSource(bench_sizes.verify_mb)
-    wh = Warehouse(tmp_path_factory.mktemp("verify") / "v", source=source)
-    wh.sync("bench.blobs", date_column="d")
-    return wh
 
 
 def _record(benchmark: Any, total_bytes: int, files: int) -> None:
