@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import attrs
 import pytest
 
 from _helpers.disk import committed_digests
+from _helpers.records import crashed_child
 from wrdsvault import VaultFormatError, Warehouse
-from wrdsvault._storage.catalog import committed_at_of
 from wrdsvault.cli import main
-from wrdsvault.manifest import Manifest
 from wrdsvault.sources import SampleSource
 
 Source = Callable[..., SampleSource]
@@ -37,18 +35,6 @@ def set_head(root: Path, snapshot_id: str | None) -> None:
         (root / "HEAD").unlink()
     else:
         (root / "HEAD").write_text(snapshot_id + "\n")
-
-
-def child_of(root: Path, parent: str, snapshot_id: str) -> Manifest:
-    """The manifest a writer that died before its commit point leaves on top of ``parent``."""
-    base = Manifest.from_json((root / "snapshots" / f"{parent}.json").read_bytes(), where=parent)
-    return attrs.evolve(
-        base,
-        snapshot_id=snapshot_id,
-        parent=parent,
-        sequence=base.sequence + 1,
-        committed_at=committed_at_of(snapshot_id),
-    )
 
 
 def assert_refused_and_kept(root: Path, make_source: Source, newest: str) -> None:
@@ -133,7 +119,7 @@ def test_parent_chain_proves_head_moved_back(
         newest, snapshots = s3, [s1, s2, s3]
     elif variant == "siblings":  # two manifests on top of HEAD: a writer never leaves two
         s1, s2 = build(root, make_source, 2)
-        twin = child_of(root, s1, s2[:-8] + "ffffffff")
+        twin = crashed_child(root, s1, s2[:-8] + "ffffffff")
         (root / "snapshots" / f"{twin.snapshot_id}.json").write_bytes(twin.to_json())
         set_head(root, s1)
         newest, snapshots = twin.snapshot_id, [s1, s2, twin.snapshot_id]
@@ -199,7 +185,7 @@ def test_nothing_is_judged_while_heads_manifest_is_missing(
     """HEAD names a lost manifest: the manifest on top of it is kept, and so are all files."""
     root = tmp_path / "vault"
     _, s2 = build(root, make_source, 2)
-    s3 = child_of(root, s2, s2[:-8] + "ffffffff")
+    s3 = crashed_child(root, s2, s2[:-8] + "ffffffff")
     s3_path = root / "snapshots" / f"{s3.snapshot_id}.json"
     s3_path.write_bytes(s3.to_json())
     (root / "snapshots" / f"{s2}.json").unlink()

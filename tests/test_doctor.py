@@ -9,26 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import attrs
 import pytest
 
 import wrdsvault
 from _helpers.disk import file_paths
-from wrdsvault._storage.catalog import committed_at_of
+from _helpers.records import crashed_child
 from wrdsvault.cli import main
-from wrdsvault.manifest import Manifest
-
-
-def uncommitted_child(root: Path, parent: str, snapshot_id: str) -> Manifest:
-    """The manifest a writer that died before its commit point leaves: parent == ``parent``."""
-    base = Manifest.from_json((root / "snapshots" / f"{parent}.json").read_bytes(), where=parent)
-    return attrs.evolve(
-        base,
-        snapshot_id=snapshot_id,
-        parent=parent,
-        sequence=base.sequence + 1,
-        committed_at=committed_at_of(snapshot_id),
-    )
 
 
 def litter(wh: wrdsvault.Warehouse) -> dict[str, Path]:
@@ -41,7 +27,7 @@ def litter(wh: wrdsvault.Warehouse) -> dict[str, Path]:
     temp.write_bytes(b"x")
     head = (root / "HEAD").read_text().strip()
     newer = root / "snapshots" / "29991231T000000000000Z-00000000.json"
-    newer.write_bytes(uncommitted_child(root, head, newer.name.removesuffix(".json")).to_json())
+    newer.write_bytes(crashed_child(root, head, newer.name.removesuffix(".json")).to_json())
     orphan = root / "data" / "crsp" / "msf" / "2020" / "0123456789abcdef.parquet"
     orphan.write_bytes(b"PAR1 orphan")
     return {"staging": staging, "temp": temp, "manifest": newer, "orphan": orphan}

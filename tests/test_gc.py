@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from _helpers.records import expire_by_hand
 from wrdsvault import (
     DiskSpaceError,
     GcPlan,
@@ -19,9 +20,7 @@ from wrdsvault import (
     VaultSettings,
     Warehouse,
 )
-from wrdsvault._storage.expiry import EXPIRY_LOG, append_expired
-from wrdsvault._storage.layout import Layout
-from wrdsvault.retention import ExpiredSnapshot
+from wrdsvault._storage.expiry import EXPIRY_LOG
 from wrdsvault.sources import SampleSource
 from wrdsvault.testing import set_disk_usage
 
@@ -191,7 +190,7 @@ def test_interrupted_gc_is_finished_by_doctor_repair(
     ``--repair`` removes them; retained snapshots answer as before."""
     wh, (a, b, c, d) = history
     expected = state(wh, d)
-    expire_by_hand(wh, c)
+    expire_by_hand(wh.root, c)
     assert [s.snapshot_id for s in wh.snapshots()] == [a, b, d]
     found = {(f.kind, f.path) for f in wh.doctor().findings}
     assert ("expired-manifest", f"snapshots/{c}.json") in found
@@ -236,28 +235,13 @@ def test_damaged_line_of_the_expiry_log_is_reported_and_errs_on_keeping(
     assert [s.snapshot_id for s in wh.snapshots()] == [b, c, d]
 
 
-def expire_by_hand(wh: Warehouse, sid: str) -> None:
-    """Record ``sid`` in the expiry log and delete nothing: what a gc killed right after the
-    expiry was durable leaves."""
-    manifest = wh._catalog.manifest(sid)
-    record = ExpiredSnapshot(
-        snapshot_id=sid,
-        sequence=manifest.sequence,
-        committed_at=manifest.committed_at,
-        fingerprint=manifest.fingerprint,
-        expired_at=manifest.committed_at,
-        policy={"keep_last": 1},
-    )
-    append_expired(Layout(wh.root), [record], file_mode=0o600)
-
-
 def test_head_naming_an_expired_snapshot_is_damage_not_a_leftover(
     history: tuple[Warehouse, list[str]],
 ) -> None:
     """HEAD moved back onto an expired snapshot whose manifest is still on disk: reads say so,
     and recovery never takes the one manifest after it for a crashed writer's leftover."""
     wh, (_a, _b, c, d) = history
-    expire_by_hand(wh, c)
+    expire_by_hand(wh.root, c)
     (wh.root / "HEAD").write_text(c + "\n")
     with pytest.raises(VaultFormatError, match="gc expired"):
         wh.snapshots()
@@ -321,7 +305,7 @@ def test_reader_checks_the_expiry_after_its_lease(history: tuple[Warehouse, list
     wh, (a, _b, _c, _d) = history
     snap = wh.snapshot(a)
     snap.close()
-    expire_by_hand(wh, a)
+    expire_by_hand(wh.root, a)
     with pytest.raises(SnapshotNotFoundError, match=f"snapshot {a} was expired by gc"):
         snap.query("select count(*) from crsp.msf")
     leases = wh.root / "leases"

@@ -17,6 +17,7 @@ nothing extra for it; the rest may import pytest and Hypothesis.
 * `children`: child processes that talk in JSON lines (the lock and reader-lease children);
 * `locks`: stale lock files built on disk, a process that dies holding the lock, holder logs;
 * `leases`: the snapshot ids live reader leases hold;
+* `records`: commit records a crash or race leaves (a dead writer's manifest, an expiry alone);
 * `access`: processes without write access (a group member, a read-only mount);
 * `reliability`: the reliability suite's answers, children, strace fault injection and checks;
 * `strategies`: Hypothesis strategies for hostile and valid names;

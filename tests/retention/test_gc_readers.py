@@ -21,10 +21,8 @@ from typing import Any
 
 import pytest
 
+from _helpers.records import expire_by_hand
 from wrdsvault import SnapshotNotFoundError, Warehouse
-from wrdsvault._storage.expiry import append_expired
-from wrdsvault._storage.layout import Layout
-from wrdsvault.retention import ExpiredSnapshot
 from wrdsvault.sources import SampleSource
 
 CHILD: Path = Path(__file__).with_name("_reader_loop_child.py")
@@ -82,22 +80,6 @@ def stop_readers(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
 
 def files_of(wh: Warehouse, sid: str) -> set[str]:
     return {p.path for p in wh._catalog.manifest(sid).files()}
-
-
-def expire_by_hand(root: Path, sid: str) -> None:
-    """Record ``sid`` in the expiry log and delete nothing: what a gc leaves that was killed
-    right after its expiry record, or that recorded the expiry just after a reader leased."""
-    with Warehouse(root, create=False) as wh:
-        manifest = wh._catalog.manifest(sid)
-    record = ExpiredSnapshot(
-        snapshot_id=sid,
-        sequence=manifest.sequence,
-        committed_at=manifest.committed_at,
-        fingerprint=manifest.fingerprint,
-        expired_at=manifest.committed_at,
-        policy={"keep_last": 1},
-    )
-    append_expired(Layout(root), [record], file_mode=0o600)
 
 
 def test_readers_keep_answering_while_gc_runs(vault: tuple[Path, list[str]]) -> None:
