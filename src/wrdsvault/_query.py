@@ -344,31 +344,14 @@ class PinnedConnection:
         check_params(params)
         with self._cursor() as cur:
             text = self._check(cur, sql)
-            guard = threading.Lock()
-            finished = False
-
-            def interrupt() -> None:
-                with guard:
-                    if not finished:
-                        cur.interrupt()
-
-            timer = None
-            if limit is not None:
-                timer = threading.Timer(limit, interrupt)
-                timer.daemon = True
-                timer.start()
-            try:
-                rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
-                return fetch(rel)
-            except duckdb.InterruptException as exc:
-                raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
-            except duckdb.Error as exc:
-                raise QueryError(sql=text, reason=self._advise(str(exc), text)) from exc
-            finally:
-                with guard:
-                    finished = True
-                if timer is not None:
-                    timer.cancel()
+            with _Deadline(cur, limit):
+                try:
+                    rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
+                    return fetch(rel)
+                except duckdb.InterruptException as exc:
+                    raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
+                except duckdb.Error as exc:
+                    raise QueryError(sql=text, reason=self._advise(str(exc), text)) from exc
 
     def stream(
         self, sql: str, params: Params, timeout_s: float | None, batch_rows: int
@@ -389,21 +372,7 @@ class PinnedConnection:
             raise InvalidValueError(name="batch_rows", value=batch_rows, rule="a number >= 1")
         with self._cursor() as cur:
             text = self._check(cur, sql)
-            guard = threading.Lock()
-            state = {"finished": False, "interrupted": False}
-
-            def interrupt() -> None:
-                with guard:
-                    if not state["finished"]:
-                        state["interrupted"] = True
-                        cur.interrupt()
-
-            timer = None
-            if limit is not None:
-                timer = threading.Timer(limit, interrupt)
-                timer.daemon = True
-                timer.start()
-            try:
+            with _Deadline(cur, limit) as deadline:
                 try:
                     rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
                     reader = rel.to_arrow_reader(batch_rows)
@@ -414,14 +383,9 @@ class PinnedConnection:
                             return
                         yield batch
                 except (duckdb.Error, pa.ArrowException) as exc:
-                    if state["interrupted"] or isinstance(exc, duckdb.InterruptException):
+                    if deadline.interrupted or isinstance(exc, duckdb.InterruptException):
                         raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
                     raise QueryError(sql=text, reason=self._advise(str(exc), text)) from exc
-            finally:
-                with guard:
-                    state["finished"] = True
-                if timer is not None:
-                    timer.cancel()
 
     def _advise(self, reason: str, sql: str) -> str:
         """``reason``, plus the advice for each left-out dataset ``sql`` names."""
@@ -435,6 +399,41 @@ class PinnedConnection:
             )
         ]
         return "; ".join([reason, *notes])
+
+
+class _Deadline:
+    """Interrupt ``cur`` once ``limit_s`` seconds pass, unless the block ended first.
+
+    ``interrupted`` says whether the timer fired (an interrupt can surface as an Arrow error
+    while batches stream, not only as DuckDB's InterruptException).
+    """
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, limit_s: float | None) -> None:
+        self._cur = cur
+        self._guard = threading.Lock()
+        self._finished = False
+        self.interrupted = False
+        self._timer: threading.Timer | None = None
+        if limit_s is not None:
+            self._timer = threading.Timer(limit_s, self._interrupt)
+            self._timer.daemon = True
+
+    def _interrupt(self) -> None:
+        with self._guard:
+            if not self._finished:
+                self.interrupted = True
+                self._cur.interrupt()
+
+    def __enter__(self) -> _Deadline:
+        if self._timer is not None:
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._guard:
+            self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _place(name: str) -> tuple[str, str, str]:
