@@ -89,3 +89,21 @@ def test_newer_format_asks_for_an_upgrade() -> None:
     obj["format_version"] = FORMAT_VERSION + 1
     with pytest.raises(VaultFormatError, match="upgrade wrdsvault"):
         Manifest.from_json(json.dumps(obj).encode(), where="m")
+
+
+def test_column_label_round_trips_and_is_not_identity() -> None:
+    """A column label survives JSON, is absent when unknown, and never changes equality."""
+    import pyarrow as pa
+
+    from wrdsvault._sync import columns_of
+    from wrdsvault.manifest import ColumnSchema
+    from wrdsvault.sources.base import COMMENT_KEY
+
+    schema = pa.schema(
+        [pa.field("at", pa.float64(), metadata={COMMENT_KEY: b"Total Assets"}), ("x", pa.int32())]
+    )
+    at, x = columns_of(schema)
+    assert at.comment == "Total Assets" and x.comment is None
+    assert ColumnSchema.from_json(at.to_json()).comment == "Total Assets"
+    assert "comment" not in x.to_json()
+    assert at == ColumnSchema(name="at", type="double")

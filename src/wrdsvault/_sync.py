@@ -50,7 +50,7 @@ from wrdsvault.manifest import (
 )
 from wrdsvault.reports import DatasetResult, Status, SyncReport
 from wrdsvault.schema import DriftPolicy, SchemaDrift, diff
-from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, Source, TableInfo
+from wrdsvault.sources.base import COMMENT_KEY, SOURCE_TYPE_KEY, PartitionInfo, Source, TableInfo
 from wrdsvault.validation import (
     Finding,
     PartitionData,
@@ -119,12 +119,14 @@ def columns_of(schema: pa.Schema) -> tuple[ColumnSchema, ...]:
     for field in schema:
         meta = field.metadata or {}
         declared = meta.get(SOURCE_TYPE_KEY)
+        label = meta.get(COMMENT_KEY)
         out.append(
             ColumnSchema(
                 name=field.name,
                 type=str(field.type),
                 source_type=declared.decode() if declared else None,
                 nullable=field.nullable,
+                comment=label.decode() if label else None,
             )
         )
     return tuple(out)

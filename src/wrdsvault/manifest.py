@@ -52,20 +52,30 @@ def parse_timestamp(text: str) -> datetime:
 
 @attrs.frozen
 class ColumnSchema:
-    """One column as stored: Arrow type, the source's declared type, nullability."""
+    """One column as stored: Arrow type, the source's declared type, nullability, label.
+
+    ``comment`` is the source's label for the column (WRDS: the column comment, e.g. ``"Total
+    Assets"``); ``None`` when the source has none. It is not part of the fingerprint, and a
+    manifest written before labels were kept simply has none.
+    """
 
     name: str
     type: str
     source_type: str | None = None
     nullable: bool = True
+    # Not part of equality: a relabelled column is the same column (no rewrite, no drift).
+    comment: str | None = attrs.field(default=None, eq=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        obj: dict[str, Any] = {
             "name": self.name,
             "type": self.type,
             "source_type": self.source_type,
             "nullable": self.nullable,
         }
+        if self.comment is not None:  # absent, not null: older manifests stay byte-identical
+            obj["comment"] = self.comment
+        return obj
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ColumnSchema:
@@ -74,6 +84,7 @@ class ColumnSchema:
             type=str(obj["type"]),
             source_type=obj.get("source_type"),
             nullable=bool(obj.get("nullable", True)),
+            comment=obj.get("comment"),
         )
 
 

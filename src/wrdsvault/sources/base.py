@@ -33,6 +33,9 @@ __all__ = ["PartitionInfo", "Source", "TableInfo"]
 
 #: Field-metadata key under which a source records the declared type of a column.
 SOURCE_TYPE_KEY = b"source_type"
+#: Field-metadata key under which a source records a column's label (WRDS: the column comment,
+#: e.g. ``"Total Assets"`` for ``comp.funda.at``). Kept in the manifest; optional.
+COMMENT_KEY = b"comment"
 
 
 @attrs.frozen
