@@ -2,11 +2,12 @@
 
 A backup is a vault in the same format. It is written like a sync writes: under the
 *destination's* writer lock, data files first (each copied to the destination's staging folder,
-fsynced, re-hashed there and checked against the manifest, then renamed to its content-addressed
-name), then the manifests (byte for byte the source's), then the tags, then the
-destination's ``HEAD``, the commit point. The source is only read, under reader leases taken at
-the start on every committed snapshot (the pinned set), never under its writer lock: a sync
-committing meanwhile is not in this backup and is in the next one.
+re-hashed there and checked against the manifest, fsynced, then renamed to its
+content-addressed name; in batches, see `_copy_files`), then the manifests (byte for byte the
+source's), then the tags, then the destination's ``HEAD``, the commit point. The source is
+only read, under reader leases taken at the start on every committed snapshot (the pinned set),
+never under its writer lock: a sync committing meanwhile is not in this backup and is in the
+next one.
 
 An interrupted backup leaves the destination's ``HEAD`` where it was, so the previous backup
 stays current and complete; the manifests (and tags) it wrote past ``HEAD`` are byte-identical
@@ -26,20 +27,23 @@ import errno
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import attrs
 import psutil
 
 from wrdsvault._storage.atomic import (
     NO_WRITE_ACCESS,
+    StagedCopy,
     atomic_write_bytes,
     copy_to_temp,
     make_dirs,
     publish,
+    publish_all,
+    stage_copy,
 )
 from wrdsvault._storage.catalog import Catalog
 from wrdsvault._storage.crashpoints import BackupPoint, crashpoint
@@ -76,6 +80,11 @@ BackupProgress = Callable[[int, int, int, int], None]
 
 #: errnos meaning "the destination is full": no space, over quota, or a file size limit.
 _FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+#: Copy threads: one per core copying or hashing, and one more for a thread waiting on the disk.
+_WORKERS: Final = min(4, (os.cpu_count() or 1) + 1)
+#: Files per batch: their fds stay open from the copy until the batch's fsyncs.
+_BATCH_FILES: Final = 64
 
 _HEAD_POINTS: Final = (
     BackupPoint.HEAD_TEMP_WRITTEN,
@@ -468,42 +477,59 @@ def _copy_files(
             continue
         jobs.append(_Copy(rel, sha256, size, final, source, replace=problem.kind != "missing"))
 
-    # ... then the copies (copy, fsync, hash at the destination) on a small thread pool: the
-    # kernel copy, fsync and hashlib all release the GIL. Published in order, one at a time.
-    def copy(job: _Copy) -> tuple[Path, str, int]:
-        return copy_to_temp(
+    # ... then the copies, in batches (docs/backup.md#throughput). Each file is copied in the
+    # kernel and hashed at once on a small thread pool (copy_file_range, hashlib and file I/O
+    # all release the GIL); the batch's fsyncs are issued only after all its copies, so the
+    # kernel writes them back together while the next files are copied; then the batch is
+    # renamed into place with one fsync per folder. Every file of every batch is durable,
+    # checked and in place before the first manifest is written.
+    def stage(job: _Copy) -> StagedCopy:
+        return stage_copy(
             Path(job.source),
             writer.staging / job.final.name,
             mode=mode,
-            points=(BackupPoint.FILE_COPIED, BackupPoint.FILE_FSYNCED),
+            copied=BackupPoint.FILE_COPIED,
         )
 
-    n_workers = min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="wrdsvault-backup") as pool:
-        for job, (tmp, digest, got) in zip(jobs, pool.map(copy, jobs), strict=True):
-            if (digest, got) != (job.sha256, job.size):
-                # The hash is of the fsynced copy: the source file, or the copy, is not the
+    def fsync(staged: StagedCopy) -> None:
+        staged.fsync(point=BackupPoint.FILE_FSYNCED)
+
+    with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="wrdsvault-backup") as pool:
+        for first in range(0, len(jobs), _BATCH_FILES):
+            batch = jobs[first : first + _BATCH_FILES]
+            good: list[tuple[_Copy, StagedCopy]] = []
+            for job, staged in zip(batch, _run_all(pool, stage, batch), strict=True):
+                if (staged.sha256, staged.size) == (job.sha256, job.size):
+                    good.append((job, staged))
+                    continue
+                # The hash is of the copy: the source file, or the copy, is not the
                 # manifest's. Which one, the source's own hash tells.
-                tmp.unlink(missing_ok=True)
+                staged.discard()
                 _, src_problem = src_check.hash(job.source, job.sha256)
                 if src_problem is None:
+                    for _, other in good:
+                        other.discard()
                     raise BackupError(
                         destination=where,
                         reason=f"{job.rel} does not hash back to its manifest after it was "
                         "copied; the destination disk is failing or another process altered it",
                     )
                 damaged_source.append(f"{job.rel} (sha256 differs from the manifest)")
-                continue
-            make_dirs(job.final.parent, mode=writer.settings.dir_mode)
-            publish(tmp, job.final, points=(BackupPoint.FILE_RENAMED, BackupPoint.FILE_DIR_FSYNCED))
-            counts["copied"] += 1
-            counts["copied_bytes"] += job.size
-            counts["replaced"] += job.replace
+            _run_all(pool, fsync, [staged for _, staged in good])
+            publish_all(
+                [(staged.path, job.final) for job, staged in good],
+                dir_mode=writer.settings.dir_mode,
+                points=(BackupPoint.FILE_RENAMED, BackupPoint.FILE_DIR_FSYNCED),
+            )
             writer.lock.heartbeat()
-            done += 1
-            done_bytes += job.size
-            if progress is not None:
-                progress(done, len(files), done_bytes, total_bytes)
+            for job, _ in good:
+                counts["copied"] += 1
+                counts["copied_bytes"] += job.size
+                counts["replaced"] += job.replace
+                done += 1
+                done_bytes += job.size
+                if progress is not None:
+                    progress(done, len(files), done_bytes, total_bytes)
     if damaged_source:
         listed = "; ".join(damaged_source[:5])
         more = f" and {len(damaged_source) - 5} more" if len(damaged_source) > 5 else ""
@@ -515,6 +541,29 @@ def _copy_files(
             "an earlier backup or re-sync the datasets with full=True",
         )
     return counts
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _run_all(pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``fn`` of every item on ``pool``, in order; on a failure, wait for the rest, then raise.
+
+    Waiting for every task first means no copy is still being written when the caller (or the
+    destination's recovery) removes the staging folder; results that did come back are
+    `StagedCopy`s whose files are discarded (their fds closed) before the error propagates.
+    """
+    futures = [pool.submit(fn, item) for item in items]
+    wait(futures)
+    failed = next((f.exception() for f in futures if f.exception() is not None), None)
+    if failed is None:
+        return [f.result() for f in futures]
+    for f in futures:
+        result = None if f.exception() is not None else f.result()
+        if isinstance(result, StagedCopy):
+            result.discard()
+    raise failed
 
 
 def repair(
