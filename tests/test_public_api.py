@@ -177,6 +177,7 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
             operation="tag paper-v1", reason="OSError: [Errno 5] EIO", after="the tag is unchanged"
         ),
         e.BackupError(destination="/mnt/backup/wrds", reason="it is a file, not a folder"),
+        e.MissingExtraError(module="fsspec", extra="s3", reason="No module named 'fsspec'"),
         e.SyncError(dataset="crsp.msf", reason="years= was given but the dataset has no date"),
         e.SchemaDriftError(
             dataset="crsp.msf", drift=SchemaDrift(dataset="crsp.msf", added=("x",)), policy="strict"

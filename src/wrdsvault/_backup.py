@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import attrs
 import psutil
@@ -67,9 +67,12 @@ from wrdsvault.retention import ExpiredSnapshot
 from wrdsvault.settings import VaultSettings
 
 __all__ = [
+    "BackupFiles",
     "BackupProgress",
+    "LocalBackup",
     "backup",
     "check_destination_path",
+    "checked_manifest",
     "os_errors",
     "repair",
     "repair_report",
@@ -566,11 +569,67 @@ def _run_all(pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Sequence[_
     raise failed
 
 
+class BackupFiles(Protocol):
+    """Read access to a backup vault's files by their vault-relative names (repair, restore).
+
+    `LocalBackup` reads a backup folder; ``_remote.RemoteVault`` an object-storage prefix.
+    """
+
+    where: str
+
+    def manifest_bytes(self, snapshot_id: str) -> bytes | None:
+        """The bytes of ``snapshots/<id>.json``; None if the backup has none or cannot read it."""
+        ...
+
+    def has(self, relpath: str, size: int) -> bool:
+        """Whether the backup holds a data file ``relpath`` of ``size`` bytes."""
+        ...
+
+    def fetch(self, relpath: str, dst: Path, *, mode: int) -> tuple[Path, str, int]:
+        """Copy ``relpath`` to a fresh, fsynced temp name beside ``dst``: (temp, sha256, size)."""
+        ...
+
+
+class LocalBackup:
+    """`BackupFiles` of a backup vault in a local folder (another disk, an NFS or SMB mount)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.where = str(layout.root)
+        self._check = PinnedFileCheck(layout)
+
+    def manifest_bytes(self, snapshot_id: str) -> bytes | None:
+        try:
+            return self.layout.manifest(snapshot_id).read_bytes()
+        except (OSError, InvalidNameError):
+            return None
+
+    def has(self, relpath: str, size: int) -> bool:
+        try:
+            source = self.layout.resolve_relpath_str(relpath)
+        except InvalidNameError:
+            return False
+        return self._check.check(source, size) is None
+
+    def fetch(self, relpath: str, dst: Path, *, mode: int) -> tuple[Path, str, int]:
+        source = Path(self.layout.resolve_relpath_str(relpath))
+        return copy_to_temp(source, dst, mode=mode)
+
+
+def checked_manifest(raw: bytes, snapshot_id: str, *, where: str) -> Manifest | None:
+    """``raw`` parsed as the manifest of ``snapshot_id``; None if it is damaged or another's."""
+    try:
+        manifest = Manifest.from_json(raw, where=where)
+    except VaultFormatError:
+        return None
+    return manifest if manifest.snapshot_id == snapshot_id else None
+
+
 def repair(
     layout: Layout,
     catalog: Catalog,
     writer: Writer,
-    backup_layout: Layout,
+    backup: BackupFiles,
     *,
     verify_all: Callable[[], Sequence[FileFault]],
 ) -> tuple[list[str], int, list[FileFault], int]:
@@ -581,7 +640,6 @@ def repair(
     mode = writer.settings.file_mode
     restored: list[str] = []
     restored_bytes = 0
-    backup_catalog = Catalog(backup_layout)
     head = catalog.head()
     # Manifests first: the data files are found through them.
     if head is not None:
@@ -598,13 +656,9 @@ def repair(
         for sid in sorted(named):
             if sid in readable or sid > head or sid in expired:
                 continue
-            try:
-                wanted = backup_catalog.manifest(sid)
-                raw = backup_layout.manifest(sid).read_bytes()
-            except (VaultFormatError, OSError):
+            raw = backup.manifest_bytes(sid)
+            if raw is None or checked_manifest(raw, sid, where=backup.where) is None:
                 continue  # left for verify to report
-            if Manifest.from_json(raw, where=str(backup_layout.manifest(sid))) != wanted:
-                continue
             atomic_write_bytes(layout.manifest(sid), raw, mode=mode)
             restored.append(f"snapshots/{sid}.json")
             restored_bytes += len(raw)
@@ -619,7 +673,6 @@ def repair(
             continue
     left: list[FileFault] = []
     check = PinnedFileCheck(layout)
-    backup_check = PinnedFileCheck(backup_layout)
     for fault in faults:
         want = expected.get(fault.path)
         if fault.problem == "manifest" or want is None:
@@ -628,7 +681,6 @@ def repair(
         sha256, size = want
         try:
             final = layout.resolve_relpath(fault.path)
-            source = backup_layout.resolve_relpath_str(fault.path)
         except InvalidNameError:
             left.append(_why(fault, "the manifest names a path outside data/"))
             continue
@@ -639,10 +691,10 @@ def repair(
         if final.is_dir() and not final.is_symlink():
             left.append(_why(fault, "a folder stands where the file should be; remove it"))
             continue
-        if backup_check.check(source, size) is not None:
+        if not backup.has(fault.path, size):
             left.append(_why(fault, "the backup does not have this file"))
             continue
-        tmp, digest, got = copy_to_temp(Path(source), writer.staging / final.name, mode=mode)
+        tmp, digest, got = backup.fetch(fault.path, writer.staging / final.name, mode=mode)
         if (digest, got) != (sha256, size):
             tmp.unlink(missing_ok=True)
             left.append(_why(fault, "the backup's copy is damaged too"))
@@ -667,7 +719,7 @@ def _why(fault: FileFault, reason: str) -> FileFault:
 
 
 def repair_report(
-    source: Path, started: float, result: tuple[list[str], int, list[FileFault], int]
+    source: str | Path, started: float, result: tuple[list[str], int, list[FileFault], int]
 ) -> RepairReport:
     restored, restored_bytes, left, checked = result
     return RepairReport(

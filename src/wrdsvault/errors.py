@@ -24,6 +24,7 @@ WrdsVaultError
 ├─ TagExistsError                      the tag already names another snapshot (pass force=True)
 ├─ WriteError                          a drop, tag, repair or quarantine purge hit an OS error
 ├─ BackupError                         a backup or repair was refused or failed; nothing committed
+├─ MissingExtraError(ImportError)      an optional feature needs an extra that is not installed
 ├─ SyncError                           nothing was committed; the previous snapshot stays current
 │  ├─ SchemaDriftError                  the source's columns changed and the policy refuses it
 │  └─ ValidationFailedError             a staged partition failed a validation rule
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidValueError",
     "LockBreakRefusedError",
     "LockHeldError",
+    "MissingExtraError",
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
@@ -492,6 +494,27 @@ class BackupError(WrdsVaultError):
         super().__init__(
             f"backup to {destination} failed: {reason}",
             destination=destination,
+            reason=reason,
+        )
+
+
+class MissingExtraError(WrdsVaultError, ImportError):
+    """An optional feature needs a package of an extra that is not installed.
+
+    ``module`` is the package that failed to import, ``extra`` the wrdsvault extra that installs
+    it (``pip install 'wrdsvault[<extra>]'``), ``reason`` the import error. Nothing was done.
+    """
+
+    module: str
+    extra: str
+    reason: str
+
+    def __init__(self, *, module: str, extra: str, reason: str) -> None:
+        super().__init__(
+            f"this needs the {module} package ({reason}); install it with: "
+            f"pip install 'wrdsvault[{extra}]'",
+            module=module,
+            extra=extra,
             reason=reason,
         )
 
