@@ -74,6 +74,7 @@ __all__ = [
     "check_destination_path",
     "checked_manifest",
     "os_errors",
+    "pin_snapshots",
     "repair",
     "repair_report",
 ]
@@ -188,7 +189,7 @@ def os_errors(where: Path, what: str) -> Iterator[None]:
         ) from exc
 
 
-def _pin(
+def pin_snapshots(
     catalog: Catalog, take_lease: Callable[[str], Lease | None], leases: list[Lease]
 ) -> list[str]:
     """Take a reader lease on every committed snapshot; return those still committed after."""
@@ -318,7 +319,7 @@ def backup(
     where = str(dest)
     leases: list[Lease] = []
     try:
-        pinned = _pin(catalog, take_lease, leases)
+        pinned = pin_snapshots(catalog, take_lease, leases)
         src_raw: dict[str, bytes] = {}
         src_manifests: dict[str, Manifest] = {}
         for sid in pinned:

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from wrdsvault._backup import BackupProgress, _pin, checked_manifest
+from wrdsvault._backup import BackupProgress, checked_manifest, pin_snapshots
 from wrdsvault._optional import require
 from wrdsvault._storage.atomic import (
     atomic_write_bytes,
@@ -292,7 +292,7 @@ def backup_remote(
     where = remote.where
     leases: list[Lease] = []
     try:
-        pinned = _pin(catalog, take_lease, leases)
+        pinned = pin_snapshots(catalog, take_lease, leases)
         src_raw = {sid: layout.manifest(sid).read_bytes() for sid in pinned}
         src_manifests = {sid: catalog.manifest(sid) for sid in pinned}
         pinned_set = set(pinned)
@@ -302,9 +302,8 @@ def backup_remote(
             head, sizes = _check_remote(remote, src_raw, src_manifests, set(catalog.expired()))
             if remote.read("vault.json") is None:
                 remote.write("vault.json", layout.vault_json.read_bytes())
-            counts, faults = _upload_files(
-                layout, remote, src_manifests, verify=verify, progress=progress
-            )
+            counts = _upload_files(layout, remote, src_manifests, verify=verify, progress=progress)
+            faults: list[FileFault] = []
             new = [sid for sid in pinned if sid not in sizes]
             for sid in new:
                 remote.write(f"snapshots/{sid}.json", src_raw[sid])
@@ -315,6 +314,8 @@ def backup_remote(
                 remote.write(f"tags/{tag}", src_tags[tag].encode() + b"\n")
                 crashpoint(BackupPoint.TAG_WRITTEN)
             if pinned and (head is None or pinned[-1] > head):
+                # The commit point: one PUT. The HEAD crash points are hit just before it (the
+                # previous HEAD is current) and just after (this backup is).
                 now = remote.head()  # another backup may have moved it meanwhile: never back
                 if now is None or pinned[-1] > now:
                     crashpoint(BackupPoint.HEAD_TEMP_WRITTEN)
@@ -365,7 +366,7 @@ def _upload_files(
     *,
     verify: bool,
     progress: BackupProgress | None,
-) -> tuple[dict[str, int], list[FileFault]]:
+) -> dict[str, int]:
     """Upload each data file the prefix lacks (or, with ``verify``, holds damaged)."""
     files: dict[str, tuple[str, int]] = {}
     for m in manifests.values():
@@ -426,7 +427,8 @@ def _upload_files(
                 counts["copied"] += 1
                 counts["copied_bytes"] += size
                 counts["replaced"] += what == "replaced"
-                counts["verified"] += verify and what == "replaced"
+                if verify and what == "replaced":
+                    counts["verified"] += 1  # it was read back and found damaged
             report(size)
     if damaged:
         more = f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""
@@ -437,7 +439,7 @@ def _upload_files(
             "objects stay for the next backup); run `wrdsvault verify --all`, then "
             "`wrdsvault repair --from` an earlier backup or re-sync the datasets with full=True",
         )
-    return counts, []
+    return counts
 
 
 def _verify_only_remote(remote: RemoteVault, snapshot_ids: list[str]) -> list[FileFault]:
