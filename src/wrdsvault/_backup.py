@@ -502,7 +502,8 @@ def _copy_files(
         for first in range(0, len(jobs), _BATCH_FILES):
             batch = jobs[first : first + _BATCH_FILES]
             good: list[tuple[_Copy, StagedCopy]] = []
-            for job, staged in zip(batch, _run_all(pool, stage, batch), strict=True):
+            results = _run_all(pool, stage, batch)
+            for job, staged in zip(batch, results, strict=True):
                 if (staged.sha256, staged.size) == (job.sha256, job.size):
                     good.append((job, staged))
                     continue
@@ -511,8 +512,8 @@ def _copy_files(
                 staged.discard()
                 _, src_problem = src_check.hash(job.source, job.sha256)
                 if src_problem is None:
-                    for _, other in good:
-                        other.discard()
+                    for other in results:
+                        other.discard()  # each fd is closed once, whatever came before
                     raise BackupError(
                         destination=where,
                         reason=f"{job.rel} does not hash back to its manifest after it was "

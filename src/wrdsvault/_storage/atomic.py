@@ -346,32 +346,38 @@ class HashingWriter(io.RawIOBase):
         return self._hash.hexdigest()
 
 
-@attrs.frozen
+@attrs.define
 class StagedCopy:
     """A copy under a private temp name, hashed but not yet fsynced (see `stage_copy`).
 
-    ``fd`` is open for writing; its owner calls `StagedCopy.fsync` (or `StagedCopy.discard`)
-    exactly once, which closes it.
+    ``fd`` is open for writing until `StagedCopy.fsync` or `StagedCopy.discard` closes it (each
+    closes it at most once, so a second call never closes an fd another thread opened since).
     """
 
     path: Path
     sha256: str
     size: int
     fd: int
+    closed: bool = False
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
 
     def fsync(self, *, point: AnyPoint | None = None) -> None:
         """Wait until the copy is durable, then close it; ``point`` is hit after the fsync."""
         try:
             os.fsync(self.fd)
         finally:
-            os.close(self.fd)
+            self._close()
         if point is not None:
             crashpoint(point)
 
     def discard(self) -> None:
         """Close and remove the copy (a mismatch, or a run that failed before publishing it)."""
         with contextlib.suppress(OSError):
-            os.close(self.fd)
+            self._close()
         self.path.unlink(missing_ok=True)
 
 
