@@ -87,6 +87,9 @@ _FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 #: Copy threads: one per core copying or hashing, and one more for a thread waiting on the disk.
 _WORKERS: Final = min(4, (os.cpu_count() or 1) + 1)
+#: fsync threads: an fsync only waits (for the disk, a journal commit, a cache flush), and many
+#: waiting together share one commit and one flush.
+_SYNCERS: Final = 16
 #: Files per batch: their fds stay open from the copy until the batch's fsyncs.
 _BATCH_FILES: Final = 64
 
@@ -498,7 +501,14 @@ def _copy_files(
     def fsync(staged: StagedCopy) -> None:
         staged.fsync(point=BackupPoint.FILE_FSYNCED)
 
-    with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="wrdsvault-backup") as pool:
+    with (
+        ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="wrdsvault-backup") as pool,
+        ThreadPoolExecutor(max_workers=_SYNCERS, thread_name_prefix="wrdsvault-fsync") as syncers,
+    ):
+
+        def fsync_many(fn: Callable[[Path], None], folders: list[Path]) -> None:
+            _run_all(syncers, fn, folders)
+
         for first in range(0, len(jobs), _BATCH_FILES):
             batch = jobs[first : first + _BATCH_FILES]
             good: list[tuple[_Copy, StagedCopy]] = []
@@ -520,11 +530,12 @@ def _copy_files(
                         "copied; the destination disk is failing or another process altered it",
                     )
                 damaged_source.append(f"{job.rel} (sha256 differs from the manifest)")
-            _run_all(pool, fsync, [staged for _, staged in good])
+            _run_all(syncers, fsync, [staged for _, staged in good])
             publish_all(
                 [(staged.path, job.final) for job, staged in good],
                 dir_mode=writer.settings.dir_mode,
                 points=(BackupPoint.FILE_RENAMED, BackupPoint.FILE_DIR_FSYNCED),
+                fsync_many=fsync_many,
             )
             writer.lock.heartbeat()
             for job, _ in good:

@@ -452,13 +452,16 @@ def publish_all(
     *,
     dir_mode: int,
     points: tuple[AnyPoint, AnyPoint] | None = None,
+    fsync_many: Callable[[Callable[[Path], None], list[Path]], object] | None = None,
 ) -> None:
     """Move staged, already fsynced files to their final names, then make the names durable.
 
     Each final folder is created as needed (``dir_mode``); then every file is renamed; then
     each folder that gained a name (the final folders, the parents of created folders) is
     fsynced once. One journal commit can then carry all the renames, where a `publish` per file
-    waits for one each. ``points`` names the crash points hit after each rename and after each
+    waits for one each. ``fsync_many(fn, folders)`` runs ``fn`` on every folder and returns when
+    all are done (e.g. on a thread pool, so the file system can merge the waits; default: one
+    after the other). ``points`` names the crash points hit after each rename and after each
     folder's fsync. Nothing is durable until this returns.
     """
     touched: dict[Path, None] = {}
@@ -469,10 +472,17 @@ def publish_all(
         touched[dst.parent] = None
         if points:
             crashpoint(points[0])
-    for folder in touched:
+
+    def durable(folder: Path) -> None:
         fsync_dir(folder)
         if points:
             crashpoint(points[1])
+
+    if fsync_many is None:
+        for folder in touched:
+            durable(folder)
+    else:
+        fsync_many(durable, list(touched))
 
 
 def _create_dirs(path: Path, *, mode: int) -> list[Path]:
