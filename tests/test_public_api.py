@@ -155,6 +155,7 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
         e.QueryTimeoutError(timeout_s=1.5),
         e.SourceRequiredError(operation="sync()"),
         e.VaultFormatError(path="/data/wrds/vault.json", problem="vault format 9 is newer"),
+        e.NotAVaultError(path="/data/wrsd", problem="no such folder"),
         e.IntegrityError(
             path="/data/wrds/data/crsp/msf/2020/x.parquet", problem="size 10 != 20", snapshot_id=sid
         ),

@@ -15,6 +15,7 @@ WrdsVaultError
 ├─ QueryTimeoutError(TimeoutError)     a query ran past its time limit and was interrupted
 ├─ SourceRequiredError                 sync() on a Warehouse opened without a source
 ├─ VaultFormatError                    the folder is not a vault, or one newer than this wrdsvault
+│  └─ NotAVaultError                    reading a path that holds no vault; nothing was created
 ├─ IntegrityError                      a pinned file is missing, resized or altered
 ├─ LockHeldError(TimeoutError)         another writer holds the vault; names the holder
 ├─ LockBreakRefusedError               breaking the lock by hand was refused; nothing was broken
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidValueError",
     "LockBreakRefusedError",
     "LockHeldError",
+    "NotAVaultError",
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
@@ -280,6 +282,30 @@ class VaultFormatError(WrdsVaultError):
 
     def __init__(self, *, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}", path=path, problem=problem)
+
+
+class NotAVaultError(VaultFormatError):
+    """The path holds no vault: no such folder, an empty folder, a file, or a folder with other
+    content. Raised by every read (and by every write but ``sync``); nothing was created.
+
+    Only ``sync`` (or ``Warehouse(path, create=True)``) makes a vault, so a mistyped path never
+    leaves an empty vault behind.
+    """
+
+    path: str
+    problem: str
+
+    def __init__(self, *, path: str, problem: str) -> None:
+        WrdsVaultError.__init__(
+            self,
+            f"{path} is not a wrdsvault vault ({problem}); nothing was created there. Check the "
+            "path (or $WRDSVAULT_VAULT). To make a vault, sync into a new or empty folder: "
+            f"`wrdsvault sync --vault {path} crsp.msf` (from WRDS; `--source sample` for "
+            "synthetic data), Warehouse(path, source=...).sync(...) in Python, or "
+            "`wrdsvault demo DIR` for a demo vault",
+            path=path,
+            problem=problem,
+        )
 
 
 class IntegrityError(WrdsVaultError):
