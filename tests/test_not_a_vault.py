@@ -40,6 +40,7 @@ CALLS: dict[str, Callable[[Warehouse, Path], Any]] = {
     "expired": lambda wh, _: wh.expired(),
     "gc": lambda wh, _: wh.gc(keep_last=1),
     "lock_info": lambda wh, _: wh.lock_info(),
+    "pl": lambda wh, _: wh.pl("select 1"),
     "purge_quarantine": lambda wh, _: wh.purge_quarantine(),
     "quarantine": lambda wh, _: wh.quarantine(),
     "query": lambda wh, _: wh.query("select 1"),

@@ -14,6 +14,7 @@ WrdsVaultError
 ├─ QueryError(ValueError)              DuckDB could not run the SELECT (syntax, unknown column, ...)
 ├─ QueryTimeoutError(TimeoutError)     a query ran past its time limit and was interrupted
 ├─ SourceRequiredError                 sync() on a Warehouse opened without a source
+├─ MissingExtraError(ImportError)      an optional dependency is missing; names the extra
 ├─ VaultFormatError                    the folder is not a vault, or one newer than this wrdsvault
 │  └─ NotAVaultError                    reading a path that holds no vault; nothing was created
 ├─ IntegrityError                      a pinned file is missing, resized or altered
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidValueError",
     "LockBreakRefusedError",
     "LockHeldError",
+    "MissingExtraError",
     "NotAVaultError",
     "QueryError",
     "QueryRejectedError",
@@ -271,6 +273,24 @@ class SourceRequiredError(WrdsVaultError):
             f"{operation} needs a data source: open the vault with "
             "Warehouse(root, source=WrdsSource()) or source=SampleSource()",
             operation=operation,
+        )
+
+
+class MissingExtraError(WrdsVaultError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the
+    extra that installs it (``pip install 'wrdsvault[polars]'``)."""
+
+    module: str
+    extra: str
+    reason: str
+
+    def __init__(self, *, module: str, extra: str, reason: str) -> None:
+        super().__init__(
+            f"this needs the optional package {module!r}, which is not installed ({reason}): "
+            f"pip install 'wrdsvault[{extra}]'",
+            module=module,
+            extra=extra,
+            reason=reason,
         )
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import attrs
 
@@ -838,6 +838,14 @@ class Warehouse:
     def arrow(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> pa.Table:
         """Run one SELECT on the latest snapshot and return a pyarrow Table."""
         return self._run_latest(sql, params, timeout_s, fetch_arrow)
+
+    def pl(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> Any:
+        """Run one SELECT on the latest snapshot and return a polars DataFrame; see
+        `Snapshot.pl` (the extra ``polars``)."""
+        from wrdsvault._polars import from_arrow, require_polars
+
+        require_polars()
+        return from_arrow(self._run_latest(sql, params, timeout_s, fetch_arrow))
 
     def diff(
         self,
