@@ -168,6 +168,8 @@ def test_temp_tables_views_and_inserts_work_and_stay_private(sbx: Sandbox) -> No
             """
         )
         s.execute("insert into plain values ($1, $2)", [7, "x"])
+        s.execute("create temp table data as select 1 as year; insert into data values (2)")
+        assert s.query("select sum(year) as n from data")["n"][0] == 3  # keywords as names
         assert s.query("select count(*) as n from firms")["n"][0] == expected + 2
         assert s.arrow("select * from winners where permno < 0").num_rows == 2
         assert s.query("select * from plain").to_dict("records") == [{"a": 7, "b": "x"}]

@@ -26,6 +26,7 @@ database settings refuse file access at run time whatever the statement.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -59,6 +60,7 @@ __all__ = ["Session"]
 
 T = TypeVar("T")
 
+_WORD: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEYWORD: Final = duckdb.token_type.keyword
 _IDENTIFIER: Final = duckdb.token_type.identifier
 _COMMENT: Final = duckdb.token_type.comment
@@ -107,7 +109,9 @@ class _Tokens:
         if self.pos < len(self.items):
             tok, kind, _ = self.items[self.pos]
             after = self.items[self.pos + 1][0] if self.pos + 1 < len(self.items) else ""
-            if kind == _IDENTIFIER and after != ".":
+            # A plain word DuckDB calls a keyword (data, year, names) names a table as well.
+            plain = kind == _KEYWORD and _WORD.fullmatch(tok) is not None
+            if (kind == _IDENTIFIER or plain) and after != ".":
                 self.pos += 1
                 return tok
         raise QueryRejectedError(
