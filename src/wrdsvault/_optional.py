@@ -1,7 +1,7 @@
 """Optional dependencies: imported only by the function that needs them, never at import time.
 
-`require` imports a module of an extra (``fsspec`` of ``s3``, ...) and turns a missing one into
-`MissingExtraError`, whose message names the extra to install.
+Each lives in an extra of its own (``pip install 'wrdsvault[polars]'``); `require` imports one
+and, when it is missing, raises `MissingExtraError` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ __all__ = ["require"]
 
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module``, or raise `MissingExtraError` naming ``pip install 'wrdsvault[extra]'``."""
+    """Import ``module``; if it is not installed, raise `MissingExtraError` naming ``extra``."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
