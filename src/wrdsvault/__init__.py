@@ -22,11 +22,13 @@ from wrdsvault.errors import (
     BackupError,
     CommitOutcomeUnknownError,
     DiskSpaceError,
+    IcebergExportError,
     IntegrityError,
     InvalidNameError,
     InvalidValueError,
     LockBreakRefusedError,
     LockHeldError,
+    MissingExtraError,
     QueryError,
     QueryRejectedError,
     QueryTimeoutError,
@@ -45,6 +47,7 @@ from wrdsvault.errors import (
     WrdsVaultError,
     WriteError,
 )
+from wrdsvault.exports import IcebergExport
 from wrdsvault.manifest import (
     FORMAT_VERSION,
     ColumnSchema,
@@ -98,6 +101,8 @@ __all__ = [
     "Finding",
     "GcPlan",
     "GcReport",
+    "IcebergExport",
+    "IcebergExportError",
     "IntegrityError",
     "InvalidNameError",
     "InvalidValueError",
@@ -107,6 +112,7 @@ __all__ = [
     "LockHeldError",
     "LockInfo",
     "Manifest",
+    "MissingExtraError",
     "PartitionFile",
     "Progress",
     "QuarantineEntry",
