@@ -47,7 +47,7 @@ from wrdsvault.errors import (
     WrdsVaultError,
     WriteError,
 )
-from wrdsvault.exports import IcebergExport
+from wrdsvault.exports import ExportRecord, IcebergExport
 from wrdsvault.manifest import (
     FORMAT_VERSION,
     ColumnSchema,
@@ -96,6 +96,7 @@ __all__ = [
     "DoctorFinding",
     "DoctorReport",
     "ExpiredSnapshot",
+    "ExportRecord",
     "FORMAT_VERSION",
     "FileFault",
     "Finding",

@@ -37,9 +37,17 @@ import pyarrow as pa
 
 from wrdsvault._optional import require
 from wrdsvault._storage.catalog import Catalog
+from wrdsvault._storage.crashpoints import ExportPoint, export_point
 from wrdsvault._storage.layout import Layout
 from wrdsvault.errors import IcebergExportError, WrdsVaultError
-from wrdsvault.exports import ExportRecord, IcebergExport, utc_stamp, write_record
+from wrdsvault.exports import (
+    ExportRecord,
+    IcebergExport,
+    read_records,
+    record_key,
+    utc_stamp,
+    write_record,
+)
 from wrdsvault.manifest import ColumnSchema, DatasetEntry, Manifest, format_timestamp
 from wrdsvault.schema import arrow_schema
 from wrdsvault.settings import VaultSettings
@@ -174,9 +182,25 @@ def export(
                 dataset=dataset,
                 catalog=label,
                 reason=f"{dataset} and {other} would both be table {table_name(dataset)}; "
-                "export them to different namespaces is not supported, rename one library",
+                "one of them cannot be exported (rename its library, or drop it from the vault)",
             )
     ns = tuple(namespace.split("."))
+    through = committed[-1][0] if committed else None
+    key = record_key(label, namespace)
+    before = {r.key: r for r in read_records(layout)}.get(key)
+    # Before any table changes: keep everything the tables may name by the end of this run
+    # (what they named before, and every committed snapshot), so that a crash part-way leaves
+    # gc keeping more than the tables need, never less. The exact record replaces it below.
+    intent = ExportRecord(
+        catalog=label,
+        namespace=namespace,
+        tables=dict(before.tables) if before else {},
+        snapshots=tuple(sorted(set(before.snapshots if before else ()) | set(manifests))),
+        exported_through=before.exported_through if before else None,
+        exported_at=before.exported_at if before else utc_stamp(now),
+    )
+    write_record(layout, intent, file_mode=settings.file_mode, dir_mode=settings.dir_mode)
+    export_point(ExportPoint.INTENT_WRITTEN)
     try:
         ice.create_namespace_if_not_exists(ns)
     except Exception as exc:
@@ -209,10 +233,11 @@ def export(
         namespace=namespace,
         tables=tables,
         snapshots=tuple(sorted(held & set(manifests))),
-        exported_through=committed[-1][0] if committed else None,
+        exported_through=through,
         exported_at=utc_stamp(now),
     )
     path = write_record(layout, record, file_mode=settings.file_mode, dir_mode=settings.dir_mode)
+    export_point(ExportPoint.RECORD_WRITTEN)
     return IcebergExport(
         catalog=label,
         namespace=namespace,
@@ -366,6 +391,7 @@ class _TableExport:
             producer.append_data_file(pyarrow_io.parquet_file_to_data_file(io, metadata, uri))
         producer.commit()
         txn.commit_transaction()
+        export_point(ExportPoint.TABLE_COMMITTED)
         self.table = self.ice.load_table(self.ident)  # a created table comes back staged
 
     def _create(self, entry: DatasetEntry) -> Transaction:
@@ -448,6 +474,7 @@ class _TableExport:
                 for tag in changed:
                     manage.create_tag(snapshot_id=wanted[tag], tag_name=tag)
             txn.set_properties({TAGS_PROPERTY: json.dumps(sorted(wanted))})
+        export_point(ExportPoint.TAGS_COMMITTED)
         return changed, gone
 
 

@@ -128,7 +128,7 @@ def _record_path(layout: Layout, key: str) -> Path:
     if len(key) != 16 or any(c not in "0123456789abcdef" for c in key):
         msg = f"not an export record key: {key!r}"
         raise ValueError(msg)
-    return layout.root / "exports" / f"{_RECORD_PREFIX}{key}.json"
+    return layout.exports_dir / f"{_RECORD_PREFIX}{key}.json"
 
 
 def read_records(layout: Layout) -> list[ExportRecord]:
@@ -138,7 +138,7 @@ def read_records(layout: Layout) -> list[ExportRecord]:
         VaultFormatError: a record cannot be read or parsed. gc must not guess what a damaged
             record protects, so it refuses to run until the record is repaired or removed.
     """
-    folder = layout.root / "exports"
+    folder = layout.exports_dir
     try:
         names = sorted(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
