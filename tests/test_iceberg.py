@@ -179,7 +179,7 @@ def test_gc_keeps_what_the_export_names_until_the_export_lets_go(wh: Warehouse) 
     assert done.expired == () and done.deleted_files == ()
     ice = _catalog(wh)
     msf = ice.load_table("wrds.crsp_msf")
-    first = min(_vault_ids(msf))
+    first = {v: k for k, v in _vault_ids(msf).items()}[old]
     assert _iceberg_rows(msf, first) == _vault_rows(wh, old, "crsp.msf")  # files still there
     # Expire the old snapshots on the Iceberg side, export again: the record lets go of them.
     for table_name in report.tables.values():
@@ -248,6 +248,62 @@ def test_a_column_added_later_evolves_the_schema(tmp_path: Path) -> None:
     assert got_new == _vault_rows(wh, new, "ff.factors_monthly")
     # pyiceberg reads a snapshot with the schema it was written with: no "note" column then.
     assert _iceberg_rows(table, ids[old]) == _vault_rows(wh, old, "ff.factors_monthly")
+    wh.close()
+
+
+class Reshaped(Wrapping):
+    """The inner source with columns dropped and retyped (a vintage whose layout changed)."""
+
+    def __init__(self, inner: SampleSource, *, drop: str, cast: dict[str, Any]) -> None:
+        super().__init__(inner)
+        self.drop, self.cast = drop, cast
+
+    def _schema(self, schema: Any) -> Any:
+        import pyarrow as pa
+
+        fields = [
+            pa.field(f.name, self.cast.get(f.name, f.type)) for f in schema if f.name != self.drop
+        ]
+        return pa.schema(fields)
+
+    def describe(self, spec: Any) -> Any:
+        import attrs
+
+        info = self.inner.describe(spec)
+        marker = f"{info.change_marker}-{self.drop}-{sorted(self.cast)}"
+        return attrs.evolve(info, schema=self._schema(info.schema), change_marker=marker)
+
+    def read_partition(self, spec: Any, year: int | None, *, batch_rows: int = 131_072) -> Any:
+        for batch in self.inner.read_partition(spec, year, batch_rows=batch_rows):
+            table = batch.drop_columns([self.drop])
+            yield table.cast(self._schema(batch.schema))
+
+
+def test_a_dropped_column_evolves_and_an_impossible_type_change_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A dropped column is deleted from the schema (older snapshots keep it); a column that
+    turns from a number into text cannot evolve in Iceberg and the export says so."""
+    import pyarrow as pa
+
+    wh = Warehouse(tmp_path / "vault", source=_source(1))
+    wh.sync("ff.factors_monthly")
+    wh.source = Reshaped(_source(1), drop="umd", cast={})
+    wh.sync("ff.factors_monthly", drift="accept", full=True)
+    report = wh.export_iceberg()
+    table = _catalog(wh).load_table(report.tables["ff.factors_monthly"])
+    assert "umd" not in table.schema().column_names
+    ids = {v: k for k, v in _vault_ids(table).items()}
+    for info in wh.snapshots():
+        rows = _iceberg_rows(table, ids[info.snapshot_id])
+        assert rows == _vault_rows(wh, info.snapshot_id, "ff.factors_monthly")
+    wh.source = Reshaped(_source(1), drop="umd", cast={"rf": pa.string()})
+    wh.sync("ff.factors_monthly", drift="accept", full=True)
+    with pytest.raises(IcebergExportError, match="cannot evolve") as err:
+        wh.export_iceberg()
+    assert err.value.dataset == "ff.factors_monthly"
+    table = _catalog(wh).load_table(report.tables["ff.factors_monthly"])
+    assert len(table.snapshots()) == 2, "the refused snapshot is not half-exported"
     wh.close()
 
 

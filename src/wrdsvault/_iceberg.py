@@ -186,6 +186,17 @@ def export(
             )
     ns = tuple(namespace.split("."))
     through = committed[-1][0] if committed else None
+    try:
+        ice.create_namespace_if_not_exists(ns)
+        # Every table is judged (ours? this vault's?) before anything is written anywhere.
+        exports = {
+            d: _TableExport(ice, (*ns, table_name(d)), d, layout, label, manifests, known)
+            for d in datasets
+        }
+    except WrdsVaultError:
+        raise
+    except Exception as exc:  # the catalog failed
+        raise _failed("", label, "cannot read the namespace or its tables", exc) from exc
     key = record_key(label, namespace)
     before = {r.key: r for r in read_records(layout)}.get(key)
     # Before any table changes: keep everything the tables may name by the end of this run
@@ -201,20 +212,14 @@ def export(
     )
     write_record(layout, intent, file_mode=settings.file_mode, dir_mode=settings.dir_mode)
     export_point(ExportPoint.INTENT_WRITTEN)
-    try:
-        ice.create_namespace_if_not_exists(ns)
-    except Exception as exc:
-        raise _failed("", label, "cannot create the namespace", exc) from exc
     tables: dict[str, str] = {}
     added: dict[str, tuple[str, ...]] = {}
     moved: dict[str, tuple[str, ...]] = {}
     removed: dict[str, tuple[str, ...]] = {}
     held: set[str] = set()
-    for dataset in datasets:
-        ident = (*ns, table_name(dataset))
-        tables[dataset] = ".".join(ident)
+    for dataset, table in exports.items():
+        tables[dataset] = ".".join(table.ident)
         try:
-            table = _TableExport(ice, ident, dataset, layout, label, manifests, known)
             new = table.export(committed)
             tagged, gone = table.publish_tags(tags)
             held.update(table.recorded().values())
@@ -479,9 +484,18 @@ class _TableExport:
 
 
 def _set_name_mapping(txn: Transaction) -> None:
-    """Map the current schema's names to its field ids: the vault's files carry no field ids."""
-    mapping = txn.table_metadata.schema().name_mapping.model_dump_json()
-    txn.set_properties({_NAME_MAPPING: mapping})
+    """Map column names to field ids (the vault's files carry none): the current schema's, and
+    those of dropped columns, which older snapshots' files still have (a reader fails on a
+    file column the mapping does not name)."""
+    names = require("pyiceberg.table.name_mapping", "iceberg")
+    current = txn.table_metadata.schema().name_mapping
+    fields = list(current.root)
+    taken = {n for f in fields for n in f.names}
+    if previous := txn.table_metadata.properties.get(_NAME_MAPPING):
+        for field in names.parse_mapping_from_json(previous).root:
+            if not taken & set(field.names):
+                fields.append(field)
+    txn.set_properties({_NAME_MAPPING: names.NameMapping(fields).model_dump_json()})
 
 
 def _arrow(columns: tuple[ColumnSchema, ...]) -> pa.Schema:
