@@ -165,6 +165,24 @@ def test_a_later_export_adds_only_new_snapshots_and_tags(tmp_path: Path) -> None
     wh.close()
 
 
+def test_a_dropped_dataset_empties_its_table_and_a_new_sync_fills_it(tmp_path: Path) -> None:
+    """Dropping a dataset is an Iceberg snapshot without files; syncing it again adds them."""
+    wh = Warehouse(tmp_path / "vault", source=_source(1))
+    wh.sync(["crsp.msf", "ff.factors_monthly"])
+    wh.drop("ff.factors_monthly")
+    wh.sync("ff.factors_monthly")
+    report = wh.export_iceberg()
+    table = _catalog(wh).load_table(report.tables["ff.factors_monthly"])
+    first, dropped, back = (s.snapshot_id for s in wh.snapshots())
+    assert report.added["ff.factors_monthly"] == (first, dropped, back)
+    assert report.added["crsp.msf"] == (first,)
+    ids = {v: k for k, v in _vault_ids(table).items()}
+    assert _iceberg_rows(table, ids[dropped]) == []
+    assert _iceberg_rows(table, ids[back]) == _vault_rows(wh, back, "ff.factors_monthly")
+    assert _iceberg_rows(table, ids[first]) == _vault_rows(wh, first, "ff.factors_monthly")
+    wh.close()
+
+
 def test_gc_keeps_what_the_export_names_until_the_export_lets_go(wh: Warehouse) -> None:
     """gc keeps exported snapshots; after Iceberg expired one and the export ran, gc frees it."""
     wh.untag("v1")
@@ -204,6 +222,24 @@ def test_forgetting_the_export_lets_gc_expire_its_snapshots(wh: Warehouse) -> No
     assert wh.forget_iceberg_export() is True
     assert wh.iceberg_exports() == []
     assert wh.gc(keep_last=1).expired == (wh.expired()[0].snapshot_id,)
+
+
+def test_an_export_after_gc_took_its_last_recorded_snapshot_goes_on(wh: Warehouse) -> None:
+    """With the record forgotten and gc done, the next export reads the table's own state."""
+    wh.untag("v1")
+    wh.untag("paper")
+    wh.export_iceberg()
+    wh.source = _source(2)
+    wh.sync("crsp.msenames")  # a third snapshot that leaves the exported datasets as they are
+    wh.forget_iceberg_export()
+    assert len(wh.gc(keep_last=1).expired) == 2
+    again = wh.export_iceberg()
+    assert set(again.added) == {"crsp.msenames"}
+    latest = wh.snapshots()[-1].snapshot_id
+    msf = _catalog(wh).load_table("wrds.crsp_msf")
+    current = msf.current_snapshot()
+    assert current is not None
+    assert _iceberg_rows(msf, current.snapshot_id) == _vault_rows(wh, latest, "crsp.msf")
 
 
 def test_a_damaged_export_record_stops_gc(wh: Warehouse) -> None:

@@ -336,8 +336,11 @@ class _TableExport:
         prev_entry = prev.datasets.get(self.dataset) if prev is not None else None
         columns = prev_entry.columns if prev_entry is not None else None
         files = {self._uri(p.path) for p in prev_entry.partitions} if prev_entry else set()
-        if self.table is not None and prev is None:
-            files = self._current_files()  # the last recorded manifest is gone: ask the table
+        # The last recorded manifest is gone (gc expired it once no record kept it): the
+        # table's own files stand for it, and its columns are those of the same files.
+        unknown = self.table is not None and prev is None
+        if unknown:
+            files = self._current_files()
         out = []
         for sid, _ in committed:
             if sid <= last:
@@ -345,12 +348,13 @@ class _TableExport:
             entry = self.manifests[sid].datasets.get(self.dataset)
             target = {self._uri(p.path) for p in entry.partitions} if entry else set()
             new_columns = entry.columns if entry is not None else columns
-            if target == files and new_columns == columns:
+            if target == files and (new_columns == columns or unknown):
+                columns, unknown = new_columns, False
                 continue
             if self.table is None and entry is None:
                 continue
             self._commit(sid, entry, target - files, files - target, columns)
-            files, columns = target, new_columns
+            files, columns, unknown = target, new_columns, False
             out.append(sid)
         return out
 
@@ -374,8 +378,12 @@ class _TableExport:
             txn = self._create(entry)
         else:
             txn = self.table.transaction()
-            if entry is not None and old_columns is not None and entry.columns != old_columns:
-                self._evolve(txn, entry, old_columns)
+            if entry is not None and old_columns is None:
+                # The last recorded vault snapshot is gone (gc expired it after its export
+                # record was removed): evolve from the table's own schema, a no-op if equal.
+                self._evolve(txn, entry, tuple(self.table.schema().column_names))
+            elif entry is not None and old_columns is not None and entry.columns != old_columns:
+                self._evolve(txn, entry, tuple(c.name for c in old_columns))
         pyarrow_io = require("pyiceberg.io.pyarrow", "iceberg")
         metadata = txn.table_metadata
         stamp = int(manifest.committed_at.timestamp() * 1000)
@@ -431,18 +439,16 @@ class _TableExport:
         _set_name_mapping(txn)
         return txn
 
-    def _evolve(
-        self, txn: Transaction, entry: DatasetEntry, old_columns: tuple[ColumnSchema, ...]
-    ) -> None:
+    def _evolve(self, txn: Transaction, entry: DatasetEntry, old_names: tuple[str, ...]) -> None:
         """Add, drop and widen columns as the vault snapshot did, or refuse."""
         exceptions = require("pyiceberg.exceptions", "iceberg")
         names = {c.name for c in entry.columns}
         try:
             with txn.update_schema() as update:
                 update.union_by_name(_arrow(entry.columns))
-                for old in old_columns:
-                    if old.name not in names:
-                        update.delete_column(old.name)
+                for old in old_names:
+                    if old not in names:
+                        update.delete_column(old)
         except (ValueError, exceptions.ValidationError) as exc:
             raise self._refuse(
                 f"the columns changed in a way an Iceberg schema cannot evolve ({exc}); "
