@@ -577,8 +577,9 @@ class Warehouse:
         The policy is the ``keep_*`` arguments if any is given, else ``policy``, else the one
         stored in the vault's settings (``retention``); with none, nothing expires and gc only
         deletes data files no snapshot references (left by crashed writers). Whatever the
-        policy, the latest snapshot, tagged snapshots and snapshots a live reader holds are
-        kept; a file shared with a kept snapshot is never deleted. Expired snapshots are listed
+        policy, the latest snapshot, tagged snapshots, snapshots a live reader holds and
+        snapshots an export still publishes (`export_iceberg`) are kept; a file shared with a
+        kept snapshot is never deleted. Expired snapshots are listed
         by `expired` (docs/retention.md).
 
         Args:
