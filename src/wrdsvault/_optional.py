@@ -1,7 +1,7 @@
-"""Optional dependencies: imported only by the function that needs one, named by their extra.
+"""Optional dependencies: imported only by the function that needs them, never at import time.
 
-``import wrdsvault`` never imports an optional package; a feature that needs one calls `require`
-when it runs, so a missing package is one clear error that names the extra to install.
+Each lives in an extra of its own (``pip install 'wrdsvault[polars]'``); `require` imports one
+and, when it is missing, raises `MissingExtraError` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -15,11 +15,7 @@ __all__ = ["require"]
 
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module``, or raise `MissingExtraError` naming ``pip install 'wrdsvault[extra]'``.
-
-    Raises:
-        MissingExtraError: the module (or one it imports) is not installed.
-    """
+    """Import ``module``; if it is not installed, raise `MissingExtraError` naming ``extra``."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
