@@ -248,3 +248,15 @@ def test_writer_killed_during_a_parallel_sync(
             assert [float(g["r"]) for g in got] == pytest.approx([float(r) for *_, r in expected])
             assert wh.verify().ok
         assert staging_dirs(vault_dir) == []
+
+
+def test_a_sync_never_loads_the_library_list(make_replica: MakeReplica, vault_dir: Path) -> None:
+    """wrds.Connection() lists every library at login; a sync of one table logs in without it,
+    on every stream connection too."""
+    with make_replica(datasets=["crsp.msf"]) as rep:
+        offset = log_statements(rep)
+        with Warehouse(vault_dir, source=rep.source(streams=3)) as wh:
+            assert wh.sync("crsp.msf").committed
+        log = statements_since(rep, offset)
+        assert log.count("COPY (") == 3
+        assert "schemaname" not in log  # wrds's load_library_list query
