@@ -12,13 +12,17 @@ How it reads WRDS (docs/wrds.md has the user's version):
 * **Partitions**: one ``GROUP BY extract(year FROM <date column>)`` query returns each year's exact
   row count and a content marker, the row count plus the sum of ``hash_record_extended(row, 0)``
   over the year's rows (PostgreSQL >= 14; computed on the server, about 1M rows/s; without it the
-  marker is ``None``). Rows with a NULL date are refused, never dropped.
+  marker is ``None``). Only the years the sync will compare are hashed up front; the others
+  (all of them on a first sync) get their marker from the rows as they are read: the COPY adds
+  ``hash_record_extended(row, 0)`` as a last column, summed exactly and dropped by the reader.
+  Rows with a NULL date are refused, never dropped.
 * **Rows**: ``COPY (SELECT ... ORDER BY <key>, <other columns>) TO STDOUT (FORMAT csv)`` on the
   psycopg2 connection inside the ``wrds.Connection``, written by one thread into an OS pipe and
   parsed by another with ``pyarrow.csv.open_csv`` (explicit column types) into a bounded queue
   the vault writes from. On a 5.1M-row ``crsp.dsf`` a whole sync ran at about 6.6x the rows/s of
   ``wrds.Connection.raw_sql`` at about 1/10 of its peak memory (``benchmarks/test_sync.py``).
-  Memory is bounded by a few CSV blocks, not by the year.
+  Memory is bounded by a few CSV blocks, not by the year. Up to ``streams`` years are read at
+  once, each on its own connection (at most WRDS's per-user limit; docs/wrds.md).
 * **Failures** become `SourceError` (or `UnknownDatasetError`) with what to do next and never
   the password. A dropped connection before a partition has sent its first batch is retried from
   the start (reconnecting, with exponential backoff); after that, the partition fails with
