@@ -84,6 +84,21 @@ def test_first_sync_takes_each_years_marker_from_its_rows(
             assert again["crsp.msf"].years_reused == (2021, 2022, 2023)
             assert again["crsp.msf"].years_written == ()
             assert "COPY (" not in statements_since(rep, offset)
+            # A changed year was given its marker by the hashing query: its COPY sends no hashes.
+            rep.execute("UPDATE crsp_a_stock.msf SET ret = 0.25 WHERE date = '2022-03-31'")
+            rep.execute("COMMENT ON VIEW crsp.msf IS 'Monthly Stock (Updated 2030-02-01)'")
+            offset = log_statements(rep)
+            changed = wh.sync("crsp.msf")
+            log = statements_since(rep, offset)
+            assert changed["crsp.msf"].years_written == (2022,)
+            copies = [line for line in log.splitlines() if "COPY (" in line]
+            assert len(copies) == 1
+            assert "hash_record_extended" not in copies[0]
+            server = rep.source()
+            now = {p.year: p.marker for p in server.partitions(builtin_spec("crsp.msf"))}
+            server.close()
+            assert markers_by_year(wh, "crsp.msf") == now
+            assert now[2022] != expected[2022]
 
 
 def test_table_the_server_cannot_hash_is_read_without_markers(

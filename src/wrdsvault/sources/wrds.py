@@ -748,6 +748,7 @@ class WrdsSource:
         self.year_markers = bool(year_markers)
         self._row_hash: bool | None = None  # None: not tried yet on this server
         self._unhashed: set[str] = set()  # tables whose rows the server cannot hash
+        self._marked: dict[str, set[int | None]] = {}  # years partitions() gave a marker
         self._tables: dict[str, _Table] = {}
         self.streams = streams
         self._pool_lock = threading.Lock()
@@ -1050,6 +1051,13 @@ class WrdsSource:
                 )
             marker = f"{_ROW_HASH_METHOD}:{count}:{digest or 0}" if hashed else None
             out.append(PartitionInfo(year=y, row_count=int(count), marker=marker))
+        with self._pool_lock:  # a year marked here needs no hash column when it is read
+            known = self._marked.setdefault(spec.name, set())
+            for part in out:
+                if part.marker is None:
+                    known.discard(part.year)
+                else:
+                    known.add(part.year)
         return out
 
     @staticmethod
@@ -1206,8 +1214,13 @@ class WrdsSource:
         import psycopg2.errors
 
         # The rows' hashes come with the rows unless this server or table cannot hash them.
+        with self._pool_lock:
+            marked = year in self._marked.get(spec.name, ())
         hashed = (
-            self.year_markers and self._row_hash is not False and spec.name not in self._unhashed
+            self.year_markers
+            and self._row_hash is not False
+            and spec.name not in self._unhashed
+            and not marked
         )
         copy_sql = self._copy_sql(spec, table, year, raw, hashed=hashed)
         stream = _CopyStream(raw, _COPY_SETUP, copy_sql, table, hashed=hashed)
@@ -1248,7 +1261,8 @@ class WrdsSource:
 
         The same value `partitions` gives for those rows (row count and the sum of their
         ``hash_record_extended``), computed from the COPY itself; ``None`` if the last read of
-        that year did not finish or could not hash (``year_markers=False``, an old server).
+        that year did not finish or could not hash (``year_markers=False``, an old server), or
+        if `partitions` already gave that year a marker (then the COPY sends no hashes).
         """
         with self._pool_lock:
             return self._streamed.get((spec.name, year))
@@ -1306,6 +1320,7 @@ class WrdsSource:
         with self._pool_lock:
             idle, self._idle = self._idle, []
             self._streamed.clear()
+            self._marked.clear()
         for extra in idle:
             _discard(extra)
         if self._owns_db and self._db is not None:
