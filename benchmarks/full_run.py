@@ -14,7 +14,7 @@ the ``WRDSVAULT_BENCH_*`` sizes derived from one row count ``n`` (`Size.from_row
   million rows of it: test_sync.py skips a ``raw_sql`` path that would not fit in 70% of the
   available memory, e.g. the whole table at 10M rows on 24 GiB);
 * queries: a vault of ~``n`` ``crsp.dsf`` rows (``n / 794`` securities x 5 years);
-* verify: ``n x 1024 / 5M`` MB of incompressible Parquet (1 GiB at 5M rows);
+* verify and backup: ``n x 1024 / 5M`` MB of incompressible Parquet (1 GiB at 5M rows);
 * snapshot open: ``n / 50k`` datasets x 60 years (6,000 files at 5M rows).
 
 Everything lands in ``benchmarks/results/<date>-<host>[-quick]/``: one pytest-benchmark JSON and
@@ -84,6 +84,7 @@ QUERY: Final = 1.10
 OPEN_MS: Final = 50.0
 FIRST_QUERY_MS: Final = 100.0
 VERIFY: Final = 0.8
+BACKUP: Final = 0.8
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,6 +472,23 @@ def ratio_rows(label: str, bench: Bench) -> list[dict[str, Any]]:
             ">=",
             VERIFY,
             f"{nbytes / 1e3 / verify:,.0f} vs {nbytes / 1e3 / hashlib_ms:,.0f} MB/s",
+        )
+    backup = bench.median_ms("test_full_backup")
+    for baseline, label in (
+        ("test_full_cp_r_baseline", "cp -r"),
+        ("test_full_cp_r_sync_baseline", "cp -r + sync"),
+    ):
+        base_ms = bench.median_ms(baseline)
+        if backup is None or base_ms is None:
+            continue
+        nbytes = bench.info("test_full_backup")["bytes"]
+        add(
+            f"full backup MB/s / {label} MB/s (medians)",
+            f"{nbytes / 1e6:,.0f} MB in 16 MB files",
+            base_ms / backup,
+            ">=",
+            BACKUP,
+            f"{nbytes / 1e3 / backup:,.0f} vs {nbytes / 1e3 / base_ms:,.0f} MB/s",
         )
     return out
 

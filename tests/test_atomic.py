@@ -16,9 +16,11 @@ from wrdsvault._storage.atomic import (
     copy_to_temp,
     link_if_absent,
     publish,
+    publish_all,
     publish_link,
     put_if_absent,
     sha256_file,
+    stage_copy,
     write_temp,
 )
 
@@ -147,3 +149,37 @@ def test_copy_to_temp_hashes_the_fsynced_copy(
     assert (digest, size) == sha256_file(src)
     assert dst.read_bytes() == b"damaged"
     assert tmp.stat().st_mode & 0o777 == 0o640
+
+
+def test_publish_all_moves_every_file_into_new_folders(tmp_path: Path) -> None:
+    """publish_all renames each staged file to its final name, creating the missing folders
+    with the given mode, and leaves nothing under the staged names."""
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    moves = []
+    for i, year in enumerate(("2001", "2002", "2002")):
+        staged = staging / f".f{i}.tmp"
+        staged.write_bytes(f"file {i}".encode())
+        moves.append((staged, tmp_path / "data" / "crsp" / "msf" / year / f"f{i}.parquet"))
+    publish_all(moves, dir_mode=0o750)
+    for i, (_, final) in enumerate(moves):
+        assert final.read_bytes() == f"file {i}".encode()
+    assert list(staging.iterdir()) == []
+    for folder in (tmp_path / "data", tmp_path / "data" / "crsp" / "msf" / "2002"):
+        assert folder.stat().st_mode & 0o777 == 0o750
+
+
+def test_stage_copy_hashes_the_copy_and_leaves_it_open_for_the_fsync(tmp_path: Path) -> None:
+    """stage_copy returns the copy's own hash and size under a temp name beside dst; fsync()
+    closes it, discard() removes it."""
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom((1 << 20) + 5))
+    staged = stage_copy(src, tmp_path / "dst.bin", mode=0o600)
+    assert (staged.sha256, staged.size) == sha256_file(src)
+    assert staged.path.read_bytes() == src.read_bytes()
+    staged.fsync()
+    with pytest.raises(OSError):
+        os.fstat(staged.fd)
+    again = stage_copy(src, tmp_path / "dst.bin", mode=0o600)
+    again.discard()
+    assert not again.path.exists() and staged.path.exists()

@@ -69,7 +69,8 @@ def test_the_table_covers_every_public_method() -> None:
         for name, member in inspect.getmembers(Warehouse, inspect.isfunction)
         if not name.startswith("_")
     }
-    assert public - {"sync", "close"} == set(CALLS)
+    # sync and restore create a vault (restore: at its target, from a backup); close reads none.
+    assert public - {"sync", "close", "restore"} == set(CALLS)
 
 
 @pytest.mark.parametrize("where", ["missing", "missing/parent", "empty"])
@@ -185,7 +186,7 @@ def test_every_cli_command_on_a_mistyped_vault_exits_1_and_creates_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], receipt_file: Path, command: str
 ) -> None:
     """Each read (and `sync --all`) names the path and how to make a vault; nothing appears."""
-    assert set(CLI_ARGS) == set(_COMMANDS) - {"sync", "demo"}
+    assert set(CLI_ARGS) == set(_COMMANDS) - {"sync", "demo", "restore"}
     vault = tmp_path / "wrsd"  # the typo
     if command == "sync --all":
         argv = ["sync", "--all", *SAMPLE]
@@ -206,3 +207,12 @@ def test_cli_sync_creates_the_vault(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 0, err
     code, out, _ = run(capsys, "snapshots", "--vault", str(vault))
     assert code == 0 and "1 datasets" in out
+
+
+def test_restore_from_a_folder_without_a_vault_raises_and_creates_nothing(tmp_path: Path) -> None:
+    """Warehouse.restore from a mistyped backup path names it (NotAVaultError) and creates
+    neither the backup's folder nor the target."""
+    before = entry_paths(tmp_path)
+    with pytest.raises(NotAVaultError):
+        Warehouse.restore(tmp_path / "bakcup", tmp_path / "new")
+    assert entry_paths(tmp_path) == before

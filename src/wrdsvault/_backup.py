@@ -2,11 +2,12 @@
 
 A backup is a vault in the same format. It is written like a sync writes: under the
 *destination's* writer lock, data files first (each copied to the destination's staging folder,
-fsynced, re-hashed there and checked against the manifest, then renamed to its content-addressed
-name), then the manifests (byte for byte the source's), then the tags, then the
-destination's ``HEAD``, the commit point. The source is only read, under reader leases taken at
-the start on every committed snapshot (the pinned set), never under its writer lock: a sync
-committing meanwhile is not in this backup and is in the next one.
+re-hashed there and checked against the manifest, fsynced, then renamed to its
+content-addressed name; in batches, see `_copy_files`), then the manifests (byte for byte the
+source's), then the tags, then the destination's ``HEAD``, the commit point. The source is
+only read, under reader leases taken at the start on every committed snapshot (the pinned set),
+never under its writer lock: a sync committing meanwhile is not in this backup and is in the
+next one.
 
 An interrupted backup leaves the destination's ``HEAD`` where it was, so the previous backup
 stays current and complete; the manifests (and tags) it wrote past ``HEAD`` are byte-identical
@@ -26,20 +27,23 @@ import errno
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
 import attrs
 import psutil
 
 from wrdsvault._storage.atomic import (
     NO_WRITE_ACCESS,
+    StagedCopy,
     atomic_write_bytes,
     copy_to_temp,
     make_dirs,
     publish,
+    publish_all,
+    stage_copy,
 )
 from wrdsvault._storage.catalog import Catalog
 from wrdsvault._storage.crashpoints import BackupPoint, crashpoint
@@ -63,10 +67,14 @@ from wrdsvault.retention import ExpiredSnapshot
 from wrdsvault.settings import VaultSettings
 
 __all__ = [
+    "BackupFiles",
     "BackupProgress",
+    "LocalBackup",
     "backup",
     "check_destination_path",
+    "checked_manifest",
     "os_errors",
+    "pin_snapshots",
     "repair",
     "repair_report",
 ]
@@ -76,6 +84,14 @@ BackupProgress = Callable[[int, int, int, int], None]
 
 #: errnos meaning "the destination is full": no space, over quota, or a file size limit.
 _FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+#: Copy threads: one per core copying or hashing, and one more for a thread waiting on the disk.
+_WORKERS: Final = min(4, (os.cpu_count() or 1) + 1)
+#: fsync threads: an fsync only waits (for the disk, a journal commit, a cache flush), and many
+#: waiting together share one commit and one flush.
+_SYNCERS: Final = 16
+#: Files per batch: their fds stay open from the copy until the batch's fsyncs.
+_BATCH_FILES: Final = 64
 
 _HEAD_POINTS: Final = (
     BackupPoint.HEAD_TEMP_WRITTEN,
@@ -176,7 +192,7 @@ def os_errors(where: Path, what: str) -> Iterator[None]:
         ) from exc
 
 
-def _pin(
+def pin_snapshots(
     catalog: Catalog, take_lease: Callable[[str], Lease | None], leases: list[Lease]
 ) -> list[str]:
     """Take a reader lease on every committed snapshot; return those still committed after."""
@@ -306,7 +322,7 @@ def backup(
     where = str(dest)
     leases: list[Lease] = []
     try:
-        pinned = _pin(catalog, take_lease, leases)
+        pinned = pin_snapshots(catalog, take_lease, leases)
         src_raw: dict[str, bytes] = {}
         src_manifests: dict[str, Manifest] = {}
         for sid in pinned:
@@ -468,42 +484,68 @@ def _copy_files(
             continue
         jobs.append(_Copy(rel, sha256, size, final, source, replace=problem.kind != "missing"))
 
-    # ... then the copies (copy, fsync, hash at the destination) on a small thread pool: the
-    # kernel copy, fsync and hashlib all release the GIL. Published in order, one at a time.
-    def copy(job: _Copy) -> tuple[Path, str, int]:
-        return copy_to_temp(
+    # ... then the copies, in batches (docs/backup.md#throughput). Each file is copied in the
+    # kernel and hashed at once on a small thread pool (copy_file_range, hashlib and file I/O
+    # all release the GIL); the batch's fsyncs are issued only after all its copies, so the
+    # kernel writes them back together while the next files are copied; then the batch is
+    # renamed into place with one fsync per folder. Every file of every batch is durable,
+    # checked and in place before the first manifest is written.
+    def stage(job: _Copy) -> StagedCopy:
+        return stage_copy(
             Path(job.source),
             writer.staging / job.final.name,
             mode=mode,
-            points=(BackupPoint.FILE_COPIED, BackupPoint.FILE_FSYNCED),
+            copied=BackupPoint.FILE_COPIED,
         )
 
-    n_workers = min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="wrdsvault-backup") as pool:
-        for job, (tmp, digest, got) in zip(jobs, pool.map(copy, jobs), strict=True):
-            if (digest, got) != (job.sha256, job.size):
-                # The hash is of the fsynced copy: the source file, or the copy, is not the
+    def fsync(staged: StagedCopy) -> None:
+        staged.fsync(point=BackupPoint.FILE_FSYNCED)
+
+    with (
+        ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="wrdsvault-backup") as pool,
+        ThreadPoolExecutor(max_workers=_SYNCERS, thread_name_prefix="wrdsvault-fsync") as syncers,
+    ):
+
+        def fsync_many(fn: Callable[[Path], None], folders: list[Path]) -> None:
+            _run_all(syncers, fn, folders)
+
+        for first in range(0, len(jobs), _BATCH_FILES):
+            batch = jobs[first : first + _BATCH_FILES]
+            good: list[tuple[_Copy, StagedCopy]] = []
+            results = _run_all(pool, stage, batch)
+            for job, staged in zip(batch, results, strict=True):
+                if (staged.sha256, staged.size) == (job.sha256, job.size):
+                    good.append((job, staged))
+                    continue
+                # The hash is of the copy: the source file, or the copy, is not the
                 # manifest's. Which one, the source's own hash tells.
-                tmp.unlink(missing_ok=True)
+                staged.discard()
                 _, src_problem = src_check.hash(job.source, job.sha256)
                 if src_problem is None:
+                    for other in results:
+                        other.discard()  # each fd is closed once, whatever came before
                     raise BackupError(
                         destination=where,
                         reason=f"{job.rel} does not hash back to its manifest after it was "
                         "copied; the destination disk is failing or another process altered it",
                     )
                 damaged_source.append(f"{job.rel} (sha256 differs from the manifest)")
-                continue
-            make_dirs(job.final.parent, mode=writer.settings.dir_mode)
-            publish(tmp, job.final, points=(BackupPoint.FILE_RENAMED, BackupPoint.FILE_DIR_FSYNCED))
-            counts["copied"] += 1
-            counts["copied_bytes"] += job.size
-            counts["replaced"] += job.replace
+            _run_all(syncers, fsync, [staged for _, staged in good])
+            publish_all(
+                [(staged.path, job.final) for job, staged in good],
+                dir_mode=writer.settings.dir_mode,
+                points=(BackupPoint.FILE_RENAMED, BackupPoint.FILE_DIR_FSYNCED),
+                fsync_many=fsync_many,
+            )
             writer.lock.heartbeat()
-            done += 1
-            done_bytes += job.size
-            if progress is not None:
-                progress(done, len(files), done_bytes, total_bytes)
+            for job, _ in good:
+                counts["copied"] += 1
+                counts["copied_bytes"] += job.size
+                counts["replaced"] += job.replace
+                done += 1
+                done_bytes += job.size
+                if progress is not None:
+                    progress(done, len(files), done_bytes, total_bytes)
     if damaged_source:
         listed = "; ".join(damaged_source[:5])
         more = f" and {len(damaged_source) - 5} more" if len(damaged_source) > 5 else ""
@@ -517,11 +559,90 @@ def _copy_files(
     return counts
 
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _run_all(pool: ThreadPoolExecutor, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``fn`` of every item on ``pool``, in order; on a failure, wait for the rest, then raise.
+
+    Waiting for every task first means no copy is still being written when the caller (or the
+    destination's recovery) removes the staging folder; results that did come back are
+    `StagedCopy`s whose files are discarded (their fds closed) before the error propagates.
+    """
+    futures = [pool.submit(fn, item) for item in items]
+    wait(futures)
+    failed = next((f.exception() for f in futures if f.exception() is not None), None)
+    if failed is None:
+        return [f.result() for f in futures]
+    for f in futures:
+        result = None if f.exception() is not None else f.result()
+        if isinstance(result, StagedCopy):
+            result.discard()
+    raise failed
+
+
+class BackupFiles(Protocol):
+    """Read access to a backup vault's files by their vault-relative names (repair, restore).
+
+    `LocalBackup` reads a backup folder; ``_remote.RemoteVault`` an object-storage prefix.
+    """
+
+    where: str
+
+    def manifest_bytes(self, snapshot_id: str) -> bytes | None:
+        """The bytes of ``snapshots/<id>.json``; None if the backup has none or cannot read it."""
+        ...
+
+    def has(self, relpath: str, size: int) -> bool:
+        """Whether the backup holds a data file ``relpath`` of ``size`` bytes."""
+        ...
+
+    def fetch(self, relpath: str, dst: Path, *, mode: int) -> tuple[Path, str, int]:
+        """Copy ``relpath`` to a fresh, fsynced temp name beside ``dst``: (temp, sha256, size)."""
+        ...
+
+
+class LocalBackup:
+    """`BackupFiles` of a backup vault in a local folder (another disk, an NFS or SMB mount)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.where = str(layout.root)
+        self._check = PinnedFileCheck(layout)
+
+    def manifest_bytes(self, snapshot_id: str) -> bytes | None:
+        try:
+            return self.layout.manifest(snapshot_id).read_bytes()
+        except (OSError, InvalidNameError):
+            return None
+
+    def has(self, relpath: str, size: int) -> bool:
+        try:
+            source = self.layout.resolve_relpath_str(relpath)
+        except InvalidNameError:
+            return False
+        return self._check.check(source, size) is None
+
+    def fetch(self, relpath: str, dst: Path, *, mode: int) -> tuple[Path, str, int]:
+        source = Path(self.layout.resolve_relpath_str(relpath))
+        return copy_to_temp(source, dst, mode=mode)
+
+
+def checked_manifest(raw: bytes, snapshot_id: str, *, where: str) -> Manifest | None:
+    """``raw`` parsed as the manifest of ``snapshot_id``; None if it is damaged or another's."""
+    try:
+        manifest = Manifest.from_json(raw, where=where)
+    except VaultFormatError:
+        return None
+    return manifest if manifest.snapshot_id == snapshot_id else None
+
+
 def repair(
     layout: Layout,
     catalog: Catalog,
     writer: Writer,
-    backup_layout: Layout,
+    backup: BackupFiles,
     *,
     verify_all: Callable[[], Sequence[FileFault]],
 ) -> tuple[list[str], int, list[FileFault], int]:
@@ -532,7 +653,6 @@ def repair(
     mode = writer.settings.file_mode
     restored: list[str] = []
     restored_bytes = 0
-    backup_catalog = Catalog(backup_layout)
     head = catalog.head()
     # Manifests first: the data files are found through them.
     if head is not None:
@@ -549,13 +669,9 @@ def repair(
         for sid in sorted(named):
             if sid in readable or sid > head or sid in expired:
                 continue
-            try:
-                wanted = backup_catalog.manifest(sid)
-                raw = backup_layout.manifest(sid).read_bytes()
-            except (VaultFormatError, OSError):
+            raw = backup.manifest_bytes(sid)
+            if raw is None or checked_manifest(raw, sid, where=backup.where) is None:
                 continue  # left for verify to report
-            if Manifest.from_json(raw, where=str(backup_layout.manifest(sid))) != wanted:
-                continue
             atomic_write_bytes(layout.manifest(sid), raw, mode=mode)
             restored.append(f"snapshots/{sid}.json")
             restored_bytes += len(raw)
@@ -570,7 +686,6 @@ def repair(
             continue
     left: list[FileFault] = []
     check = PinnedFileCheck(layout)
-    backup_check = PinnedFileCheck(backup_layout)
     for fault in faults:
         want = expected.get(fault.path)
         if fault.problem == "manifest" or want is None:
@@ -579,7 +694,6 @@ def repair(
         sha256, size = want
         try:
             final = layout.resolve_relpath(fault.path)
-            source = backup_layout.resolve_relpath_str(fault.path)
         except InvalidNameError:
             left.append(_why(fault, "the manifest names a path outside data/"))
             continue
@@ -590,10 +704,10 @@ def repair(
         if final.is_dir() and not final.is_symlink():
             left.append(_why(fault, "a folder stands where the file should be; remove it"))
             continue
-        if backup_check.check(source, size) is not None:
+        if not backup.has(fault.path, size):
             left.append(_why(fault, "the backup does not have this file"))
             continue
-        tmp, digest, got = copy_to_temp(Path(source), writer.staging / final.name, mode=mode)
+        tmp, digest, got = backup.fetch(fault.path, writer.staging / final.name, mode=mode)
         if (digest, got) != (sha256, size):
             tmp.unlink(missing_ok=True)
             left.append(_why(fault, "the backup's copy is damaged too"))
@@ -618,7 +732,7 @@ def _why(fault: FileFault, reason: str) -> FileFault:
 
 
 def repair_report(
-    source: Path, started: float, result: tuple[list[str], int, list[FileFault], int]
+    source: str | Path, started: float, result: tuple[list[str], int, list[FileFault], int]
 ) -> RepairReport:
     restored, restored_bytes, left, checked = result
     return RepairReport(

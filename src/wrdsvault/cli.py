@@ -1,5 +1,5 @@
 """The ``wrdsvault`` command line: sync, snapshots, query, diff, status, tag, drop, backup, repair,
-export-iceberg, demo.
+restore, export-iceberg, demo.
 
 Every command takes ``--json`` for machine-readable output. Exit codes (docs/cli.md): 0 success
 (``sync``: a new snapshot was committed), 1 a wrdsvault error (the message says what to do), 2 bad
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import sys
@@ -79,6 +80,28 @@ def _years(text: str) -> range:
         msg = f"{text!r}: the last year is before the first"
         raise argparse.ArgumentTypeError(msg)
     return range(lo, hi + 1)
+
+
+def _storage_options(text: str) -> dict[str, Any]:
+    """``--storage-options``: a JSON object of fsspec file-system options."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('a JSON object, e.g. \'{"profile": "backup"}\'')
+    return value
+
+
+def _storage_options_arg(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--storage-options",
+        type=_storage_options,
+        metavar="JSON",
+        help="options of the object store for an s3:// URL, as a JSON object (s3fs: "
+        '\'{"profile": "backup"}\', \'{"client_kwargs": {"endpoint_url": "https://..."}}\'); '
+        "credentials come from the usual AWS variables and files",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -220,18 +243,36 @@ def _parser() -> argparse.ArgumentParser:
     backup = add(
         "backup", "copy every committed snapshot into a backup vault (only files it lacks)"
     )
-    backup.add_argument("dest", metavar="DEST", help="the backup folder (a vault; created if new)")
+    backup.add_argument(
+        "dest",
+        metavar="DEST",
+        help="the backup folder (a vault; created if new), or an object-storage URL "
+        "(s3://bucket/prefix; needs the s3 extra)",
+    )
     backup.add_argument(
         "--verify", action="store_true", help="re-hash every file already in the backup too"
     )
     backup.add_argument("--wait", type=float, help="seconds to wait for another backup into DEST")
     backup.add_argument("-q", "--quiet", action="store_true", help="show no progress")
+    _storage_options_arg(backup)
 
     repair = add("repair", "restore missing or damaged files from a backup; exit 1 if any remain")
     repair.add_argument(
-        "--from", dest="source", required=True, metavar="BACKUP", help="the backup vault"
+        "--from",
+        dest="source",
+        required=True,
+        metavar="BACKUP",
+        help="the backup vault (a folder or an s3://bucket/prefix URL)",
     )
     repair.add_argument("--wait", type=float, help="seconds to wait for another writer")
+    _storage_options_arg(repair)
+
+    restore = add("restore", "rebuild a vault from a backup into a new or empty folder")
+    restore.add_argument(
+        "source", metavar="BACKUP", help="the backup vault (a folder or an s3://bucket/prefix URL)"
+    )
+    restore.add_argument("path", metavar="PATH", help="the new vault's folder (new or empty)")
+    _storage_options_arg(restore)
 
     unlock = add("unlock", "show the writer lock; with --force break it by hand")
     unlock.add_argument("--force", action="store_true", help="break the lock after asking")
@@ -525,6 +566,7 @@ def _cmd_backup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             verify=args.verify,
             wait=args.wait,
             progress=None if quiet else VerifyDisplay(err, verb="backing up"),
+            storage_options=args.storage_options,
         )
     if args.json:
         print_json(report.to_json(), out)
@@ -535,12 +577,21 @@ def _cmd_backup(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _cmd_repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with _open(args) as wh:
-        report = wh.repair(args.source, wait=args.wait)
+        report = wh.repair(args.source, wait=args.wait, storage_options=args.storage_options)
     if args.json:
         print_json(report.to_json(), out)
     else:
         out.write(report.summary() + "\n")
     return 0 if report.ok else 1
+
+
+def _cmd_restore(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    report = Warehouse.restore(args.source, args.path, storage_options=args.storage_options)
+    if args.json:
+        print_json(report.to_json(), out)
+    else:
+        out.write(report.summary() + "\n")
+    return 0
 
 
 def _cmd_unlock(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -800,6 +851,7 @@ _COMMANDS = {
     "verify": _cmd_verify,
     "backup": _cmd_backup,
     "repair": _cmd_repair,
+    "restore": _cmd_restore,
     "quarantine": _cmd_quarantine,
     "doctor": _cmd_doctor,
     "unlock": _cmd_unlock,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import attrs
 
-from wrdsvault import _backup, _gc
+from wrdsvault import _backup, _gc, _remote
 from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
 from wrdsvault._query import fetch_arrow, fetch_df
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, put_if_absent
@@ -1131,6 +1131,7 @@ class Warehouse:
         verify: bool = False,
         progress: BackupProgress | None = None,
         wait: float | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> BackupReport:
         """Copy every committed snapshot (and tag) into the backup vault ``dest``, incrementally.
 
@@ -1143,15 +1144,23 @@ class Warehouse:
         leases, never under its writer lock: a sync may commit meanwhile (its snapshot is in
         the next backup). Snapshots the source has expired stay in the backup.
 
+        ``dest`` may also be an object-storage URL (``s3://bucket/prefix``, through fsspec;
+        needs ``pip install 'wrdsvault[s3]'``): the same layout, one object per file, data
+        objects first and ``HEAD`` last (a PUT is atomic per object); no lock there, so run one
+        backup into a prefix at a time (docs/backup.md#object-storage).
+
         Args:
-            dest: the backup folder (another disk, an NFS or SMB mount).
+            dest: the backup folder (another disk, an NFS or SMB mount), or an fsspec URL.
             verify: also re-hash every file already in the backup (a restore drill); damaged
                 ones are copied again, damage in snapshots only the backup keeps is reported
                 in ``faults``.
             progress: called after each data file with (files done, total, bytes done, total).
             wait: seconds to wait for another backup into ``dest`` (default: the lock timeout).
+            storage_options: options of the fsspec file system of a URL ``dest`` (s3fs:
+                ``key``, ``secret``, ``profile``, ``client_kwargs={"endpoint_url": ...}``).
 
         Raises:
+            MissingExtraError: a URL ``dest`` without the ``s3`` extra installed.
             BackupError: a bad destination (a file, a folder with content that is not a vault,
                 the vault itself or a folder in it, a symlink inside it, the backup of another
                 vault or one newer than this vault), a vault file that fails its manifest, or a
@@ -1161,6 +1170,16 @@ class Warehouse:
             LockHeldError: another backup into ``dest`` kept its lock for the whole wait.
         """
         self._opened()  # this vault first: a mistyped source creates no backup
+        if _remote.is_remote(dest):
+            assert isinstance(dest, str)
+            return _remote.backup_remote(
+                self._layout,
+                self._catalog,
+                _remote.RemoteVault(dest, storage_options),
+                take_lease=functools.partial(_reader_lease, self._layout, self.settings),
+                verify=verify,
+                progress=progress,
+            )
         real = _backup.check_destination_path(self.root, Path(os.fspath(dest)).expanduser())
         exists = (real / "vault.json").exists()
         try:
@@ -1184,26 +1203,51 @@ class Warehouse:
             progress=progress,
         )
 
-    def repair(self, source: str | os.PathLike[str], *, wait: float | None = None) -> RepairReport:
+    def repair(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        wait: float | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> RepairReport:
         """Restore every missing or damaged file of every committed snapshot from a backup.
 
         Runs ``verify`` over all committed snapshots and restores each file it finds missing,
         resized or altered by its hash from the backup vault ``source``: copied to a temp file,
         fsynced, checked against the manifest, renamed over the damaged name (a damaged file is
         never written into). Missing or unreadable manifests of committed snapshots are put back
-        first when the backup has the same manifest. Runs under the writer lock.
+        first when the backup has the same manifest. Runs under the writer lock. ``source`` may
+        be an object-storage URL (``s3://bucket/prefix``, with ``storage_options`` as for
+        `backup`): each object is downloaded, hashed and checked the same way.
 
         Returns:
             A `RepairReport`: what was restored and what could not be (``ok`` is False then).
 
         Raises:
-            BackupError: ``source`` is this vault or not a vault; nothing was written.
+            BackupError: ``source`` is this vault or not a vault, or the object store failed;
+                nothing was written (or what was restored stays restored).
+            MissingExtraError: a URL ``source`` without the ``s3`` extra installed.
             WriteError: an OS error while restoring (a full disk: `DiskSpaceError`); the files
                 restored until then stay restored.
             LockHeldError: another writer kept the lock for the whole wait.
         """
         started = time.monotonic()
         self._opened()  # this vault first: NotAVaultError names a mistyped vault, not the backup
+        if _remote.is_remote(source):
+            assert isinstance(source, str)
+            remote = _remote.RemoteVault(source, storage_options)
+            with (
+                _remote.remote_errors(source, "repair"),
+                self._writer(Operation("repair", source), wait=wait) as writer,
+            ):
+                result = _backup.repair(
+                    self._layout,
+                    self._catalog,
+                    writer,
+                    remote,
+                    verify_all=lambda: self.verify(all_snapshots=True).faults,
+                )
+            return _backup.repair_report(source, started, result)
         src = Path(os.path.realpath(Path(os.fspath(source)).expanduser()))
         if src == self.root:
             raise BackupError(destination=str(source), reason="it is this vault itself")
@@ -1218,10 +1262,65 @@ class Warehouse:
                 self._layout,
                 self._catalog,
                 writer,
-                backup_vault._layout,
+                _backup.LocalBackup(backup_vault._layout),
                 verify_all=lambda: self.verify(all_snapshots=True).faults,
             )
         return _backup.repair_report(src, started, result)
+
+    @staticmethod
+    def restore(
+        source: str | os.PathLike[str],
+        path: str | os.PathLike[str],
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        wait: float | None = None,
+    ) -> BackupReport:
+        """Rebuild a vault from a backup into the new (or empty) folder ``path``.
+
+        ``source`` is a backup vault: a folder, or an object-storage URL (``s3://bucket/prefix``
+        with ``storage_options`` as for `backup`; needs the ``s3`` extra). Every committed
+        snapshot of the backup, its tags and its settings are copied into ``path``; each data
+        file is hashed and checked against its manifest and fsynced before the manifests, tags
+        and ``HEAD`` are written (``HEAD`` last). Open the result with ``Warehouse(path)``.
+
+        Returns:
+            A `BackupReport` whose ``destination`` is the new vault.
+
+        Raises:
+            BackupError: ``path`` is a file or a folder with content, ``source`` is not a
+                backup, one of its files does not match its manifest, or the store failed.
+            MissingExtraError: a URL ``source`` without the ``s3`` extra installed.
+            DiskSpaceError, VaultAccessError: ``path`` filled up or may not be written.
+        """
+        dest = Path(os.path.realpath(Path(os.fspath(path)).expanduser()))
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise BackupError(
+                destination=str(path),
+                reason="a restore needs a new or empty folder; this one is a file or has content",
+            )
+        if not _remote.is_remote(source):
+            with Warehouse(Path(os.fspath(source)).expanduser(), create=False) as backup:
+                return backup.backup(dest, wait=wait)
+        assert isinstance(source, str)
+        opened: list[Warehouse] = []
+
+        def open_vault(
+            root: Path, settings: VaultSettings
+        ) -> tuple[Layout, VaultSettings, Catalog]:
+            opened.append(Warehouse(root, settings=settings, create=True))
+            return opened[0]._layout, opened[0].settings, opened[0]._catalog
+
+        try:
+            with _backup.os_errors(dest, "restore"):
+                return _remote.restore(
+                    _remote.RemoteVault(source, storage_options),
+                    dest,
+                    timeout_s=_wait_s(wait) if wait is not None else 0.0,
+                    open_vault=open_vault,
+                )
+        finally:
+            for wh in opened:
+                wh.close()
 
     def lock_info(self) -> LockInfo:
         """The writer lock as a human needs to see it: ``state`` (``free``, ``held``,

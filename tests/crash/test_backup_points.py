@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from wrdsvault import DiskSpaceError, Warehouse
+from wrdsvault._storage.atomic import sha256_file
 from wrdsvault._storage.catalog import Catalog, find_garbage
 from wrdsvault._storage.crashpoints import ENV_VAR, BackupPoint
 from wrdsvault._storage.layout import Layout
@@ -235,3 +236,25 @@ def test_a_destination_that_vanishes_mid_backup(source: Warehouse, tmp_path: Pat
     _assert_complete_backup_of(dest, source, ids[:1])
     source.backup(dest)  # breaks the dead child's lock
     _assert_complete_backup_of(dest, source, ids)
+
+
+def test_every_copy_is_written_and_hashed_before_the_first_fsync(source: Warehouse, tmp_path: Path):
+    """Killed at the first file fsync, the backup has already copied every file it needed into
+    the destination's staging folder, whole (the fsyncs are issued after the copies, so the
+    kernel writes them back together), and renamed none of them yet."""
+    dest = tmp_path / "b"
+    with Warehouse(dest, create=False) as b:
+        have = set(b.snapshot().files("crsp.msf")) | set(b.snapshot().files("ff.factors_monthly"))
+    wanted = {
+        p.path.rsplit("/", 1)[-1]: p
+        for p in source.snapshot().manifest.files()
+        if not (dest / p.path).exists()
+    }
+    assert len(wanted) >= 2 and have
+    proc = _run_child(source.root, dest, env={ENV_VAR: BackupPoint.FILE_FSYNCED.value})
+    assert proc.returncode == -9, proc.stderr
+    staged = {p.name.split(".")[1] + ".parquet": p for p in (dest / "tmp").rglob(".*.tmp")}
+    assert set(staged) == set(wanted)
+    for name, entry in wanted.items():
+        assert sha256_file(staged[name]) == (entry.sha256, entry.size_bytes)
+        assert not (dest / entry.path).exists()

@@ -6,8 +6,9 @@ staged file or folder into place, `publish_link` gives a file a durable second n
 `put_if_absent` creates a file only if absent, and `write_temp` with `link_if_absent` are the two
 halves of a put-if-absent for callers that need a step in between (the writer lock's claims).
 `append_durably` appends whole lines to an append-only log (gc's expiry log, the sync run log).
-`copy_to_temp` copies a file to a fresh, fsynced temp name and hashes the copy (backup and
-repair).
+`stage_copy` copies a file to a fresh temp name and hashes the copy (fsynced later, so a
+backup can batch its fsyncs), `copy_to_temp` does the same and fsyncs at once (repair), and
+`publish_all` renames many staged files into place with one fsync per folder (backup).
 
 After a failed fsync the data must be treated as lost (PostgreSQL's 2018 "fsyncgate"): nothing here
 retries an fsync; the error propagates and the caller aborts the commit.
@@ -15,13 +16,14 @@ retries an fsync; the error propagates and the caller aborts the commit.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import io
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TypeAlias
 
@@ -48,18 +50,8 @@ def fsync_dir(path: Path) -> None:
 
 def make_dirs(path: Path, *, mode: int) -> None:
     """Create ``path`` and its missing parents with ``mode`` (umask-proof), fsyncing each parent."""
-    missing: list[Path] = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=mode)
-        except FileExistsError:
-            continue
-        os.chmod(d, mode)
-        fsync_dir(d.parent)
+    for created in _create_dirs(path, mode=mode):
+        fsync_dir(created.parent)
 
 
 def temp_name(path: Path) -> Path:
@@ -354,6 +346,83 @@ class HashingWriter(io.RawIOBase):
         return self._hash.hexdigest()
 
 
+@attrs.define
+class StagedCopy:
+    """A copy under a private temp name, hashed but not yet fsynced (see `stage_copy`).
+
+    ``fd`` is open for writing until `StagedCopy.fsync` or `StagedCopy.discard` closes it (each
+    closes it at most once, so a second call never closes an fd another thread opened since).
+    """
+
+    path: Path
+    sha256: str
+    size: int
+    fd: int
+    closed: bool = False
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
+    def fsync(self, *, point: AnyPoint | None = None) -> None:
+        """Wait until the copy is durable, then close it; ``point`` is hit after the fsync."""
+        try:
+            os.fsync(self.fd)
+        finally:
+            self._close()
+        if point is not None:
+            crashpoint(point)
+
+    def discard(self) -> None:
+        """Close and remove the copy (a mismatch, or a run that failed before publishing it)."""
+        with contextlib.suppress(OSError):
+            self._close()
+        self.path.unlink(missing_ok=True)
+
+
+def stage_copy(src: Path, dst: Path, *, mode: int, copied: AnyPoint | None = None) -> StagedCopy:
+    """Copy ``src`` to a fresh temp name beside ``dst`` (``mode``) and hash the copy; no fsync.
+
+    The copy runs in the kernel (``copy_file_range``: no trip through user space, a reflink
+    where the file system offers one), falling back to read/write. The copy is then read back
+    and hashed at once, while its pages are still in the page cache, so the hash is of the bytes
+    *at the destination*. Then its writeback is started (``posix_fadvise(DONTNEED)`` on Linux
+    starts writing the dirty pages and keeps the backup from crowding the page cache) without
+    waiting for it: the caller fsyncs later, after more copies were issued, so the disk writes
+    while other files are copied and hashed. ``copied`` is the crash point hit after the copy.
+    On any error the temp file is removed.
+    """
+    tmp = temp_name(dst)
+    with src.open("rb", buffering=0) as f:
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        try:
+            os.fchmod(fd, mode)
+            _copy_fd(f.fileno(), fd, os.fstat(f.fileno()).st_size)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+    try:
+        if copied is not None:
+            crashpoint(copied)
+        digest, size = _sha256_fd(fd)
+        _start_writeback(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    return StagedCopy(path=tmp, sha256=digest, size=size, fd=fd)
+
+
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages now, without waiting for them."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 def copy_to_temp(
     src: Path,
     dst: Path,
@@ -361,38 +430,77 @@ def copy_to_temp(
     mode: int,
     points: tuple[AnyPoint, AnyPoint] | None = None,
 ) -> tuple[Path, str, int]:
-    """Copy ``src`` to a fresh temp name beside ``dst`` (``mode``), fsync it, then hash the copy.
+    """Copy ``src`` to a fresh temp name beside ``dst`` (``mode``), hash the copy, fsync it.
 
-    Returns (temp path, sha256 hex of the bytes *at the destination*, size). The copy runs in the
-    kernel (``copy_file_range``: no trip through user space, a reflink where the file system
-    offers one), falling back to read/write; the hash is of the fsynced copy, so it proves what
-    landed at the destination, not only what was read. ``points`` names the crash points hit
-    after the copy and after its fsync. Nothing is published: the caller checks the hash and
-    then `publish`es the temp file over ``dst`` (never writing into ``dst`` itself, which may be
-    a damaged file someone still reads). On any error the temp file is removed.
+    Returns (temp path, sha256 hex of the bytes *at the destination*, size): `stage_copy`
+    followed by its fsync. ``points`` names the crash points hit after the copy and after its
+    fsync. Nothing is published: the caller checks the hash and then `publish`es the temp file
+    over ``dst`` (never writing into ``dst`` itself, which may be a damaged file someone still
+    reads). On any error the temp file is removed.
     """
-    tmp = temp_name(dst)
-    with src.open("rb", buffering=0) as f:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        try:
-            os.fchmod(fd, mode)
-            _copy_fd(f.fileno(), fd, os.fstat(f.fileno()).st_size)
-            if points:
-                crashpoint(points[0])
-            os.fsync(fd)
-            if points:
-                crashpoint(points[1])
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
+    staged = stage_copy(src, dst, mode=mode, copied=points[0] if points else None)
     try:
-        digest, size = sha256_file(tmp)
+        staged.fsync(point=points[1] if points else None)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        staged.path.unlink(missing_ok=True)
         raise
-    return tmp, digest, size
+    return staged.path, staged.sha256, staged.size
+
+
+def publish_all(
+    moves: Sequence[tuple[Path, Path]],
+    *,
+    dir_mode: int,
+    points: tuple[AnyPoint, AnyPoint] | None = None,
+    fsync_many: Callable[[Callable[[Path], None], list[Path]], object] | None = None,
+) -> None:
+    """Move staged, already fsynced files to their final names, then make the names durable.
+
+    Each final folder is created as needed (``dir_mode``); then every file is renamed; then
+    each folder that gained a name (the final folders, the parents of created folders) is
+    fsynced once. One journal commit can then carry all the renames, where a `publish` per file
+    waits for one each. ``fsync_many(fn, folders)`` runs ``fn`` on every folder and returns when
+    all are done (e.g. on a thread pool, so the file system can merge the waits; default: one
+    after the other). ``points`` names the crash points hit after each rename and after each
+    folder's fsync. Nothing is durable until this returns.
+    """
+    touched: dict[Path, None] = {}
+    for src, dst in moves:
+        for created in _create_dirs(dst.parent, mode=dir_mode):
+            touched[created.parent] = None
+        os.replace(src, dst)
+        touched[dst.parent] = None
+        if points:
+            crashpoint(points[0])
+
+    def durable(folder: Path) -> None:
+        fsync_dir(folder)
+        if points:
+            crashpoint(points[1])
+
+    if fsync_many is None:
+        for folder in touched:
+            durable(folder)
+    else:
+        fsync_many(durable, list(touched))
+
+
+def _create_dirs(path: Path, *, mode: int) -> list[Path]:
+    """Create ``path`` and its missing parents with ``mode``; return those created (no fsync)."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    created: list[Path] = []
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        os.chmod(d, mode)
+        created.append(d)
+    return created
 
 
 #: copy_file_range errors meaning "not here": another file system, an old kernel, a FUSE mount.
@@ -423,6 +531,18 @@ def _copy_fd(src: int, dst: int, size: int, *, chunk_bytes: int = 1 << 20) -> No
         out = view[:n]
         while out:
             out = out[os.write(dst, out) :]
+
+
+def _sha256_fd(fd: int, *, chunk_bytes: int = 1 << 20) -> tuple[str, int]:
+    """Return (sha256 hex, size in bytes) of the open file ``fd``, read from offset 0."""
+    h = hashlib.sha256()
+    size = 0
+    buf = bytearray(chunk_bytes)
+    view = memoryview(buf)
+    while n := os.preadv(fd, [buf], size):
+        h.update(view[:n])
+        size += n
+    return h.hexdigest(), size
 
 
 def sha256_file(path: Path, *, chunk_bytes: int = 1 << 20) -> tuple[str, int]:
