@@ -154,6 +154,7 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
         ),
         e.QueryTimeoutError(timeout_s=1.5),
         e.SourceRequiredError(operation="sync()"),
+        e.MissingExtraError(module="polars", extra="polars"),
         e.VaultFormatError(path="/data/wrds/vault.json", problem="vault format 9 is newer"),
         e.IntegrityError(
             path="/data/wrds/data/crsp/msf/2020/x.parquet", problem="size 10 != 20", snapshot_id=sid

@@ -641,12 +641,14 @@ class LazyResult:
         return self._run(timeout_s, fetch_arrow)
 
     def pl(self, *, timeout_s: float | None = None) -> Any:
-        """Run the query and return a polars DataFrame (needs ``polars`` installed)."""
-        try:
-            import polars as pl
-        except ImportError as exc:
-            msg = "LazyResult.pl() needs polars: pip install polars"
-            raise ImportError(msg) from exc
+        """Run the query and return a polars DataFrame (the ``polars`` extra).
+
+        Raises:
+            MissingExtraError: polars is not installed (``pip install 'wrdsvault[polars]'``).
+        """
+        from wrdsvault._optional import require
+
+        pl = require("polars", "polars")
         return pl.from_arrow(self.arrow(timeout_s=timeout_s))
 
     def batches(

@@ -14,6 +14,7 @@ WrdsVaultError
 ├─ QueryError(ValueError)              DuckDB could not run the SELECT (syntax, unknown column, ...)
 ├─ QueryTimeoutError(TimeoutError)     a query ran past its time limit and was interrupted
 ├─ SourceRequiredError                 sync() on a Warehouse opened without a source
+├─ MissingExtraError(ImportError)      an optional package is missing; names the extra to install
 ├─ VaultFormatError                    the folder is not a vault, or one newer than this wrdsvault
 ├─ IntegrityError                      a pinned file is missing, resized or altered
 ├─ LockHeldError(TimeoutError)         another writer holds the vault; names the holder
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidValueError",
     "LockBreakRefusedError",
     "LockHeldError",
+    "MissingExtraError",
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
@@ -269,6 +271,25 @@ class SourceRequiredError(WrdsVaultError):
             f"{operation} needs a data source: open the vault with "
             "Warehouse(root, source=WrdsSource()) or source=SampleSource()",
             operation=operation,
+        )
+
+
+class MissingExtraError(WrdsVaultError, ImportError):
+    """An optional feature needs a package that is not installed; the message names the extra.
+
+    Optional engines (Polars, Dask, Ray, Spark) are extras of wrdsvault, imported only when a
+    method that needs one is called (``pip install 'wrdsvault[polars]'``).
+    """
+
+    module: str
+    extra: str
+
+    def __init__(self, *, module: str, extra: str) -> None:
+        super().__init__(
+            f"this needs the Python package {module!r}, which is not installed (or fails to "
+            f"import); install the extra: pip install 'wrdsvault[{extra}]'",
+            module=module,
+            extra=extra,
         )
 
 
