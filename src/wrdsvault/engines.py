@@ -166,7 +166,8 @@ def to_dask(
     dd = require("dask.dataframe", "dask")
     files, schema, cols = _plan(snap, dataset, columns, years)
     if not files:
-        pd = require("pandas", "dask")
+        import pandas as pd
+
         empty = schema.empty_table().to_pandas(types_mapper=pd.ArrowDtype)
         frame = dd.from_pandas(empty if cols is None else empty[cols], npartitions=1)
         return frame

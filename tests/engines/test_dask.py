@@ -80,6 +80,16 @@ def test_dask_keeps_the_stored_types(client: Any, wh: wrdsvault.Warehouse) -> No
         assert len(got) == snap.dataset("crsp.dsf").row_count
 
 
+def test_dask_with_no_file_for_the_years_is_empty_and_typed(
+    client: Any, wh: wrdsvault.Warehouse
+) -> None:
+    """years= that no file covers gives an empty frame with the manifest's Arrow dtypes."""
+    with wh.snapshot() as snap:
+        got = snap.to_dask("crsp.msf", columns=["permno", "ret"], years=1990).compute()
+        assert len(got) == 0
+        assert [t.pyarrow_dtype for t in got.dtypes] == [pa.int32(), pa.decimal128(10, 6)]
+
+
 @pytest.mark.parametrize("ref", ["v1", "latest"])
 def test_dask_research_equals_duckdb(client: Any, wh: wrdsvault.Warehouse, ref: str) -> None:
     """Monthly compounded returns and CCM book-to-market from Dask equal DuckDB's, per snapshot."""

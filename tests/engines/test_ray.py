@@ -142,6 +142,18 @@ def test_ray_reads_the_older_snapshot_not_the_newer(
         assert n == old.query(sql)["n"][0] != new.query(sql)["n"][0]
 
 
+def test_ray_with_no_file_for_the_years_is_empty_and_typed(
+    ray_local: Any, wh: wrdsvault.Warehouse
+) -> None:
+    """years= that no file covers gives an empty Dataset with the manifest's schema."""
+    with wh.snapshot() as snap:
+        got = _arrow(snap.to_ray("crsp.msf", columns=["permno", "ret"], years=1990))
+        assert got.num_rows == 0
+        assert got.schema.remove_metadata() == pa.schema(
+            [("permno", pa.int32()), ("ret", pa.decimal128(10, 6))]
+        )
+
+
 @pytest.mark.parametrize("how", ["removed", "truncated"])
 def test_ray_refuses_a_damaged_file(
     damaged: Callable[[str], tuple[wrdsvault.Snapshot, Path]], how: str

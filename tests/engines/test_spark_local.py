@@ -45,6 +45,30 @@ def test_spark_local_reads_the_older_snapshot(spark: Any, wh: wrdsvault.Warehous
         check_older(spark, old, new)
 
 
+def test_spark_with_no_file_for_the_years_is_empty_and_typed(
+    spark: Any, wh: wrdsvault.Warehouse
+) -> None:
+    """years= that no file covers gives an empty DataFrame with the manifest's schema."""
+    from pyspark.sql import types as T
+
+    with wh.snapshot() as snap:
+        df = snap.to_spark(spark, "crsp.msf", columns=["permno", "ret"], years=1990)
+        assert df.count() == 0
+        assert [f.dataType for f in df.schema.fields] == [T.IntegerType(), T.DecimalType(10, 6)]
+
+
+def test_spark_reads_a_vault_whose_path_has_a_space(spark: Any, tmp_path: Path) -> None:
+    """The file:// paths Spark gets work for a folder name with a space in it."""
+    from wrdsvault.sources import SampleSource
+
+    with wrdsvault.Warehouse(
+        tmp_path / "my vault", source=SampleSource(seed=0, years=range(2022, 2024), n_securities=20)
+    ) as wh:
+        wh.sync(["crsp.msf"])
+        with wh.snapshot() as snap:
+            assert snap.to_spark(spark, "crsp.msf").count() == snap.dataset("crsp.msf").row_count
+
+
 @pytest.mark.parametrize("how", ["removed", "truncated"])
 def test_spark_refuses_a_damaged_file(
     spark: Any, damaged: Callable[[str], tuple[wrdsvault.Snapshot, Path]], how: str
