@@ -54,9 +54,10 @@ def _arrow(ds: Any) -> pa.Table:
     return pa.concat_tables(ray.get(ds.to_arrow_refs()))
 
 
-def _log_returns(batch: pa.Table) -> pa.Table:
+def _partial_sums(batch: pa.Table) -> pa.Table:
+    """Per block: the sum of log returns and the day count per (permno, year, month)."""
     batch = batch.filter(pc.is_valid(batch["ret"]))
-    return pa.table(
+    logs = pa.table(
         {
             "permno": batch["permno"],
             "year": pc.year(batch["date"]),
@@ -64,15 +65,15 @@ def _log_returns(batch: pa.Table) -> pa.Table:
             "lr": pc.ln(pc.add(pc.cast(batch["ret"], pa.float64()), 1.0)),
         }
     )
+    return logs.group_by(["permno", "year", "month"]).aggregate([("lr", "sum"), ("lr", "count")])
 
 
 def _monthly(snap: wrdsvault.Snapshot) -> pd.DataFrame:
-    from ray.data.aggregate import Count, Sum
-
+    """Partial sums in the Ray tasks, combined here (a month may span two blocks)."""
     ds = snap.to_ray("crsp.dsf", columns=["permno", "date", "ret"])
-    ds = ds.map_batches(_log_returns, batch_format="pyarrow")
-    out = ds.groupby(["permno", "year", "month"]).aggregate(Sum("lr"), Count()).to_pandas()
-    return out.assign(mret=np.expm1(out["sum(lr)"]), days=out["count()"])
+    parts = _arrow(ds.map_batches(_partial_sums, batch_format="pyarrow")).to_pandas()
+    out = parts.groupby(["permno", "year", "month"], as_index=False)[["lr_sum", "lr_count"]].sum()
+    return out.assign(mret=np.expm1(out["lr_sum"]), days=out["lr_count"])
 
 
 def _bm(snap: wrdsvault.Snapshot) -> pd.DataFrame:
