@@ -34,7 +34,7 @@ from wrdsvault import Snapshot
 
 COLUMNS: Final = ["permno", "date", "ret"]
 #: Alternating (pinned, bare) pairs timed for the ratio, per engine (timed runs).
-PAIRS: Final = {"polars": 15, "dask": 7, "ray": 5, "spark": 7}
+PAIRS: Final = {"polars": 15, "dask": 5, "ray": 3, "spark": 5}
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -49,7 +49,7 @@ def _compare(
 ) -> None:
     """Time the pinned path, then alternating pairs; check equal results; record the ratio."""
     disabled = getattr(benchmark, "disabled", False)
-    rounds = 1 if disabled else 3
+    rounds = 1 if disabled else 2
     warmup = 0 if disabled else 1
     got = benchmark.pedantic(pinned, rounds=rounds, iterations=1, warmup_rounds=warmup)
     expected = bare()
