@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from wrdsvault._doctor import DoctorFinding, DoctorReport
 from wrdsvault._query import LazyResult
+from wrdsvault._session import Session
 from wrdsvault._storage.diskguard import DiskState
 from wrdsvault._storage.quarantine import QuarantineEntry
 from wrdsvault._sync import Progress
@@ -28,6 +29,7 @@ from wrdsvault.errors import (
     LockBreakRefusedError,
     LockHeldError,
     MissingExtraError,
+    NotAVaultError,
     QueryError,
     QueryRejectedError,
     QueryTimeoutError,
@@ -109,6 +111,7 @@ __all__ = [
     "LockInfo",
     "Manifest",
     "MissingExtraError",
+    "NotAVaultError",
     "PartitionFile",
     "Progress",
     "QuarantineEntry",
@@ -124,6 +127,7 @@ __all__ = [
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",
+    "Session",
     "Snapshot",
     "SnapshotInfo",
     "SnapshotNotFoundError",

@@ -641,15 +641,12 @@ class LazyResult:
         return self._run(timeout_s, fetch_arrow)
 
     def pl(self, *, timeout_s: float | None = None) -> Any:
-        """Run the query and return a polars DataFrame (the ``polars`` extra).
+        """Run the query and return a polars DataFrame (the extra ``polars``; else
+        `MissingExtraError`)."""
+        from wrdsvault._polars import from_arrow, require_polars
 
-        Raises:
-            MissingExtraError: polars is not installed (``pip install 'wrdsvault[polars]'``).
-        """
-        from wrdsvault._optional import require
-
-        pl = require("polars", "polars")
-        return pl.from_arrow(self.arrow(timeout_s=timeout_s))
+        require_polars()
+        return from_arrow(self.arrow(timeout_s=timeout_s))
 
     def batches(
         self, batch_rows: int = 131_072, *, timeout_s: float | None = None
