@@ -18,6 +18,7 @@ CONSTRAINTS = REPO / ".ci" / "constraints-min.txt"
 OPTIONAL = {
     "polars": "the polars extra: LazyResult.pl() and Snapshot.to_polars() import it when called",
     "pgserver": "wrdsvault.testing (the replica server) is for tests: the test extra has it",
+    "pyiceberg": "Warehouse.export_iceberg imports it when called (the iceberg extra)",
 }
 
 
