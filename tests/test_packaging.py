@@ -16,7 +16,7 @@ CONSTRAINTS = REPO / ".ci" / "constraints-min.txt"
 
 #: Imports that are not runtime dependencies, and why.
 OPTIONAL = {
-    "polars": "LazyResult.pl() imports it when called and says how to install it",
+    "polars": "the polars extra: LazyResult.pl() and Snapshot.to_polars() import it when called",
     "pgserver": "wrdsvault.testing (the replica server) is for tests: the test extra has it",
     "pyiceberg": "Warehouse.export_iceberg imports it when called (the iceberg extra)",
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -171,13 +171,97 @@ class Snapshot:
                 hint=f"snapshot {self.id} does not hold it; sync it first",
             ) from None
 
-    def files(self, dataset: str) -> list[Path]:
+    def files(self, dataset: str, years: int | Iterable[int] | None = None) -> list[Path]:
         """The absolute paths of the Parquet files pinned for ``dataset``, oldest year first.
 
-        Any engine (Polars, Spark, Dask) can read exactly this snapshot from them.
+        Any engine can read exactly this snapshot from them (docs/scale-out.md). ``years`` keeps
+        the files of those years only. Each file is checked against the manifest (exists, size)
+        when this is called: a missing or truncated file raises, never a short list.
+
+        Raises:
+            UnknownDatasetError: the snapshot does not hold ``dataset``.
+            InvalidValueError: a year outside 1-9999, or ``years`` for an unpartitioned dataset.
+            IntegrityError: a file is missing, not a regular file, or has another size.
         """
-        self.dataset(dataset)
-        return [Path(p) for p in self._paths[dataset]]
+        from wrdsvault.engines import pinned_files
+
+        return pinned_files(self, dataset, years)
+
+    def to_polars(
+        self,
+        dataset: str,
+        *,
+        columns: Sequence[str] | None = None,
+        years: int | Iterable[int] | None = None,
+    ) -> Any:
+        """A ``polars.LazyFrame`` scanning this snapshot's files of ``dataset`` (`files`).
+
+        With the manifest's schema; needs ``pip install 'wrdsvault[polars]'``. Raises as `files`,
+        `MissingExtraError` without polars, `InvalidValueError` for an unknown column.
+        """
+        from wrdsvault import engines
+
+        return engines.to_polars(self, dataset, columns=columns, years=years)
+
+    def to_dask(
+        self,
+        dataset: str,
+        *,
+        columns: Sequence[str] | None = None,
+        years: int | Iterable[int] | None = None,
+    ) -> Any:
+        """A ``dask.dataframe.DataFrame`` over this snapshot's files of ``dataset`` (`files`).
+
+        Arrow-backed columns with the manifest's types; needs ``pip install 'wrdsvault[dask]'``.
+        Raises as `to_polars`.
+        """
+        from wrdsvault import engines
+
+        return engines.to_dask(self, dataset, columns=columns, years=years)
+
+    def to_ray(
+        self,
+        dataset: str,
+        *,
+        columns: Sequence[str] | None = None,
+        years: int | Iterable[int] | None = None,
+    ) -> Any:
+        """A ``ray.data.Dataset`` over this snapshot's files of ``dataset`` (`files`).
+
+        With the manifest's Arrow schema; needs ``pip install 'wrdsvault[ray]'``. Raises as
+        `to_polars`.
+        """
+        from wrdsvault import engines
+
+        return engines.to_ray(self, dataset, columns=columns, years=years)
+
+    def to_spark(
+        self,
+        spark: Any,
+        dataset: str,
+        *,
+        columns: Sequence[str] | None = None,
+        years: int | Iterable[int] | None = None,
+    ) -> Any:
+        """A pyspark ``DataFrame`` of ``dataset`` read by the session ``spark`` (`files`).
+
+        With the manifest's schema as a Spark ``StructType``; every executor must see the vault
+        at the same path. Needs ``pip install 'wrdsvault[spark]'``. Raises as `to_polars`.
+        """
+        from wrdsvault import engines
+
+        return engines.to_spark(self, spark, dataset, columns=columns, years=years)
+
+    def _hold_lease(self) -> None:
+        """Take a new reader lease if `close` released the last one (files are handed out)."""
+        with self._con_lock:
+            self._renew_if_released()
+
+    def _renew_if_released(self) -> None:
+        # Called with _con_lock held.
+        if self._lease_released and self._renew_lease is not None:
+            self._lease = self._renew_lease()
+            self._lease_released = False
 
     def receipt(self, datasets: str | Iterable[str] | None = None) -> Receipt:
         """A reproducibility receipt of ``datasets`` (default: all) in this snapshot.
@@ -226,9 +310,7 @@ class Snapshot:
     def _open(self) -> PinnedConnection:
         # Called with _con_lock held. After close() released the lease, take a new one before
         # the files are checked again (docs/retention.md: lease first, then look).
-        if self._lease_released and self._renew_lease is not None:
-            self._lease = self._renew_lease()
-            self._lease_released = False
+        self._renew_if_released()
         # Re-check right before DuckDB opens the files: a symlink planted since the snapshot was
         # opened must not be followed.
         self._check_files(verify=False)

@@ -125,6 +125,16 @@ def sync_and_query(wh: Warehouse) -> None:
         when: datetime = snap.committed_at
         names: tuple[str, ...] = snap.datasets
         files: list[Path] = snap.files("crsp.msf")
+        pruned: list[Path] = snap.files("crsp.dsf", years=range(2010, 2020))
+        one_year: list[Path] = snap.files("crsp.dsf", years=2020)
+        # The engines' own types are optional extras: the methods return them as Any.
+        frames: list[Any] = [
+            snap.to_polars("crsp.dsf", columns=["permno", "ret"], years=[2020, 2021]),
+            snap.to_dask("crsp.dsf", columns=("permno",)),
+            snap.to_ray("crsp.dsf", years=range(2020, 2022)),
+            snap.to_spark(object(), "crsp.dsf"),
+        ]
+        print(pruned, one_year, frames)
         lazy = snap.sql("select permno from crsp.msf")
         rows: list[tuple[Any, ...]] = lazy.fetchall(timeout_s=10)
         print(when, names, files, rows, snap.id, snap.fingerprint, lazy.df(), lazy.arrow())
