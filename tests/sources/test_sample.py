@@ -19,19 +19,17 @@ SHARED = Path(__file__).resolve().parents[3] / "shared"
 QUERIES = SHARED / "wrds_replica_reference"
 YEARS = range(2019, 2023)
 N = 250
-SERVED = (
-    "comp.funda",
-    "crsp.ccmxpf_lnkhist",
+SERVED = tuple(sorted(BUILTIN_SPECS))
+TIME_SERIES = (
     "crsp.dsf",
-    "crsp.msedelist",
-    "crsp.msenames",
+    "crsp.dsf_v2",
+    "crsp.dsi",
     "crsp.msf",
     "crsp.msf_v2",
-    "crsp.stksecurityinfohist",
+    "crsp.msi",
     "ff.factors_daily",
     "ff.factors_monthly",
 )
-TIME_SERIES = ("crsp.dsf", "crsp.msf", "crsp.msf_v2", "ff.factors_daily", "ff.factors_monthly")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +113,7 @@ def test_options_are_keyword_only() -> None:
 def test_unknown_dataset_lists_the_served_tables(src: SampleSource) -> None:
     """An unserved dataset raises UnknownDatasetError with the served names as `known`."""
     with pytest.raises(UnknownDatasetError, match="SampleSource serves only these tables") as exc:
-        src.describe(BUILTIN_SPECS["comp.fundq"])
+        src.describe(DatasetSpec(name="ibes.statsum_epsus", partition_column="statpers"))
     assert exc.value.known == list(SERVED)  # type: ignore[attr-defined]
     with pytest.raises(UnknownDatasetError):
         list(src.read_partition(DatasetSpec(name="crsp.nothing", partition_column="date"), 2020))
