@@ -248,6 +248,41 @@ def describe(source: Source, spec: DatasetSpec) -> TableInfo:
     return info
 
 
+def ask(source: Source, spec: DatasetSpec) -> TableInfo:
+    """`describe`, for callers outside the writer: a dropped connection is a `SyncError` too.
+
+    What a sync asks the source before it takes the lock or writes anything (`preflight`, and
+    ``date_column="auto"``), so that a table the source does not have costs no writer state.
+
+    Raises:
+        UnknownDatasetError: the source has no such table.
+        SourceError: it raised, or did not return a `TableInfo` with a pyarrow schema.
+        SyncError: an OS error (a dropped connection) while asking.
+    """
+    try:
+        return describe(source, spec)
+    except OSError as exc:
+        raise SyncError(
+            dataset=spec.name,
+            reason=f"asking the source {_source_name(source)!r} about it failed "
+            f"({type(exc).__name__}: {exc}); nothing was written, run the sync again",
+        ) from exc
+
+
+def preflight(source: Source, specs: Sequence[DatasetSpec]) -> None:
+    """Ask ``source`` about every dataset of a sync before the sync creates any writer state.
+
+    A name the source does not serve (a typo, a table another source has) fails here, before
+    the lock, the staging folder, a quarantine entry or a snapshot exist. The sync asks again
+    under the lock (the answer may change while it waits for another writer).
+
+    Raises:
+        UnknownDatasetError, SourceError, SyncError: as `ask`.
+    """
+    for spec in specs:
+        ask(source, spec)
+
+
 def _refuse_duplicate_columns(spec: DatasetSpec, schema: pa.Schema) -> None:
     """SyncError when two columns share a name: DuckDB compares names without case."""
     seen: dict[str, str] = {}

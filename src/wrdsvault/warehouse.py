@@ -31,7 +31,7 @@ from wrdsvault._storage.lock_tools import break_lock, describe_lock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
 from wrdsvault._storage.writer import Operation, Writer, open_writer, operation_error
-from wrdsvault._sync import ProgressCallback, SyncOptions, describe, os_error, run_sync
+from wrdsvault._sync import ProgressCallback, SyncOptions, ask, os_error, preflight, run_sync
 from wrdsvault._verify import VerifyProgress
 from wrdsvault._verify import verify as verify_files
 from wrdsvault.datasets import (
@@ -249,7 +249,9 @@ class Warehouse:
             SourceRequiredError: the Warehouse was opened without a source.
             InvalidNameError: a malformed dataset name; nothing was written.
             InvalidValueError: ``years``, ``drift`` or ``wait`` out of range; nothing was written.
-            UnknownDatasetError: no built-in spec and no ``date_column``.
+            UnknownDatasetError: no built-in spec and no ``date_column``, or the source does
+                not serve the table; nothing was written (no lock, staging, quarantine entry
+                or snapshot).
             LockHeldError: another writer kept the lock for the whole wait.
             DiskSpaceError: too little free space, or the disk filled up mid-write.
             SchemaDriftError: the columns changed and the drift policy refuses it.
@@ -281,6 +283,7 @@ class Warehouse:
             validate=validate,
             allow_removal=allow_removal,
         )
+        preflight(self.source, specs)  # a table the source lacks fails before any write
         operation = Operation("sync", " ".join(s.name for s in specs))
         with self._writer(operation, wait=wait, quarantine_on_error=True) as writer:
             head_id = read_head(self._layout)
@@ -406,7 +409,7 @@ class Warehouse:
         if date_column == AUTO_DATE_COLUMN:
             assert self.source is not None
             probe = DatasetSpec(name=name, partition_column=None)
-            date_column = detect_date_column(name, describe(self.source, probe).schema)
+            date_column = detect_date_column(name, ask(self.source, probe).schema)
             log.info("%s: date_column=%r (auto)", name, date_column)
         return DatasetSpec(
             name=name,
