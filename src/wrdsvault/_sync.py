@@ -113,6 +113,27 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+def file_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema a partition's Parquet file is written with: the source's, without labels.
+
+    A column's label (`COMMENT_KEY`) is kept in the manifest (`ColumnSchema.comment`), which
+    leaves it out of a column's identity; in the file it would make a relabelled column (WRDS
+    rewording a comment) rewrite every year and make the same rows from two sources (the
+    sample, a WRDS replica) different files. The declared type stays: it is part of identity.
+    """
+    fields = []
+    for field in schema:
+        if field.metadata and COMMENT_KEY in field.metadata:
+            meta: dict[bytes | str, bytes | str] = {
+                k: v for k, v in field.metadata.items() if k != COMMENT_KEY
+            }
+            field = field.with_metadata(meta) if meta else field.remove_metadata()
+        fields.append(field)
+    return (
+        pa.schema(fields).with_metadata(schema.metadata) if schema.metadata else pa.schema(fields)
+    )
+
+
 def columns_of(schema: pa.Schema) -> tuple[ColumnSchema, ...]:
     """The manifest's description of an Arrow schema."""
     out = []
@@ -710,7 +731,7 @@ def _resume_or_read(
     done = writer.stage_partition(
         spec.name,
         part.year,
-        plan.info.schema,
+        file_schema(plan.info.schema),
         report.counted(index, part, batches),
         primary_key=spec.primary_key,
     )
