@@ -154,7 +154,7 @@ def _spec(
     )
 
 
-#: Built-in specs for the common WRDS tables (see docs/datasets.md for the sources of each fact).
+#: Built-in specs for the WRDS tables published recipes read (docs/sources.md lists them).
 BUILTIN_SPECS: Final[dict[str, DatasetSpec]] = {
     s.name: s
     for s in (

@@ -174,6 +174,13 @@ def test_columns_follow_wrds_order(src: SampleSource) -> None:
         "ff.factors_daily": "date mktrf smb hml rf umd",
         "crsp.msedelist": "permno dlstdt dlstcd nwperm nwcomp nextdt dlamt dlretx dlprc dlpdt "
         "dlret acperm accomp",
+        "crsp.ccmxpf_linktable": "gvkey linkprim liid linktype lpermno lpermco usedflag linkdt "
+        "linkenddt",
+        "crsp.msi": "date vwretd vwretx ewretd ewretx sprtrn spindx totval totcnt usdval usdcnt",
+        "crsp.dsi": "date vwretd vwretx ewretd ewretx sprtrn spindx totval totcnt usdval usdcnt",
+        "crsp.stkdelists": "permno delistingdt deldtprc deldtprcflg delactiontype delstatustype "
+        "delreasontype delpaymenttype delpermno delpermco delret delretmisstype delnextdt "
+        "delnextprc delnextprcflg delamtdt deldivamt deldistype deldlydt",
     }
     for name, cols in expected.items():
         assert src.describe(BUILTIN_SPECS[name]).schema.names == cols.split()
@@ -185,6 +192,14 @@ def test_columns_follow_wrds_order(src: SampleSource) -> None:
     assert set(needed.split()) <= set(funda)
     assert len(src.describe(BUILTIN_SPECS["crsp.msf_v2"]).schema) == 45
     assert len(src.describe(BUILTIN_SPECS["crsp.stksecurityinfohist"]).schema) == 36
+    dsf_v2 = src.describe(BUILTIN_SPECS["crsp.dsf_v2"]).schema.names
+    assert len(dsf_v2) == 50
+    assert dsf_v2[:3] == ["permno", "hdrcusip", "permco"] and dsf_v2[-1] == "shrout"
+    fundq = src.describe(BUILTIN_SPECS["comp.fundq"]).schema.names
+    assert fundq[:5] == ["gvkey", "datadate", "fyearq", "fqtr", "fyr"]
+    stocknames = src.describe(BUILTIN_SPECS["crsp.stocknames"]).schema.names
+    assert {"nameenddt", "st_date", "end_date"} <= set(stocknames)
+    assert "nameendt" not in stocknames  # WRDS spells it differently from msenames
     for name in SERVED:
         for field in src.describe(BUILTIN_SPECS[name]).schema:
             assert field.metadata and field.metadata[SOURCE_TYPE_KEY]

@@ -1,9 +1,10 @@
 """Deterministic synthetic WRDS-shaped data: `SampleSource`, the source for demos and tests.
 
-`SampleSource` serves CRSP (legacy SIZ, plus the CIZ tables the CIZ universe query needs),
-Compustat and Fama-French tables under their real WRDS names, with WRDS's column names in WRDS's
-order and the declared PostgreSQL types of either type profile (docs/wrds.md#two-type-profiles). The
-rows are synthetic but shaped like the real tables, so that research code behaves as on WRDS:
+`SampleSource` serves every table of the built-in catalog (CRSP legacy SIZ and CIZ stock files,
+market indexes, names and delistings, the CCM link; Compustat annual, quarterly and company;
+Fama-French) under their real WRDS names, with WRDS's column names in WRDS's order, WRDS's column
+labels and the declared PostgreSQL types of either type profile (docs/wrds.md#two-type-profiles).
+The rows are synthetic but shaped like the real tables, so that research code behaves as on WRDS:
 
 * one security universe (permnos 10001..) laid out in absolute time: companies with one to three
   share classes (one permco, several permnos), listings, delistings (mergers with a delisting
@@ -2306,21 +2307,26 @@ def _digest(parts: object) -> str:
 class SampleSource:
     """Deterministic synthetic WRDS data under WRDS's table names, columns and declared types.
 
-    Serves ``crsp.msf``, ``crsp.dsf``, ``crsp.msf_v2`` (partitioned by year), ``crsp.msenames``,
-    ``crsp.msedelist``, ``crsp.stksecurityinfohist``, ``crsp.ccmxpf_lnkhist`` (one partition),
-    ``comp.funda`` (by ``year(datadate)``), ``ff.factors_monthly`` and ``ff.factors_daily``.
-    Cheap to construct: data are generated per (dataset, year) on demand; small results are kept
-    in a bounded cache (`close` drops it).
+    Serves every table of `BUILTIN_SPECS` (`datasets`): partitioned by year ``crsp.msf``,
+    ``crsp.dsf``, ``crsp.msf_v2``, ``crsp.dsf_v2``, ``crsp.msi``, ``crsp.dsi``, ``comp.funda``,
+    ``comp.fundq`` (by ``year(datadate)``), ``ff.factors_monthly`` and ``ff.factors_daily``; as
+    one partition ``crsp.msenames``, ``crsp.dsenames``, ``crsp.stocknames``, ``crsp.msedelist``,
+    ``crsp.dsedelist``, ``crsp.stkdelists``, ``crsp.stksecurityinfohist``,
+    ``crsp.ccmxpf_lnkhist``, ``crsp.ccmxpf_linktable`` and ``comp.company``. Every field carries
+    its declared type and WRDS's column label in its metadata. The tables agree with each other
+    as CRSP and Compustat document (docs/sources.md lists the relations). Cheap to construct:
+    data are generated per (dataset, year) on demand; small results are kept in a bounded cache
+    (`close` drops it).
 
     A vintage is the state of WRDS at one update. Vintage 1 holds data through the last trading
     day of **November** of the last year; vintage 2 is the next update. Exactly these differ:
 
-    * ``crsp.msf``, ``crsp.dsf``, ``crsp.msf_v2``, ``ff.factors_daily``: vintage 2 appends
-      December of the last year (the rows of January to November are identical), and, in the
-      restated year ``max(years) - 2`` (only if that year is in ``years``), changes ``ret`` of 12
-      dsf rows (a corrected dividend, ``retx`` unchanged), hence ``ret`` of the msf rows and
-      ``mthret`` of the msf_v2 rows of those security-months, and ``smb``/``hml`` of 5 factor
-      days.
+    * ``crsp.msf``, ``crsp.dsf``, ``crsp.msf_v2``, ``crsp.dsf_v2``, ``crsp.msi``, ``crsp.dsi``,
+      ``ff.factors_daily``: vintage 2 appends December of the last year (the rows of January to
+      November are identical), and, in the restated year ``max(years) - 2`` (only if that year
+      is in ``years``), changes ``ret`` of 12 dsf rows (a corrected dividend, ``retx``
+      unchanged), hence ``ret`` of the msf rows, ``mthret``/``dlyret`` of the CIZ rows and the
+      index returns of those days and months, and ``smb``/``hml`` of 5 factor days.
     * ``ff.factors_monthly``: December appended; ``dateff`` is NULL for the last two months of
       data (October and November in vintage 1, November and December in vintage 2, so October
       gains its ``dateff``); the restated year's months that contain a restated factor day
@@ -2329,15 +2335,19 @@ class SampleSource:
       rows with a fiscal year end in September to December); vintage 2 has them, and restates
       ``ni``, ``ib``, ``oancf``, ``seq``, ``ceq``, ``at`` and ``re`` of 10 company-years in the
       restated year (their INDL/STD row and its FS/SUMM_STD duplicates, if any).
-    * ``crsp.msenames``, ``crsp.msedelist``, ``crsp.stksecurityinfohist``,
-      ``crsp.ccmxpf_lnkhist``: the end of data moves from the last trading day of November to
-      that of December, so ``nameendt``/``secinfoenddt``/``securityenddt`` and the active rows'
-      ``dlstdt`` move to it; securities listed in December appear; securities delisted in
-      December get their delisting code, return and link end date.
+    * ``comp.fundq``: its quarters derive from the funda rows of their fiscal year, so the years
+      holding quarters of those fiscal years (the year and the one before) change with them.
+    * ``crsp.msenames``, ``crsp.dsenames``, ``crsp.stocknames``, ``crsp.msedelist``,
+      ``crsp.dsedelist``, ``crsp.stkdelists``, ``crsp.stksecurityinfohist``,
+      ``crsp.ccmxpf_lnkhist``, ``crsp.ccmxpf_linktable``, ``comp.company``: the end of data
+      moves from the last trading day of November to that of December, so
+      ``nameendt``/``secinfoenddt``/``securityenddt`` and the active rows' ``dlstdt`` move to it;
+      securities listed in December appear; securities delisted in December get their delisting
+      code, return and link end date.
     * The table comments' update date: ``(Updated YYYY-12-12)`` for vintage 1 and
       ``(Updated YYYY+1-02-08)`` for vintage 2, where YYYY is the last year; ``comp.funda`` uses
-      the SAS style ``Last modified: 12/12/YYYY 02:40:46`` (``02/08/YYYY+1``);
-      ``crsp.ccmxpf_lnkhist`` has no comment.
+      the SAS style ``Last modified: 12/12/YYYY 02:40:46`` (``02/08/YYYY+1``); the CCM tables
+      ``crsp.ccmxpf_lnkhist`` and ``crsp.ccmxpf_linktable`` have no comment.
 
     Every other partition is identical row for row, and so are the per-year markers.
 
