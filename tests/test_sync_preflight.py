@@ -4,7 +4,7 @@ quarantine, snapshot): a name the source does not serve costs nothing on disk.""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,7 +12,7 @@ import pytest
 
 import wrdsvault
 from wrdsvault.datasets import DatasetSpec
-from wrdsvault.errors import SyncError, UnknownDatasetError
+from wrdsvault.errors import InvalidValueError, SyncError, UnknownDatasetError
 from wrdsvault.sources import SampleSource
 from wrdsvault.sources.base import PartitionInfo, TableInfo
 
@@ -96,5 +96,62 @@ def test_source_failing_before_the_sync_is_a_sync_error_and_writes_nothing(
         assert isinstance(exc.value.__cause__, ConnectionResetError)
         with pytest.raises(SyncError, match="nothing was written"):
             wh.sync("ff.factors_daily", date_column="auto")
+        assert wh.quarantine() == []
+    assert tree(synced.root) == before
+
+
+def test_sync_all_on_a_vault_without_datasets_writes_nothing(
+    tmp_path: Path, sample_source: SampleSource
+) -> None:
+    """sync_all on a vault with no snapshot refuses with UnknownDatasetError and leaves no
+    quarantine entry or staging behind."""
+    with wrdsvault.Warehouse(tmp_path / "vault", source=sample_source) as wh:
+        before = tree(tmp_path)
+        with pytest.raises(UnknownDatasetError, match="holds no dataset yet"):
+            wh.sync_all()
+        assert wh.quarantine() == []
+        assert tree(tmp_path) == before
+
+
+class _Narrowed:
+    """The sample source under its own name, no longer serving some tables (WRDS retiring one)."""
+
+    def __init__(self, inner: SampleSource, dropped: set[str]) -> None:
+        self.inner, self.dropped = inner, dropped
+        self.name = inner.name
+
+    def describe(self, spec: DatasetSpec) -> TableInfo:
+        if spec.name in self.dropped:
+            raise UnknownDatasetError(dataset=spec.name, known=[], hint="retired by the source")
+        return self.inner.describe(spec)
+
+    def partitions(
+        self, spec: DatasetSpec, *, years: Collection[int] | None = None
+    ) -> Sequence[PartitionInfo]:
+        return self.inner.partitions(spec, years=years)
+
+    def read_partition(
+        self, spec: DatasetSpec, year: int | None, *, batch_rows: int = 131_072
+    ) -> Iterator[pa.RecordBatch]:
+        return self.inner.read_partition(spec, year, batch_rows=batch_rows)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_sync_all_refusals_write_nothing(
+    synced: wrdsvault.Warehouse, make_source: Callable[..., SampleSource]
+) -> None:
+    """sync_all with a source that no longer serves a held dataset, or with another source,
+    refuses before the lock: no quarantine entry, no new snapshot, the same files."""
+    before = tree(synced.root)
+    retired = _Narrowed(make_source(2), {"ff.factors_monthly"})
+    with wrdsvault.Warehouse(synced.root, source=retired) as wh:
+        with pytest.raises(UnknownDatasetError, match="retired by the source"):
+            wh.sync_all()
+        assert wh.quarantine() == []
+    with wrdsvault.Warehouse(synced.root, source=_Unreachable()) as wh:
+        with pytest.raises(InvalidValueError, match="came from another source"):
+            wh.sync_all()
         assert wh.quarantine() == []
     assert tree(synced.root) == before

@@ -316,7 +316,8 @@ class Warehouse:
 
         Raises:
             SourceRequiredError: the Warehouse was opened without a source.
-            UnknownDatasetError: the vault has no snapshot, or its latest snapshot no dataset.
+            UnknownDatasetError: the vault has no snapshot, its latest snapshot no dataset,
+                or the source no longer serves one of them; nothing was written.
             InvalidValueError: a dataset was synced from another source (its name is
                 recorded in the manifest); nothing was written.
             LockHeldError, DiskSpaceError, SchemaDriftError, ValidationFailedError,
@@ -332,37 +333,49 @@ class Warehouse:
             validate=validate,
             allow_removal=allow_removal,
         )
+        # Checked before the lock too, so that a refusal writes nothing (no quarantine entry).
+        preflight(self.source, self._sync_all_plan(self.source)[1])
         with self._writer(
             Operation("sync", "--all"), wait=wait, quarantine_on_error=True
         ) as writer:
             # Read under the lock: the datasets are those of the HEAD this commit builds on.
-            head_id = read_head(self._layout)
-            head = self._manifest(head_id) if head_id else None
-            if head is None or not head.datasets:
-                raise UnknownDatasetError(
-                    dataset="--all",
-                    known=[],
-                    hint="the vault holds no dataset yet; sync datasets by name first "
-                    "(`wrdsvault sync crsp.msf ...`), then `sync --all` re-syncs them",
-                )
-            name = self.source.name
-            foreign = sorted(
-                f"{d} ({e.source})" for d, e in head.datasets.items() if e.source != name
-            )
-            if foreign:
-                raise InvalidValueError(
-                    name="source",
-                    value=name,
-                    rule=f"the source the datasets were synced from; {', '.join(foreign)} came "
-                    "from another source. Run sync --all with that source, or sync the "
-                    "datasets by name",
-                )
-            specs, years, notes = _recipes(head)
+            head, specs, years, notes = self._sync_all_plan(self.source)
             opts = attrs.evolve(opts, dataset_years=years)
             for note in notes:
                 log.warning("%s", note)
             report = run_sync(writer, self.source, specs, head, opts)
         return attrs.evolve(report, notes=tuple(notes))
+
+    def _sync_all_plan(
+        self, source: Source
+    ) -> tuple[Manifest, list[DatasetSpec], dict[str, frozenset[int] | None], list[str]]:
+        """HEAD, and the spec, years and notes of each dataset it holds, for `sync_all`.
+
+        Raises:
+            UnknownDatasetError: no snapshot, or a snapshot without datasets.
+            InvalidValueError: a dataset was synced from another source.
+        """
+        head_id = read_head(self._layout)
+        head = self._manifest(head_id) if head_id else None
+        if head is None or not head.datasets:
+            raise UnknownDatasetError(
+                dataset="--all",
+                known=[],
+                hint="the vault holds no dataset yet; sync datasets by name first "
+                "(`wrdsvault sync crsp.msf ...`), then `sync --all` re-syncs them",
+            )
+        name = source.name
+        foreign = sorted(f"{d} ({e.source})" for d, e in head.datasets.items() if e.source != name)
+        if foreign:
+            raise InvalidValueError(
+                name="source",
+                value=name,
+                rule=f"the source the datasets were synced from; {', '.join(foreign)} came "
+                "from another source. Run sync --all with that source, or sync the "
+                "datasets by name",
+            )
+        specs, years, notes = _recipes(head)
+        return head, specs, years, notes
 
     def _sync_options(
         self,
