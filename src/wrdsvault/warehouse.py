@@ -334,7 +334,14 @@ class Warehouse:
             allow_removal=allow_removal,
         )
         # Checked before the lock too, so that a refusal writes nothing (no quarantine entry).
-        preflight(self.source, self._sync_all_plan(self.source)[1])
+        # A HEAD that cannot be read is left to the locked path (recovery, then its own error).
+        try:
+            early = self._sync_all_plan(self.source)[1]
+        except (UnknownDatasetError, InvalidValueError):
+            raise
+        except WrdsVaultError:
+            early = []
+        preflight(self.source, early)
         with self._writer(
             Operation("sync", "--all"), wait=wait, quarantine_on_error=True
         ) as writer:
