@@ -49,17 +49,18 @@ def test_unserved_table_fails_before_anything_is_written(synced: wrdsvault.Wareh
     assert tree(synced.root) == before  # HEAD and snapshots/ included
 
 
-def test_unserved_table_on_a_new_vault_commits_nothing(
+def test_unserved_table_on_a_new_vault_creates_nothing(
     tmp_path: Path, sample_source: SampleSource
 ) -> None:
-    """On a vault that has no snapshot yet, the failed sync leaves no snapshot, quarantine
-    entry or staging behind either."""
-    with wrdsvault.Warehouse(tmp_path / "vault", source=sample_source) as wh:
-        before = tree(tmp_path)
-        with pytest.raises(UnknownDatasetError):
-            wh.sync("comp.nothing", date_column=None)
-        assert tree(tmp_path) == before
-        assert wh.quarantine() == []
+    """Where no vault exists yet, a sync of a table the source does not serve fails before the
+    vault is created: the folder stays absent."""
+    with (
+        wrdsvault.Warehouse(tmp_path / "vault", source=sample_source) as wh,
+        pytest.raises(UnknownDatasetError),
+    ):
+        wh.sync("comp.nothing", date_column=None)
+    assert not (tmp_path / "vault").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 class _Unreachable:
@@ -105,7 +106,7 @@ def test_sync_all_on_a_vault_without_datasets_writes_nothing(
 ) -> None:
     """sync_all on a vault with no snapshot refuses with UnknownDatasetError and leaves no
     quarantine entry or staging behind."""
-    with wrdsvault.Warehouse(tmp_path / "vault", source=sample_source) as wh:
+    with wrdsvault.Warehouse(tmp_path / "vault", source=sample_source, create=True) as wh:
         before = tree(tmp_path)
         with pytest.raises(UnknownDatasetError, match="holds no dataset yet"):
             wh.sync_all()

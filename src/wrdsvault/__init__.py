@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from wrdsvault._doctor import DoctorFinding, DoctorReport
 from wrdsvault._query import LazyResult
+from wrdsvault._session import Session
 from wrdsvault._storage.diskguard import DiskState
 from wrdsvault._storage.quarantine import QuarantineEntry
 from wrdsvault._sync import Progress
@@ -27,6 +28,8 @@ from wrdsvault.errors import (
     InvalidValueError,
     LockBreakRefusedError,
     LockHeldError,
+    MissingExtraError,
+    NotAVaultError,
     QueryError,
     QueryRejectedError,
     QueryTimeoutError,
@@ -107,6 +110,8 @@ __all__ = [
     "LockHeldError",
     "LockInfo",
     "Manifest",
+    "MissingExtraError",
+    "NotAVaultError",
     "PartitionFile",
     "Progress",
     "QuarantineEntry",
@@ -122,6 +127,7 @@ __all__ = [
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",
+    "Session",
     "Snapshot",
     "SnapshotInfo",
     "SnapshotNotFoundError",
