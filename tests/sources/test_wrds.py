@@ -688,7 +688,7 @@ def test_sas_only_library_is_a_clear_error(loaded: WrdsReplica, vault_dir: Path)
             wh.sync("taqmsec.ctm_20200102", date_column="date")
         assert not caught.value.retryable
         assert "TAQ" in str(caught.value)
-        assert wh.snapshots() == []
+    assert not vault_dir.exists()  # refused before the vault was created
 
 
 def test_wrong_password_fails_once_without_prompt(
@@ -714,7 +714,7 @@ def test_unknown_table_and_library(loaded: WrdsReplica, vault_dir: Path) -> None
         with pytest.raises(UnknownDatasetError, match="no library 'crsq'") as caught:
             wh.sync("crsq.msf", date_column="date")
         assert "crsp" in caught.value.known
-        assert wh.snapshots() == []
+    assert not vault_dir.exists()  # refused before the vault was created
 
 
 def test_any_table_by_date_column_or_as_one_partition(loaded: WrdsReplica, tmp_path: Path) -> None:
