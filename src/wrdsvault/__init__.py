@@ -23,6 +23,7 @@ from wrdsvault.errors import (
     BackupError,
     CommitOutcomeUnknownError,
     DiskSpaceError,
+    IcebergExportError,
     IntegrityError,
     InvalidNameError,
     InvalidValueError,
@@ -48,6 +49,7 @@ from wrdsvault.errors import (
     WrdsVaultError,
     WriteError,
 )
+from wrdsvault.exports import ExportRecord, IcebergExport
 from wrdsvault.manifest import (
     FORMAT_VERSION,
     ColumnSchema,
@@ -96,11 +98,14 @@ __all__ = [
     "DoctorFinding",
     "DoctorReport",
     "ExpiredSnapshot",
+    "ExportRecord",
     "FORMAT_VERSION",
     "FileFault",
     "Finding",
     "GcPlan",
     "GcReport",
+    "IcebergExport",
+    "IcebergExportError",
     "IntegrityError",
     "InvalidNameError",
     "InvalidValueError",
