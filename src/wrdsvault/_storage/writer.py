@@ -184,7 +184,12 @@ class Operation:
 
 
 class Writer:
-    """One write transaction. Use through `open_writer`; never shared between threads."""
+    """One write transaction. Use through `open_writer`.
+
+    `stage_partition`, `checkpoint` and `resume_partition` may run in several threads at once,
+    each on its own partition (a sync reading years in parallel); everything else, and the
+    commit, from one thread.
+    """
 
     def __init__(self, layout: Layout, settings: VaultSettings, lock: WriterLock) -> None:
         self.layout = layout
