@@ -73,7 +73,10 @@ class Expected:
         self.changed_rows = {k for k, _ in self.cells}
 
 
-DATASETS = list(SampleSource(**PARAMS).datasets)
+#: Every sample dataset but the daily CIZ file: it has crsp.dsf's rows and vintage rules at 50
+#: columns, and this module's cell-by-cell reference diff (pandas) would double its time for no
+#: case crsp.dsf and crsp.msf_v2 do not already cover.
+DATASETS = [d for d in SampleSource(**PARAMS).datasets if d != "crsp.dsf_v2"]
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,27 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+def file_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema a partition's Parquet file is written with: the source's, without labels.
+
+    A column's label (`COMMENT_KEY`) is kept in the manifest (`ColumnSchema.comment`), which
+    leaves it out of a column's identity; in the file it would make a relabelled column (WRDS
+    rewording a comment) rewrite every year and make the same rows from two sources (the
+    sample, a WRDS replica) different files. The declared type stays: it is part of identity.
+    """
+    fields = []
+    for field in schema:
+        if field.metadata and COMMENT_KEY in field.metadata:
+            meta: dict[bytes | str, bytes | str] = {
+                k: v for k, v in field.metadata.items() if k != COMMENT_KEY
+            }
+            field = field.with_metadata(meta) if meta else field.remove_metadata()
+        fields.append(field)
+    return (
+        pa.schema(fields).with_metadata(schema.metadata) if schema.metadata else pa.schema(fields)
+    )
+
+
 def columns_of(schema: pa.Schema) -> tuple[ColumnSchema, ...]:
     """The manifest's description of an Arrow schema."""
     out = []
@@ -282,6 +303,41 @@ def describe(source: Source, spec: DatasetSpec) -> TableInfo:
             f"describe() gave a change marker {info.change_marker!r}; a marker is a str or None",
         )
     return info
+
+
+def ask(source: Source, spec: DatasetSpec) -> TableInfo:
+    """`describe`, for callers outside the writer: a dropped connection is a `SyncError` too.
+
+    What a sync asks the source before it takes the lock or writes anything (`preflight`, and
+    ``date_column="auto"``), so that a table the source does not have costs no writer state.
+
+    Raises:
+        UnknownDatasetError: the source has no such table.
+        SourceError: it raised, or did not return a `TableInfo` with a pyarrow schema.
+        SyncError: an OS error (a dropped connection) while asking.
+    """
+    try:
+        return describe(source, spec)
+    except OSError as exc:
+        raise SyncError(
+            dataset=spec.name,
+            reason=f"asking the source {_source_name(source)!r} about it failed "
+            f"({type(exc).__name__}: {exc}); nothing was written, run the sync again",
+        ) from exc
+
+
+def preflight(source: Source, specs: Sequence[DatasetSpec]) -> None:
+    """Ask ``source`` about every dataset of a sync before the sync creates any writer state.
+
+    A name the source does not serve (a typo, a table another source has) fails here, before
+    the lock, the staging folder, a quarantine entry or a snapshot exist. The sync asks again
+    under the lock (the answer may change while it waits for another writer).
+
+    Raises:
+        UnknownDatasetError, SourceError, SyncError: as `ask`.
+    """
+    for spec in specs:
+        ask(source, spec)
 
 
 def _refuse_duplicate_columns(spec: DatasetSpec, schema: pa.Schema) -> None:
@@ -843,7 +899,7 @@ def _resume_or_read(
     done = writer.stage_partition(
         spec.name,
         part.year,
-        plan.info.schema,
+        file_schema(plan.info.schema),
         _until(stop, report.counted(index, part, batches)),
         primary_key=spec.primary_key,
     )

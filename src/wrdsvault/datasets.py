@@ -154,7 +154,7 @@ def _spec(
     )
 
 
-#: Built-in specs for the common WRDS tables (see docs/datasets.md for the sources of each fact).
+#: Built-in specs for the WRDS tables published recipes read (docs/sources.md lists them).
 BUILTIN_SPECS: Final[dict[str, DatasetSpec]] = {
     s.name: s
     for s in (
@@ -182,10 +182,19 @@ BUILTIN_SPECS: Final[dict[str, DatasetSpec]] = {
             "CRSP Daily Stock File (CIZ)",
             "daily",
         ),
+        _spec("crsp.msi", "date", ("date",), "CRSP Monthly Stock Market Indexes", "monthly"),
+        _spec("crsp.dsi", "date", ("date",), "CRSP Daily Stock Market Indexes", "daily"),
         _spec("crsp.msenames", None, ("permno", "namedt"), "CRSP monthly name history"),
         _spec("crsp.dsenames", None, ("permno", "namedt"), "CRSP daily name history"),
         _spec("crsp.msedelist", None, ("permno",), "CRSP monthly delisting events"),
         _spec("crsp.dsedelist", None, ("permno",), "CRSP daily delisting events"),
+        _spec(
+            "crsp.stocknames",
+            None,
+            ("permno", "namedt"),
+            "CRSP stock names: identifiers and codes per name interval",
+        ),
+        _spec("crsp.stkdelists", None, ("permno",), "CRSP CIZ delistings (delisted securities)"),
         _spec(
             "crsp.stksecurityinfohist",
             None,
@@ -197,6 +206,12 @@ BUILTIN_SPECS: Final[dict[str, DatasetSpec]] = {
             None,
             ("gvkey", "linkdt", "linkprim", "liid"),
             "CRSP/Compustat Merged link history",
+        ),
+        _spec(
+            "crsp.ccmxpf_linktable",
+            None,
+            ("gvkey", "linkdt", "linkprim", "liid"),
+            "CRSP/Compustat Merged link table (link history with usedflag)",
         ),
         _spec(
             "comp.funda",

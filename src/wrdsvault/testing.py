@@ -9,7 +9,9 @@ server started from the ``pgserver`` wheel, laid out the way WRDS lays out its d
   (``numeric(11,5)``, ``varchar(8)``, ``double precision`` ...);
 * users query *friendly* schemas (``crsp``, ``comp``, ``ff``) holding ``CREATE VIEW ... AS SELECT *
   FROM <product>.<table>``, with the table comment (``"... (Updated 2025-02-08)"``) and column
-  comments on the views, as on WRDS;
+  comments on the views, as on WRDS (each column's comment is the source's label, the field
+  metadata under ``COMMENT_KEY``: `SampleSource` gives WRDS's labels; a column without one gets
+  its upper-cased name);
 * a login role ``wrdsuser`` (password `REPLICA_PASSWORD`) has ``USAGE``/``SELECT`` on all of them,
   but not on the schemas ``secret`` and ``secret_prod`` (a library the user is not subscribed to);
   only the superuser ``postgres`` logs in without a password;
@@ -55,7 +57,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, validate_dataset
-from wrdsvault.sources.base import SOURCE_TYPE_KEY
+from wrdsvault.sources.base import COMMENT_KEY, SOURCE_TYPE_KEY
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -87,23 +89,12 @@ _PRODUCTS: Final = {"crsp": "crsp_a_stock", "comp": "comp_na_daily_all", "ff": "
 _PRODUCT_OF_TABLE: Final = {
     "crsp.ccmxpf_lnkhist": "crsp_a_ccm",
     "crsp.ccmxpf_linktable": "crsp_a_ccm",
+    "crsp.msi": "crsp_a_indexes",
+    "crsp.dsi": "crsp_a_indexes",
 }
 #: A library the replica user is not subscribed to (no USAGE on either schema).
 _UNSUBSCRIBED_LIBRARY: Final = "secret"
 _UNSUBSCRIBED_PRODUCT: Final = "secret_prod"
-#: Column comments as WRDS shows them for a few well-known columns; others get the upper-cased name.
-_COLUMN_LABELS: Final = {
-    "permno": "PERMNO",
-    "permco": "PERMCO",
-    "gvkey": "Global Company Key",
-    "datadate": "Data Date",
-    "date": "Date of Observation",
-    "cusip": "CUSIP Header",
-    "prc": "Price or Bid/Ask Average",
-    "ret": "Returns",
-    "shrout": "Shares Outstanding",
-    "at": "Assets - Total",
-}
 #: What a declared type may look like before it goes into CREATE TABLE.
 _DECLARED_RE: Final = re.compile(r"^[a-z][a-z ]{1,40}(\(\d{1,4}(,\d{1,4})?\))?[a-z ]{0,20}$")
 _DB_NAME_RE: Final = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -155,6 +146,12 @@ def _ident(name: str) -> str:
         msg = f"not a plain identifier: {name!r}"
         raise ValueError(msg)
     return f'"{name}"'
+
+
+def _column_label(field: pa.Field[Any]) -> str:
+    """The column comment to set: the source's label (WRDS's), else the upper-cased name."""
+    raw = (field.metadata or {}).get(COMMENT_KEY)
+    return raw.decode() if raw else field.name.upper()
 
 
 def _declared_type(field: pa.Field[Any]) -> str:
@@ -468,7 +465,7 @@ class WrdsReplica:
             cur.execute(f"COMMENT ON TABLE {target} IS %s", (info.comment,))
             cur.execute(f"COMMENT ON VIEW {view} IS %s", (info.comment,))
         for field in info.schema:
-            label = _COLUMN_LABELS.get(field.name, field.name.upper())
+            label = _column_label(field)
             # On the view: comments on the base table do not show through it.
             cur.execute(f"COMMENT ON COLUMN {view}.{_ident(field.name)} IS %s", (label,))
         return product, library

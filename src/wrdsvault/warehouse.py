@@ -31,7 +31,7 @@ from wrdsvault._storage.lock_tools import break_lock, describe_lock
 from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
 from wrdsvault._storage.quarantine import purge as purge_entries
 from wrdsvault._storage.writer import Operation, Writer, open_writer, operation_error
-from wrdsvault._sync import ProgressCallback, SyncOptions, describe, os_error, run_sync
+from wrdsvault._sync import ProgressCallback, SyncOptions, ask, os_error, preflight, run_sync
 from wrdsvault._verify import VerifyProgress
 from wrdsvault._verify import verify as verify_files
 from wrdsvault.datasets import (
@@ -323,7 +323,9 @@ class Warehouse:
             SourceRequiredError: the Warehouse was opened without a source.
             InvalidNameError: a malformed dataset name; nothing was written.
             InvalidValueError: ``years``, ``drift`` or ``wait`` out of range; nothing was written.
-            UnknownDatasetError: no built-in spec and no ``date_column``.
+            UnknownDatasetError: no built-in spec and no ``date_column``, or the source does
+                not serve the table; nothing was written (no lock, staging, quarantine entry
+                or snapshot).
             LockHeldError: another writer kept the lock for the whole wait.
             DiskSpaceError: too little free space, or the disk filled up mid-write.
             SchemaDriftError: the columns changed and the drift policy refuses it.
@@ -357,6 +359,7 @@ class Warehouse:
         )
         if wait is not None:
             _wait_s(wait)
+        preflight(self.source, specs)  # a table the source lacks fails before any write
         self._create()  # the arguments passed: the one place a vault comes into being
         operation = Operation("sync", " ".join(s.name for s in specs))
         with self._writer(operation, wait=wait, quarantine_on_error=True) as writer:
@@ -390,7 +393,8 @@ class Warehouse:
 
         Raises:
             SourceRequiredError: the Warehouse was opened without a source.
-            UnknownDatasetError: the vault has no snapshot, or its latest snapshot no dataset.
+            UnknownDatasetError: the vault has no snapshot, its latest snapshot no dataset,
+                or the source no longer serves one of them; nothing was written.
             InvalidValueError: a dataset was synced from another source (its name is
                 recorded in the manifest); nothing was written.
             LockHeldError, DiskSpaceError, SchemaDriftError, ValidationFailedError,
@@ -406,37 +410,56 @@ class Warehouse:
             validate=validate,
             allow_removal=allow_removal,
         )
+        # Checked before the lock too, so that a refusal writes nothing (no quarantine entry).
+        # A HEAD that cannot be read is left to the locked path (recovery, then its own error).
+        try:
+            early = self._sync_all_plan(self.source)[1]
+        except (UnknownDatasetError, InvalidValueError, NotAVaultError):
+            raise
+        except WrdsVaultError:
+            early = []
+        preflight(self.source, early)
         with self._writer(
             Operation("sync", "--all"), wait=wait, quarantine_on_error=True
         ) as writer:
             # Read under the lock: the datasets are those of the HEAD this commit builds on.
-            head_id = read_head(self._layout)
-            head = self._manifest(head_id) if head_id else None
-            if head is None or not head.datasets:
-                raise UnknownDatasetError(
-                    dataset="--all",
-                    known=[],
-                    hint="the vault holds no dataset yet; sync datasets by name first "
-                    "(`wrdsvault sync crsp.msf ...`), then `sync --all` re-syncs them",
-                )
-            name = self.source.name
-            foreign = sorted(
-                f"{d} ({e.source})" for d, e in head.datasets.items() if e.source != name
-            )
-            if foreign:
-                raise InvalidValueError(
-                    name="source",
-                    value=name,
-                    rule=f"the source the datasets were synced from; {', '.join(foreign)} came "
-                    "from another source. Run sync --all with that source, or sync the "
-                    "datasets by name",
-                )
-            specs, years, notes = _recipes(head)
+            head, specs, years, notes = self._sync_all_plan(self.source)
             opts = attrs.evolve(opts, dataset_years=years)
             for note in notes:
                 log.warning("%s", note)
             report = run_sync(writer, self.source, specs, head, opts)
         return attrs.evolve(report, notes=tuple(notes))
+
+    def _sync_all_plan(
+        self, source: Source
+    ) -> tuple[Manifest, list[DatasetSpec], dict[str, frozenset[int] | None], list[str]]:
+        """HEAD, and the spec, years and notes of each dataset it holds, for `sync_all`.
+
+        Raises:
+            UnknownDatasetError: no snapshot, or a snapshot without datasets.
+            InvalidValueError: a dataset was synced from another source.
+        """
+        head_id = read_head(self._layout)
+        head = self._manifest(head_id) if head_id else None
+        if head is None or not head.datasets:
+            raise UnknownDatasetError(
+                dataset="--all",
+                known=[],
+                hint="the vault holds no dataset yet; sync datasets by name first "
+                "(`wrdsvault sync crsp.msf ...`), then `sync --all` re-syncs them",
+            )
+        name = source.name
+        foreign = sorted(f"{d} ({e.source})" for d, e in head.datasets.items() if e.source != name)
+        if foreign:
+            raise InvalidValueError(
+                name="source",
+                value=name,
+                rule=f"the source the datasets were synced from; {', '.join(foreign)} came "
+                "from another source. Run sync --all with that source, or sync the "
+                "datasets by name",
+            )
+        specs, years, notes = _recipes(head)
+        return head, specs, years, notes
 
     def _sync_options(
         self,
@@ -483,7 +506,7 @@ class Warehouse:
         if date_column == AUTO_DATE_COLUMN:
             assert self.source is not None
             probe = DatasetSpec(name=name, partition_column=None)
-            date_column = detect_date_column(name, describe(self.source, probe).schema)
+            date_column = detect_date_column(name, ask(self.source, probe).schema)
             log.info("%s: date_column=%r (auto)", name, date_column)
         return DatasetSpec(
             name=name,

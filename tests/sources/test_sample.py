@@ -19,19 +19,17 @@ SHARED = Path(__file__).resolve().parents[3] / "shared"
 QUERIES = SHARED / "wrds_replica_reference"
 YEARS = range(2019, 2023)
 N = 250
-SERVED = (
-    "comp.funda",
-    "crsp.ccmxpf_lnkhist",
+SERVED = tuple(sorted(BUILTIN_SPECS))
+TIME_SERIES = (
     "crsp.dsf",
-    "crsp.msedelist",
-    "crsp.msenames",
+    "crsp.dsf_v2",
+    "crsp.dsi",
     "crsp.msf",
     "crsp.msf_v2",
-    "crsp.stksecurityinfohist",
+    "crsp.msi",
     "ff.factors_daily",
     "ff.factors_monthly",
 )
-TIME_SERIES = ("crsp.dsf", "crsp.msf", "crsp.msf_v2", "ff.factors_daily", "ff.factors_monthly")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +113,7 @@ def test_options_are_keyword_only() -> None:
 def test_unknown_dataset_lists_the_served_tables(src: SampleSource) -> None:
     """An unserved dataset raises UnknownDatasetError with the served names as `known`."""
     with pytest.raises(UnknownDatasetError, match="SampleSource serves only these tables") as exc:
-        src.describe(BUILTIN_SPECS["comp.fundq"])
+        src.describe(DatasetSpec(name="ibes.statsum_epsus", partition_column="statpers"))
     assert exc.value.known == list(SERVED)  # type: ignore[attr-defined]
     with pytest.raises(UnknownDatasetError):
         list(src.read_partition(DatasetSpec(name="crsp.nothing", partition_column="date"), 2020))
@@ -176,6 +174,13 @@ def test_columns_follow_wrds_order(src: SampleSource) -> None:
         "ff.factors_daily": "date mktrf smb hml rf umd",
         "crsp.msedelist": "permno dlstdt dlstcd nwperm nwcomp nextdt dlamt dlretx dlprc dlpdt "
         "dlret acperm accomp",
+        "crsp.ccmxpf_linktable": "gvkey linkprim liid linktype lpermno lpermco usedflag linkdt "
+        "linkenddt",
+        "crsp.msi": "date vwretd vwretx ewretd ewretx sprtrn spindx totval totcnt usdval usdcnt",
+        "crsp.dsi": "date vwretd vwretx ewretd ewretx sprtrn spindx totval totcnt usdval usdcnt",
+        "crsp.stkdelists": "permno delistingdt deldtprc deldtprcflg delactiontype delstatustype "
+        "delreasontype delpaymenttype delpermno delpermco delret delretmisstype delnextdt "
+        "delnextprc delnextprcflg delamtdt deldivamt deldistype deldlydt",
     }
     for name, cols in expected.items():
         assert src.describe(BUILTIN_SPECS[name]).schema.names == cols.split()
@@ -187,6 +192,14 @@ def test_columns_follow_wrds_order(src: SampleSource) -> None:
     assert set(needed.split()) <= set(funda)
     assert len(src.describe(BUILTIN_SPECS["crsp.msf_v2"]).schema) == 45
     assert len(src.describe(BUILTIN_SPECS["crsp.stksecurityinfohist"]).schema) == 36
+    dsf_v2 = src.describe(BUILTIN_SPECS["crsp.dsf_v2"]).schema.names
+    assert len(dsf_v2) == 50
+    assert dsf_v2[:3] == ["permno", "hdrcusip", "permco"] and dsf_v2[-1] == "shrout"
+    fundq = src.describe(BUILTIN_SPECS["comp.fundq"]).schema.names
+    assert fundq[:5] == ["gvkey", "datadate", "fyearq", "fqtr", "fyr"]
+    stocknames = src.describe(BUILTIN_SPECS["crsp.stocknames"]).schema.names
+    assert {"nameenddt", "st_date", "end_date"} <= set(stocknames)
+    assert "nameendt" not in stocknames  # WRDS spells it differently from msenames
     for name in SERVED:
         for field in src.describe(BUILTIN_SPECS[name]).schema:
             assert field.metadata and field.metadata[SOURCE_TYPE_KEY]

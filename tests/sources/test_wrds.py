@@ -31,7 +31,7 @@ from wrdsvault import Progress, Warehouse
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, builtin_spec
 from wrdsvault.errors import SourceError, SyncError, UnknownDatasetError
 from wrdsvault.sources import SampleSource, WrdsSource
-from wrdsvault.sources.base import SOURCE_TYPE_KEY
+from wrdsvault.sources.base import COMMENT_KEY, SOURCE_TYPE_KEY
 from wrdsvault.sources.wrds import arrow_type, connect, parse_comment
 from wrdsvault.testing import REPLICA_PASSWORD, REPLICA_USER, WrdsReplica
 
@@ -304,6 +304,28 @@ def test_replica_sync_is_byte_identical_to_sample_source(
             got, want = a.snapshot().dataset(name), b.snapshot().dataset(name)
             assert got.columns == want.columns
             assert [p.sha256 for p in got.partitions] == [p.sha256 for p in want.partitions]
+
+
+def test_replica_column_comments_are_the_source_labels(
+    loaded: WrdsReplica, replica_sample: dict[str, Any]
+) -> None:
+    """The replica's view columns carry SampleSource's labels (WRDS's), as describe_table
+    shows them on WRDS, for every column of every table."""
+    sample = SampleSource(**replica_sample)
+    rows = loaded.execute(
+        """SELECT n.nspname || '.' || c.relname, a.attname, col_description(c.oid, a.attnum)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+           WHERE c.relkind = 'v' AND n.nspname IN ('crsp', 'comp', 'ff')"""
+    )
+    got = {(table, column): comment for table, column, comment in rows}
+    want = {
+        (name, f.name): f.metadata[COMMENT_KEY].decode()
+        for name in sample.datasets
+        for f in sample.describe(BUILTIN_SPECS[name]).schema
+    }
+    assert got == want
+    assert got["comp.funda", "at"] == "Assets - Total"
 
 
 def test_describe_reads_comment_estimate_and_declared_types(loaded: WrdsReplica) -> None:
@@ -669,7 +691,7 @@ def test_sas_only_library_is_a_clear_error(loaded: WrdsReplica, vault_dir: Path)
             wh.sync("taqmsec.ctm_20200102", date_column="date")
         assert not caught.value.retryable
         assert "TAQ" in str(caught.value)
-        assert wh.snapshots() == []
+    assert not vault_dir.exists()  # refused before the vault was created
 
 
 def test_wrong_password_fails_once_without_prompt(
@@ -695,7 +717,7 @@ def test_unknown_table_and_library(loaded: WrdsReplica, vault_dir: Path) -> None
         with pytest.raises(UnknownDatasetError, match="no library 'crsq'") as caught:
             wh.sync("crsq.msf", date_column="date")
         assert "crsp" in caught.value.known
-        assert wh.snapshots() == []
+    assert not vault_dir.exists()  # refused before the vault was created
 
 
 def test_any_table_by_date_column_or_as_one_partition(loaded: WrdsReplica, tmp_path: Path) -> None:

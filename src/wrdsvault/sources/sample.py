@@ -1,9 +1,10 @@
 """Deterministic synthetic WRDS-shaped data: `SampleSource`, the source for demos and tests.
 
-`SampleSource` serves CRSP (legacy SIZ, plus the CIZ tables the CIZ universe query needs),
-Compustat and Fama-French tables under their real WRDS names, with WRDS's column names in WRDS's
-order and the declared PostgreSQL types of either type profile (docs/wrds.md#two-type-profiles). The
-rows are synthetic but shaped like the real tables, so that research code behaves as on WRDS:
+`SampleSource` serves every table of the built-in catalog (CRSP legacy SIZ and CIZ stock files,
+market indexes, names and delistings, the CCM link; Compustat annual, quarterly and company;
+Fama-French) under their real WRDS names, with WRDS's column names in WRDS's order, WRDS's column
+labels and the declared PostgreSQL types of either type profile (docs/wrds.md#two-type-profiles).
+The rows are synthetic but shaped like the real tables, so that research code behaves as on WRDS:
 
 * one security universe (permnos 10001..) laid out in absolute time: companies with one to three
   share classes (one permco, several permnos), listings, delistings (mergers with a delisting
@@ -44,7 +45,8 @@ import pyarrow as pa
 
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.errors import InvalidValueError, UnknownDatasetError
-from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, TableInfo
+from wrdsvault.sources._labels import label
+from wrdsvault.sources.base import COMMENT_KEY, SOURCE_TYPE_KEY, PartitionInfo, TableInfo
 
 __all__ = ["SampleSource"]
 
@@ -326,14 +328,102 @@ _SECINFO_COLS = _cols(
     "nasdcompno integer, nasdissuno integer, issuernm varchar(100)"
 )
 
+_DSF_V2_COLS = _cols(
+    "permno integer, hdrcusip varchar(8), permco integer, siccd integer, nasdissuno integer, "
+    "yyyymmdd integer, sharetype varchar(2), securitytype varchar(4), "
+    "securitysubtype varchar(4), usincflg varchar(1), issuertype varchar(4), "
+    "primaryexch varchar(1), conditionaltype varchar(2), tradingstatusflg varchar(1), "
+    "dlycaldt date, dlydelflg varchar(1), dlyprc numeric(13,6), dlyprcflg varchar(2), "
+    "dlycap numeric, dlycapflg varchar(2), dlyprevprc numeric(13,6), dlyprevprcflg varchar(2), "
+    "dlyprevdt date, dlyprevcap numeric, dlyprevcapflg varchar(2), "
+    f"dlyret {_RET}, dlyretx {_RET}, dlyreti {_RET}, dlyretmissflg varchar(2), "
+    "dlyretdurflg varchar(2), dlyorddivamt numeric, dlynonorddivamt numeric, dlyfacprc numeric, "
+    "dlydistretflg varchar(2), dlyvol numeric, dlyclose numeric(13,6), dlylow numeric(13,6), "
+    "dlyhigh numeric(13,6), dlybid numeric(13,6), dlyask numeric(13,6), dlyopen numeric(13,6), "
+    "dlynumtrd integer, dlymmcnt smallint, dlyprcvol numeric, dlycumfacpr numeric, "
+    "dlycumfacshr numeric, cusip varchar(8), ticker varchar(8), exchangetier varchar(4), "
+    "shrout integer"
+)
+#: crsp.msi and crsp.dsi: the market index series (CRSP's NYSE/AMEX/Nasdaq universe).
+_INDEX_COLS = _cols(
+    "date date, vwretd double precision, vwretx double precision, ewretd double precision, "
+    "ewretx double precision, sprtrn double precision, spindx double precision, "
+    "totval double precision, totcnt integer, usdval double precision, usdcnt integer"
+)
+_STOCKNAMES_COLS = _cols(
+    "permno integer, namedt date, nameenddt date, shrcd smallint, exchcd smallint, "
+    "siccd integer, ncusip varchar(8), ticker varchar(8), comnam varchar(35), "
+    "shrcls varchar(4), permco integer, hexcd smallint, cusip varchar(8), st_date date, "
+    "end_date date"
+)
+_STKDELISTS_COLS = _cols(
+    f"permno integer, delistingdt date, deldtprc numeric(13,6), deldtprcflg varchar(2), "
+    f"delactiontype varchar(3), delstatustype varchar(2), delreasontype varchar(3), "
+    f"delpaymenttype varchar(2), delpermno integer, delpermco integer, delret {_RET}, "
+    f"delretmisstype varchar(2), delnextdt date, delnextprc numeric(13,6), "
+    f"delnextprcflg varchar(2), delamtdt date, deldivamt numeric, deldistype varchar(4), "
+    f"deldlydt date"
+)
+_LINKTABLE_COLS = _cols(
+    "gvkey varchar(6), linkprim varchar(1), liid varchar(3), linktype varchar(2), "
+    "lpermno double precision, lpermco double precision, usedflag smallint, linkdt date, "
+    "linkenddt date"
+)
+#: Compustat quarterly items: (quarterly name, the annual item it is derived from, kind), in
+#: WRDS's alphabetical order. Kinds: "stock" (a balance: Q4 equals the annual value), "flow"
+#: (the four quarters add up to the annual value), "ytd" (year-to-date: Q4 is the annual value).
+_FUNDQ_ITEMS: Final = (
+    ("actq", "act", "stock"), ("atq", "at", "stock"), ("capxy", "capx", "ytd"),
+    ("ceqq", "ceq", "stock"), ("cheq", "che", "stock"), ("cogsq", "cogs", "flow"),
+    ("cshoq", "csho", "stock"), ("dlcq", "dlc", "stock"), ("dlttq", "dltt", "stock"),
+    ("dpq", "dp", "flow"), ("ibq", "ib", "flow"), ("invtq", "invt", "stock"),
+    ("lctq", "lct", "stock"), ("ltq", "lt", "stock"), ("niq", "ni", "flow"),
+    ("oancfy", "oancf", "ytd"), ("ppentq", "ppent", "stock"), ("prccq", "prcc_f", "stock"),
+    ("pstkq", "pstk", "stock"), ("pstkrq", "pstkrv", "stock"), ("req", "re", "stock"),
+    ("revtq", "sale", "flow"), ("saleq", "sale", "flow"), ("seqq", "seq", "stock"),
+    ("txdbq", "txdb", "stock"), ("txditcq", "txditc", "stock"), ("xintq", "xint", "flow"),
+    ("xsgaq", "xsga", "flow"),
+)  # fmt: skip
+_FUNDQ_COLS = (
+    _cols(
+        "gvkey varchar(6), datadate date, fyearq integer, fqtr integer, fyr integer, "
+        "indfmt varchar(12), consol varchar(2), popsrc varchar(2), datafmt varchar(12), "
+        "tic varchar(8), cusip varchar(9), conm varchar(70), curcdq varchar(3), "
+        "datacqtr varchar(6), datafqtr varchar(6), rdq date"
+    )
+    + tuple((item, "double precision") for item, _, _ in _FUNDQ_ITEMS)
+    + _cols("costat varchar(1)")
+)
+_COMPANY_COLS = _cols(
+    "gvkey varchar(6), conm varchar(70), conml varchar(100), tic varchar(8), cusip varchar(9), "
+    "cik varchar(10), sic varchar(4), naics varchar(6), gsector varchar(2), ggroup varchar(4), "
+    "gind varchar(6), gsubind varchar(8), ipodate date, dldte date, dlrsn varchar(8), "
+    "costat varchar(1), fic varchar(3), loc varchar(3), state varchar(8), incorp varchar(8), "
+    "fyrc integer"
+)
+
 _TABLES: Final[dict[str, _Table]] = {
     t.name: t
     for t in (
         _Table("crsp.msf", _MSF_COLS, "date", "Monthly Stock - Securities", time_series=True),
         _Table("crsp.dsf", _DSF_COLS, "date", "Daily Stock - Securities", time_series=True),
+        _Table(
+            "crsp.dsf_v2",
+            _DSF_V2_COLS,
+            "dlycaldt",
+            "Daily Stock File created by WRDS",
+            time_series=True,
+        ),
+        _Table("crsp.msi", _INDEX_COLS, "date", "Monthly Stock - Market Indexes", time_series=True),
+        _Table("crsp.dsi", _INDEX_COLS, "date", "Daily Stock - Market Indexes", time_series=True),
         _Table("crsp.msenames", _MSENAMES_COLS, None, "Monthly Stock Event - Name History"),
+        _Table("crsp.dsenames", _MSENAMES_COLS, None, "Daily Stock Event - Name History"),
+        _Table("crsp.stocknames", _STOCKNAMES_COLS, None, "Stock Names"),
         _Table("crsp.msedelist", _MSEDELIST_COLS, None, "Monthly Stock Event - Delisting"),
+        _Table("crsp.dsedelist", _MSEDELIST_COLS, None, "Daily Stock Event - Delisting"),
+        _Table("crsp.stkdelists", _STKDELISTS_COLS, None, "Stock Delisting Events"),
         _Table("crsp.ccmxpf_lnkhist", _LNKHIST_COLS, None, None),
+        _Table("crsp.ccmxpf_linktable", _LINKTABLE_COLS, None, None),
         _Table(
             "crsp.msf_v2",
             _MSF_V2_COLS,
@@ -345,6 +435,8 @@ _TABLES: Final[dict[str, _Table]] = {
             "crsp.stksecurityinfohist", _SECINFO_COLS, None, "Stock Security Information History"
         ),
         _Table("comp.funda", _FUNDA_COLS, "datadate", "Last modified", comment_style="modified"),
+        _Table("comp.fundq", _FUNDQ_COLS, "datadate", "Merged Fundamental Quarterly File"),
+        _Table("comp.company", _COMPANY_COLS, None, "Company"),
         _Table(
             "ff.factors_monthly",
             _FF_MONTHLY_COLS,
@@ -370,7 +462,8 @@ def _schema(name: str, profile: str) -> pa.Schema:
     fields = []
     for col, pg in _TABLES[name].columns:
         declared = "double precision" if profile == "sas" and _is_number(pg) else pg
-        fields.append(pa.field(col, _arrow_type(declared), metadata={SOURCE_TYPE_KEY: declared}))
+        meta = {SOURCE_TYPE_KEY: declared.encode(), COMMENT_KEY: label(name, col).encode()}
+        fields.append(pa.field(col, _arrow_type(declared), metadata=meta))
     return pa.schema(fields)
 
 
@@ -611,6 +704,8 @@ class _Universe:
     gv_tic: npt.NDArray[np.object_]
     gv_cusip: npt.NDArray[np.object_]
     gv_conm: npt.NDArray[np.object_]
+    gv_sic: I64  # SIC code of the company's industry
+    gv_naics: npt.NDArray[np.object_]
 
 
 @lru_cache(maxsize=8)
@@ -881,6 +976,8 @@ def _universe(seed: int, n: int) -> _Universe:
         gv_tic=_obj(gv_tic),
         gv_cusip=_obj(gv_cusip),
         gv_conm=_obj(gv_conm),
+        gv_sic=np.array([_INDUSTRIES[i][0] for i in ind], dtype=np.int64),
+        gv_naics=_obj([_INDUSTRIES[i][1] for i in ind]),
     )
 
 
@@ -1455,6 +1552,7 @@ def _funda_frame(u: _Universe, seed: int, year: int, *, drop_late: bool, restate
     frame["curcd"] = u.gv_curcd[comp_rows]
     frame["fyr"] = _f(fy)
     frame["costat"] = np.where(u.gv_end[comp_rows] < _FOREVER, "I", "A").astype(object)
+    frame["_company"] = _f(comp_rows)  # not a column: lets comp.fundq find the company
     return frame
 
 
@@ -1673,11 +1771,475 @@ def _secinfo_frame(u: _Universe, data_end: int) -> _Frame:
     }
 
 
+# --------------------------------------------------------------------------------------------
+# Tables the published recipes read beside the core ones: CIZ daily, market indexes, the daily
+# and CIZ event tables, stock names, the CCM link table, Compustat quarterly and company header.
+# Each is derived from the same universe and the same generated years as the core tables, so
+# that the relations CRSP and Compustat document hold across them (see docs/sources.md).
+# --------------------------------------------------------------------------------------------
+
+
+def _col(frame: _Frame, name: str) -> npt.NDArray[Any]:
+    """A generated column as a numpy array (numbers, or an object array of strings)."""
+    values = frame[name]
+    assert isinstance(values, np.ndarray), name
+    return values
+
+
+def _const(text: str, rows: int) -> _Pooled:
+    """A string column holding ``text`` on every row."""
+    return _Pooled(pa.array([text], type=pa.string()), np.zeros(rows, dtype=np.int64))
+
+
+def _codes(pool: Sequence[str], idx: I64) -> _Pooled:
+    """A string column of ``pool[idx]`` (-1 = NULL)."""
+    return _Pooled(pa.array(list(pool), type=pa.string()), idx.astype(np.int64))
+
+
+def _per_security(values: npt.NDArray[np.object_], sec: I64) -> _Pooled:
+    """A per-security string attribute (``u.ticker`` ...) on rows of securities ``sec``."""
+    return _Pooled(pa.array(list(values), type=pa.string()), sec)
+
+
+def _group_starts(sec: I64) -> BoolA:
+    """Rows that start a security's run (rows are sorted by security)."""
+    start = np.ones(len(sec), dtype=bool)
+    start[1:] = sec[1:] != sec[:-1]
+    return start
+
+
+def _with_delisting(ret: F64, delisting: BoolA, delret: F64) -> F64:
+    """CIZ returns: the delisting return is compounded into the return of the delisting period."""
+    adjusted = np.round((1.0 + np.nan_to_num(ret)) * (1.0 + delret) - 1.0, 6)
+    return np.where(delisting, adjusted, ret)
+
+
+def _day_parts(days: I64) -> tuple[I64, I64, I64]:
+    """Return (year, month 1..12, day of month) of day numbers."""
+    d = days.astype("datetime64[D]")
+    month = d.astype("datetime64[M]")
+    year = month.astype("datetime64[Y]").astype(np.int64) + 1970
+    return year, month.astype(np.int64) % 12 + 1, (d - month).astype(np.int64) + 1
+
+
+def _dsf_v2_frame(u: _Universe, d: _Daily, keep: BoolA, year: int) -> _Frame:
+    def cut(values: Any) -> Any:
+        return values if keep.all() else values[keep]
+
+    sec, date, price, prc = cut(d.sec), cut(d.date), cut(d.price), cut(d.prc)
+    rows = len(sec)
+    t = year - _MIN_YEAR
+    starts = _group_starts(sec)
+    # The previous close: the row before within the security, on its first row of the year
+    # last year's close (as `_crsp_year` carries it), none on its listing day.
+    level = np.clip(u.level[sec, t], np.log(0.25), np.log(20000.0))
+    carried = np.maximum(np.round(np.exp(level), 2), 0.01)
+    prev = np.empty(rows)
+    prev[1:] = price[:-1]
+    prev_dt = np.empty(rows)
+    prev_dt[1:] = date[:-1]
+    last_year_close = float(_trading_days(year - 1)[-1]) if year > _MIN_YEAR else np.nan
+    listing = cut(d.first)
+    prev = np.where(starts, np.where(listing, np.nan, carried), prev)
+    prev_dt = np.where(starts, np.where(listing, np.nan, last_year_close), prev_dt)
+    prev = np.round(prev, 6)
+    missing = cut(d.missing)
+    dlyprc = np.abs(prc)
+    delisting = date == u.last[sec]
+    delret = np.nan_to_num(u.ciz_delret[sec])
+    ret = _with_delisting(cut(d.ret), delisting, delret)
+    retx = _with_delisting(cut(d.retx), delisting, delret)
+    shrout = cut(d.shrout)
+    vol = cut(d.vol)
+    exch = np.where(date < u.change[sec], u.exch0[sec], u.exch1[sec])
+    y, m, dd = _day_parts(date)
+    trade = ~missing & (prc > 0)
+    cap = np.round(dlyprc * shrout, 2)
+    prev_cap = np.round(prev * shrout, 2)
+    no_ret = np.isnan(ret)
+    return {
+        "permno": _f(10001 + sec),
+        "hdrcusip": _Pooled(u.cusip_pool, sec),
+        "permco": _f(u.permco[sec]),
+        "siccd": _f(u.siccd[sec]),
+        "nasdissuno": _f(u.issuno[sec]),
+        "yyyymmdd": _f(y * 10000 + m * 100 + dd),
+        "sharetype": _const("NS", rows),
+        "securitytype": _const("EQTY", rows),
+        "securitysubtype": _const("COM", rows),
+        "usincflg": _codes(("Y", "N"), (u.shrcd[sec] == 12).astype(np.int64)),
+        "issuertype": _per_security(u.issuertype, sec),
+        "primaryexch": _codes(("", "N", "A", "Q", "P"), exch),
+        "conditionaltype": _per_security(u.conditionaltype, sec),
+        "tradingstatusflg": _const("A", rows),
+        "dlycaldt": _f(date),
+        "dlydelflg": _codes(("N", "Y"), delisting.astype(np.int64)),
+        "dlyprc": dlyprc,
+        "dlyprcflg": _codes(("TR", "BA"), np.where(missing, -1, (prc < 0).astype(np.int64))),
+        "dlycap": cap,
+        "dlycapflg": _codes(("TR",), np.where(np.isnan(cap), -1, 0)),
+        "dlyprevprc": prev,
+        "dlyprevprcflg": _codes(("TR",), np.where(np.isnan(prev), -1, 0)),
+        "dlyprevdt": prev_dt,
+        "dlyprevcap": prev_cap,
+        "dlyprevcapflg": _codes(("TR",), np.where(np.isnan(prev_cap), -1, 0)),
+        "dlyret": ret,
+        "dlyretx": retx,
+        "dlyreti": np.round(ret - retx, 6),
+        "dlyretmissflg": _codes(
+            ("NS", "MP"), np.where(no_ret, np.where(listing, 0, 1), -1).astype(np.int64)
+        ),
+        "dlyretdurflg": _codes(("D1",), np.where(no_ret, -1, 0)),
+        "dlyorddivamt": cut(d.div),
+        "dlynonorddivamt": np.zeros(rows),
+        "dlyfacprc": np.zeros(rows),
+        "dlydistretflg": _codes(("DT",), np.where(cut(d.div) > 0, 0, -1)),
+        "dlyvol": vol,
+        "dlyclose": _nan_where(~trade, dlyprc),
+        "dlylow": _nan_where(~trade, cut(d.bidlo)),
+        "dlyhigh": _nan_where(~trade, cut(d.askhi)),
+        "dlybid": _nan_where(missing, cut(d.bid)),
+        "dlyask": _nan_where(missing, cut(d.ask)),
+        "dlyopen": cut(d.openprc),
+        "dlynumtrd": cut(d.numtrd),
+        "dlymmcnt": np.full(rows, np.nan),
+        "dlyprcvol": np.round(dlyprc * vol, 2),
+        "dlycumfacpr": u.cfac[sec],
+        "dlycumfacshr": u.cfac[sec],
+        "cusip": _Pooled(u.cusip_pool, sec),
+        "ticker": _per_security(u.ticker, sec),
+        "exchangetier": _codes(("", "N1", "A1", "Q1", "P1"), exch),
+        "shrout": shrout,
+    }
+
+
+@lru_cache(maxsize=256)
+def _sp_index(seed: int, year: int) -> tuple[I64, F64, F64]:
+    """A stand-in S&P composite on every trading day of ``year``: (days, return, level).
+
+    The return is the market factor plus the risk-free rate of that day; the level continues
+    from the factors of the years before, so it is continuous across years.
+    """
+    ff = _ff_year(seed, year)
+    sprtrn = np.round(ff.mktrf + ff.rf, 6)
+    before = sum(sum(_ff_sums(seed, y)[::3]) for y in range(_MIN_YEAR, year))
+    level = np.round(10.0 * np.exp(before) * np.cumprod(1.0 + sprtrn), 2)
+    for array in (sprtrn, level):
+        array.setflags(write=False)
+    return ff.days, sprtrn, level
+
+
+def _index_frame(dates: I64, prc: F64, ret: F64, retx: F64, shrout: F64) -> _Frame:
+    """Equal- and value-weighted market returns over the rows of each date (crsp.msi/dsi).
+
+    ``totval``/``totcnt``: every row with a price; ``usdval``/``usdcnt``: the rows with a
+    return, weighted by their previous market value (price / (1 + retx) * shrout).
+    """
+    out, inv = np.unique(dates, return_inverse=True)
+    n = len(out)
+    priced = ~np.isnan(prc)
+    used = ~np.isnan(ret)
+    size = np.abs(np.nan_to_num(prc)) * shrout
+    prev_cap = np.where(used, size / (1.0 + np.nan_to_num(retx)), 0.0)
+    usdcnt = np.bincount(inv, weights=used, minlength=n)
+    usdval = np.bincount(inv, weights=prev_cap, minlength=n)
+    safe_cnt = np.where(usdcnt > 0, usdcnt, np.nan)
+    safe_val = np.where(usdval > 0, usdval, np.nan)
+
+    def mean(values: F64, weights: F64 | None = None) -> F64:
+        x = np.where(used, np.nan_to_num(values), 0.0)
+        if weights is None:
+            return np.round(np.bincount(inv, weights=x, minlength=n) / safe_cnt, 6)
+        return np.round(np.bincount(inv, weights=x * weights, minlength=n) / safe_val, 6)
+
+    return {
+        "date": _f(out),
+        "vwretd": mean(ret, prev_cap),
+        "vwretx": mean(retx, prev_cap),
+        "ewretd": mean(ret),
+        "ewretx": mean(retx),
+        "totval": _f(
+            np.round(np.bincount(inv, weights=np.where(priced, size, 0.0), minlength=n), 2)
+        ),
+        "totcnt": _f(np.bincount(inv, weights=priced, minlength=n)),
+        "usdval": _f(np.round(usdval, 2)),
+        "usdcnt": _f(usdcnt),
+    }
+
+
+def _dsi_frame(seed: int, d: _Daily, keep: BoolA, year: int) -> _Frame:
+    days, sprtrn, spindx = _sp_index(seed, year)
+    frame = _index_frame(d.date[keep], d.prc[keep], d.ret[keep], d.retx[keep], d.shrout[keep])
+    at = np.searchsorted(days, np.asarray(frame["date"]).astype(np.int64))
+    frame["sprtrn"], frame["spindx"] = sprtrn[at], spindx[at]
+    return frame
+
+
+def _msi_frame(seed: int, m: _Monthly, year: int) -> _Frame:
+    days, sprtrn, spindx = _sp_index(seed, year)
+    months = _month_of(days)
+    growth = np.ones(12)
+    np.multiply.at(growth, months, 1.0 + sprtrn)
+    frame = _index_frame(m.date, m.prc, m.ret, m.retx, m.shrout)
+    out = np.asarray(frame["date"]).astype(np.int64)
+    # The month's S&P return compounds its daily returns; the level is that of the month's end.
+    frame["sprtrn"] = np.round(growth[_month_of(out)] - 1.0, 6)
+    frame["spindx"] = spindx[np.searchsorted(days, out)]
+    return frame
+
+
+# -- names and delistings ----------------------------------------------------------------------
+
+
+def _stocknames_frame(u: _Universe, data_end: int) -> _Frame:
+    names = _msenames_frame(u, data_end)
+    sec = (_col(names, "permno") - 10001).astype(np.int64)
+    gone = u.last[sec] <= data_end
+    return {
+        "permno": names["permno"],
+        "namedt": names["namedt"],
+        "nameenddt": names["nameendt"],
+        "shrcd": names["shrcd"],
+        "exchcd": names["exchcd"],
+        "siccd": names["siccd"],
+        "ncusip": names["ncusip"],
+        "ticker": names["ticker"],
+        "comnam": names["comnam"],
+        "shrcls": names["shrcls"],
+        "permco": names["permco"],
+        "hexcd": names["hexcd"],
+        "cusip": names["cusip"],
+        "st_date": _f(u.first[sec]),
+        "end_date": _f(np.where(gone, u.last[sec], data_end)),
+    }
+
+
+def _stkdelists_frame(u: _Universe, data_end: int) -> _Frame:
+    legacy = _msedelist_frame(u, data_end)
+    gone = _col(legacy, "dlstcd") != 100
+    s = (_col(legacy, "permno")[gone] - 10001).astype(np.int64)
+    rows = len(s)
+    code = u.dlstcd[s]
+    merger = (code >= 200) & (code < 300)
+    price = _last_price(u, s, u.last[s])
+    nextdt = _col(legacy, "nextdt")[gone]
+    has_next = ~np.isnan(nextdt)
+    newperm = _col(legacy, "acperm")[gone]
+    delret = np.round(u.ciz_delret[s], 6)
+    return {
+        "permno": _f(10001 + s),
+        "delistingdt": _f(u.last[s]),
+        "deldtprc": np.round(price, 6),
+        "deldtprcflg": _const("TR", rows),
+        "delactiontype": _codes(
+            ("MER", "LIQ", "DEL"), np.where(code < 300, 0, np.where(code < 500, 1, 2))
+        ),
+        "delstatustype": _const("DL", rows),
+        "delreasontype": _obj([str(c) for c in code]),
+        "delpaymenttype": _codes(("CA",), np.where(merger, 0, -1)),
+        "delpermno": newperm,
+        "delpermco": _col(legacy, "accomp")[gone],
+        "delret": delret,
+        "delretmisstype": _codes(("NA",), np.where(np.isnan(delret), 0, -1)),
+        "delnextdt": nextdt,
+        "delnextprc": np.round(_nan_where(~has_next, price * (1.0 + np.nan_to_num(delret))), 6),
+        "delnextprcflg": _codes(("TR",), np.where(has_next, 0, -1)),
+        "delamtdt": _nan_where(~merger, u.last[s]),
+        "deldivamt": _nan_where(~merger, _col(legacy, "dlamt")[gone]),
+        "deldistype": _codes(("CASH",), np.where(merger, 0, -1)),
+        "deldlydt": _f(u.last[s]),
+    }
+
+
+def _linktable_frame(u: _Universe, data_end: int) -> _Frame:
+    hist = _lnkhist_frame(u, data_end)
+    used = ~np.isnan(_col(hist, "lpermno")) & np.isin(_col(hist, "linktype"), ["LC", "LU", "LS"])
+    frame = {k: v for k, v in hist.items() if k not in ("linkdt", "linkenddt")}
+    frame["usedflag"] = np.where(used, 1.0, -1.0)
+    frame["linkdt"] = _col(hist, "linkdt")
+    frame["linkenddt"] = _col(hist, "linkenddt")
+    return frame
+
+
+# -- Compustat quarterly and company header ----------------------------------------------------
+
+#: GICS sector of each SIC code the sample uses (financials 40, real estate 60).
+_GSECTOR: Final = {
+    1311: "10", 1381: "10", 2911: "10", 3312: "15", 4512: "20", 3711: "25", 5311: "25",
+    5812: "25", 2080: "30", 5411: "30", 2834: "35", 2836: "35", 3845: "35", 8731: "35",
+    6021: "40", 6022: "40", 6199: "40", 6282: "40", 6311: "40", 3571: "45", 3674: "45",
+    7370: "45", 7372: "45", 4813: "50", 4911: "55", 6798: "60",
+}  # fmt: skip
+_STATES: Final = ("NY", "CA", "TX", "DE", "IL", "MA", "NJ", "PA")
+_DLRSN: Final = {"merger": "01", "performance": "02", "liquidation": "03", "other": "10"}
+
+
+def _company_frame(u: _Universe, data_end: int) -> _Frame:
+    j = np.flatnonzero(u.gv_start <= data_end)
+    number = np.array([int(g) for g in u.gvkey[j]], dtype=np.int64)
+    sec = u.gv_sec[j]
+    in_crsp = sec >= 0
+    safe = np.maximum(sec, 0)
+    deleted = u.gv_end[j] <= data_end
+    code = np.where(in_crsp, u.dlstcd[safe], 0)
+    reason = np.where(
+        ~in_crsp,
+        _DLRSN["other"],
+        np.where(code < 300, _DLRSN["merger"], np.where(code < 500, "03", _DLRSN["performance"])),
+    )
+    sector = [_GSECTOR[int(s)] for s in u.gv_sic[j]]
+    change = u.gv_fyr_change[j]
+    end_year = int(_day_parts(np.array([data_end]))[0][0])
+    foreign = u.gv_curcd[j] == "CAD"
+    return {
+        "gvkey": u.gvkey[j],
+        "conm": u.gv_conm[j],
+        "conml": _obj([str(c).title() for c in u.gv_conm[j]]),
+        "tic": u.gv_tic[j],
+        "cusip": u.gv_cusip[j],
+        "cik": _obj([None if x % 5 == 0 else f"{(x * 7919) % 2_000_000:010d}" for x in number]),
+        "sic": _obj([str(s) for s in u.gv_sic[j]]),
+        "naics": _obj([str(x)[:6] for x in u.gv_naics[j]]),
+        "gsector": _obj(sector),
+        "ggroup": _obj([s + "10" for s in sector]),
+        "gind": _obj([s + "1010" for s in sector]),
+        "gsubind": _obj([s + "101010" for s in sector]),
+        "ipodate": _nan_where(~in_crsp | (u.first[safe] <= _ORIGIN), u.first[safe]),
+        "dldte": _nan_where(~deleted, u.gv_end[j]),
+        "dlrsn": _obj([r if d else None for r, d in zip(reason, deleted, strict=True)]),
+        "costat": np.where(u.gv_end[j] < _FOREVER, "I", "A").astype(object),
+        "fic": np.where(foreign, "CAN", "USA").astype(object),
+        "loc": np.where(foreign, "CAN", "USA").astype(object),
+        "state": _obj([_STATES[x % len(_STATES)] for x in number]),
+        "incorp": _obj(["DE" if x % 3 else _STATES[x % len(_STATES)] for x in number]),
+        "fyrc": _f(np.where((change > 0) & (end_year > change), 12, u.gv_fyr[j])),
+    }
+
+
+def _fundq_frame(
+    u: _Universe, seed: int, year: int, annual: Sequence[tuple[int, _Frame]]
+) -> _Frame:
+    """The quarters ending in ``year`` of the fiscal years of the ``(frame year, funda frame)``s.
+
+    Each STD row of ``comp.funda`` (INDL, and FS for financial firms) becomes four quarters
+    ending 9, 6, 3 and 0 months before its ``datadate``. Balance items of the fourth quarter
+    equal the annual values, flows add up to them over the four quarters, year-to-date items
+    reach them in the fourth quarter. A fiscal-year-end change makes quarters of the transition
+    period that repeat an earlier fiscal year's quarter end: those are dropped (the earlier
+    fiscal year's quarter stays), so the key is unique; ``(gvkey, fyearq, fqtr)`` can repeat, as
+    on WRDS.
+    """
+    g = len(u.gvkey)
+    pieces: list[dict[str, Any]] = []
+    for frame_year, fa in annual:
+        std = np.flatnonzero(fa["datafmt"] == "STD")
+        if not len(std):
+            continue
+        company = np.asarray(fa["_company"])[std].astype(np.int64)
+        datadate = np.asarray(fa["datadate"])[std].astype(np.int64)
+        order_start = _group_starts(company)
+        first_dd = np.maximum.accumulate(np.where(order_start, np.arange(len(std)), 0))
+        occ = (datadate > datadate[first_dd]).astype(np.int64)
+        rng = _rng(seed, "comp.fundq", u.n, frame_year)
+        raw = rng.random((2, g, 4)) + 0.5
+        shares = raw / raw.sum(axis=2, keepdims=True)
+        damp = rng.random((2, g, 3))
+        lag = rng.integers(20, 50, size=(2, g, 4))
+        no_rdq = rng.random((2, g, 4)) < 0.1
+        month_end = datadate.astype("datetime64[D]").astype("datetime64[M]")
+        for q in range(1, 5):
+            q_end = ((month_end - 3 * (4 - q) + 1).astype("datetime64[D]") - 1).astype(np.int64)
+            inside = _day_parts(q_end)[0] == year
+            if not inside.any():
+                continue
+            rows = np.flatnonzero(inside)
+            c, o = company[rows], occ[rows]
+            piece: dict[str, Any] = {
+                "company": c,
+                "fiscal": datadate[rows],
+                "row": std[rows],
+                "q": np.full(len(rows), q),
+                "datadate": q_end[rows],
+                "rdq": np.where(no_rdq[o, c, q - 1], np.nan, q_end[rows] + lag[o, c, q - 1]),
+                "frame": fa,
+            }
+            for name, item, kind in _FUNDQ_ITEMS:
+                annual_value = np.asarray(fa[item])[std][rows]
+                if kind == "stock":
+                    scale = 1.0 if q == 4 else 1.0 - 0.03 * (4 - q) * damp[o, c, q - 1]
+                    value = annual_value * scale
+                elif kind == "ytd":
+                    value = annual_value * shares[o, c, :q].sum(axis=1) if q < 4 else annual_value
+                elif q < 4:
+                    value = np.round(annual_value * shares[o, c, q - 1], 3)
+                else:
+                    earlier = np.round(annual_value[:, None] * shares[o, c, :3], 3).sum(axis=1)
+                    value = np.round(annual_value - earlier, 3)
+                piece[name] = value if q == 4 else np.round(value, 2 if name == "prccq" else 3)
+            pieces.append(piece)
+    if not pieces:
+        return {name: np.zeros(0) for name, _ in _FUNDQ_COLS}
+    merged: dict[str, Any] = {}
+    for key in pieces[0]:
+        if key != "frame":
+            merged[key] = np.concatenate([p[key] for p in pieces])
+    source_frames = [p["frame"] for p in pieces]
+    which = np.concatenate([np.full(len(p["company"]), i) for i, p in enumerate(pieces)])
+    indfmt = np.concatenate([np.asarray(p["frame"]["indfmt"])[p["row"]] for p in pieces])
+    fs = (indfmt == "FS").astype(np.int64)
+    # Key order; among repeated quarter ends the earliest fiscal year comes first and stays.
+    order = np.lexsort((merged["fiscal"], 1 - fs, merged["datadate"], merged["company"]))
+    keep = np.ones(len(order), dtype=bool)
+    c_o, d_o, f_o = merged["company"][order], merged["datadate"][order], fs[order]
+    keep[1:] = (c_o[1:] != c_o[:-1]) | (d_o[1:] != d_o[:-1]) | (f_o[1:] != f_o[:-1])
+    pick = order[keep]
+
+    def from_annual(column: str) -> npt.NDArray[Any]:
+        values = [
+            np.asarray(source_frames[i][column])[r]
+            for i, r in zip(which[pick], merged["row"][pick], strict=True)
+        ]
+        return _obj(values) if values and isinstance(values[0], str) else _f(values)
+
+    comp_rows = merged["company"][pick]
+    q = merged["q"][pick]
+    fyear = from_annual("fyear")
+    qy, qm, _ = _day_parts(merged["datadate"][pick])
+    frame: _Frame = {
+        "gvkey": u.gvkey[comp_rows],
+        "datadate": _f(merged["datadate"][pick]),
+        "fyearq": fyear,
+        "fqtr": _f(q),
+        "fyr": from_annual("fyr"),
+        "indfmt": np.where(fs[pick] == 1, "FS", "INDL").astype(object),
+        "consol": _obj(["C"] * len(pick)),
+        "popsrc": _obj(["D"] * len(pick)),
+        "datafmt": _obj(["STD"] * len(pick)),
+        "tic": u.gv_tic[comp_rows],
+        "cusip": u.gv_cusip[comp_rows],
+        "conm": u.gv_conm[comp_rows],
+        "curcdq": u.gv_curcd[comp_rows],
+        "datacqtr": _obj([f"{y}Q{(m - 1) // 3 + 1}" for y, m in zip(qy, qm, strict=True)]),
+        "datafqtr": _obj([f"{int(y)}Q{k}" for y, k in zip(fyear, q, strict=True)]),
+        "rdq": _f(merged["rdq"][pick]),
+    }
+    for name, _, _ in _FUNDQ_ITEMS:
+        frame[name] = _f(merged[name][pick])
+    frame["costat"] = np.where(u.gv_end[comp_rows] < _FOREVER, "I", "A").astype(object)
+    return frame
+
+
 _UNPARTITIONED: Final = {
     "crsp.msenames": _msenames_frame,
+    "crsp.dsenames": _msenames_frame,
+    "crsp.stocknames": _stocknames_frame,
     "crsp.msedelist": _msedelist_frame,
+    "crsp.dsedelist": _msedelist_frame,
+    "crsp.stkdelists": _stkdelists_frame,
     "crsp.ccmxpf_lnkhist": _lnkhist_frame,
+    "crsp.ccmxpf_linktable": _linktable_frame,
     "crsp.stksecurityinfohist": _secinfo_frame,
+    "comp.company": _company_frame,
 }
 
 
@@ -1745,21 +2307,26 @@ def _digest(parts: object) -> str:
 class SampleSource:
     """Deterministic synthetic WRDS data under WRDS's table names, columns and declared types.
 
-    Serves ``crsp.msf``, ``crsp.dsf``, ``crsp.msf_v2`` (partitioned by year), ``crsp.msenames``,
-    ``crsp.msedelist``, ``crsp.stksecurityinfohist``, ``crsp.ccmxpf_lnkhist`` (one partition),
-    ``comp.funda`` (by ``year(datadate)``), ``ff.factors_monthly`` and ``ff.factors_daily``.
-    Cheap to construct: data are generated per (dataset, year) on demand; small results are kept
-    in a bounded cache (`close` drops it).
+    Serves every table of `BUILTIN_SPECS` (`datasets`): partitioned by year ``crsp.msf``,
+    ``crsp.dsf``, ``crsp.msf_v2``, ``crsp.dsf_v2``, ``crsp.msi``, ``crsp.dsi``, ``comp.funda``,
+    ``comp.fundq`` (by ``year(datadate)``), ``ff.factors_monthly`` and ``ff.factors_daily``; as
+    one partition ``crsp.msenames``, ``crsp.dsenames``, ``crsp.stocknames``, ``crsp.msedelist``,
+    ``crsp.dsedelist``, ``crsp.stkdelists``, ``crsp.stksecurityinfohist``,
+    ``crsp.ccmxpf_lnkhist``, ``crsp.ccmxpf_linktable`` and ``comp.company``. Every field carries
+    its declared type and WRDS's column label in its metadata. The tables agree with each other
+    as CRSP and Compustat document (docs/sources.md lists the relations). Cheap to construct:
+    data are generated per (dataset, year) on demand; small results are kept in a bounded cache
+    (`close` drops it).
 
     A vintage is the state of WRDS at one update. Vintage 1 holds data through the last trading
     day of **November** of the last year; vintage 2 is the next update. Exactly these differ:
 
-    * ``crsp.msf``, ``crsp.dsf``, ``crsp.msf_v2``, ``ff.factors_daily``: vintage 2 appends
-      December of the last year (the rows of January to November are identical), and, in the
-      restated year ``max(years) - 2`` (only if that year is in ``years``), changes ``ret`` of 12
-      dsf rows (a corrected dividend, ``retx`` unchanged), hence ``ret`` of the msf rows and
-      ``mthret`` of the msf_v2 rows of those security-months, and ``smb``/``hml`` of 5 factor
-      days.
+    * ``crsp.msf``, ``crsp.dsf``, ``crsp.msf_v2``, ``crsp.dsf_v2``, ``crsp.msi``, ``crsp.dsi``,
+      ``ff.factors_daily``: vintage 2 appends December of the last year (the rows of January to
+      November are identical), and, in the restated year ``max(years) - 2`` (only if that year
+      is in ``years``), changes ``ret`` of 12 dsf rows (a corrected dividend, ``retx``
+      unchanged), hence ``ret`` of the msf rows, ``mthret``/``dlyret`` of the CIZ rows and the
+      index returns of those days and months, and ``smb``/``hml`` of 5 factor days.
     * ``ff.factors_monthly``: December appended; ``dateff`` is NULL for the last two months of
       data (October and November in vintage 1, November and December in vintage 2, so October
       gains its ``dateff``); the restated year's months that contain a restated factor day
@@ -1768,15 +2335,19 @@ class SampleSource:
       rows with a fiscal year end in September to December); vintage 2 has them, and restates
       ``ni``, ``ib``, ``oancf``, ``seq``, ``ceq``, ``at`` and ``re`` of 10 company-years in the
       restated year (their INDL/STD row and its FS/SUMM_STD duplicates, if any).
-    * ``crsp.msenames``, ``crsp.msedelist``, ``crsp.stksecurityinfohist``,
-      ``crsp.ccmxpf_lnkhist``: the end of data moves from the last trading day of November to
-      that of December, so ``nameendt``/``secinfoenddt``/``securityenddt`` and the active rows'
-      ``dlstdt`` move to it; securities listed in December appear; securities delisted in
-      December get their delisting code, return and link end date.
+    * ``comp.fundq``: its quarters derive from the funda rows of their fiscal year, so the years
+      holding quarters of those fiscal years (the year and the one before) change with them.
+    * ``crsp.msenames``, ``crsp.dsenames``, ``crsp.stocknames``, ``crsp.msedelist``,
+      ``crsp.dsedelist``, ``crsp.stkdelists``, ``crsp.stksecurityinfohist``,
+      ``crsp.ccmxpf_lnkhist``, ``crsp.ccmxpf_linktable``, ``comp.company``: the end of data
+      moves from the last trading day of November to that of December, so
+      ``nameendt``/``secinfoenddt``/``securityenddt`` and the active rows' ``dlstdt`` move to it;
+      securities listed in December appear; securities delisted in December get their delisting
+      code, return and link end date.
     * The table comments' update date: ``(Updated YYYY-12-12)`` for vintage 1 and
       ``(Updated YYYY+1-02-08)`` for vintage 2, where YYYY is the last year; ``comp.funda`` uses
-      the SAS style ``Last modified: 12/12/YYYY 02:40:46`` (``02/08/YYYY+1``);
-      ``crsp.ccmxpf_lnkhist`` has no comment.
+      the SAS style ``Last modified: 12/12/YYYY 02:40:46`` (``02/08/YYYY+1``); the CCM tables
+      ``crsp.ccmxpf_lnkhist`` and ``crsp.ccmxpf_linktable`` have no comment.
 
     Every other partition is identical row for row, and so are the per-year markers.
 
@@ -1970,7 +2541,19 @@ class SampleSource:
             mods.append("late-filers-missing")
         if year == self._restated_year:
             mods.append("restated")
+        if table.name == "comp.fundq":  # its quarters come from two fiscal years' funda rows
+            mods.extend(f"funda:{m}" for m in self._funda_flags(year + 1))
+            mods.extend(f"funda:{m}" for m in self._funda_flags(year))
         return mods
+
+    def _funda_flags(self, year: int) -> list[str]:
+        """The vintage rules that change comp.funda's rows of ``year`` (served or not)."""
+        flags = []
+        if self.vintage == 1 and year == self._last_year:
+            flags.append(f"late-filers-missing-{year}")
+        if year == self._restated_year:
+            flags.append(f"restated-{year}")
+        return flags
 
     def _dependency(self, table: _Table) -> list[Any]:
         if not table.uses_universe:
@@ -1993,13 +2576,13 @@ class SampleSource:
 
     def _row_count(self, table: _Table, year: int) -> int:
         months = self._months(year)
-        if table.name in ("crsp.dsf", "crsp.msf", "crsp.msf_v2"):
+        if table.name in ("crsp.dsf", "crsp.dsf_v2", "crsp.msf", "crsp.msf_v2"):
             key = ("count", year, months)
             counts = self._cached(key)
             if counts is None:
                 counts = self._remember(key, _crsp_counts(self._universe(), year, months))
             daily, monthly = counts
-            return int(daily if table.name == "crsp.dsf" else monthly)
+            return int(daily if table.name in ("crsp.dsf", "crsp.dsf_v2") else monthly)
         if table.name == "ff.factors_daily":
             days = _trading_days(year)
             return int(((days >= _FF_START) & (_month_of(days) < months)).sum())
@@ -2033,31 +2616,55 @@ class SampleSource:
             return frame
         months = self._months(year)
         restate = year == self._restated_year
-        if table.name == "crsp.dsf":
+        if table.name in ("crsp.dsf", "crsp.dsf_v2"):
             daily, _ = _crsp_year(self._universe(), self.seed, year, restate=restate)
-            return _dsf_frame(self._universe(), daily, daily.mon < months)
+            if table.name == "crsp.dsf":
+                return _dsf_frame(self._universe(), daily, daily.mon < months)
+            return _dsf_v2_frame(self._universe(), daily, daily.mon < months, year)
         key = (table.name, year, months, restate, year == self._last_year)
+        if table.name == "comp.fundq":
+            key = (*key, *self._funda_flags(year), *self._funda_flags(year + 1))
         cached: _Frame | None = self._cached(key)
         if cached is not None:
             return cached
-        if table.name in ("crsp.msf", "crsp.msf_v2"):
+        if table.name in ("crsp.msf", "crsp.msf_v2", "crsp.msi"):
             monthly = self._monthly(year, restate)
             cut = _take_monthly(monthly, monthly.mon < months)
             if table.name == "crsp.msf":
                 frame = _msf_frame(self._universe(), cut)
+            elif table.name == "crsp.msi":
+                frame = _msi_frame(self.seed, cut, year)
             else:
                 frame = _msf_v2_frame(self._universe(), cut, year)
+        elif table.name == "crsp.dsi":
+            daily, _ = _crsp_year(self._universe(), self.seed, year, restate=restate)
+            frame = _dsi_frame(self.seed, daily, daily.mon < months, year)
+        elif table.name == "comp.fundq":
+            annual = [(y, self._funda(y)) for y in (year, year + 1) if y <= _MAX_YEAR]
+            frame = _fundq_frame(self._universe(), self.seed, year, annual)
         elif table.name.startswith("ff."):
             ff = _ff_restated(self.seed, year) if restate else _ff_year(self.seed, year)
             null_from = months - 2 if year == self._last_year else None
             daily_f, monthly_f = _ff_frames(ff, year, months, null_from)
             frame = daily_f if table.name == "ff.factors_daily" else monthly_f
         else:  # comp.funda
-            drop_late = self.vintage == 1 and year == self._last_year
-            frame = _funda_frame(
-                self._universe(), self.seed, year, drop_late=drop_late, restate=restate
-            )
+            frame = self._funda(year)
         return self._remember(key, frame)
+
+    def _funda(self, year: int) -> _Frame:
+        """comp.funda's rows of ``year`` under this vintage's rules (also for a year not served)."""
+        drop_late = self.vintage == 1 and year == self._last_year
+        restate = year == self._restated_year
+        key = ("funda", year, drop_late, restate)
+        frame: _Frame | None = self._cached(key)
+        if frame is None:
+            frame = self._remember(
+                key,
+                _funda_frame(
+                    self._universe(), self.seed, year, drop_late=drop_late, restate=restate
+                ),
+            )
+        return frame
 
     def _monthly(self, year: int, restate: bool) -> _Monthly:
         key = ("monthly", year, restate)
