@@ -17,6 +17,7 @@ from wrdsvault._storage.diskguard import DiskState
 from wrdsvault._storage.quarantine import QuarantineEntry
 from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
+from wrdsvault.compat import Connection
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
 from wrdsvault.errors import (
     BackupError,
@@ -27,6 +28,7 @@ from wrdsvault.errors import (
     InvalidValueError,
     LockBreakRefusedError,
     LockHeldError,
+    MissingExtraError,
     QueryError,
     QueryRejectedError,
     QueryTimeoutError,
@@ -36,6 +38,7 @@ from wrdsvault.errors import (
     SourceError,
     SourceRequiredError,
     SourceUnavailableError,
+    SqlDialectError,
     SyncError,
     TagExistsError,
     UnknownDatasetError,
@@ -82,6 +85,7 @@ __all__ = [
     "ColumnDiff",
     "ColumnSchema",
     "CommitOutcomeUnknownError",
+    "Connection",
     "DatasetCheck",
     "DatasetDiff",
     "DatasetEntry",
@@ -107,6 +111,7 @@ __all__ = [
     "LockHeldError",
     "LockInfo",
     "Manifest",
+    "MissingExtraError",
     "PartitionFile",
     "Progress",
     "QuarantineEntry",
@@ -129,6 +134,7 @@ __all__ = [
     "SourceError",
     "SourceRequiredError",
     "SourceUnavailableError",
+    "SqlDialectError",
     "SyncError",
     "SyncRecipe",
     "SyncReport",

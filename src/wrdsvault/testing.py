@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec, validate_dataset
-from wrdsvault.sources.base import SOURCE_TYPE_KEY
+from wrdsvault.sources.base import COMMENT_KEY, SOURCE_TYPE_KEY
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -91,7 +91,8 @@ _PRODUCT_OF_TABLE: Final = {
 #: A library the replica user is not subscribed to (no USAGE on either schema).
 _UNSUBSCRIBED_LIBRARY: Final = "secret"
 _UNSUBSCRIBED_PRODUCT: Final = "secret_prod"
-#: Column comments as WRDS shows them for a few well-known columns; others get the upper-cased name.
+#: Column comments as WRDS shows them for a few well-known columns, for a source that gives no
+#: label (field metadata ``COMMENT_KEY``); others get the upper-cased name.
 _COLUMN_LABELS: Final = {
     "permno": "PERMNO",
     "permco": "PERMCO",
@@ -468,7 +469,8 @@ class WrdsReplica:
             cur.execute(f"COMMENT ON TABLE {target} IS %s", (info.comment,))
             cur.execute(f"COMMENT ON VIEW {view} IS %s", (info.comment,))
         for field in info.schema:
-            label = _COLUMN_LABELS.get(field.name, field.name.upper())
+            given = (field.metadata or {}).get(COMMENT_KEY)
+            label = given.decode() if given else _COLUMN_LABELS.get(field.name, field.name.upper())
             # On the view: comments on the base table do not show through it.
             cur.execute(f"COMMENT ON COLUMN {view}.{_ident(field.name)} IS %s", (label,))
         return product, library
