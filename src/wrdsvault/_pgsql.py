@@ -37,8 +37,9 @@ __all__ = ["DIALECTS", "check_dialect", "schema_of", "translate"]
 #: The SQL dialects the query methods accept.
 DIALECTS: Final = ("duckdb", "postgres")
 
-#: Prefix of the parameter names given to positional ``%s`` placeholders.
+#: Prefixes of the DuckDB parameter names given to ``%s`` and to ``%(name)s`` placeholders.
 _POSITIONAL: Final = "wrdsvault_p"
+_NAMED: Final = "wrdsvault_n"
 
 #: Date forms PostgreSQL reads (DateStyle ISO, MDY, as on WRDS) that DuckDB does not.
 _CLOCK: Final = r"(\s+\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?"
@@ -146,6 +147,8 @@ def translate(
         msg = f"sql must be a str, not {type(given).__name__}"
         raise TypeError(msg)
     sqlglot = _sqlglot()
+    from sqlglot import exp
+
     text, bound = _placeholders(sqlglot, sql, params)
     try:
         trees = sqlglot.parse(text, read="postgres")
@@ -160,10 +163,14 @@ def translate(
     tree: exp.Expression = trees[0]
     if bound:
         tree = _expand_in_lists(tree, bound)
-    tree = _dates(tree)
+    tree = _dates(tree, bound)
+    tree = _extract(tree)
     tree = _quote_keywords(tree)
     if schema:
         tree = _typed(tree, schema)
+    # psycopg2 ignores values no placeholder names; DuckDB refuses them: keep the used ones.
+    used = {holder.name for holder in tree.find_all(exp.Placeholder)}
+    bound = {k: v for k, v in bound.items() if k in used}
     try:
         out = tree.sql(dialect="duckdb", unsupported_level=sqlglot.ErrorLevel.RAISE)
     except sqlglot.errors.SqlglotError as exc:
@@ -207,6 +214,7 @@ def _placeholders(
         ) from exc
     T = sqlglot.tokens.TokenType
     edits: list[tuple[int, int, str]] = []  # (start, end inclusive, replacement)
+    renamed: dict[str, str] = {}  # the user's %(name)s -> the parameter name used in DuckDB
     used = 0
     i = 0
     while i < len(tokens):
@@ -216,6 +224,10 @@ def _placeholders(
             edits.append((tok.start, tok.end, raw.replace("%%", "%")))
         if tok.token_type == T.MOD and i + 1 < len(tokens):
             nxt = tokens[i + 1]
+            if nxt.token_type == T.MOD and nxt.start == tok.end + 1:  # %% is the operator %
+                edits.append((tok.start, nxt.end, "%"))
+                i += 2
+                continue
             if nxt.start == tok.end + 1 and nxt.token_type == T.VAR and nxt.text == "s":
                 if positional is None:
                     raise SqlDialectError(
@@ -250,6 +262,10 @@ def _placeholders(
                         reason=f"no value given for the placeholder %({name})s",
                         fragment=f"%({name})s",
                     )
+                # A name of our own: the user's may be a keyword ($end) or any text psycopg2
+                # takes; DuckDB's parameter names are identifiers.
+                ours = renamed.setdefault(name, f"{_NAMED}{len(renamed)}")
+                edits.append((tok.start, tokens[i + 4].end, f"%({ours})s"))
                 i += 5
                 continue
         i += 1
@@ -261,6 +277,8 @@ def _placeholders(
                 fragment="%s",
             )
         named = {f"{_POSITIONAL}{n}": v for n, v in enumerate(positional)}
+    else:
+        named = {ours: named[name] for name, ours in renamed.items()}
     for start, end, new in reversed(edits):
         sql = sql[:start] + new + sql[end + 1 :]
     return sql, named
@@ -287,7 +305,6 @@ def _expand_in_lists(tree: exp.Expression, bound: dict[str, Any]) -> exp.Express
                 reason=f"%({name})s is an empty list: IN () is invalid SQL in PostgreSQL too",
                 fragment=node.sql(dialect="postgres"),
             )
-        del bound[name]
         names = [f"{name}_{n}" for n in range(len(values))]
         bound.update(zip(names, values, strict=True))
         node.set("field", None)
@@ -333,10 +350,20 @@ def iso_date(text: str, *, loose: bool) -> str | None:
     return None
 
 
-def _dates(tree: exp.Expression) -> exp.Expression:
+def _dates(tree: exp.Expression, bound: dict[str, Any]) -> exp.Expression:
     """Rewrite date literals DuckDB cannot read: in casts to a date/time type, every form
-    PostgreSQL reads; next to a comparison, the unambiguous ``MM/DD/YYYY`` forms."""
+    PostgreSQL reads; next to a comparison, the unambiguous ``MM/DD/YYYY`` forms. A string
+    value bound to a placeholder next to a comparison is rewritten the same way (psycopg2
+    sends it as a literal, which PostgreSQL reads as a date)."""
     from sqlglot import exp
+
+    comparing = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)
+    for holder in tree.find_all(exp.Placeholder):
+        value = bound.get(holder.name)
+        if isinstance(value, str) and isinstance(holder.parent, comparing):
+            new = iso_date(value, loose=False)
+            if new is not None:
+                bound[holder.name] = new
 
     temporal = {
         exp.DataType.Type.DATE,
@@ -344,7 +371,21 @@ def _dates(tree: exp.Expression) -> exp.Expression:
         exp.DataType.Type.TIMESTAMPTZ,
         exp.DataType.Type.DATETIME,
     }
-    comparisons = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)
+    # Where PostgreSQL gives an untyped literal the type of the other side: comparisons, and
+    # the arguments of COALESCE / GREATEST / LEAST (coalesce(linkenddt, '12/31/2099')).
+    comparisons = (
+        exp.EQ,
+        exp.NEQ,
+        exp.GT,
+        exp.GTE,
+        exp.LT,
+        exp.LTE,
+        exp.Between,
+        exp.In,
+        exp.Coalesce,
+        exp.Greatest,
+        exp.Least,
+    )
     for literal in list(tree.find_all(exp.Literal)):
         if not literal.is_string:
             continue
@@ -357,6 +398,21 @@ def _dates(tree: exp.Expression) -> exp.Expression:
             new = None
         if new is not None:
             literal.replace(exp.Literal.string(new))
+    return tree
+
+
+def _extract(tree: exp.Expression) -> exp.Expression:
+    """``extract(field FROM x)`` returns numeric in PostgreSQL (14 and later): so here too.
+
+    DuckDB's returns BIGINT; psycopg2 gives PostgreSQL's as a Decimal, which pandas turns into
+    a float column. Casting to DECIMAL keeps the values and gives ``wrds``'s dtypes.
+    """
+    from sqlglot import exp
+
+    for node in list(tree.find_all(exp.Extract)):
+        if isinstance(node.parent, exp.Cast):
+            continue
+        node.replace(exp.cast(node.copy(), exp.DataType.build("DECIMAL(38, 6)")))
     return tree
 
 
@@ -390,6 +446,8 @@ def _quote_keywords(tree: exp.Expression) -> exp.Expression:
 
     words = duckdb_keywords()
     for ident in tree.find_all(exp.Identifier):
+        if isinstance(ident.parent, exp.Placeholder):
+            continue  # a parameter name ($end) is not a column
         if not ident.quoted and ident.name.lower() in words:
             ident.set("quoted", True)
     return tree

@@ -147,7 +147,9 @@ class Connection:
                 rule=f"one of {', '.join(map(repr, _DTYPE_BACKENDS))}, as pandas.read_sql_query",
             )
         snap = self.snapshot
-        text, bound = snap._translate(sql, params, "postgres")
+        # wrds always hands psycopg2 a parameter collection (SQLAlchemy passes an empty one), so
+        # psycopg2 always reads %% as %: 'A%%' is how code written for wrds writes 'A%'.
+        text, bound = snap._translate(sql, {} if params is None else params, "postgres")
         columns, rows = snap._run(text, bound, None, _fetch_rows)
 
         def frame(chunk: list[tuple[Any, ...]]) -> pd.DataFrame:
