@@ -15,6 +15,7 @@ differ and why.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,8 +41,9 @@ VAULT_ENV: Final = "WRDSVAULT_VAULT"
 #: one-line change works) and ignored.
 _WRDS_LOGIN_OPTIONS: Final = frozenset({"autoconnect", "verbose"})
 
-#: What ``pandas.read_sql_query`` (and so ``wrds``) accepts as ``dtype_backend``.
-_DTYPE_BACKENDS: Final = ("numpy_nullable", "pyarrow")
+#: What ``dtype_backend`` may be: pandas.read_sql_query's choices, and ``"numpy"`` (its
+#: default: what wrds releases without the argument give).
+_DTYPE_BACKENDS: Final = ("numpy_nullable", "pyarrow", "numpy")
 
 Rows = tuple[list[str], list[tuple[Any, ...]]]
 
@@ -123,9 +125,13 @@ class Connection:
         chunksize: int | None = 500000,
         return_iter: bool = False,
         dtype: Any = None,
-        dtype_backend: str = "numpy_nullable",
+        dtype_backend: str | None = None,
     ) -> pd.DataFrame | Iterator[pd.DataFrame]:
         """Run one PostgreSQL SELECT on the snapshot, as ``wrds.Connection.raw_sql`` does.
+
+        ``dtype_backend`` None means what the installed ``wrds`` uses: ``"numpy_nullable"``
+        (``Int64``, ``Float64``, ``string`` columns) from the wrds release that added the
+        argument, ``"numpy"`` (float64 for integers with NULLs, object for text) before it.
 
         The statement is translated to DuckDB (``%s``/``%(name)s`` placeholders bound, never
         pasted; ``'01/01/1960'``; bare ``at``), then checked by the sandbox, then run. The
@@ -140,11 +146,13 @@ class Connection:
             QueryError: DuckDB could not run it (unknown table or column, ...).
             MissingExtraError: sqlglot is not installed (``pip install 'wrdsvault[sql]'``).
         """
+        if dtype_backend is None:
+            dtype_backend = wrds_dtype_backend()
         if dtype_backend not in _DTYPE_BACKENDS:
             raise InvalidValueError(
                 name="dtype_backend",
                 value=dtype_backend,
-                rule=f"one of {', '.join(map(repr, _DTYPE_BACKENDS))}, as pandas.read_sql_query",
+                rule=f"one of {', '.join(map(repr, _DTYPE_BACKENDS))}, or None (as wrds)",
             )
         snap = self.snapshot
         # wrds always hands psycopg2 a parameter collection (SQLAlchemy passes an empty one), so
@@ -180,7 +188,7 @@ class Connection:
         date_cols: Sequence[str] | Mapping[str, Any] | None = None,
         chunksize: int | None = 500000,
         return_iter: bool = False,
-        dtype_backend: str = "numpy_nullable",
+        dtype_backend: str | None = None,
     ) -> pd.DataFrame | Iterator[pd.DataFrame]:
         """Read a table (or ``rows``/``obs`` rows of it from ``offset``), as ``wrds`` does.
 
@@ -312,6 +320,23 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@functools.cache
+def wrds_dtype_backend() -> str:
+    """The ``dtype_backend`` the installed ``wrds`` passes to pandas by default.
+
+    wrds 3.5 passes ``"numpy_nullable"``; wrds 3.1 passes none, so pandas' own default
+    (``"numpy"``) applies. Read from its signature, so an upgrade of wrds is followed.
+    """
+    import inspect
+
+    import wrds
+
+    parameter = inspect.signature(wrds.Connection.raw_sql).parameters.get("dtype_backend")
+    if parameter is None or not isinstance(parameter.default, str):
+        return "numpy"
+    return parameter.default
 
 
 # -- pandas, exactly as read_sql_query ------------------------------------------------------------

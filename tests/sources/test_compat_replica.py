@@ -12,6 +12,7 @@ serve yet are skipped while the table is missing.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -54,6 +55,14 @@ def pair(
             yield Pair(rep, rep.connection(), vc)
 
 
+def takes(method: Any, options: dict[str, Any]) -> None:
+    """Skip unless the installed wrds's ``method`` takes every option (wrds 3.1 has no
+    ``dtype_backend``, ``dtype`` or ``rows``)."""
+    missing = set(options) - set(inspect.signature(method).parameters)
+    if missing:
+        pytest.skip(f"the installed wrds does not take {', '.join(sorted(missing))}")
+
+
 def same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     """Equal columns, index, dtypes and values (floats to 1e-9 relative: PostgreSQL sums
     numeric exactly, DuckDB sums doubles)."""
@@ -89,6 +98,7 @@ def test_raw_sql_equals_wrds_for_every_table(pair: Pair) -> None:
 )
 def test_raw_sql_options_equal_wrds(pair: Pair, options: dict[str, Any]) -> None:
     """Each raw_sql option gives the frame wrds gives (chunks joined, index, dates, dtypes)."""
+    takes(pair.db.raw_sql, options)
     sql = "select permno, date, ret, prc, vol from crsp.msf order by permno, date"
     same(pair.db.raw_sql(sql, **options), pair.vc.raw_sql(sql, **options))
 
@@ -101,7 +111,7 @@ def test_raw_sql_coerce_float_false_differs_only_for_unsized_numeric(pair: Pair)
     theirs = pair.db.raw_sql(sql, coerce_float=False)
     ours = pair.vc.raw_sql(sql, coerce_float=False)
     same(theirs.drop(columns="vol"), ours.drop(columns="vol"))
-    assert str(ours["vol"].dtype) == "Float64"
+    assert pd.api.types.is_float_dtype(ours["vol"])
     assert ours["vol"].tolist() == [float(v) for v in theirs["vol"]]
 
 
@@ -167,6 +177,7 @@ def test_get_table_equals_wrds(pair: Pair, kwargs: dict[str, Any]) -> None:
     Compared as sets of rows: without ORDER BY neither side promises an order (the vault keeps
     each year in key order, PostgreSQL in load order).
     """
+    takes(pair.db.get_table, kwargs)
     theirs = pair.db.get_table("comp", "funda", **kwargs)
     ours = pair.vc.get_table("comp", "funda", **kwargs)
     assert list(ours.columns) == list(theirs.columns)
