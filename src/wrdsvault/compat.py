@@ -183,7 +183,7 @@ class Connection:
         obs: int | None = None,
         offset: int = 0,
         columns: Sequence[str] | None = None,
-        coerce_float: bool = True,
+        coerce_float: bool | None = None,
         index_col: str | Sequence[str] | None = None,
         date_cols: Sequence[str] | Mapping[str, Any] | None = None,
         chunksize: int | None = 500000,
@@ -192,7 +192,9 @@ class Connection:
     ) -> pd.DataFrame | Iterator[pd.DataFrame]:
         """Read a table (or ``rows``/``obs`` rows of it from ``offset``), as ``wrds`` does.
 
-        ``columns`` are column names (quoted, so ``at`` works). Rows come in the order the
+        ``columns`` are column names (quoted, so ``at`` works). ``coerce_float=None`` means
+        what the installed ``wrds`` does (wrds 3.5: True; wrds 3.1 passes None to pandas, so
+        ``numeric`` columns stay ``Decimal`` objects). Rows come in the order the
         snapshot stores them (the vault's key order within each year); ``wrds`` gives
         PostgreSQL's storage order. Neither is promised without ``ORDER BY``: use `raw_sql`
         with one when the order matters.
@@ -202,6 +204,8 @@ class Connection:
             QueryError: a column the table does not have.
         """
         name = self._dataset(library, table)
+        if coerce_float is None:
+            coerce_float = wrds_default("get_table", "coerce_float")
         if obs is not None:
             rows = obs
         for label, value in (("rows", rows), ("offset", offset)):
@@ -323,20 +327,27 @@ class Connection:
 
 
 @functools.cache
-def wrds_dtype_backend() -> str:
-    """The ``dtype_backend`` the installed ``wrds`` passes to pandas by default.
-
-    wrds 3.5 passes ``"numpy_nullable"``; wrds 3.1 passes none, so pandas' own default
-    (``"numpy"``) applies. Read from its signature, so an upgrade of wrds is followed.
-    """
+def wrds_default(method: str, argument: str) -> Any:
+    """The default of ``argument`` of the installed ``wrds.Connection.<method>`` (None when it
+    has no such argument). Read from its signature, so an upgrade of wrds is followed."""
     import inspect
 
     import wrds
 
-    parameter = inspect.signature(wrds.Connection.raw_sql).parameters.get("dtype_backend")
-    if parameter is None or not isinstance(parameter.default, str):
-        return "numpy"
+    parameter = inspect.signature(getattr(wrds.Connection, method)).parameters.get(argument)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
     return parameter.default
+
+
+def wrds_dtype_backend() -> str:
+    """The ``dtype_backend`` the installed ``wrds`` passes to pandas by default.
+
+    wrds 3.5 passes ``"numpy_nullable"``; wrds 3.1 passes none, so pandas' own default
+    (``"numpy"``) applies.
+    """
+    default = wrds_default("raw_sql", "dtype_backend")
+    return default if isinstance(default, str) else "numpy"
 
 
 # -- pandas, exactly as read_sql_query ------------------------------------------------------------
