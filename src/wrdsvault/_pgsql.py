@@ -457,15 +457,15 @@ def _typed(tree: exp.Expression, schema: Mapping[str, Mapping[str, Mapping[str, 
     """Keep PostgreSQL's integer division where ``schema`` shows both sides are integers.
 
     sqlglot's optimizer types a copy of the statement (it also renames output columns, so the
-    copy itself is not run); the types of each division's operands are copied back onto the
-    statement, and sqlglot then writes integer / integer as DuckDB's truncating division. A
-    statement the optimizer cannot follow keeps DuckDB's ``/`` (docs/wrds-compat.md).
+    copy itself is not run); each division whose operands the copy shows as integers becomes
+    DuckDB's integer division ``//`` in the statement. A statement the optimizer cannot follow
+    keeps DuckDB's ``/`` (docs/wrds-compat.md).
     """
     from sqlglot import exp
     from sqlglot.optimizer.annotate_types import annotate_types
     from sqlglot.optimizer.qualify import qualify
 
-    divisions = list(tree.find_all(exp.Div))
+    divisions = list(tree.find_all(exp.Div, bfs=False))
     if not divisions:
         return tree
     try:
@@ -485,12 +485,15 @@ def _typed(tree: exp.Expression, schema: Mapping[str, Mapping[str, Mapping[str, 
         )
     except Exception:  # an optimizer gap only loses the integer division
         return tree
-    twins = list(typed.find_all(exp.Div))
+    twins = list(typed.find_all(exp.Div, bfs=False))
     if len(twins) != len(divisions):
         return tree
     for div, twin in zip(divisions, twins, strict=True):
-        div.this.type = twin.this.type
-        div.expression.type = twin.expression.type
+        if twin.this.is_type(*exp.DataType.INTEGER_TYPES) and twin.expression.is_type(
+            *exp.DataType.INTEGER_TYPES
+        ):
+            # DuckDB's // on integers truncates toward zero, as PostgreSQL's / does (-7 / 2 = -3).
+            div.replace(exp.IntDiv(this=div.this.copy(), expression=div.expression.copy()))
     return tree
 
 
