@@ -113,6 +113,22 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+def file_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` as data files store it: without the columns' labels (``COMMENT_KEY``).
+
+    A label lives in the manifest only: relabelling a column then never changes a file's
+    bytes, its hash or the fingerprint, and every year of a dataset is byte-identical for the
+    same rows whatever the label was when it was written.
+    """
+    fields = []
+    for field in schema:
+        meta: dict[bytes | str, bytes | str] = dict((field.metadata or {}).items())
+        if meta.pop(COMMENT_KEY, None) is not None:
+            field = field.with_metadata(meta) if meta else field.remove_metadata()
+        fields.append(field)
+    return pa.schema(fields).with_metadata(dict((schema.metadata or {}).items()))
+
+
 def columns_of(schema: pa.Schema) -> tuple[ColumnSchema, ...]:
     """The manifest's description of an Arrow schema."""
     out = []
@@ -675,7 +691,7 @@ def _resume_or_read(
     done = writer.stage_partition(
         spec.name,
         part.year,
-        plan.info.schema,
+        file_schema(plan.info.schema),
         report.counted(index, part, batches),
         primary_key=spec.primary_key,
     )
