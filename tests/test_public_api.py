@@ -35,6 +35,7 @@ def test_exported_names() -> None:
         "DatasetSpec",
         "BUILTIN_SPECS",
         "LazyResult",
+        "Session",
         "Progress",
         "FORMAT_VERSION",
         "FileFault",
@@ -148,7 +149,6 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
             sql="select at from comp.funda", reason="syntax", kind="keyword", words=("at",)
         ),
         e.SqlDialectError(sql="select 1 for update", reason="locking reads", fragment="for update"),
-        e.MissingExtraError(module="sqlglot", extra="sql"),
         e.SnapshotNotFoundError(
             ref="s0",
             tags=[],
@@ -161,6 +161,8 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
         e.QueryTimeoutError(timeout_s=1.5),
         e.SourceRequiredError(operation="sync()"),
         e.VaultFormatError(path="/data/wrds/vault.json", problem="vault format 9 is newer"),
+        e.NotAVaultError(path="/data/wrsd", problem="no such folder"),
+        e.MissingExtraError(module="polars", extra="polars", reason="No module named 'polars'"),
         e.IntegrityError(
             path="/data/wrds/data/crsp/msf/2020/x.parquet", problem="size 10 != 20", snapshot_id=sid
         ),

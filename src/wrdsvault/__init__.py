@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from wrdsvault._doctor import DoctorFinding, DoctorReport
 from wrdsvault._query import LazyResult
+from wrdsvault._session import Session
 from wrdsvault._storage.diskguard import DiskState
 from wrdsvault._storage.quarantine import QuarantineEntry
 from wrdsvault._sync import Progress
@@ -29,6 +30,7 @@ from wrdsvault.errors import (
     LockBreakRefusedError,
     LockHeldError,
     MissingExtraError,
+    NotAVaultError,
     QueryError,
     QueryRejectedError,
     QueryTimeoutError,
@@ -112,6 +114,7 @@ __all__ = [
     "LockInfo",
     "Manifest",
     "MissingExtraError",
+    "NotAVaultError",
     "PartitionFile",
     "Progress",
     "QuarantineEntry",
@@ -127,6 +130,7 @@ __all__ = [
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",
+    "Session",
     "Snapshot",
     "SnapshotInfo",
     "SnapshotNotFoundError",

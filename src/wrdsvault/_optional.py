@@ -1,7 +1,7 @@
-"""Optional dependencies: imported only inside the function that needs them, never at import time.
+"""Optional dependencies: imported only by the function that needs them, never at import time.
 
-``import wrdsvault`` stays cheap and works without any extra installed; a feature that needs one
-calls `require` and gets the module, or a `MissingExtraError` naming the extra to install.
+Each lives in an extra of its own (``pip install 'wrdsvault[polars]'``); `require` imports one
+and, when it is missing, raises `MissingExtraError` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -15,13 +15,8 @@ __all__ = ["require"]
 
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module`` (e.g. ``"polars"``), the package of the extra ``extra`` (``"polars"``).
-
-    Raises:
-        MissingExtraError: it is not installed, or fails to import; the message says
-            ``pip install 'wrdsvault[<extra>]'``. The import error is its ``__cause__``.
-    """
+    """Import ``module``; if it is not installed, raise `MissingExtraError` naming ``extra``."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingExtraError(module=module, extra=extra) from exc
+        raise MissingExtraError(module=module, extra=extra, reason=str(exc)) from exc

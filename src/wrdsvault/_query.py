@@ -690,13 +690,12 @@ class LazyResult:
         return self._run(timeout_s, fetch_arrow)
 
     def pl(self, *, timeout_s: float | None = None) -> Any:
-        """Run the query and return a polars DataFrame (needs ``polars`` installed)."""
-        try:
-            import polars as pl
-        except ImportError as exc:
-            msg = "LazyResult.pl() needs polars: pip install polars"
-            raise ImportError(msg) from exc
-        return pl.from_arrow(self.arrow(timeout_s=timeout_s))
+        """Run the query and return a polars DataFrame (the extra ``polars``; else
+        `MissingExtraError`)."""
+        from wrdsvault._polars import from_arrow, require_polars
+
+        require_polars()
+        return from_arrow(self.arrow(timeout_s=timeout_s))
 
     def batches(
         self, batch_rows: int = 131_072, *, timeout_s: float | None = None

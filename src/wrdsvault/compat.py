@@ -68,7 +68,7 @@ class Connection:
 
     Raises:
         InvalidValueError: neither ``vault`` nor ``$WRDSVAULT_VAULT`` names a vault.
-        VaultFormatError: the folder is not a vault.
+        NotAVaultError: the folder holds no vault (nothing is created).
         SnapshotNotFoundError: ``snapshot`` matches no committed snapshot.
         TypeError: an argument ``wrds.Connection`` does not take.
     """

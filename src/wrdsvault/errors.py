@@ -15,8 +15,9 @@ WrdsVaultError
 │  └─ SqlDialectError                  PostgreSQL SQL with no DuckDB form; shows the fragment
 ├─ QueryTimeoutError(TimeoutError)     a query ran past its time limit and was interrupted
 ├─ SourceRequiredError                 sync() on a Warehouse opened without a source
-├─ MissingExtraError(ImportError)      an optional package is missing; names the extra to install
+├─ MissingExtraError(ImportError)      an optional dependency is missing; names the extra
 ├─ VaultFormatError                    the folder is not a vault, or one newer than this wrdsvault
+│  └─ NotAVaultError                    reading a path that holds no vault; nothing was created
 ├─ IntegrityError                      a pinned file is missing, resized or altered
 ├─ LockHeldError(TimeoutError)         another writer holds the vault; names the holder
 ├─ LockBreakRefusedError               breaking the lock by hand was refused; nothing was broken
@@ -53,6 +54,7 @@ __all__ = [
     "LockBreakRefusedError",
     "LockHeldError",
     "MissingExtraError",
+    "NotAVaultError",
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
@@ -330,21 +332,20 @@ class SourceRequiredError(WrdsVaultError):
 
 
 class MissingExtraError(WrdsVaultError, ImportError):
-    """An optional feature needs a package that is not installed; the message names the extra.
-
-    Optional engines (Polars, Dask, Ray, Spark) are extras of wrdsvault, imported only when a
-    method that needs one is called (``pip install 'wrdsvault[polars]'``).
-    """
+    """A feature needs an optional dependency that is not installed; the message names the
+    extra that installs it (``pip install 'wrdsvault[polars]'``)."""
 
     module: str
     extra: str
+    reason: str
 
-    def __init__(self, *, module: str, extra: str) -> None:
+    def __init__(self, *, module: str, extra: str, reason: str) -> None:
         super().__init__(
-            f"this needs the Python package {module!r}, which is not installed (or fails to "
-            f"import); install the extra: pip install 'wrdsvault[{extra}]'",
+            f"this needs the optional package {module!r}, which is not installed ({reason}): "
+            f"pip install 'wrdsvault[{extra}]'",
             module=module,
             extra=extra,
+            reason=reason,
         )
 
 
@@ -356,6 +357,30 @@ class VaultFormatError(WrdsVaultError):
 
     def __init__(self, *, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}", path=path, problem=problem)
+
+
+class NotAVaultError(VaultFormatError):
+    """The path holds no vault: no such folder, an empty folder, a file, or a folder with other
+    content. Raised by every read (and by every write but ``sync``); nothing was created.
+
+    Only ``sync`` (or ``Warehouse(path, create=True)``) makes a vault, so a mistyped path never
+    leaves an empty vault behind.
+    """
+
+    path: str
+    problem: str
+
+    def __init__(self, *, path: str, problem: str) -> None:
+        WrdsVaultError.__init__(
+            self,
+            f"{path} is not a wrdsvault vault ({problem}); nothing was created there. Check the "
+            "path (or $WRDSVAULT_VAULT). To make a vault, sync into a new or empty folder: "
+            f"`wrdsvault sync --vault {path} crsp.msf` (from WRDS; `--source sample` for "
+            "synthetic data), Warehouse(path, source=...).sync(...) in Python, or "
+            "`wrdsvault demo DIR` for a demo vault",
+            path=path,
+            problem=problem,
+        )
 
 
 class IntegrityError(WrdsVaultError):

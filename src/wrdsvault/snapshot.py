@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from wrdsvault._session import Session
     from wrdsvault._storage.layout import Layout
     from wrdsvault._storage.lease import Lease
     from wrdsvault.manifest import DatasetEntry, Manifest
@@ -359,6 +360,39 @@ class Snapshot:
         """Like `query`, returning a pyarrow Table."""
         sql, params = self._translate(sql, params, dialect)
         return self._run(sql, params, timeout_s, fetch_arrow)
+
+    def pl(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        timeout_s: float | None = None,
+        dialect: str = "duckdb",
+    ) -> Any:
+        """Like `query`, returning a polars DataFrame built from the Arrow result without a copy
+        where polars can share its buffers.
+
+        Raises:
+            MissingExtraError: polars is not installed (``pip install 'wrdsvault[polars]'``);
+                the query does not run.
+        """
+        from wrdsvault._polars import from_arrow, require_polars
+
+        require_polars()
+        sql, params = self._translate(sql, params, dialect)
+        return from_arrow(self._run(sql, params, timeout_s, fetch_arrow))
+
+    def session(self) -> Session:
+        """A sandboxed scratch session: ``with snap.session() as s:`` runs several statements,
+        ``CREATE TEMP TABLE ... AS``, ``CREATE TEMP VIEW``, ``INSERT INTO`` a temp table, in
+        memory, seen by this session only and gone after the block (docs/query.md#sessions).
+
+        ``s.execute(sql)`` runs statements; ``s.query``, ``s.arrow``, ``s.pl`` return a SELECT's
+        rows as `query`, `arrow` and `pl` do. The sandbox is the one of `query`.
+        """
+        from wrdsvault._session import Session
+
+        return Session(self)
 
     def sql(self, sql: str, params: Params = None, *, dialect: str = "duckdb") -> LazyResult:
         """Validate ``sql`` now; run it later with ``.df()``, ``.arrow()``, ``.pl()``."""
