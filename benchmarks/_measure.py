@@ -6,7 +6,11 @@ reads back the one JSON line the child prints last. The child (`child`) runs exa
 
 * ``raw_sql``: ``wrds.Connection.raw_sql("SELECT * FROM crsp.dsf ...", date_cols=["date"])``;
 * ``sync``: `Warehouse.sync` through `WrdsSource` (per-year markers on), default settings;
-* ``sync_without_year_markers``: the same with ``WrdsSource(year_markers=False)``.
+* ``sync_without_year_markers``: the same with ``WrdsSource(year_markers=False)``;
+* ``bare_copy``: the physical floor (`bare_copy`): ``COPY ... TO STDOUT (FORMAT csv)`` ->
+  ``pyarrow.csv.open_csv`` -> one zstd ``ParquetWriter``, nothing else.
+
+The sync paths read ``streams`` years at once (``WrdsSource(streams=...)``, default 1 here).
 
 Both log in before the clock starts. Two peak-memory figures come back:
 
@@ -92,11 +96,18 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         rows = len(frame)
         db.close()
+    elif args["path"] == "bare_copy":
+        start_rss = rss_bytes()
+        started = time.perf_counter()
+        rows = bare_copy(kwargs, args["vault"], year)
+        seconds = time.perf_counter() - started
     elif args["path"] in ("sync", "sync_without_year_markers"):
         from wrdsvault import VaultSettings, Warehouse
         from wrdsvault.sources import WrdsSource
 
-        source = WrdsSource(**kwargs, year_markers=args["path"] == "sync")
+        source = WrdsSource(
+            **kwargs, year_markers=args["path"] == "sync", streams=args.get("streams", 1)
+        )
         source.db  # noqa: B018 - log in before the clock starts, as raw_sql's Connection did
         with Warehouse(args["vault"], source=source, settings=VaultSettings()) as wh:
             start_rss = rss_bytes()
@@ -114,6 +125,55 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
         rows=rows, seconds=seconds, peak_rss_bytes=peak_rss_bytes(), start_rss_bytes=start_rss
     )
     return out
+
+
+def bare_copy(kwargs: dict[str, Any], folder: str, year: int | None) -> int:
+    """The physical floor: ``COPY (SELECT * ...) TO STDOUT (FORMAT csv)`` -> OS pipe ->
+    ``pyarrow.csv.open_csv`` (types inferred) -> one zstd ``ParquetWriter``. No ordering,
+    hashing, validation, fsync or manifest. Returns the rows written."""
+    import io
+    import os
+    import threading
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from wrdsvault.sources.wrds import connect
+
+    db = connect(**kwargs)
+    raw = db.connection.connection.dbapi_connection
+    where = "" if year is None else f" WHERE date >= '{year}-01-01' AND date < '{year + 1}-01-01'"
+    read_fd, write_fd = os.pipe()
+    sink = os.fdopen(write_fd, "wb", buffering=1 << 20)
+
+    def copy() -> None:
+        try:
+            with raw.cursor() as cur:
+                cur.copy_expert(
+                    f"COPY (SELECT * FROM {DATASET}{where}) TO STDOUT (FORMAT csv)", sink
+                )
+        finally:
+            sink.close()
+
+    thread = threading.Thread(target=copy)
+    thread.start()
+    source = io.BufferedReader(io.FileIO(read_fd, "rb"), 1 << 20)
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(autogenerate_column_names=True, block_size=4 << 20),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+    )
+    rows = 0
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(
+        str(Path(folder) / "bare.parquet"), reader.schema, compression="zstd"
+    ) as w:
+        for batch in reader:
+            w.write_batch(batch)
+            rows += batch.num_rows
+    thread.join()
+    db.close()
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,9 +235,11 @@ def run_child(script: Path, args: dict[str, Any], *, timeout: float = CHILD_TIME
     return result
 
 
-def measure(path: str, year: int | None, connect: dict[str, Any], vault: Path) -> dict[str, Any]:
+def measure(
+    path: str, year: int | None, connect: dict[str, Any], vault: Path, *, streams: int = 1
+) -> dict[str, Any]:
     """Run one sync path (see the module docstring) in a fresh interpreter; add rows/s."""
-    args = {"path": path, "year": year, "connect": connect, "vault": str(vault)}
+    args = {"path": path, "year": year, "connect": connect, "vault": str(vault), "streams": streams}
     result = run_child(Path(__file__), args)
     result["rows_per_s"] = result["rows"] / result["seconds"] if result["seconds"] > 0 else 0.0
     return result

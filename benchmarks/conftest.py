@@ -201,6 +201,12 @@ def measure() -> ModuleType:
     return load_helper("_measure")
 
 
+@pytest.fixture(scope="session")
+def throttle() -> ModuleType:
+    """``_throttle.py``: the throttling TCP proxy of the slow-link sync benchmark."""
+    return load_helper("_throttle")
+
+
 # --------------------------------------------------------------------------------------------
 # The query vault
 # --------------------------------------------------------------------------------------------

@@ -74,6 +74,10 @@ QUERIES: Final = ("monthly-from-daily", "market-cap-by-year", "one-permno-histor
 # Targets: (comparison, value). Read, never asserted by the suite.
 SYNC_SPEEDUP: Final = 6.0
 SYNC_RSS: Final = 0.10
+#: The whole sync against the bare COPY -> CSV -> Parquet path on the same rows (at most).
+SYNC_BARE: Final = 1.2
+#: Parallel streams against one stream over the throttled link (at least).
+STREAM_SPEEDUP: Final = 2.5
 UNCHANGED: Final = 0.02
 ONE_YEAR: Final = 1.5
 QUERY: Final = 1.10
@@ -378,6 +382,34 @@ def ratio_rows(label: str, bench: Bench) -> list[dict[str, Any]]:
                     else f"? MB (`raw_sql` not run: {skipped})"
                 ),
             )
+    if s and s.get("bare_ratio_all") is not None:
+        add(
+            "full sync time / bare COPY -> CSV -> Parquet time",
+            f"{_rows(s['rows'])} rows, {s.get('streams', 1)} streams",
+            s["bare_ratio_all"],
+            "<=",
+            SYNC_BARE,
+            f"{s['sync_all_seconds']:.2f} s vs {s['bare_copy_all_seconds']:.2f} s",
+        )
+    t = bench.info("test_sync_over_a_throttled_link")
+    if t:
+        link = f"{t['rate_bytes_s'] / 1e6:g} MB/s, {t['latency_ms']} ms per connection"
+        add(
+            "one-stream sync time / parallel sync time, slow link",
+            f"{_rows(t['rows'])} rows, {link}, {t['streams']} streams",
+            t.get("stream_speedup"),
+            ">=",
+            STREAM_SPEEDUP,
+            f"{t['one_stream_seconds']:.2f} s vs {t['streams_seconds']:.2f} s",
+        )
+        add(
+            "peak RSS growth per stream / one stream's, slow link",
+            f"{_rows(t['rows'])} rows, {t['streams']} streams",
+            t.get("rss_per_stream_ratio"),
+            "<=",
+            1.0,
+            f"{t['streams_peak_rss_mb']:,.0f} vs {t['one_stream_peak_rss_mb']:,.0f} MB peak",
+        )
     r = bench.info("test_resync_dsf_unchanged_and_one_year")
     if r:
         add(

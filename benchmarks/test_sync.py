@@ -8,8 +8,11 @@ time and its own peak RSS; the parent also samples the child's RSS with psutil. 
 
 * ``raw_sql`` of one year and of the whole table (``date_cols=["date"]``, as a user would);
 * `Warehouse.sync` of the same year and of the whole table, into an empty vault (default
-  settings, validation on), through `WrdsSource`; and once more without per-year markers
-  (``year_markers=False``) to show what computing them costs.
+  settings, validation on), through `WrdsSource` with its default ``streams``; and once more
+  without per-year markers (``year_markers=False``) to show what computing them costs;
+* the physical floor (``bare_copy``): ``COPY (SELECT * FROM crsp.dsf) TO STDOUT (FORMAT csv)``
+  -> ``pyarrow.csv.open_csv`` -> one zstd ``ParquetWriter``, with no ordering, hashing,
+  validation, fsync or manifest (``bare_ratio_all``: the whole sync's time over it; target 1.2).
 
 ``benchmark.extra_info`` gets rows/s and peak RSS of each path and the ratios (targets: sync at
 >= 6x the rows/s of ``raw_sql``, at <= 1/10 of its peak RSS). Timings are reported, not asserted;
@@ -28,6 +31,8 @@ from typing import Any, Final
 
 import psutil
 import pytest
+
+from wrdsvault.sources.wrds import DEFAULT_STREAMS
 
 ONE_YEAR: Final = 2021
 #: Peak RSS of ``raw_sql`` on this table, measured (100k-1M rows): ~2.4 GB per million rows (all
@@ -57,11 +62,13 @@ def test_sync_dsf_against_raw_sql(
         results = []
         for i in range(rounds):
             vault = tmp_path / f"{name}-{i}"
-            results.append(measure.measure(path, year, connect, vault))
+            results.append(measure.measure(path, year, connect, vault, streams=DEFAULT_STREAMS))
             shutil.rmtree(vault, ignore_errors=True)
         return measure.median_of(results)
 
     ours_all = benchmark.pedantic(run, args=("sync", None, "sync_all"), rounds=1, iterations=1)
+    bare = run("bare_copy", None, "bare")
+    assert bare["rows"] == total
     ours_year = run("sync", ONE_YEAR, "sync_year")
     no_markers = run("sync_without_year_markers", None, "plain")
     assert ours_all["rows"] == no_markers["rows"] == total
@@ -78,7 +85,10 @@ def test_sync_dsf_against_raw_sql(
     measure.record(info, "sync_year", ours_year)
     measure.record(info, "sync_all_without_year_markers", no_markers)
     info["year_markers_cost"] = round(ours_all["seconds"] / no_markers["seconds"] - 1, 3)
-    info["targets"] = "speedup >= 6, rss_ratio <= 0.1"
+    measure.record(info, "bare_copy_all", bare)
+    info["streams"] = DEFAULT_STREAMS
+    info["bare_ratio_all"] = round(ours_all["seconds"] / bare["seconds"], 3)
+    info["targets"] = "speedup >= 6, rss_ratio <= 0.1, bare_ratio <= 1.2"
 
     for scope, year, rows, ours in (
         ("year", ONE_YEAR, counts[ONE_YEAR], ours_year),

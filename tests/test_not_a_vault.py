@@ -38,7 +38,10 @@ CALLS: dict[str, Callable[[Warehouse, Path], Any]] = {
     "doctor": lambda wh, _: wh.doctor(),
     "drop": lambda wh, _: wh.drop("crsp.msf"),
     "expired": lambda wh, _: wh.expired(),
+    "export_iceberg": lambda wh, _: wh.export_iceberg(),
+    "forget_iceberg_export": lambda wh, _: wh.forget_iceberg_export(),
     "gc": lambda wh, _: wh.gc(keep_last=1),
+    "iceberg_exports": lambda wh, _: wh.iceberg_exports(),
     "lock_info": lambda wh, _: wh.lock_info(),
     "pl": lambda wh, _: wh.pl("select 1"),
     "purge_quarantine": lambda wh, _: wh.purge_quarantine(),
@@ -173,6 +176,7 @@ CLI_ARGS: dict[str, list[str]] = {
     "check-receipt": ["{receipt}"],
     "gc": ["--keep-last", "1"],
     "expired": [],
+    "export-iceberg": [],
 }
 
 

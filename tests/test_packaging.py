@@ -18,6 +18,7 @@ CONSTRAINTS = REPO / ".ci" / "constraints-min.txt"
 OPTIONAL = {
     "polars": "LazyResult.pl() imports it when called and says how to install it",
     "pgserver": "wrdsvault.testing (the replica server) is for tests: the test extra has it",
+    "pyiceberg": "Warehouse.export_iceberg imports it when called (the iceberg extra)",
     "sqlglot": "the sql extra: dialect='postgres' and wrdsvault.Connection import it when called",
 }
 

@@ -70,6 +70,8 @@ def test_exported_names() -> None:
         "GcReport",
         "KeptSnapshot",
         "ExpiredSnapshot",
+        "IcebergExport",
+        "ExportRecord",
         "__version__",
     } | set(wrdsvault.errors.__all__)
     assert set(wrdsvault.__all__) == expected
@@ -185,6 +187,9 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
             operation="tag paper-v1", reason="OSError: [Errno 5] EIO", after="the tag is unchanged"
         ),
         e.BackupError(destination="/mnt/backup/wrds", reason="it is a file, not a folder"),
+        e.IcebergExportError(
+            dataset="crsp.msf", catalog="sqlite:///data/wrds-iceberg.db", reason="not ours"
+        ),
         e.SyncError(dataset="crsp.msf", reason="years= was given but the dataset has no date"),
         e.SchemaDriftError(
             dataset="crsp.msf", drift=SchemaDrift(dataset="crsp.msf", added=("x",)), policy="strict"

@@ -24,6 +24,7 @@ from wrdsvault.errors import (
     BackupError,
     CommitOutcomeUnknownError,
     DiskSpaceError,
+    IcebergExportError,
     IntegrityError,
     InvalidNameError,
     InvalidValueError,
@@ -50,6 +51,7 @@ from wrdsvault.errors import (
     WrdsVaultError,
     WriteError,
 )
+from wrdsvault.exports import ExportRecord, IcebergExport
 from wrdsvault.manifest import (
     FORMAT_VERSION,
     ColumnSchema,
@@ -99,11 +101,14 @@ __all__ = [
     "DoctorFinding",
     "DoctorReport",
     "ExpiredSnapshot",
+    "ExportRecord",
     "FORMAT_VERSION",
     "FileFault",
     "Finding",
     "GcPlan",
     "GcReport",
+    "IcebergExport",
+    "IcebergExportError",
     "IntegrityError",
     "InvalidNameError",
     "InvalidValueError",

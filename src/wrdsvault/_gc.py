@@ -2,7 +2,8 @@
 
 The order that makes it safe (docs/retention.md), under the writer lock:
 
-1. plan: the committed snapshots, the tags and the leases say what the policy keeps;
+1. plan: the committed snapshots, the tags, the leases and the export records
+   (`wrdsvault.exports`) say what the policy keeps;
 2. append the expired snapshots to the expiry log and fsync it (from here they are not listed,
    and a reader that leases one afterwards sees the expiry and gives its lease up);
 3. read the leases again: a reader that leased a snapshot before step 2 is seen now;
@@ -30,6 +31,7 @@ from wrdsvault._storage.crashpoints import GcPoint, gc_point
 from wrdsvault._storage.expiry import append_expired
 from wrdsvault._storage.layout import Layout
 from wrdsvault._storage.lease import held_snapshot_ids
+from wrdsvault.exports import export_holds
 from wrdsvault.retention import (
     ExpiredSnapshot,
     GcPlan,
@@ -70,7 +72,13 @@ def plan(catalog: Catalog, policy: RetentionPolicy, *, leased: frozenset[str] | 
     then no expired manifest is counted as deletable). Reads manifests, lists ``data/`` and
     stats the files it would delete; never opens a data file."""
     committed = catalog.committed()
-    kept = select_kept(committed, policy, tags=catalog.tags(), leased=leased or ())
+    kept = select_kept(
+        committed,
+        policy,
+        tags=catalog.tags(),
+        leased=leased or (),
+        held=export_holds(catalog.layout),
+    )
     expire = tuple(sid for sid, _ in committed if sid not in kept)
     files: list[str] = []
     manifests: list[str] = []
@@ -167,7 +175,7 @@ def reclaimable_bytes(catalog: Catalog, policy: RetentionPolicy) -> int:
     (``doctor`` lists those).
     """
     committed = catalog.committed()
-    kept = select_kept(committed, policy, tags=catalog.tags())
+    kept = select_kept(committed, policy, tags=catalog.tags(), held=export_holds(catalog.layout))
     expired = set(catalog.expired())
     going = {sid for sid, _ in committed if sid not in kept}
     keep_paths: set[str] = set()

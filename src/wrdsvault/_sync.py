@@ -15,11 +15,15 @@ All datasets of one call land in one commit; if any dataset fails, nothing is co
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import inspect
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Final, Literal, TypeVar
@@ -176,22 +180,54 @@ class SyncOptions:
 
 
 def source_partitions(
-    source: Source, spec: DatasetSpec, years: frozenset[int] | None
+    source: Source,
+    spec: DatasetSpec,
+    years: frozenset[int] | None,
+    markers: frozenset[int | None] | None = None,
 ) -> Sequence[PartitionInfo]:
-    """``source.partitions(spec, years=years)``, for sources written before the ``years`` hint.
+    """``source.partitions(spec, years=years, markers=markers)``, passing only the hints the
+    source's signature takes (sources written before them still work).
 
-    The hint lets a source skip work for years the sync will not look at (WRDS: hashing the whole
-    table to sync one year); a source may ignore it, the sync filters anyway.
+    ``years`` lets a source skip work for years the sync will not look at (WRDS: hashing the
+    whole table to sync one year); ``markers`` names the years whose marker the sync will
+    compare with one it holds (``None``: all), so a source that can send markers with the rows
+    (`streamed_marker`) need not compute the others up front. A source may ignore both; the sync
+    filters anyway.
     """
-    if years is None:
-        return source.partitions(spec)
     try:
         params = list(inspect.signature(source.partitions).parameters.values())
     except (TypeError, ValueError):  # builtins, C extensions: no signature to read
         params = []
-    if any(p.name == "years" or p.kind is p.VAR_KEYWORD for p in params):
-        return source.partitions(spec, years=years)
-    return source.partitions(spec)
+    hints: dict[str, object] = {}
+    for name, value in (("years", years), ("markers", markers)):
+        if value is not None and any(p.name == name or p.kind is p.VAR_KEYWORD for p in params):
+            hints[name] = value
+    return source.partitions(spec, **hints)  # type: ignore[arg-type]
+
+
+def streams_of(source: Source) -> int:
+    """How many partitions the sync may read from ``source`` at once (its ``streams``, else 1).
+
+    A source that can serve several `Source.read_partition` calls from different threads at
+    once says so with an int attribute ``streams`` (`WrdsSource`: one connection each).
+    """
+    streams: object = getattr(source, "streams", 1)
+    if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
+        return 1
+    return streams
+
+
+def streamed_marker(source: Source, spec: DatasetSpec, year: int | None) -> str | None:
+    """The marker ``source`` computed from the rows of ``year`` it just sent, if it can."""
+    method = getattr(source, "streamed_marker", None)
+    if method is None:
+        return None
+    marker: object = _call(source, spec, "streamed_marker()", lambda: method(spec, year))
+    if marker is not None and not isinstance(marker, str):
+        raise _misbehaved(
+            source, spec, f"streamed_marker() gave {year} a marker {marker!r}; a marker is a str"
+        )
+    return marker
 
 
 # -- what a source sends ------------------------------------------------------------------
@@ -281,7 +317,10 @@ def _refuse_duplicate_columns(spec: DatasetSpec, schema: pa.Schema) -> None:
 
 
 def list_partitions(
-    source: Source, spec: DatasetSpec, years: frozenset[int] | None
+    source: Source,
+    spec: DatasetSpec,
+    years: frozenset[int] | None,
+    markers: frozenset[int | None] | None = None,
 ) -> list[PartitionInfo]:
     """The source's partitions of ``spec``, checked against the `Source` contract.
 
@@ -291,7 +330,7 @@ def list_partitions(
             ``row_count`` a count or None, ``marker`` a str or None.
     """
     got: object = _call(
-        source, spec, "partitions()", lambda: source_partitions(source, spec, years)
+        source, spec, "partitions()", lambda: source_partitions(source, spec, years, markers)
     )
     if isinstance(got, (str, bytes)) or not isinstance(got, (Sequence, Iterator)):
         raise _misbehaved(
@@ -409,7 +448,7 @@ def _sync_dataset(
     if _marker_unchanged(source, prev, info, opts):
         assert prev is not None
         return None, _unchanged(spec, prev)
-    plan = _plan(source, spec, prev, info, opts)
+    plan = _plan(source, spec, prev, info, opts, _compared_years(writer, spec, prev, info, opts))
     report = _Reporter(
         callback=opts.progress,
         dataset=spec.name,
@@ -462,8 +501,31 @@ class _Plan:
     digest: str  # of ``columns``, for the checkpoints
 
 
+def _compared_years(
+    writer: Writer, spec: DatasetSpec, prev: DatasetEntry | None, info: TableInfo, opts: SyncOptions
+) -> frozenset[int | None]:
+    """The years whose per-year marker can decide anything: those the current snapshot holds
+    with a marker (an unchanged one is reused without reading) and those an interrupted sync
+    checkpointed (resumed if their marker still matches). ``full=True`` trusts no marker.
+
+    A first sync compares none: the source may then send each year's marker with its rows
+    (`streamed_marker`) instead of computing all of them before the first row.
+    """
+    if opts.full:
+        return frozenset()
+    held: set[int | None] = set(writer.checkpoints.years(spec.name))
+    if prev is not None and prev.columns == columns_of(info.schema):
+        held.update(p.year for p in prev.partitions if p.marker is not None)
+    return frozenset(held)
+
+
 def _plan(
-    source: Source, spec: DatasetSpec, prev: DatasetEntry | None, info: TableInfo, opts: SyncOptions
+    source: Source,
+    spec: DatasetSpec,
+    prev: DatasetEntry | None,
+    info: TableInfo,
+    opts: SyncOptions,
+    compared: frozenset[int | None] | None = None,
 ) -> _Plan:
     """Check the columns and the drift policy, list the partitions, check the disk.
 
@@ -481,7 +543,7 @@ def _plan(
     drift = diff(spec.name, prev.columns, columns) if prev is not None else None
     if drift is not None and not drift.allowed_by(opts.policy(spec.name)):
         raise SchemaDriftError(dataset=spec.name, drift=drift, policy=opts.policy(spec.name))
-    parts: Sequence[PartitionInfo] = list_partitions(source, spec, years)
+    parts: Sequence[PartitionInfo] = list_partitions(source, spec, years, compared)
     if years is not None:
         if not spec.partitioned:
             raise SyncError(
@@ -515,7 +577,11 @@ def _plan(
 
 @attrs.define(kw_only=True)
 class _Reporter:
-    """Sends the `Progress` events of one dataset's partitions to the sync's callback."""
+    """Sends the `Progress` events of one dataset's partitions to the sync's callback.
+
+    Reads running in parallel report from their threads: one event at a time (a lock), so a
+    callback never runs twice at once.
+    """
 
     callback: ProgressCallback | None
     dataset: str
@@ -523,13 +589,14 @@ class _Reporter:
     rows_total: int | None
     position: tuple[int, int]  # the dataset's index among the sync's datasets, and their number
     rows_done: int = 0  # rows of the partitions finished so far
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
 
     def started(self, index: int, part: PartitionInfo) -> None:
         self._send(index, part)
 
     def counted(
         self, index: int, part: PartitionInfo, batches: Iterator[pa.RecordBatch]
-    ) -> Iterator[pa.RecordBatch]:
+    ) -> Generator[pa.RecordBatch, None, None]:
         """``batches``, sending the rows read so far after each one."""
         read = 0
         for batch in batches:
@@ -541,7 +608,8 @@ class _Reporter:
         self, index: int, part: PartitionInfo, action: PartitionAction, *, rows: int, read: int = 0
     ) -> None:
         """The partition is done with ``rows`` rows, ``read`` of them streamed from the source."""
-        self.rows_done += rows
+        with self._lock:
+            self.rows_done += rows
         self._send(index, part, read=read, action=action)
 
     def _send(
@@ -552,7 +620,9 @@ class _Reporter:
         read: int = 0,
         action: PartitionAction | None = None,
     ) -> None:
-        if self.callback is not None:
+        if self.callback is None:
+            return
+        with self._lock:
             self.callback(
                 Progress(
                     dataset=self.dataset,
@@ -611,53 +681,145 @@ def _stage_partitions(
 
     A read partition is staged and checkpointed, so that an interrupted sync resumes it; every
     staged partition is checked by the rules, and one whose content turns out identical to the
-    current file is discarded and the file reused.
+    current file is discarded and the file reused. Up to `streams_of` partitions are read at
+    once (`_Reads`); their results are taken in the partitions' order, so the outcome is the
+    one of a sequential sync.
     """
     staged = _Staged()
+    todo: dict[int, PartitionInfo] = {}
+    olds: dict[int, PartitionFile | None] = {}
     for index, part in enumerate(plan.parts):
-        report.started(index, part)
         old = prev.partition(part.year) if (prev is not None and plan.same_schema) else None
-        if (
+        olds[index] = old
+        if not (
             not opts.full
             and old is not None
             and part.marker is not None
             and old.marker == part.marker
         ):
-            staged.reuse(old)
-            report.finished(index, part, "reused", rows=old.row_count)
-            continue
-        done, action = _resume_or_read(writer, source, spec, plan, part, opts.full, report, index)
-        staged.findings += run_rules(
-            plan.rules,
-            PartitionData(
-                spec=spec,
-                year=part.year,
-                path=done.path,
-                row_count=done.row_count,
-                source_row_count=part.row_count,
-                previous=prev.partition(part.year) if prev is not None else None,
-                columns=[c.name for c in plan.columns],
-            ),
-        )
-        if old is not None and old.sha256 == done.sha256:
-            writer.discard(done)
-            digest = old.content_digest or done.content_digest  # fills one synced before format 3
-            staged.reuse(attrs.evolve(old, marker=part.marker, content_digest=digest))
-        else:
-            new = PartitionFile(
-                year=part.year,
-                path=writer.layout.partition_relpath(spec.name, part.year, done.sha256),
-                sha256=done.sha256,
-                size_bytes=done.size_bytes,
-                row_count=done.row_count,
-                marker=part.marker,
-                content_digest=done.content_digest,
+            todo[index] = part
+    with _Reads(writer, source, spec, plan, opts.full, report, todo) as reads:
+        for index, part in enumerate(plan.parts):
+            old = olds[index]
+            if index not in todo:
+                assert old is not None
+                report.started(index, part)
+                staged.reuse(old)
+                report.finished(index, part, "reused", rows=old.row_count)
+                continue
+            done, action, marker = reads.result(index)
+            staged.findings += run_rules(
+                plan.rules,
+                PartitionData(
+                    spec=spec,
+                    year=part.year,
+                    path=done.path,
+                    row_count=done.row_count,
+                    source_row_count=part.row_count,
+                    previous=prev.partition(part.year) if prev is not None else None,
+                    columns=[c.name for c in plan.columns],
+                ),
             )
-            staged.write(new, resumed=action == "resumed")
-        report.finished(
-            index, part, action, rows=done.row_count, read=done.row_count if action == "read" else 0
-        )
+            if old is not None and old.sha256 == done.sha256:
+                writer.discard(done)
+                digest = old.content_digest or done.content_digest  # one synced before format 3
+                staged.reuse(attrs.evolve(old, marker=marker, content_digest=digest))
+            else:
+                new = PartitionFile(
+                    year=part.year,
+                    path=writer.layout.partition_relpath(spec.name, part.year, done.sha256),
+                    sha256=done.sha256,
+                    size_bytes=done.size_bytes,
+                    row_count=done.row_count,
+                    marker=marker,
+                    content_digest=done.content_digest,
+                )
+                staged.write(new, resumed=action == "resumed")
+            report.finished(
+                index,
+                part,
+                action,
+                rows=done.row_count,
+                read=done.row_count if action == "read" else 0,
+            )
     return staged
+
+
+class _Cancelled(Exception):
+    """Internal: another partition's read failed; this one stops at its next batch."""
+
+
+_ReadResult = tuple[StagedFile, PartitionAction, "str | None"]
+
+
+class _Reads:
+    """The partitions to read, read ``streams_of(source)`` at a time in worker threads.
+
+    With one stream nothing runs ahead: `result` reads the partition when it is asked for,
+    in the calling thread, exactly as a sequential sync does. With more, every read is
+    submitted at once to a pool of that many threads; each stages its own file (memory: one
+    source stream and one row group per thread). The first failure stops the other reads at
+    their next batch, and `result` raises that failure, never the cancellations it caused.
+    Leaving the ``with`` block (normally or by an exception) stops and waits for every thread,
+    so no thread outlives the writer.
+    """
+
+    def __init__(
+        self,
+        writer: Writer,
+        source: Source,
+        spec: DatasetSpec,
+        plan: _Plan,
+        full: bool,
+        report: _Reporter,
+        todo: Mapping[int, PartitionInfo],
+    ) -> None:
+        self._read = functools.partial(_resume_or_read, writer, source, spec, plan, full, report)
+        self._todo = todo
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: dict[int, Future[_ReadResult]] = {}
+        streams = min(streams_of(source), len(todo))
+        if streams > 1:
+            self._pool = ThreadPoolExecutor(streams, thread_name_prefix="wrdsvault-stream")
+            for index, part in todo.items():
+                self._futures[index] = self._pool.submit(self._run, index, part)
+
+    def _run(self, index: int, part: PartitionInfo) -> _ReadResult:
+        if self._stop.is_set():
+            raise _Cancelled
+        try:
+            return self._read(part, index, self._stop)
+        except _Cancelled:
+            raise
+        except BaseException:
+            self._stop.set()  # the others stop at their next batch
+            raise
+
+    def result(self, index: int) -> _ReadResult:
+        """The staged file, how it was staged and its marker (waits for a parallel read)."""
+        future = self._futures.get(index)
+        if future is None:
+            return self._read(self._todo[index], index, self._stop)
+        try:
+            return future.result()
+        except _Cancelled:
+            pass
+        self._stop.set()
+        for other in self._futures.values():  # in partition order: the first real failure
+            error = other.exception()
+            if error is not None and not isinstance(error, _Cancelled):
+                raise error
+        raise AssertionError("a read was cancelled without a failure")  # pragma: no cover
+
+    def __enter__(self) -> _Reads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            if exc[0] is not None:
+                self._stop.set()
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _resume_or_read(
@@ -665,12 +827,18 @@ def _resume_or_read(
     source: Source,
     spec: DatasetSpec,
     plan: _Plan,
-    part: PartitionInfo,
     full: bool,
     report: _Reporter,
+    part: PartitionInfo,
     index: int,
-) -> tuple[StagedFile, PartitionAction]:
-    """Stage one partition from an interrupted sync's checkpoint, else read and checkpoint it."""
+    stop: threading.Event,
+) -> _ReadResult:
+    """Stage one partition from an interrupted sync's checkpoint, else read and checkpoint it.
+
+    Returns the staged file, how it was staged, and the partition's marker: the source's from
+    `Source.partitions`, else the one it computed from the rows it sent (`streamed_marker`).
+    """
+    report.started(index, part)
     want = CheckpointRecord(
         dataset=spec.name,
         year=part.year,
@@ -686,22 +854,40 @@ def _resume_or_read(
     resumed = None if full else writer.resume_partition(want, spec.primary_key)
     if resumed is not None:
         log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
-        return resumed, "resumed"
+        return resumed, "resumed", part.marker
     batches = read_batches(source, spec, part.year, writer.settings.batch_rows)
     done = writer.stage_partition(
         spec.name,
         part.year,
         file_schema(plan.info.schema),
-        report.counted(index, part, batches),
+        _until(stop, report.counted(index, part, batches)),
         primary_key=spec.primary_key,
     )
+    marker = part.marker
+    if marker is None:
+        marker = streamed_marker(source, spec, part.year)
     writer.checkpoint(
         done,
         attrs.evolve(
-            want, sha256=done.sha256, size_bytes=done.size_bytes, row_count=done.row_count
+            want,
+            marker=marker,
+            sha256=done.sha256,
+            size_bytes=done.size_bytes,
+            row_count=done.row_count,
         ),
     )
-    return done, "read"
+    return done, "read", marker
+
+
+def _until(
+    stop: threading.Event, batches: Generator[pa.RecordBatch, None, None]
+) -> Iterator[pa.RecordBatch]:
+    """``batches`` until ``stop`` is set (another read failed): then `_Cancelled`."""
+    with contextlib.closing(batches):  # closing the source's iterator ends its stream
+        for batch in batches:
+            if stop.is_set():
+                raise _Cancelled
+            yield batch
 
 
 def _carry_over(

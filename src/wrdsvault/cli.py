@@ -1,5 +1,5 @@
 """The ``wrdsvault`` command line: sync, snapshots, query, diff, status, tag, drop, backup, repair,
-demo.
+export-iceberg, demo.
 
 Every command takes ``--json`` for machine-readable output. Exit codes (docs/cli.md): 0 success
 (``sync``: a new snapshot was committed), 1 a wrdsvault error (the message says what to do), 2 bad
@@ -285,6 +285,21 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--wait", type=float, help="seconds to wait for another writer")
 
     add("expired", "list the snapshots gc expired (the expiry log)")
+
+    ice = add("export-iceberg", "publish the snapshots as Apache Iceberg tables (no data copied)")
+    ice.add_argument(
+        "--catalog",
+        metavar="URI",
+        help="a SQL catalog URI (sqlite:///..., postgresql://...); default: a SQLite file "
+        "beside the vault (<vault>-iceberg.db)",
+    )
+    ice.add_argument("--namespace", default="wrds", help="the Iceberg namespace (default: wrds)")
+    ice.add_argument(
+        "--forget",
+        action="store_true",
+        help="remove the export record instead (gc then stops keeping its snapshots)",
+    )
+    ice.add_argument("--wait", type=float, help="seconds to wait for another writer")
     return p
 
 
@@ -743,6 +758,27 @@ def _cmd_expired(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     return 0
 
 
+def _cmd_export_iceberg(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    with _open(args) as wh:
+        if args.forget:
+            had = wh.forget_iceberg_export(args.catalog, args.namespace, wait=args.wait)
+            if args.json:
+                print_json({"forgotten": had}, out)
+            else:
+                out.write(
+                    "export record removed: gc no longer keeps its snapshots\n"
+                    if had
+                    else "no export record for that catalog and namespace\n"
+                )
+            return 0
+        report = wh.export_iceberg(args.catalog, args.namespace, wait=args.wait)
+    if args.json:
+        print_json(report.to_json(), out)
+    else:
+        out.write(report.summary() + "\n")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
     from wrdsvault.demo import run_demo
 
@@ -772,6 +808,7 @@ _COMMANDS = {
     "check-receipt": _cmd_check_receipt,
     "gc": _cmd_gc,
     "expired": _cmd_expired,
+    "export-iceberg": _cmd_export_iceberg,
 }
 
 

@@ -27,6 +27,7 @@ WrdsVaultError
 ├─ TagExistsError                      the tag already names another snapshot (pass force=True)
 ├─ WriteError                          a drop, tag, repair or quarantine purge hit an OS error
 ├─ BackupError                         a backup or repair was refused or failed; nothing committed
+├─ IcebergExportError                  an Iceberg export was refused or failed; vault unchanged
 ├─ SyncError                           nothing was committed; the previous snapshot stays current
 │  ├─ SchemaDriftError                  the source's columns changed and the policy refuses it
 │  └─ ValidationFailedError             a staged partition failed a validation rule
@@ -48,6 +49,7 @@ __all__ = [
     "BackupError",
     "CommitOutcomeUnknownError",
     "DiskSpaceError",
+    "IcebergExportError",
     "IntegrityError",
     "InvalidNameError",
     "InvalidValueError",
@@ -593,6 +595,32 @@ class BackupError(WrdsVaultError):
         super().__init__(
             f"backup to {destination} failed: {reason}",
             destination=destination,
+            reason=reason,
+        )
+
+
+class IcebergExportError(WrdsVaultError):
+    """`Warehouse.export_iceberg` was refused or failed; the vault itself is unchanged.
+
+    Refused before the catalog is changed: a table of the same name that another tool wrote (no
+    vault snapshot recorded in it), a table that records vault snapshots this vault does not
+    have (another vault, or this one restored from an older copy), two datasets that would get
+    the same table name, or a column whose type changed in a way Iceberg cannot evolve. Failed:
+    the catalog or a data file's footer could not be read or written. Tables committed before
+    the failure stay valid; the next export goes on from there. ``dataset`` is the dataset (or
+    ``""``), ``catalog`` the catalog as given, ``reason`` what happened and what to do.
+    """
+
+    dataset: str
+    catalog: str
+    reason: str
+
+    def __init__(self, *, dataset: str, catalog: str, reason: str) -> None:
+        what = f" of {dataset}" if dataset else ""
+        super().__init__(
+            f"Iceberg export{what} to {catalog} failed: {reason}",
+            dataset=dataset,
+            catalog=catalog,
             reason=reason,
         )
 

@@ -10,7 +10,8 @@ Policies work like restic's and borg's (docs/retention.md):
   recent buckets that hold one is kept.
 
 A snapshot is kept if any rule keeps it. Whatever the policy, the latest snapshot, every tagged
-snapshot and every snapshot a live reader holds (a lease) are kept. A policy with no rule at all
+snapshot, every snapshot a live reader holds (a lease) and every snapshot an export still
+publishes (an export record, `wrdsvault.exports`) are kept. A policy with no rule at all
 keeps everything: gc then only removes files that no snapshot references.
 
 Everything here is pure (no I/O); `wrdsvault._gc` reads the vault and applies it.
@@ -185,6 +186,7 @@ def select_kept(
     *,
     tags: Mapping[str, str] | None = None,
     leased: Iterable[str] = (),
+    held: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, tuple[str, ...]]:
     """Snapshot id -> why it is kept, for every snapshot the policy and the guarantees keep.
 
@@ -194,6 +196,8 @@ def select_kept(
         policy: the rules; an empty policy keeps every snapshot ("no policy").
         tags: tag -> snapshot id; tagged snapshots are always kept.
         leased: ids a live reader holds; always kept.
+        held: id -> the other records that keep it whatever the policy (an export record:
+            ``iceberg-export <catalog> <namespace>``); always kept, with those reasons.
 
     Returns:
         The kept ids (every other id of ``snapshots`` expires) with their reasons, such as
@@ -215,6 +219,10 @@ def select_kept(
             keep(sid, f"tag {name}")
     for sid in sorted(set(leased) & ids):
         keep(sid, "leased")
+    for sid, why in sorted((held or {}).items()):
+        if sid in ids:
+            for reason in why:
+                keep(sid, reason)
     if policy.empty:
         for sid, _ in snapshots:
             keep(sid, "no policy")

@@ -57,6 +57,9 @@ from wrdsvault.errors import (
     VaultFormatError,
     WrdsVaultError,
 )
+from wrdsvault.exports import ExportRecord, IcebergExport
+from wrdsvault.exports import read_records as read_export_records
+from wrdsvault.exports import remove_record as remove_export_record
 from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp, parse_timestamp
 from wrdsvault.refs import not_found_error, resolve_ref
 from wrdsvault.reports import (
@@ -648,8 +651,9 @@ class Warehouse:
         The policy is the ``keep_*`` arguments if any is given, else ``policy``, else the one
         stored in the vault's settings (``retention``); with none, nothing expires and gc only
         deletes data files no snapshot references (left by crashed writers). Whatever the
-        policy, the latest snapshot, tagged snapshots and snapshots a live reader holds are
-        kept; a file shared with a kept snapshot is never deleted. Expired snapshots are listed
+        policy, the latest snapshot, tagged snapshots, snapshots a live reader holds and
+        snapshots an export still publishes (`export_iceberg`) are kept; a file shared with a
+        kept snapshot is never deleted. Expired snapshots are listed
         by `expired` (docs/retention.md).
 
         Args:
@@ -724,6 +728,73 @@ class Warehouse:
         alone; see `GcPlan.freed_bytes` for the exact figure (``gc(dry_run=True)``)."""
         chosen = self.settings.retention_policy if policy is None else policy
         return _gc.reclaimable_bytes(self._catalog, chosen)
+
+    # -- exports ---------------------------------------------------------------------------
+
+    def export_iceberg(
+        self,
+        catalog: str | Mapping[str, object] | object | None = None,
+        namespace: str = "wrds",
+        *,
+        wait: float | None = None,
+    ) -> IcebergExport:
+        """Publish the committed snapshots as Apache Iceberg tables, without copying data.
+
+        One table per dataset (``<namespace>.<library>_<table>``), partitioned by year, one
+        Iceberg snapshot per vault snapshot that changed it (its time is the vault commit
+        time), vault tags as Iceberg tags. Incremental: snapshots already in a table are
+        skipped. Writes the export record ``exports/iceberg-<key>.json``: gc keeps every vault
+        snapshot the tables still name (docs/scale-out.md, docs/retention.md). Needs the
+        ``iceberg`` extra.
+
+        Args:
+            catalog: a catalog URI (``"sqlite:///data/wrds-iceberg.db"``, a SQL catalog), a dict
+                of pyiceberg catalog properties (``{"type": "rest", "uri": ...}``), or a
+                pyiceberg ``Catalog``. Default: a SQLite file beside the vault
+                (``<vault>-iceberg.db``, metadata in ``<vault>-iceberg/``).
+            namespace: the Iceberg namespace of the tables (``"wrds"``).
+            wait: seconds to wait for another writer (default: ``settings.lock_timeout_s``).
+
+        Raises:
+            MissingExtraError: pyiceberg is not installed (``pip install 'wrdsvault[iceberg]'``).
+            IcebergExportError: a table of that name is not this vault's export, a column
+                changed in a way Iceberg cannot evolve, or the catalog failed.
+            LockHeldError: another writer kept the lock for the whole wait.
+        """
+        from wrdsvault import _iceberg
+
+        chosen = _iceberg.default_catalog_uri(self._layout) if catalog is None else catalog
+        subject = f"{_iceberg.catalog_label(chosen)} {namespace}"
+        with self._writer(Operation("export-iceberg", subject), wait=wait):
+            return _iceberg.export(
+                self._layout,
+                self._catalog,
+                self.settings,
+                catalog=chosen,
+                namespace=namespace,
+                now=datetime.now(timezone.utc),
+            )
+
+    def iceberg_exports(self) -> list[ExportRecord]:
+        """The export records: each Iceberg target and the vault snapshots gc keeps for it."""
+        return read_export_records(self._layout)
+
+    def forget_iceberg_export(
+        self, catalog: str | None = None, namespace: str = "wrds", *, wait: float | None = None
+    ) -> bool:
+        """Remove an export's record, so gc no longer keeps the snapshots its tables name.
+
+        The Iceberg tables are not touched: expire their old snapshots with Iceberg's tools (or
+        drop the tables) first, or their time travel will find files gc deleted. ``catalog`` is
+        the catalog as `iceberg_exports` names it (default: the default catalog). Returns
+        whether there was a record.
+        """
+        from wrdsvault import _iceberg
+
+        chosen = _iceberg.default_catalog_uri(self._layout) if catalog is None else catalog
+        label = _iceberg.catalog_label(chosen)
+        with self._writer(Operation("export-iceberg", f"--forget {label} {namespace}"), wait=wait):
+            return remove_export_record(self._layout, label, namespace)
 
     # -- reading ---------------------------------------------------------------------------
 

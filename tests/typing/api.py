@@ -221,3 +221,21 @@ def wrds_compatible(root: Path) -> None:
     except wrdsvault.MissingExtraError as exc:
         extra: str = exc.extra
         print(extra)
+
+
+def export_to_iceberg(wh: Warehouse) -> None:
+    """The Iceberg export: catalog as a URI or properties, its report, records and errors."""
+    try:
+        done: wrdsvault.IcebergExport = wh.export_iceberg("sqlite:///data/wrds-iceberg.db")
+        wh.export_iceberg({"type": "rest", "uri": "http://localhost:8181"}, namespace="wrds")
+    except wrdsvault.MissingExtraError as exc:
+        print(exc.extra, exc.module)
+    except wrdsvault.IcebergExportError as exc:
+        print(exc.dataset, exc.catalog, exc.reason)
+    else:
+        added: dict[str, tuple[str, ...]] = done.added
+        print(done.summary(), done.tables, added, done.held)
+    records: list[wrdsvault.ExportRecord] = wh.iceberg_exports()
+    print([(r.catalog, r.namespace, r.snapshots) for r in records])
+    gone: bool = wh.forget_iceberg_export("sqlite:///data/wrds-iceberg.db", "wrds")
+    print(gone)

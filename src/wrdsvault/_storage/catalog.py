@@ -458,7 +458,8 @@ def find_garbage(
     may list it as "garbage once no writer runs".
 
     * ``staging``: every entry of ``tmp/`` but the checkpoints (``tmp/resume/``, a real folder);
-    * ``temp-file``: ``.*.tmp`` in the root, ``snapshots/``, ``tags/`` and ``leases/`` (temp
+    * ``temp-file``: ``.*.tmp`` in the root, ``snapshots/``, ``tags/``, ``leases/`` and
+      ``exports/`` (temp
       files of writers that do not hold the writer lock, ``.lock.*``, ``.vault.json.*`` and
       every one in ``leases/``, only once older than `LOCKLESS_TEMP_GRACE_S`);
     * ``dead-lease``: a reader lease whose owner is provably dead (`lease.scan_leases`, with
@@ -484,7 +485,8 @@ def find_garbage(
             if child == resume and child.is_dir() and not child.is_symlink():
                 continue  # finished years of an interrupted sync: the next sync resumes them
             yield Garbage("staging", child, "staging left by a writer that did not finish")
-    for folder in (layout.root, layout.snapshots_dir, layout.tags_dir, layout.leases_dir):
+    folders = (layout.root, layout.snapshots_dir, layout.tags_dir, layout.leases_dir)
+    for folder in (*folders, layout.exports_dir):
         if not folder.is_dir():
             continue
         for child in sorted(folder.iterdir()):

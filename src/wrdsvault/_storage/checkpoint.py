@@ -142,6 +142,15 @@ class Checkpoints:
         hard_link(data, link_to)
         return have
 
+    def years(self, dataset: str) -> list[int | None]:
+        """The years of ``dataset`` with a checkpoint record (``None``: an unpartitioned one)."""
+        folder = self.layout.checkpoint_dir(dataset)
+        try:
+            stems = [p.stem for p in folder.glob("*.json")]
+        except OSError:
+            return []
+        return [None if s == "all" else int(s) for s in stems if s == "all" or s.isdigit()]
+
     def forget(self, dataset: str, year: int | None) -> None:
         """Drop one year's checkpoint (best effort: a failed `save`)."""
         for path in reversed(self._paths(dataset, year)):  # the record first

@@ -75,7 +75,7 @@ _ARMED: Final = _armed()
 _hits: dict[str, int] = {}
 
 
-def crashpoint(point: CrashPoint | BreakPoint | GcPoint | BackupPoint) -> None:
+def crashpoint(point: CrashPoint | BreakPoint | GcPoint | BackupPoint | ExportPoint) -> None:
     """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
     if _ARMED is None or _ARMED[0] != point.value:
         return
@@ -127,5 +127,25 @@ class GcPoint(enum.Enum):
 
 
 def gc_point(point: GcPoint) -> None:
+    """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
+    crashpoint(point)
+
+
+class ExportPoint(enum.Enum):
+    """Every step of an Iceberg export (docs/retention.md, "Exports keep their snapshots").
+
+    Armed through the same ``WRDSVAULT_TEST_CRASHPOINT`` variable; the values carry an
+    ``export-`` prefix. An export killed at any of them leaves a record that keeps at least every
+    vault snapshot the tables name, and the next export finishes the job
+    (tests/crash/test_export_points.py).
+    """
+
+    INTENT_WRITTEN = "export-intent-written"
+    TABLE_COMMITTED = "export-table-committed"
+    TAGS_COMMITTED = "export-tags-committed"
+    RECORD_WRITTEN = "export-record-written"
+
+
+def export_point(point: ExportPoint) -> None:
     """Kill this process with SIGKILL if a test armed ``point``; otherwise do nothing."""
     crashpoint(point)

@@ -176,6 +176,11 @@ class Layout:
     def leases_dir(self) -> Path:
         return self.root / "leases"
 
+    @property
+    def exports_dir(self) -> Path:
+        """``exports/``: the records of exports whose tables name the vault's files."""
+        return self.root / "exports"
+
     def lease(self, snapshot_id: str, token: str) -> Path:
         """``leases/<snapshot id>.<token>.json``: one open snapshot's reader lease."""
         name = f"{validate_snapshot_id(snapshot_id)}.{token}.json"

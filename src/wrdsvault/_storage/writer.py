@@ -110,7 +110,16 @@ __all__ = [
 ]
 
 OperationKind = Literal[
-    "sync", "drop", "tag", "untag", "gc", "doctor-repair", "purge-quarantine", "backup", "repair"
+    "sync",
+    "drop",
+    "tag",
+    "untag",
+    "gc",
+    "doctor-repair",
+    "purge-quarantine",
+    "backup",
+    "repair",
+    "export-iceberg",
 ]
 
 
@@ -120,8 +129,8 @@ class Operation:
 
     Attributes:
         kind: ``sync``, ``drop``, ``tag``, ``untag``, ``gc``, ``doctor-repair``,
-            ``purge-quarantine``, ``backup`` (into the destination vault) or ``repair``
-            (restoring files from a backup).
+            ``purge-quarantine``, ``backup`` (into the destination vault), ``repair``
+            (restoring files from a backup) or ``export-iceberg`` (writing an export record).
         subject: what it writes: the dataset names of a sync or drop, the name of a tag, the
             source of a backup or repair.
     """
@@ -140,6 +149,7 @@ class Operation:
             "purge-quarantine": "purge quarantine",
             "backup": f"backup from {self.subject}",
             "repair": f"repair from {self.subject}",
+            "export-iceberg": f"export-iceberg {self.subject}",
         }[self.kind]
 
     @property
@@ -174,7 +184,12 @@ class Operation:
 
 
 class Writer:
-    """One write transaction. Use through `open_writer`; never shared between threads."""
+    """One write transaction. Use through `open_writer`.
+
+    `stage_partition`, `checkpoint` and `resume_partition` may run in several threads at once,
+    each on its own partition (a sync reading years in parallel); everything else, and the
+    commit, from one thread.
+    """
 
     def __init__(self, layout: Layout, settings: VaultSettings, lock: WriterLock) -> None:
         self.layout = layout

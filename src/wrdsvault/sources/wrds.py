@@ -13,13 +13,17 @@ How it reads WRDS (docs/wrds.md has the user's version):
 * **Partitions**: one ``GROUP BY extract(year FROM <date column>)`` query returns each year's exact
   row count and a content marker, the row count plus the sum of ``hash_record_extended(row, 0)``
   over the year's rows (PostgreSQL >= 14; computed on the server, about 1M rows/s; without it the
-  marker is ``None``). Rows with a NULL date are refused, never dropped.
+  marker is ``None``). Only the years the sync will compare are hashed up front; the others
+  (all of them on a first sync) get their marker from the rows as they are read: the COPY adds
+  ``hash_record_extended(row, 0)`` as a last column, summed exactly and dropped by the reader.
+  Rows with a NULL date are refused, never dropped.
 * **Rows**: ``COPY (SELECT ... ORDER BY <key>, <other columns>) TO STDOUT (FORMAT csv)`` on the
   psycopg2 connection inside the ``wrds.Connection``, written by one thread into an OS pipe and
   parsed by another with ``pyarrow.csv.open_csv`` (explicit column types) into a bounded queue
   the vault writes from. On a 5.1M-row ``crsp.dsf`` a whole sync ran at about 6.6x the rows/s of
   ``wrds.Connection.raw_sql`` at about 1/10 of its peak memory (``benchmarks/test_sync.py``).
-  Memory is bounded by a few CSV blocks, not by the year.
+  Memory is bounded by a few CSV blocks, not by the year. Up to ``streams`` years are read at
+  once, each on its own connection (at most WRDS's per-user limit; docs/wrds.md).
 * **Failures** become `SourceError` (or `UnknownDatasetError`) with what to do next and never
   the password. A dropped connection before a partition has sent its first batch is retried from
   the start (reconnecting, with exponential backoff); after that, the partition fails with
@@ -59,7 +63,14 @@ if TYPE_CHECKING:
     import psycopg2.extensions
     import wrds
 
-__all__ = ["WrdsSource", "arrow_type", "connect", "parse_comment"]
+__all__ = [
+    "DEFAULT_STREAMS",
+    "WRDS_CONNECTION_LIMIT",
+    "WrdsSource",
+    "arrow_type",
+    "connect",
+    "parse_comment",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +90,8 @@ _MODIFIED_RE: Final = re.compile(r"^Last modified:\s*(\d{2}/\d{2}/\d{4} \d{2}:\d
 #: Marker of a year: "<method>:<row count>:<sum of row hashes>"; bump the method to invalidate.
 _ROW_HASH_METHOD: Final = "pg-rowhash1"
 _ROW_ALIAS: Final = "wrdsvault_row"
+#: The name the CSV reader gives the row-hash column a COPY may add (never a table column).
+_HASH_COLUMN: Final = "wrdsvault_row_hash"
 #: Bytes per block the CSV reader parses at once (2 MiB: -30 MB RSS, ~15% slower), pipe buffers.
 _CSV_BLOCK_BYTES: Final = 4 << 20
 _PIPE_BUFFER_BYTES: Final = 1 << 20
@@ -106,6 +119,12 @@ _AUTH_HINTS: Final = (
     "duo",
     "is not permitted to log in",
 )
+#: Concurrent connections WRDS accepts from one user (docs/wrds.md#parallel-streams).
+WRDS_CONNECTION_LIMIT: Final = 5
+#: Years a sync streams at once by default. The first stream uses the source's own connection
+#: and each other one a connection of its own, so a sync holds this many connections: one below
+#: WRDS's limit, which leaves room for the user's notebook or a second script.
+DEFAULT_STREAMS: Final = WRDS_CONNECTION_LIMIT - 1
 #: libpq's ``connect_timeout`` unless ``wrds_connect_args`` sets one: time enough to approve a
 #: Duo push, short enough that an unattended sync fails instead of hanging.
 CONNECT_TIMEOUT_S: Final = 90
@@ -418,8 +437,15 @@ class _CopyStream:
     arrived: the last block of a broken stream may end in a cut row.
     """
 
-    def __init__(self, raw: Any, setup: str, copy_sql: str, table: _Table) -> None:
+    def __init__(
+        self, raw: Any, setup: str, copy_sql: str, table: _Table, *, hashed: bool = False
+    ) -> None:
         self.raw = raw
+        #: The COPY sends one more column, each row's ``hash_record_extended``: summed here
+        #: (`row_hash_sum`, exact) and dropped from the batches.
+        self.hashed = hashed
+        self.row_hash_sum = 0
+        self.rows = 0
         self._setup = setup
         self._copy_sql = copy_sql
         self._table = table
@@ -483,16 +509,19 @@ class _CopyStream:
             if not self._source.peek(1):  # no rows at all (pyarrow refuses an empty file)
                 self._copier.join()
                 return
+            extra = [_HASH_COLUMN] if self.hashed else []
             reader = pacsv.open_csv(
                 self._source,
                 read_options=pacsv.ReadOptions(
-                    column_names=[c.name for c in table.columns], block_size=_CSV_BLOCK_BYTES
+                    column_names=[c.name for c in table.columns] + extra,
+                    block_size=_CSV_BLOCK_BYTES,
                 ),
                 # PostgreSQL's CSV: NULL is an unquoted empty field, '' is quoted, quotes are
                 # doubled, and text may hold newlines.
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
-                    column_types={c.name: c.parse for c in table.columns},
+                    column_types={c.name: c.parse for c in table.columns}
+                    | dict.fromkeys(extra, pa.int64()),
                     null_values=[""],
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=False,
@@ -505,6 +534,13 @@ class _CopyStream:
                 for block in reader:
                     if self._stopping.is_set():
                         return
+                    if self.hashed:
+                        self.row_hash_sum += _exact_sum(block.column(len(table.columns)))
+                        block = pa.RecordBatch.from_arrays(
+                            block.columns[: len(table.columns)],
+                            names=block.schema.names[: len(table.columns)],
+                        )
+                    self.rows += block.num_rows
                     batch = _conform(block, table)
                     if pending is not None:
                         self._put(pending)
@@ -554,6 +590,18 @@ class _CopyStream:
         self._copier.join()
 
 
+def _exact_sum(hashes: Any) -> int:
+    """The exact sum of an int64 column (PostgreSQL sums bigints as numeric: no overflow)."""
+    import numpy as np
+
+    values = hashes.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    # Split each value into a signed high and an unsigned low 32-bit half: a block of fewer
+    # than 2**31 rows cannot overflow either int64 sum.
+    high = int((values >> 32).sum(dtype=np.int64))
+    low = int((values & 0xFFFFFFFF).sum(dtype=np.int64))
+    return (high << 32) + low
+
+
 def _conform(block: pa.RecordBatch, table: _Table) -> pa.RecordBatch:
     """Give a parsed block the exact described schema (types and field metadata)."""
     arrays = []
@@ -562,6 +610,22 @@ def _conform(block: pa.RecordBatch, table: _Table) -> pa.RecordBatch:
             array = array.cast(column.arrow)  # naive UTC timestamps -> timestamp[us, UTC]
         arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, schema=table.schema)
+
+
+def _stream_dbapi(connection: Any) -> Any:
+    """The psycopg2 connection inside a SQLAlchemy connection, or None if it was invalidated."""
+    try:
+        return connection.connection.dbapi_connection
+    except Exception:
+        return None
+
+
+def _discard(connection: Any) -> None:
+    """Close a SQLAlchemy connection that may be dead (a dead one cannot be rolled back)."""
+    with contextlib.suppress(Exception):
+        connection.invalidate()
+    with contextlib.suppress(Exception):
+        connection.close()
 
 
 def _row() -> Any:
@@ -633,6 +697,10 @@ class WrdsSource:
         retry_backoff_s: the first wait between attempts; doubles each time.
         year_markers: compute per-year content markers on the server (``False``: always
             ``None``, so changed tables are re-read and compared).
+        streams: how many years a sync may read at once, each on its own connection (one
+            login each; docs/wrds.md#parallel-streams). Default `DEFAULT_STREAMS`, one below
+            WRDS's per-user connection limit; ``1`` reads one year at a time on the source's
+            single connection.
 
     Example:
         >>> from wrdsvault import Warehouse
@@ -647,9 +715,20 @@ class WrdsSource:
         retries: int = 3,
         retry_backoff_s: float = 1.0,
         year_markers: bool = True,
+        streams: int = DEFAULT_STREAMS,
         **connect_kwargs: Any,
     ) -> None:
         _check_connect_kwargs(connect_kwargs)
+        if isinstance(streams, bool) or not isinstance(streams, int):
+            msg = f"streams must be an int, not {type(streams).__name__}"
+            raise TypeError(msg)
+        if not 1 <= streams <= WRDS_CONNECTION_LIMIT:
+            raise InvalidValueError(
+                name="streams",
+                value=streams,
+                rule=f"an int from 1 to {WRDS_CONNECTION_LIMIT} (WRDS accepts at most "
+                f"{WRDS_CONNECTION_LIMIT} connections per user at once)",
+            )
         if db is not None and connect_kwargs:
             msg = f"pass either db= or connection arguments, not both ({sorted(connect_kwargs)})"
             raise TypeError(msg)
@@ -669,7 +748,14 @@ class WrdsSource:
         self.retry_backoff_s = float(retry_backoff_s)
         self.year_markers = bool(year_markers)
         self._row_hash: bool | None = None  # None: not tried yet on this server
+        self._unhashed: set[str] = set()  # tables whose rows the server cannot hash
+        self._marked: dict[str, set[int | None]] = {}  # years partitions() gave a marker
         self._tables: dict[str, _Table] = {}
+        self.streams = streams
+        self._pool_lock = threading.Lock()
+        self._main_busy = False  # a COPY runs on the source's own connection
+        self._idle: list[Any] = []  # stream connections between two COPYs
+        self._streamed: dict[tuple[str, int | None], str] = {}
 
     def __repr__(self) -> str:
         if not self._owns_db:
@@ -912,7 +998,11 @@ class WrdsSource:
     # -- partitions ------------------------------------------------------------------------
 
     def partitions(
-        self, spec: DatasetSpec, *, years: Collection[int] | None = None
+        self,
+        spec: DatasetSpec,
+        *,
+        years: Collection[int] | None = None,
+        markers: Collection[int | None] | None = None,
     ) -> Sequence[PartitionInfo]:
         """Return each year's exact row count and content marker, oldest first.
 
@@ -920,6 +1010,11 @@ class WrdsSource:
         ``hash_record_extended(row, 0)`` per year, computed on the server. With ``years``, only
         rows of those years are counted and hashed (a date-range filter per run of consecutive
         years): syncing one year of ``crsp.dsf`` does not hash the other ninety-nine.
+
+        ``markers`` names the years whose marker the caller will compare with one it holds
+        (``None``: every year). When it names none (a first sync), the query only counts, and
+        each year's marker comes with its rows instead (`streamed_marker`): the COPY adds the
+        row hash as a last column and the reader sums it, so the marker costs no extra scan.
 
         Raises:
             SourceError: rows have a NULL date (they cannot be placed in a year), the date
@@ -940,7 +1035,13 @@ class WrdsSource:
             if years is not None:
                 tail = sql.SQL("{}{}").format(_years_filter(_utc(column), years), tail)
         rows = None
-        if self.year_markers and self._row_hash is not False:
+        if markers is None:
+            wanted = True
+        elif years is None:
+            wanted = bool(markers)
+        else:
+            wanted = any(y in markers for y in years)
+        if self.year_markers and self._row_hash is not False and wanted:
             rows = self._try_row_hash(
                 spec,
                 sql.SQL("SELECT {}, count(*), sum(hash_record_extended({}.*, 0)) FROM {}{}").format(
@@ -962,6 +1063,13 @@ class WrdsSource:
                 )
             marker = f"{_ROW_HASH_METHOD}:{count}:{digest or 0}" if hashed else None
             out.append(PartitionInfo(year=y, row_count=int(count), marker=marker))
+        with self._pool_lock:  # a year marked here needs no hash column when it is read
+            known = self._marked.setdefault(spec.name, set())
+            for part in out:
+                if part.marker is None:
+                    known.discard(part.year)
+                else:
+                    known.add(part.year)
         return out
 
     @staticmethod
@@ -1031,7 +1139,9 @@ class WrdsSource:
         table = self._table(spec)
         return self._read(spec, table, year, batch_rows)
 
-    def _copy_sql(self, spec: DatasetSpec, table: _Table, year: int | None, raw: Any) -> str:
+    def _copy_sql(
+        self, spec: DatasetSpec, table: _Table, year: int | None, raw: Any, *, hashed: bool = False
+    ) -> str:
         from psycopg2 import sql
 
         row = _row()
@@ -1045,8 +1155,12 @@ class WrdsSource:
             # Years as partitions() counts them (timestamptz: in UTC).
             date = _utc(self._partition_column(spec, table))
             where = sql.SQL(" WHERE {}").format(_year_range(date, year, year))
+        selected = [_utc(c) for c in table.columns]
+        if hashed:
+            # The same expression partitions() sums, over the same rows: the marker is theirs.
+            selected.append(sql.SQL("hash_record_extended({}.*, 0)").format(row))
         query = sql.SQL("COPY (SELECT {} FROM {}.{} AS {}{}{}) TO STDOUT WITH (FORMAT csv)").format(
-            sql.SQL(", ").join(_utc(c) for c in table.columns),
+            sql.SQL(", ").join(selected),
             sql.Identifier(table.library),
             sql.Identifier(table.table),
             row,
@@ -1097,16 +1211,51 @@ class WrdsSource:
     def _stream(
         self, spec: DatasetSpec, table: _Table, year: int | None, batch_rows: int
     ) -> Generator[pa.RecordBatch, None, None]:
-        raw = self._raw()
-        stream = _CopyStream(raw, _COPY_SETUP, self._copy_sql(spec, table, year, raw), table)
+        key = (spec.name, year)
+        with self._pool_lock:
+            self._streamed.pop(key, None)
+        raw, extra = self._acquire()
+        try:
+            yield from self._copy(spec, table, year, batch_rows, raw)
+        finally:
+            self._release(extra)
+
+    def _copy(
+        self, spec: DatasetSpec, table: _Table, year: int | None, batch_rows: int, raw: Any
+    ) -> Generator[pa.RecordBatch, None, None]:
+        import psycopg2.errors
+
+        # The rows' hashes come with the rows unless this server or table cannot hash them.
+        with self._pool_lock:
+            marked = year in self._marked.get(spec.name, ())
+        hashed = (
+            self.year_markers
+            and self._row_hash is not False
+            and spec.name not in self._unhashed
+            and not marked
+        )
+        copy_sql = self._copy_sql(spec, table, year, raw, hashed=hashed)
+        stream = _CopyStream(raw, _COPY_SETUP, copy_sql, table, hashed=hashed)
         with contextlib.closing(stream.batches()) as batches:  # closing stops both threads
             for batch in batches:
                 yield from _slices(batch, batch_rows)
-        if stream.copy_error is not None and not stream.cancelled:
+        error = stream.copy_error
+        if error is not None and not stream.cancelled:
+            cause = _driver_error(error)
+            if hashed and isinstance(cause, psycopg2.errors.UndefinedFunction):
+                # Nothing was handed on (the parser holds a block back until the COPY ends
+                # cleanly): read again without the hash; the year's marker stays unknown.
+                log.info("%s: per-year markers off (%s)", spec.name, _first_line(cause))
+                if "hash_record_extended" in str(cause):
+                    self._row_hash = False
+                else:
+                    self._unhashed.add(spec.name)
+                yield from self._copy(spec, table, year, batch_rows, raw)
+                return
             # The COPY broke first (a cut stream then also fails to parse): report the COPY.
-            if _is_lost(stream.copy_error, raw):
-                raise _ConnectionLostError from stream.copy_error
-            raise _query_error(stream.copy_error, spec, "reading rows") from stream.copy_error
+            if _is_lost(error, raw):
+                raise _ConnectionLostError from error
+            raise _query_error(error, spec, "reading rows") from error
         if stream.parse_error is not None:
             exc = stream.parse_error
             raise SourceError(
@@ -1114,6 +1263,63 @@ class WrdsSource:
                 reason=f"{spec.name}: could not convert WRDS's rows to the declared types "
                 f"({type(exc).__name__}: {exc})",
             ) from exc
+        if hashed:
+            marker = f"{_ROW_HASH_METHOD}:{stream.rows}:{stream.row_hash_sum}"
+            with self._pool_lock:
+                self._streamed[(spec.name, year)] = marker
+
+    def streamed_marker(self, spec: DatasetSpec, year: int | None) -> str | None:
+        """The marker of the rows of ``year`` the last complete `read_partition` sent.
+
+        The same value `partitions` gives for those rows (row count and the sum of their
+        ``hash_record_extended``), computed from the COPY itself; ``None`` if the last read of
+        that year did not finish or could not hash (``year_markers=False``, an old server), or
+        if `partitions` already gave that year a marker (then the COPY sends no hashes).
+        """
+        with self._pool_lock:
+            return self._streamed.get((spec.name, year))
+
+    # -- stream connections -----------------------------------------------------------------
+
+    def _acquire(self) -> tuple[Any, Any]:
+        """A psycopg2 connection for one COPY, and the stream connection it belongs to.
+
+        The first stream uses the source's own connection (``None`` is returned as the
+        second item); a stream running while another does gets a connection of its own from
+        the same engine (one login each), kept for the next stream and closed by `close`.
+        The sync runs at most `streams` of them at once.
+        """
+        with self._pool_lock:
+            use_main = not self._main_busy
+            self._main_busy = True
+            extra = None if use_main or not self._idle else self._idle.pop()
+        if use_main:
+            try:
+                return self._raw(), None
+            except BaseException:
+                self._release(None)
+                raise
+        if extra is not None:
+            raw = _stream_dbapi(extra)
+            if raw is not None and not raw.closed:
+                return raw, extra
+            _discard(extra)
+        import sqlalchemy as sa
+
+        engine = self.db.engine
+        try:
+            extra = engine.connect()
+        except sa.exc.DBAPIError as exc:
+            where = str(engine.url.render_as_string(hide_password=True))
+            raise _login_error(exc, where, _secrets(self._connect_kwargs)) from exc
+        return _stream_dbapi(extra), extra
+
+    def _release(self, extra: Any) -> None:
+        with self._pool_lock:
+            if extra is None:
+                self._main_busy = False
+            else:
+                self._idle.append(extra)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -1123,6 +1329,12 @@ class WrdsSource:
         Idempotent; the source reconnects if used again.
         """
         self._tables.clear()
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+            self._streamed.clear()
+            self._marked.clear()
+        for extra in idle:
+            _discard(extra)
         if self._owns_db and self._db is not None:
             db, self._db = self._db, None
             raw = self._dbapi(db)
