@@ -19,6 +19,7 @@ OPTIONAL = {
     "polars": "the polars extra: LazyResult.pl() and Snapshot.to_polars() import it when called",
     "pgserver": "wrdsvault.testing (the replica server) is for tests: the test extra has it",
     "pyiceberg": "Warehouse.export_iceberg imports it when called (the iceberg extra)",
+    "sqlglot": "the sql extra: dialect='postgres' and wrdsvault.Connection import it when called",
 }
 
 

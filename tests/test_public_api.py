@@ -24,6 +24,7 @@ def test_exported_names() -> None:
     """The top-level API is exactly what the docs promise: every type a public method returns."""
     expected = {
         "Warehouse",
+        "Connection",
         "Snapshot",
         "SyncReport",
         "DatasetResult",
@@ -146,6 +147,10 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
         ),
         e.QueryRejectedError(statement_type="COPY", reason="COPY statements are not allowed"),
         e.QueryError(sql="select nope from crsp.msf", reason='column "nope" not found'),
+        e.QueryError(
+            sql="select at from comp.funda", reason="syntax", kind="keyword", words=("at",)
+        ),
+        e.SqlDialectError(sql="select 1 for update", reason="locking reads", fragment="for update"),
         e.SnapshotNotFoundError(
             ref="s0",
             tags=[],

@@ -18,6 +18,7 @@ from wrdsvault._storage.diskguard import DiskState
 from wrdsvault._storage.quarantine import QuarantineEntry
 from wrdsvault._sync import Progress
 from wrdsvault._version import __version__
+from wrdsvault.compat import Connection
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
 from wrdsvault.errors import (
     BackupError,
@@ -40,6 +41,7 @@ from wrdsvault.errors import (
     SourceError,
     SourceRequiredError,
     SourceUnavailableError,
+    SqlDialectError,
     SyncError,
     TagExistsError,
     UnknownDatasetError,
@@ -87,6 +89,7 @@ __all__ = [
     "ColumnDiff",
     "ColumnSchema",
     "CommitOutcomeUnknownError",
+    "Connection",
     "DatasetCheck",
     "DatasetDiff",
     "DatasetEntry",
@@ -140,6 +143,7 @@ __all__ = [
     "SourceError",
     "SourceRequiredError",
     "SourceUnavailableError",
+    "SqlDialectError",
     "SyncError",
     "SyncRecipe",
     "SyncReport",

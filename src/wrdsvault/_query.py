@@ -307,7 +307,7 @@ class PinnedConnection:
         try:
             statements = cur.extract_statements(sql)
         except duckdb.Error as exc:
-            raise QueryError(sql=sql, reason=str(exc)) from exc
+            raise query_error(cur, exc, sql, str(exc)) from exc
         if len(statements) != 1:
             raise QueryRejectedError(
                 statement_type="MULTIPLE" if statements else "EMPTY",
@@ -351,7 +351,8 @@ class PinnedConnection:
                 except duckdb.InterruptException as exc:
                     raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
                 except duckdb.Error as exc:
-                    raise QueryError(sql=text, reason=self._advise(str(exc), text)) from exc
+                    reason = self._advise(str(exc), text)
+                    raise query_error(cur, exc, text, reason) from exc
 
     def stream(
         self, sql: str, params: Params, timeout_s: float | None, batch_rows: int
@@ -385,7 +386,8 @@ class PinnedConnection:
                 except (duckdb.Error, pa.ArrowException) as exc:
                     if deadline.interrupted or isinstance(exc, duckdb.InterruptException):
                         raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
-                    raise QueryError(sql=text, reason=self._advise(str(exc), text)) from exc
+                    reason = self._advise(str(exc), text)
+                    raise query_error(cur, exc, text, reason) from exc
 
     def _advise(self, reason: str, sql: str) -> str:
         """``reason``, plus the advice for each left-out dataset ``sql`` names."""
@@ -399,6 +401,53 @@ class PinnedConnection:
             )
         ]
         return "; ".join([reason, *notes])
+
+
+_BARE_WORD: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def query_error(
+    cur: duckdb.DuckDBPyConnection, exc: BaseException, sql: str, reason: str
+) -> QueryError:
+    """The `QueryError` for DuckDB's ``exc``, with the advice that fits the failure.
+
+    A catalog error gets the advice on table names; a conversion error about a date, the date
+    forms; a parser error in a statement that uses a column named like a DuckDB keyword (``at``),
+    the advice to quote it; another parser error, the pointer to ``dialect="postgres"``.
+    """
+    text = str(exc)
+    if isinstance(exc, duckdb.CatalogException):
+        return QueryError(sql=sql, reason=reason, kind="catalog")
+    if isinstance(exc, duckdb.ConversionException) and re.search(
+        r"\b(date|timestamp|time)\b", text, re.IGNORECASE
+    ):
+        return QueryError(sql=sql, reason=reason, kind="date")
+    if isinstance(exc, duckdb.ParserException):
+        words = _keyword_columns(cur, sql)
+        if words:
+            return QueryError(sql=sql, reason=reason, kind="keyword", words=words)
+        return QueryError(sql=sql, reason=reason, kind="syntax")
+    return QueryError(sql=sql, reason=reason)
+
+
+def _keyword_columns(cur: duckdb.DuckDBPyConnection, sql: str) -> tuple[str, ...]:
+    """Column names of the snapshot that DuckDB reads as keywords and ``sql`` uses unquoted."""
+    from wrdsvault._pgsql import duckdb_keywords
+
+    try:
+        tokens = duckdb.tokenize(sql)
+        rows = cur.execute("SELECT DISTINCT lower(column_name) FROM duckdb_columns()").fetchall()
+    except duckdb.Error:  # pragma: no cover - the advice is a best effort
+        return ()
+    columns = {str(r[0]) for r in rows} & duckdb_keywords()
+    used: list[str] = []
+    for start, kind in tokens:
+        if kind in (duckdb.token_type.string_const, duckdb.token_type.comment):
+            continue
+        match = _BARE_WORD.match(sql, start)
+        if match and match[0].lower() in columns and match[0].lower() not in used:
+            used.append(match[0].lower())
+    return tuple(used)
 
 
 class _Deadline:

@@ -45,8 +45,9 @@ from wrdsvault._query import (
     check_timeout,
     fetch_arrow,
     fetch_df,
+    query_error,
 )
-from wrdsvault.errors import QueryError, QueryRejectedError, QueryTimeoutError
+from wrdsvault.errors import QueryRejectedError, QueryTimeoutError
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -313,7 +314,8 @@ class Session:
             except duckdb.InterruptException as exc:
                 raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
             except duckdb.Error as exc:
-                raise QueryError(sql=text, reason=self._db._advise(str(exc), text)) from exc
+                reason = self._db._advise(str(exc), text)
+                raise query_error(cur, exc, text, reason) from exc
 
     def _check_script(self, cur: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
         """The text of each statement of ``sql``, each checked; QueryRejectedError otherwise."""
@@ -326,7 +328,7 @@ class Session:
         try:
             statements = cur.extract_statements(sql)
         except duckdb.Error as exc:
-            raise QueryError(sql=sql, reason=str(exc)) from exc
+            raise query_error(cur, exc, sql, str(exc)) from exc
         if not statements:
             raise _refuse("EMPTY", "no statement given")
         texts = []

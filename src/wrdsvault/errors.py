@@ -12,6 +12,7 @@ WrdsVaultError
 ├─ SnapshotNotFoundError(LookupError)  no snapshot matches the ref (or gc expired it); lists all
 ├─ QueryRejectedError(ValueError)      SQL other than one read-only SELECT
 ├─ QueryError(ValueError)              DuckDB could not run the SELECT (syntax, unknown column, ...)
+│  └─ SqlDialectError                  PostgreSQL SQL with no DuckDB form; shows the fragment
 ├─ QueryTimeoutError(TimeoutError)     a query ran past its time limit and was interrupted
 ├─ SourceRequiredError                 sync() on a Warehouse opened without a source
 ├─ MissingExtraError(ImportError)      an optional dependency is missing; names the extra
@@ -65,6 +66,7 @@ __all__ = [
     "SourceError",
     "SourceRequiredError",
     "SourceUnavailableError",
+    "SqlDialectError",
     "SyncError",
     "TagExistsError",
     "UnknownDatasetError",
@@ -237,18 +239,71 @@ class QueryRejectedError(WrdsVaultError, ValueError):
         )
 
 
+#: What a failed query's message adds, by the kind of failure (`QueryError.kind`).
+_QUERY_HINTS: dict[str, str] = {
+    "catalog": "Tables are named as on WRDS (e.g. crsp.msf); `wrdsvault status` lists the "
+    "datasets of the snapshot",
+    "date": "DuckDB reads dates as 'YYYY-MM-DD' (e.g. DATE '1960-01-01'); for SQL written for "
+    "WRDS ('01/01/1960'), pass dialect=\"postgres\" or use wrdsvault.Connection",
+    "keyword": "{words} is a keyword in DuckDB: quote it as a column name ({quoted}), or pass "
+    'dialect="postgres" to run SQL written for WRDS',
+    "syntax": "check the SQL near the place DuckDB shows; for SQL written for WRDS (PostgreSQL), "
+    'pass dialect="postgres" or use wrdsvault.Connection',
+    "other": "",
+}
+
+
 class QueryError(WrdsVaultError, ValueError):
-    """DuckDB could not run an allowed query (syntax error, unknown table or column, ...)."""
+    """DuckDB could not run an allowed query (syntax error, unknown table or column, ...).
+
+    ``kind`` says what failed, and so which advice the message gives: ``"catalog"`` (an unknown
+    table or schema: how tables are named), ``"date"`` (a date DuckDB cannot read: the ISO form,
+    ``dialect="postgres"``), ``"keyword"`` (a column named like a DuckDB keyword, e.g. ``at``:
+    quote it; ``words`` names them), ``"syntax"`` (another parser error), ``"other"`` (none).
+    """
 
     sql: str
     reason: str
+    kind: str
+    words: tuple[str, ...]
 
-    def __init__(self, *, sql: str, reason: str) -> None:
+    def __init__(
+        self, *, sql: str, reason: str, kind: str = "other", words: tuple[str, ...] = ()
+    ) -> None:
+        hint = _QUERY_HINTS.get(kind, "").format(
+            words=", ".join(repr(w) for w in words),
+            quoted=", ".join(f'"{w}"' for w in words),
+        )
         super().__init__(
-            f"query failed: {reason}. Tables are named as on WRDS (e.g. crsp.msf); "
-            "`wrdsvault status` lists the datasets of the snapshot",
+            f"query failed: {reason}" + (f". {hint}" if hint else ""),
             sql=sql,
             reason=reason,
+            kind=kind,
+            words=tuple(words),
+        )
+
+
+class SqlDialectError(QueryError):
+    """PostgreSQL SQL (``dialect="postgres"``, `wrdsvault.Connection`) that has no DuckDB form.
+
+    ``fragment`` is the part of the statement the translator stopped at; nothing ran.
+    """
+
+    fragment: str
+
+    def __init__(self, *, sql: str, reason: str, fragment: str) -> None:
+        WrdsVaultError.__init__(
+            self,
+            f"this PostgreSQL statement cannot be run on DuckDB as written: {reason}, at "
+            f"{fragment!r}. If it runs on WRDS, this is a difference between PostgreSQL (WRDS) "
+            "and DuckDB (the vault) that the translation does not cover: rewrite that part "
+            "(docs/wrds-compat.md lists what is translated), or write the query in DuckDB SQL "
+            '(dialect="duckdb")',
+            sql=sql,
+            reason=reason,
+            kind="dialect",
+            words=(),
+            fragment=fragment,
         )
 
 

@@ -386,34 +386,71 @@ class Snapshot:
         finally:
             con.release()
 
+    def _translate(self, sql: str, params: Params, dialect: str) -> tuple[str, Params]:
+        """``sql`` and ``params`` as DuckDB runs them: PostgreSQL is translated first, so the
+        sandbox judges the statement that runs (docs/wrds-compat.md)."""
+        from wrdsvault._pgsql import check_dialect, schema_of, translate
+
+        if check_dialect(dialect) == "duckdb":
+            return sql, params
+        return translate(sql, params, schema=schema_of(self.manifest))
+
     def query(
-        self, sql: str, params: Params = None, *, timeout_s: float | None = None
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        timeout_s: float | None = None,
+        dialect: str = "duckdb",
     ) -> pd.DataFrame:
         """Run one SELECT over this snapshot's tables and return a pandas DataFrame.
 
         Tables are named as on WRDS (``crsp.msf``, ``comp.funda``; quote ``"at"``). Safe to call
-        from several threads at once; each query runs on its own DuckDB cursor.
+        from several threads at once; each query runs on its own DuckDB cursor. Columns come
+        back as DuckDB converts them: an integer column with NULLs is a pandas nullable
+        ``Int32``/``Int64``, a date is ``datetime64``; `wrdsvault.Connection` returns what
+        ``wrds`` returns instead.
 
         Args:
             sql: exactly one SELECT statement (DuckDB dialect). Use ``$1``/``?`` placeholders.
             params: values for the placeholders.
             timeout_s: interrupt the query after this many seconds (finite, > 0).
+            dialect: ``"duckdb"``, or ``"postgres"`` to run SQL written for WRDS (``%s`` and
+                ``%(name)s`` placeholders, ``'01/01/1960'``, bare ``at``): translated to
+                DuckDB first (needs ``pip install 'wrdsvault[sql]'``; docs/wrds-compat.md).
 
         Raises:
             QueryRejectedError: not exactly one SELECT (COPY, ATTACH, SET, PRAGMA, ... are
                 refused), a refused function, or a statement too big to plan.
             QueryError: DuckDB could not run it (syntax, unknown column).
             QueryTimeoutError: it ran past ``timeout_s``.
-            InvalidValueError: ``timeout_s`` is not a finite number > 0.
+            SqlDialectError: ``dialect="postgres"`` and the statement has no DuckDB form.
+            InvalidValueError: ``timeout_s`` is not a finite number > 0, or an unknown dialect.
             TypeError: ``params`` is not a list, tuple, dict or None.
         """
+        sql, params = self._translate(sql, params, dialect)
         return self._run(sql, params, timeout_s, fetch_df)
 
-    def arrow(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> pa.Table:
+    def arrow(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        timeout_s: float | None = None,
+        dialect: str = "duckdb",
+    ) -> pa.Table:
         """Like `query`, returning a pyarrow Table."""
+        sql, params = self._translate(sql, params, dialect)
         return self._run(sql, params, timeout_s, fetch_arrow)
 
-    def pl(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> Any:
+    def pl(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        timeout_s: float | None = None,
+        dialect: str = "duckdb",
+    ) -> Any:
         """Like `query`, returning a polars DataFrame built from the Arrow result without a copy
         where polars can share its buffers.
 
@@ -424,6 +461,7 @@ class Snapshot:
         from wrdsvault._polars import from_arrow, require_polars
 
         require_polars()
+        sql, params = self._translate(sql, params, dialect)
         return from_arrow(self._run(sql, params, timeout_s, fetch_arrow))
 
     def session(self) -> Session:
@@ -438,8 +476,9 @@ class Snapshot:
 
         return Session(self)
 
-    def sql(self, sql: str, params: Params = None) -> LazyResult:
+    def sql(self, sql: str, params: Params = None, *, dialect: str = "duckdb") -> LazyResult:
         """Validate ``sql`` now; run it later with ``.df()``, ``.arrow()``, ``.pl()``."""
+        sql, params = self._translate(sql, params, dialect)
         check_params(params)
         con = self._acquire()
         try:

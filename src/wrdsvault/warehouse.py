@@ -904,8 +904,9 @@ class Warehouse:
         params: Params,
         timeout_s: float | None,
         fetch: Callable[[duckdb.DuckDBPyRelation], T],
+        dialect: str = "duckdb",
     ) -> T:
-        """Run one query on the snapshot HEAD names now.
+        """Run one query on the snapshot HEAD names now (``dialect``: see `Snapshot.query`).
 
         When HEAD has moved, the cached snapshot is replaced and closed; queries other threads
         still run on it hold their own use of its connection, so they finish first.
@@ -919,19 +920,32 @@ class Warehouse:
             snap = self._latest
             con = snap._acquire()
         try:
+            sql, params = snap._translate(sql, params, dialect)
             return con.run(sql, params, snap._timeout(timeout_s), fetch)
         finally:
             con.release()
 
     def query(
-        self, sql: str, params: Params = None, *, timeout_s: float | None = None
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        timeout_s: float | None = None,
+        dialect: str = "duckdb",
     ) -> pd.DataFrame:
         """Run one SELECT on the latest snapshot; see `Snapshot.query`. Thread-safe."""
-        return self._run_latest(sql, params, timeout_s, fetch_df)
+        return self._run_latest(sql, params, timeout_s, fetch_df, dialect)
 
-    def arrow(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> pa.Table:
+    def arrow(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        timeout_s: float | None = None,
+        dialect: str = "duckdb",
+    ) -> pa.Table:
         """Run one SELECT on the latest snapshot and return a pyarrow Table."""
-        return self._run_latest(sql, params, timeout_s, fetch_arrow)
+        return self._run_latest(sql, params, timeout_s, fetch_arrow, dialect)
 
     def pl(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> Any:
         """Run one SELECT on the latest snapshot and return a polars DataFrame; see

@@ -118,6 +118,10 @@ def sync_and_query(wh: Warehouse) -> None:
     df: pd.DataFrame = wh.query("select * from crsp.msf where permno = ?", [10001])
     table: pa.Table = wh.arrow("select * from crsp.msf where permno = $p", {"p": 10001})
     print(len(df), table.num_rows)
+    wrds_sql = "select gvkey, at from comp.funda where datadate >= '01/01/2020' and fyr = %s"
+    pgdf: pd.DataFrame = wh.query(wrds_sql, [12], dialect="postgres")
+    pgtable: pa.Table = wh.arrow(wrds_sql, [12], dialect="postgres")
+    print(len(pgdf), pgtable.num_rows)
 
     tag: str = wh.tag("paper-v1", force=True)
     snap: Snapshot = wh.snapshot(tag, verify=True)
@@ -205,6 +209,28 @@ def look_after(wh: Warehouse) -> None:
         columns: tuple[wrdsvault.ColumnSchema, ...] = entry.columns
         manifest: wrdsvault.Manifest = snap.manifest
         print(parts, columns, manifest.snapshot_id)
+
+
+def wrds_compatible(root: Path) -> None:
+    with wrdsvault.Connection(root, snapshot="latest", wrds_username="ignored") as db:
+        frame = db.raw_sql("select permno from crsp.msf where permno in %(p)s", params={"p": (1,)})
+        chunks = db.raw_sql("select * from crsp.msf", chunksize=1000, return_iter=True)
+        part = db.get_table("comp", "funda", obs=10, columns=["gvkey", "at"])
+        libraries: list[str] = db.list_libraries()
+        tables: list[str] = db.list_tables("crsp")
+        described: pd.DataFrame = db.describe_table("crsp", "msf")
+        count: int = db.get_row_count("crsp", "msf")
+        pinned: Snapshot = db.snapshot
+        print(frame, chunks, part, libraries, tables, described, count, pinned.id)
+    try:
+        wrdsvault.Connection(root).raw_sql("select 1 for update")
+    except wrdsvault.SqlDialectError as exc:
+        fragment: str = exc.fragment
+        kind: str = exc.kind
+        print(fragment, kind)
+    except wrdsvault.MissingExtraError as exc:
+        extra: str = exc.extra
+        print(extra)
 
 
 def export_to_iceberg(wh: Warehouse) -> None:

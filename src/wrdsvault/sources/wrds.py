@@ -4,7 +4,8 @@ How it reads WRDS (docs/wrds.md has the user's version):
 
 * **Schema** from ``information_schema.columns`` joined to ``pg_attribute``/``format_type`` for
   the exact declared types (``numeric(11,5)``, ``varchar(8)``), never from pandas; each type is
-  mapped explicitly (`arrow_type`) and kept in the field metadata under ``b"source_type"``.
+  mapped explicitly (`arrow_type`) and kept in the field metadata under ``b"source_type"``; the
+  column's comment (WRDS's label, ``col_description``) under ``b"comment"``.
   Works on WRDS's friendly schemas (``crsp``, ``comp``, ``ff``), which are views.
 * **Change marker**: the table comment (``"Daily Stock - Securities (Updated 2025-02-08)"`` or
   ``"Last modified: 06/14/2024 02:40:46"``). A comment in neither format, or none, gives
@@ -56,7 +57,7 @@ from wrdsvault.errors import (
     SourceUnavailableError,
     UnknownDatasetError,
 )
-from wrdsvault.sources.base import SOURCE_TYPE_KEY, PartitionInfo, TableInfo
+from wrdsvault.sources.base import COMMENT_KEY, SOURCE_TYPE_KEY, PartitionInfo, TableInfo
 
 if TYPE_CHECKING:
     import psycopg2.extensions
@@ -937,7 +938,8 @@ class WrdsSource:
             """
             SELECT c.column_name,
                    format_type(a.atttypid, a.atttypmod),
-                   CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END
+                   CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END,
+                   col_description(a.attrelid, a.attnum)
             FROM information_schema.columns AS c
             JOIN pg_attribute AS a ON a.attrelid = %s AND a.attname = c.column_name
             JOIN pg_type AS t ON t.oid = a.atttypid
@@ -950,10 +952,20 @@ class WrdsSource:
             raise SourceError(
                 source=_NAME, reason=f"{spec.name}: the table shows no columns you can read"
             )
-        cols = tuple(_column(name, formatted, base) for name, formatted, base in columns)
+        cols = tuple(_column(name, formatted, base) for name, formatted, base, _ in columns)
+        # The column comment is WRDS's label ("Assets - Total"); the manifest keeps it for
+        # wrdsvault.Connection.describe_table. It is not part of the column's identity.
+        labels = {name: label for name, _, _, label in columns if label}
         schema = pa.schema(
             [
-                pa.field(c.name, c.arrow, metadata={SOURCE_TYPE_KEY: c.declared.encode()})
+                pa.field(
+                    c.name,
+                    c.arrow,
+                    metadata={
+                        SOURCE_TYPE_KEY: c.declared.encode(),
+                        **({COMMENT_KEY: labels[c.name].encode()} if c.name in labels else {}),
+                    },
+                )
                 for c in cols
             ]
         )
