@@ -15,8 +15,9 @@ from wrdsvault.errors import InvalidValueError, UnknownDatasetError
 from wrdsvault.sources import SampleSource, Source
 from wrdsvault.sources.base import SOURCE_TYPE_KEY
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-QUERIES = SHARED / "wrds_replica_reference"
+#: Five research queries written the way published CRSP/Compustat recipes are (monthly CRSP with
+#: delistings, CIZ monthly, book equity, the June CCM merge, a SMB/HML replication).
+QUERIES = Path(__file__).resolve().parent / "research_queries"
 YEARS = range(2019, 2023)
 N = 250
 SERVED = tuple(sorted(BUILTIN_SPECS))
@@ -631,10 +632,9 @@ def test_rows_are_sorted_by_a_unique_primary_key(src: SampleSource, name: str) -
 # --- the reference research queries -----------------------------------------------------------
 
 
-@pytest.mark.skipif(not QUERIES.is_dir(), reason=f"reference queries not found at {QUERIES}")
 def test_reference_queries_return_rows(src: SampleSource) -> None:
-    """Q1-Q5 from wrds_replica_reference run on the sample tables and every view has rows; the
-    SMB/HML replication has months with values."""
+    """The five research queries run on the sample tables and every view has rows; the SMB/HML
+    replication has months with values."""
     con = connect(src)
     for number in range(1, 6):
         con.execute((QUERIES / f"q{number}.sql").read_text()).fetchall()
