@@ -14,7 +14,6 @@ from typing import Any, Final
 
 import attrs
 
-from wrdsvault._digest import combine
 from wrdsvault._storage.layout import SHA256_RE, partition_relpath, validate_snapshot_id
 from wrdsvault.datasets import validate_dataset
 from wrdsvault.errors import VaultFormatError
@@ -222,6 +221,8 @@ class DatasetEntry:
         partition has none (synced before format 3): `Snapshot.receipt` computes it then."""
         if any(p.content_digest is None for p in self.partitions):
             return None
+        from wrdsvault._digest import combine  # numpy and pyarrow: only when asked
+
         return combine((p.year, p.content_digest) for p in self.partitions if p.content_digest)
 
     def partition(self, year: int | None) -> PartitionFile | None:
