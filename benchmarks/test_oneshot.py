@@ -6,11 +6,11 @@ printing, exit). Each child reports its own peak RSS (``VmHWM``; ``ru_maxrss`` w
 the forking pytest's). All variants count the rows of ``crsp.msf`` in the demo vault (the
 datasets and years of ``wrdsvault demo``; 2,000 securities):
 
-* ``test_oneshot_bare_duckdb_baseline``: ``import duckdb; duckdb.sql("select count(*) from
+* ``test_oneshot_bare_duckdb_baseline[rows]``: ``import duckdb; duckdb.sql("select count(*) from
   read_parquet([...])").fetchall()`` over the same files (``snap.files("crsp.msf")``): the
   baseline of the CLI, which prints DuckDB's text of each value (no pyarrow, no pandas);
-* ``test_oneshot_bare_duckdb_arrow_baseline`` and ``..._pandas_baseline``: the same script
-  fetching ``.to_arrow_table()`` / ``.df()``, the baselines of ``Warehouse.arrow`` and ``.query`` (the
+* ``test_oneshot_bare_duckdb_baseline[arrow]`` and ``[pandas]``: the same script fetching
+  ``.to_arrow_table()`` / ``.df()``, the baselines of ``Warehouse.arrow`` and ``.query`` (the
   result type decides the imports: pyarrow ~0.1-0.4 s, pandas ~0.3-0.8 s on 2 shared cores);
 * ``test_oneshot_warehouse_arrow``: ``Warehouse(root).arrow(sql)`` (a pyarrow Table);
 * ``test_oneshot_warehouse_query``: ``Warehouse(root).query(sql)`` (a pandas DataFrame);

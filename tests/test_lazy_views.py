@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 import wrdsvault
-from wrdsvault._query import referenced_views
+from wrdsvault._query import check_shape, referenced_views
 from wrdsvault.sources import SampleSource
 
 DATASETS = ("crsp.msf", "comp.funda", "ff.factors_monthly")
@@ -137,11 +137,16 @@ def test_describe_and_listings_still_see_every_dataset(template: Path) -> None:
         ("show tables", None),
         ("summarize crsp.msf", None),
         ("select * from pg_catalog.pg_tables", None),
+        ("""select '{"type":"BASE_TABLE","alias":' as s from crsp.msf""", {"crsp.msf"}),
+        ('select * from crsp.msf as "{""type"":""TABLE_FUNCTION"",""alias"":"', {"crsp.msf"}),
+        ('select * from crsp.msf t("catalog_name", b)', {"crsp.msf"}),
+        ("select * from crsp.msf tablesample 10%", {"crsp.msf"}),
+        ("select * from crsp.msf, comp.funda, crsp.msf m2", {"crsp.msf", "comp.funda"}),
     ],
 )
 def test_referenced_views_names_what_a_query_reads(sql: str, expected: set[str] | None) -> None:
     """The views a SELECT names, from DuckDB's parse tree; None when it may read anything."""
     views = frozenset({"crsp.msf", "comp.funda"})
     with duckdb.connect() as con:
-        found = referenced_views(con, sql, views)
-    assert found == (None if expected is None else frozenset(expected))
+        shape = check_shape(con, sql)
+    assert referenced_views(*shape, views) == (None if expected is None else frozenset(expected))

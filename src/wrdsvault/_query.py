@@ -285,11 +285,12 @@ class PinnedConnection:
             finally:
                 con.execute("USE memory.main")
 
-    def _prepare(self, cur: duckdb.DuckDBPyConnection, text: str) -> None:
-        """Build the views the checked SELECT ``text`` reads (all, if it cannot be told)."""
+    def _prepare(self, shape: tuple[str, frozenset[str]]) -> None:
+        """Build the views a checked SELECT reads (all, if it cannot be told); ``shape`` is
+        what `check_shape` returned for it."""
         if not self._pending:
             return
-        names = referenced_views(cur, text, self._names)
+        names = referenced_views(*shape, self._names)
         todo = self._pending.keys() if names is None else names & self._pending.keys()
         if not todo:
             return
@@ -365,9 +366,12 @@ class PinnedConnection:
     def check(self, sql: str) -> str:
         """Return the text of the one SELECT statement in ``sql``, or raise QueryRejectedError."""
         with self._cursor() as cur:
-            return self._check(cur, sql)
+            return self._check(cur, sql)[0]
 
-    def _check(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+    def _check(
+        self, cur: duckdb.DuckDBPyConnection, sql: str
+    ) -> tuple[str, tuple[str, frozenset[str]]]:
+        """The text of the one SELECT in ``sql`` and what `check_shape` found in it."""
         given: object = sql  # untyped callers can pass anything; mypy cannot see that
         if not isinstance(given, str):
             msg = f"sql must be a str, not {type(given).__name__}"
@@ -400,8 +404,7 @@ class PinnedConnection:
                 statement_type=kind, reason=f"{kind} statements are not allowed"
             )
         text = str(statements[0].query)
-        check_shape(cur, text)
-        return text
+        return text, check_shape(cur, text)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -416,8 +419,8 @@ class PinnedConnection:
         limit = check_timeout(timeout_s)
         check_params(params)
         with self._cursor() as cur:
-            text = self._check(cur, sql)
-            self._prepare(cur, text)
+            text, shape = self._check(cur, sql)
+            self._prepare(shape)
             with _Deadline(cur, limit):
                 try:
                     rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
@@ -445,8 +448,8 @@ class PinnedConnection:
         if batch_rows < 1:
             raise InvalidValueError(name="batch_rows", value=batch_rows, rule="a number >= 1")
         with self._cursor() as cur:
-            text = self._check(cur, sql)
-            self._prepare(cur, text)
+            text, shape = self._check(cur, sql)
+            self._prepare(shape)
             with _Deadline(cur, limit) as deadline:
                 try:
                     rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
@@ -545,15 +548,17 @@ def _empty_relation(
     return con.sql(f"SELECT {columns} WHERE false")
 
 
-def check_shape(cur: duckdb.DuckDBPyConnection, text: str) -> None:
+def check_shape(cur: duckdb.DuckDBPyConnection, text: str) -> tuple[str, frozenset[str]]:
     """Refuse a SELECT whose plan would be too big, or that calls a refused function.
 
     Works on DuckDB's own parse tree (``json_serialize_sql``), walked inside DuckDB (its JSON
-    reader is not recursive; a Python one fails on a 400-term sum).
+    reader is not recursive; a Python one fails on a 400-term sum). Returns the tree (JSON text)
+    and the names of the statement's CTEs, for `referenced_views`.
     """
-    ast, error, functions, tables = cur.execute(
+    ast, error, functions, tables, ctes = cur.execute(
         "SELECT j::VARCHAR, coalesce(json_extract(j, '$.error')::BOOLEAN, false),"
-        " json_extract_string(j, '$..function_name'), json_extract_string(j, '$..table_name')"
+        " json_extract_string(j, '$..function_name'), json_extract_string(j, '$..table_name'),"
+        " json_extract_string(j, '$..cte_map.map[*].key')"
         " FROM (SELECT json_serialize_sql($1)::JSON AS j)",
         [text],
     ).fetchall()[0]
@@ -584,54 +589,57 @@ def check_shape(cur: duckdb.DuckDBPyConnection, text: str) -> None:
             f"{MAX_SELECT_BLOCKS:,} are accepted because planning cannot be interrupted. "
             "Put the values in a VALUES list or a parameter, or use a MATERIALIZED CTE",
         )
+    return ast, frozenset(str(c).lower() for c in ctes or [] if c)
 
 
-#: Table references that read only what they name: a view (``BASE_TABLE``), or other references.
+#: Kinds of table reference that read only what they name (a view, or nothing of the vault).
 _PLAIN_REFS: Final = frozenset(
     {"BASE_TABLE", "SUBQUERY", "JOIN", "EMPTY", "EXPRESSION_LIST", "PIVOT"}
+)
+#: Every table reference of a parse tree starts so (``"alias"`` follows ``"type"`` only in
+#: table references; expressions have a ``"class"`` first, query nodes no alias).
+_REF: Final = re.compile(r'\{"type":"([A-Z_]+)","alias":')
+_JSON_STR: Final = r'"((?:[^"\\]|\\.)*)"'
+_KIND: Final = re.compile(r'"type":"([A-Z_]+)"')
+#: Table reference kinds that read what no view name says (a belt to `_PLAIN_REFS`' braces).
+_READS_ANYTHING: Final = frozenset(
+    {"TABLE_FUNCTION", "SHOW_REF", "COLUMN_DATA", "DELIM_GET", "BOUND_TABLE_REF"}
+)
+#: A BASE_TABLE's own names, the first of each after its "type" (in this order).
+_BASE_NAMES: Final = re.compile(
+    rf'"schema_name":{_JSON_STR},"table_name":{_JSON_STR},.*?"catalog_name":{_JSON_STR}', re.S
 )
 
 
 def referenced_views(
-    cur: duckdb.DuckDBPyConnection, text: str, views: frozenset[str]
+    ast: str, ctes: frozenset[str], views: frozenset[str]
 ) -> frozenset[str] | None:
-    """The ``views`` the SELECT ``text`` names, or None if it may read something else.
+    """The ``views`` a checked SELECT names, from its parse tree; None if it may read more.
 
-    None (the caller builds every view first) for a table function (``read_parquet``,
-    ``duckdb_tables()``, ``query_table``), ``DESCRIBE``/``SHOW``/``SUMMARIZE``, a table
-    reference of a kind not known here, and any table name that is neither one of ``views`` nor
-    a CTE (``information_schema.tables``, a replacement scan of a file path, a typo). Works on
-    DuckDB's parse tree: a table reference is an object with ``alias`` and ``sample`` and no
-    ``class`` (expressions have one).
+    ``ast`` and ``ctes`` are what `check_shape` returned. None (the caller builds every view
+    first) for a table function (``read_parquet``, ``duckdb_tables()``, ``query_table``),
+    ``DESCRIBE``/``SHOW``/``SUMMARIZE``, a table reference of a kind not known here, and any
+    table name that is neither one of ``views`` nor a CTE (``information_schema.tables``, a file
+    path in ``FROM``, a typo). Reads the tree text: JSON strings escape their quotes, so
+    ``{"type":"...","alias":`` only ever starts a real table reference.
     """
-    rows = cur.execute(
-        "WITH t AS (SELECT parent, key, atom FROM json_tree(json_serialize_sql($1)::JSON)"
-        " WHERE key IN ('type', 'alias', 'sample', 'class', 'catalog_name', 'schema_name',"
-        " 'table_name'))"
-        " SELECT any_value(atom->>'$') FILTER (key = 'type'),"
-        " coalesce(any_value(atom->>'$') FILTER (key = 'catalog_name'), ''),"
-        " coalesce(any_value(atom->>'$') FILTER (key = 'schema_name'), ''),"
-        " coalesce(any_value(atom->>'$') FILTER (key = 'table_name'), '')"
-        " FROM t GROUP BY parent"
-        " HAVING bool_or(key = 'alias') AND bool_or(key = 'sample') AND NOT bool_or(key = 'class')"
-        " AND bool_or(key = 'type')",
-        [text],
-    ).fetchall()
-    ctes = cur.execute(
-        "SELECT json_extract_string(json_serialize_sql($1)::JSON, '$..cte_map.map[*].key')",
-        [text],
-    ).fetchall()[0][0]
-    cte_names = {str(c).lower() for c in ctes or [] if c}
+    kinds = set(_KIND.findall(ast))
+    if kinds & _READS_ANYTHING or ast.count('"type":"BASE_TABLE"') != len(
+        re.findall(r'\{"type":"BASE_TABLE","alias":', ast)
+    ):
+        return None  # also if a DuckDB release serialized table references differently
     found: set[str] = set()
-    for kind, catalog, schema, table in rows:
-        if kind == "SELECT_NODE":
-            continue  # a SELECT node carries "sample" too, and no "class"
+    for ref in _REF.finditer(ast):
+        kind = ref.group(1)
         if kind not in _PLAIN_REFS:
             return None
         if kind != "BASE_TABLE":
             continue
-        catalog, schema, table = catalog.lower(), schema.lower(), table.lower()
-        if not catalog and not schema and table in cte_names:
+        names = _BASE_NAMES.search(ast, ref.end())
+        if names is None:  # pragma: no cover - every BASE_TABLE carries the three names
+            return None
+        schema, table, catalog = (json.loads(f'"{n}"').lower() for n in names.groups())
+        if not catalog and not schema and table in ctes:
             continue
         name = f"{schema}.{table}" if catalog in ("", "memory") else f"{catalog}.{schema}.{table}"
         if not schema or name not in views:

@@ -335,6 +335,8 @@ class Snapshot:
             QueryTimeoutError: it ran past ``timeout_s``.
             InvalidValueError: ``timeout_s`` is not a finite number > 0.
             TypeError: ``params`` is not a list, tuple, dict or None.
+            IntegrityError: a file of a dataset the query reads (checked when a query first
+                names it; every dataset, for a query that names no view) fails its checks.
         """
         return self._run(sql, params, timeout_s, fetch_df)
 

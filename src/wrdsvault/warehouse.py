@@ -699,14 +699,16 @@ class Warehouse:
         Args:
             ref: a tag, an exact snapshot id, ``"latest"``, or an ISO date/datetime read as-of
                 (the last snapshot committed at or before the end of that day, UTC).
-            verify: re-hash every pinned file (SHA-256) before returning.
+            verify: check and re-hash every pinned file (SHA-256) before returning. Without
+                it no data file is looked at here: a dataset's files are checked when a query
+                first names it (or `Snapshot.files` lists them).
 
         Raises:
             SnapshotNotFoundError: nothing matches, or gc expired the snapshot ``ref`` names
                 (the message says when); it lists tags and newest ids.
             InvalidNameError: ``ref`` cannot be a ref.
-            IntegrityError: a pinned file is missing, resized, a symlink (or behind a symlinked
-                folder), unreadable (EIO, EACCES), or (verify) altered.
+            IntegrityError: (verify) a pinned file is missing, resized, a symlink (or behind a
+                symlinked folder), unreadable (EIO, EACCES), or altered.
         """
         snapshot_id = self._resolve(ref)
         renew = functools.partial(_reader_lease, self._layout, self.settings, snapshot_id)
