@@ -150,3 +150,32 @@ def test_referenced_views_names_what_a_query_reads(sql: str, expected: set[str] 
     with duckdb.connect() as con:
         shape = check_shape(con, sql)
     assert referenced_views(*shape, views) == (None if expected is None else frozenset(expected))
+
+
+def test_threads_naming_datasets_at_once_each_get_their_view(template: Path) -> None:
+    """Twelve threads' first queries over three datasets, at once: every count is right."""
+    import threading
+
+    with wrdsvault.Warehouse(template, create=False) as wh, wh.snapshot() as snap:
+        expected = {name: snap.dataset(name).row_count for name in DATASETS}
+        start = threading.Barrier(12)
+        got: list[tuple[str, int]] = []
+        errors: list[BaseException] = []
+
+        def count(name: str) -> None:
+            start.wait(timeout=60)
+            try:
+                table = snap.arrow(f"select count(*) as n from {name}")
+                got.append((name, table["n"][0].as_py()))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=count, args=(DATASETS[i % 3],)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+        assert sorted(got) == sorted(
+            (DATASETS[i % 3], expected[DATASETS[i % 3]]) for i in range(12)
+        )

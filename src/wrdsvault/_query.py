@@ -291,7 +291,8 @@ class PinnedConnection:
         if not self._pending:
             return
         names = referenced_views(*shape, self._names)
-        todo = self._pending.keys() if names is None else names & self._pending.keys()
+        with self._views_lock:  # another query may be building views now
+            todo = [n for n in (self._pending if names is None else names) if n in self._pending]
         if not todo:
             return
         with self._lock:
