@@ -86,7 +86,7 @@ def build(root: Path, size: dict[str, int]) -> GcVault:
     """The vault of the module docstring, every commit through the library's writer."""
     started = time.perf_counter()
     settings = VaultSettings()
-    Warehouse(root, settings=settings).close()
+    Warehouse(root, settings=settings, create=True).close()
     layout = Layout(Path(os.path.realpath(root)))
     names = [f"bench.t{k:03d}" for k in range(size["datasets"])]
     years = range(FIRST_YEAR, FIRST_YEAR + size["years"])

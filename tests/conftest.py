@@ -58,7 +58,7 @@ def sample_source(make_source: Callable[..., SampleSource]) -> SampleSource:
 
 @pytest.fixture
 def vault(tmp_path: Path, sample_source: SampleSource) -> Iterator[wrdsvault.Warehouse]:
-    """A fresh, empty Warehouse on tmp_path with the small sample source."""
-    wh = wrdsvault.Warehouse(tmp_path / "vault", source=sample_source)
+    """A fresh, empty vault (created, never synced) on tmp_path with the small sample source."""
+    wh = wrdsvault.Warehouse(tmp_path / "vault", source=sample_source, create=True)
     yield wh
     wh.close()

@@ -196,7 +196,7 @@ def test_backup_of_another_vault_is_refused(
     with pytest.raises(BackupError, match="another vault"):
         b.backup(tmp_path / "backup")
     assert (tmp_path / "backup" / "HEAD").read_bytes() == head_before
-    empty = Warehouse(tmp_path / "empty")
+    empty = Warehouse(tmp_path / "empty", create=True)
     with pytest.raises(BackupError, match="newer than this vault"):
         empty.backup(tmp_path / "backup")
 

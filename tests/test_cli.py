@@ -78,7 +78,7 @@ def test_errors_exit_1_with_advice(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "COPY" in err
     code, _, err = run(capsys, "status", "--vault", str(tmp_path / "nothing"))
     assert code == 1
-    assert "no vault here" in err
+    assert "is not a wrdsvault vault (no such folder)" in err
     assert not (tmp_path / "nothing").exists()  # read commands never create a vault
     code, out, err = run(
         capsys, "query", "select 1", "--vault", vault, "--snapshot", "1999-01-01", "--json"
@@ -155,7 +155,7 @@ def test_demo_refuses_a_used_folder(tmp_path: Path, capsys: pytest.CaptureFixtur
     (tmp_path / "mine.txt").write_text("x")
     code, _, err = run(capsys, "demo", str(tmp_path))
     assert code == 1
-    assert "not empty" in err
+    assert "has content but no vault.json" in err
 
 
 def test_unlock_shows_refuses_live_and_breaks_dead(

@@ -91,7 +91,9 @@ def test_quarantine_list_names_each_failed_write(
 ) -> None:
     """`quarantine list`: "quarantine is empty", then name, error, size and message per entry."""
     wh = wrdsvault.Warehouse(
-        tmp_path / "v", source=Miscounting(seed=0, years=range(2019, 2022), n_securities=20)
+        tmp_path / "v",
+        source=Miscounting(seed=0, years=range(2019, 2022), n_securities=20),
+        create=True,
     )
     args = ("--vault", str(wh.root))
     assert run(capsys, "quarantine", "list", *args) == (0, "quarantine is empty\n", "")

@@ -110,8 +110,13 @@ def test_a_manifest_without_a_recipe_falls_back_to_every_year_and_says_so(tmp_pa
 
 
 def test_sync_all_refuses_an_empty_vault_and_a_foreign_source(tmp_path: Path) -> None:
-    """Nothing to re-sync, or datasets from another source: a clear error, nothing written."""
+    """No vault, nothing to re-sync, or datasets from another source: a clear error, nothing
+    written."""
     with wrdsvault.Warehouse(tmp_path / "v", source=source()) as wh:
+        with pytest.raises(wrdsvault.NotAVaultError):
+            wh.sync_all()  # only a sync of named datasets creates a vault
+        assert not wh.root.exists()
+    with wrdsvault.Warehouse(tmp_path / "v", source=source(), create=True) as wh:
         with pytest.raises(wrdsvault.UnknownDatasetError, match="sync datasets by name first"):
             wh.sync_all()
         wh.sync("ff.factors_monthly")
@@ -132,7 +137,7 @@ def test_exit_codes_synced_unchanged_failed_and_lock_busy(tmp_path: Path) -> Non
     vault = str(tmp_path / "vault")
     empty = cli("sync", "--all", "--vault", vault, *SAMPLE)
     assert empty.returncode == 1, empty.stderr
-    assert "no vault here" in empty.stderr  # a mistyped --vault is not a new, empty vault
+    assert "is not a wrdsvault vault" in empty.stderr  # a mistyped --vault: not a new vault
     first = cli("sync", "crsp.msf", "--years", "2021-2022", "--vault", vault, *SAMPLE)
     assert first.returncode == 0, first.stderr
     again = cli("sync", "--all", "--vault", vault, *SAMPLE)
@@ -228,7 +233,7 @@ def test_status_max_age_refuses_a_bad_age(tmp_path: Path) -> None:
     """--max-age needs a positive age; status(max_age_s=) raises InvalidValueError."""
     bad = cli("status", "--vault", str(tmp_path / "v"), "--max-age=0h")
     assert bad.returncode == 2 and "36h" in bad.stderr
-    with wrdsvault.Warehouse(tmp_path / "w") as wh:
+    with wrdsvault.Warehouse(tmp_path / "w", create=True) as wh:
         with pytest.raises(wrdsvault.InvalidValueError):
             wh.status(max_age_s=0)
         assert wh.status(max_age_s=60).stale is True  # an empty vault is stale

@@ -106,7 +106,12 @@ def wh(tmp_path: Path) -> wrdsvault.Warehouse:
 def test_sync_arguments_out_of_range_write_nothing(
     wh: wrdsvault.Warehouse, kwargs: dict[str, Any], error: type[Exception]
 ) -> None:
-    """sync() with wait/drift/years out of range raises the documented error; nothing is written."""
+    """sync() with wait/drift/years out of range raises the documented error; nothing is written
+    (a first sync does not even create the vault)."""
+    with pytest.raises(error):
+        wh.sync("ff.factors_monthly", **kwargs)
+    assert not wh.root.exists()
+    wh.sync("ff.factors_monthly")
     before = entry_paths(wh.root)
     with pytest.raises(error):
         wh.sync("ff.factors_monthly", **kwargs)

@@ -33,7 +33,7 @@ def test_status_reports_the_vaults_own_format_version(tmp_path: Path) -> None:
     with wrdsvault.Warehouse(root, create=False) as wh:
         assert wh.status().format_version == 1
         assert wh.status().to_json()["format_version"] == 1
-    with wrdsvault.Warehouse(tmp_path / "new") as fresh:
+    with wrdsvault.Warehouse(tmp_path / "new", create=True) as fresh:
         assert fresh.status().format_version == wrdsvault.FORMAT_VERSION
 
 

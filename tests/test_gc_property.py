@@ -44,7 +44,7 @@ class Retention(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="wrdsvault-gc-"))
-        self.wh = Warehouse(self.dir / "vault")
+        self.wh = Warehouse(self.dir / "vault", create=True)
         self.committed: dict[str, tuple[str, list[tuple[Any, ...]]]] = {}
         self.readers: list[tuple[Snapshot, tuple[str, list[tuple[Any, ...]]]]] = []
 

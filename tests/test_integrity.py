@@ -456,7 +456,7 @@ def test_watermarks(
     tmp_path: Path, make_source: Any, used: float, level: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """80% warns, 90% is critical, 95% refuses with DiskSpaceError; below 80% is quiet."""
-    wh = wrdsvault.Warehouse(tmp_path / "v", source=make_source())
+    wh = wrdsvault.Warehouse(tmp_path / "v", source=make_source(), create=True)
     set_disk_usage(wh, usage(used))
     assert wh.disk().level == level
     if level == "refuse":

@@ -34,6 +34,7 @@ def test_exported_names() -> None:
         "DatasetSpec",
         "BUILTIN_SPECS",
         "LazyResult",
+        "Session",
         "Progress",
         "FORMAT_VERSION",
         "FileFault",
@@ -155,6 +156,8 @@ def _one_of_each_error() -> list[wrdsvault.WrdsVaultError]:
         e.QueryTimeoutError(timeout_s=1.5),
         e.SourceRequiredError(operation="sync()"),
         e.VaultFormatError(path="/data/wrds/vault.json", problem="vault format 9 is newer"),
+        e.NotAVaultError(path="/data/wrsd", problem="no such folder"),
+        e.MissingExtraError(module="polars", extra="polars", reason="No module named 'polars'"),
         e.IntegrityError(
             path="/data/wrds/data/crsp/msf/2020/x.parquet", problem="size 10 != 20", snapshot_id=sid
         ),

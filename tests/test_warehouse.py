@@ -160,8 +160,8 @@ def test_as_of_refs_resolve_to_the_last_commit_at_or_before(
 
 
 def test_empty_vault_has_no_snapshot(tmp_path: Path) -> None:
-    """An empty vault lists nothing and explains that a sync comes first."""
-    wh = wrdsvault.Warehouse(tmp_path / "v")
+    """A vault created but never synced lists nothing and explains that a sync comes first."""
+    wh = wrdsvault.Warehouse(tmp_path / "v", create=True)
     assert wh.snapshots() == []
     with pytest.raises(wrdsvault.SnapshotNotFoundError, match="run sync"):
         wh.snapshot()
@@ -284,14 +284,14 @@ def test_group_access_setting_shares_with_the_group(
 def test_a_non_empty_folder_is_not_turned_into_a_vault(tmp_path: Path) -> None:
     """Opening a folder with other files and no vault.json refuses, writing nothing."""
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(wrdsvault.VaultFormatError, match="not empty"):
+    with pytest.raises(wrdsvault.NotAVaultError, match=r"has content but no vault\.json"):
         wrdsvault.Warehouse(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_a_vault_from_a_newer_wrdsvault_is_refused(tmp_path: Path) -> None:
     """A vault.json with a newer format version raises VaultFormatError asking to upgrade."""
-    wrdsvault.Warehouse(tmp_path / "v")
+    wrdsvault.Warehouse(tmp_path / "v", create=True)
     vj = tmp_path / "v" / "vault.json"
     obj = json.loads(vj.read_text())
     obj["format_version"] = wrdsvault.FORMAT_VERSION + 1
@@ -336,7 +336,7 @@ def test_lock_of_a_dead_process_is_broken(vault: wrdsvault.Warehouse) -> None:
 def test_env_overrides_vault_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """WRDSVAULT_* variables override vault.json; invalid values raise InvalidValueError."""
     monkeypatch.setenv("WRDSVAULT_LOCK_TIMEOUT_S", "7.5")
-    assert wrdsvault.Warehouse(tmp_path / "v").settings.lock_timeout_s == 7.5
+    assert wrdsvault.Warehouse(tmp_path / "v", create=True).settings.lock_timeout_s == 7.5
     monkeypatch.setenv("WRDSVAULT_ROW_GROUP_ROWS", "-3")
     with pytest.raises(wrdsvault.InvalidValueError, match="WRDSVAULT_ROW_GROUP_ROWS") as err:
         wrdsvault.Warehouse(tmp_path / "v")

@@ -122,7 +122,7 @@ def _open_vault(config: pytest.Config) -> Warehouse:
     if not Path(root).is_dir():
         _missing(config, f"vault {root} does not exist")
     try:
-        return Warehouse(str(root))
+        return Warehouse(str(root), create=False)
     except WrdsVaultError as exc:
         _missing(config, f"cannot open vault {root}: {exc}")
 

@@ -24,6 +24,8 @@ from wrdsvault.errors import (
     InvalidValueError,
     LockBreakRefusedError,
     LockHeldError,
+    MissingExtraError,
+    NotAVaultError,
     QueryError,
     QueryRejectedError,
     QueryTimeoutError,
@@ -46,6 +48,7 @@ from wrdsvault.errors import (
 if TYPE_CHECKING:
     from wrdsvault._doctor import DoctorFinding, DoctorReport
     from wrdsvault._query import LazyResult
+    from wrdsvault._session import Session
     from wrdsvault._storage.diskguard import DiskState
     from wrdsvault._storage.quarantine import QuarantineEntry
     from wrdsvault._sync import Progress
@@ -124,6 +127,7 @@ _LAZY: Final[dict[str, str]] = {
     "Revision": "wrdsvault.revisions",
     "SchemaDrift": "wrdsvault.schema",
     "SchemaVersion": "wrdsvault.schema",
+    "Session": "wrdsvault._session",
     "Snapshot": "wrdsvault.snapshot",
     "SnapshotInfo": "wrdsvault.reports",
     "SyncRecipe": "wrdsvault.manifest",
@@ -184,6 +188,8 @@ __all__ = [
     "LockHeldError",
     "LockInfo",
     "Manifest",
+    "MissingExtraError",
+    "NotAVaultError",
     "PartitionFile",
     "Progress",
     "QuarantineEntry",
@@ -199,6 +205,7 @@ __all__ = [
     "SchemaDrift",
     "SchemaDriftError",
     "SchemaVersion",
+    "Session",
     "Snapshot",
     "SnapshotInfo",
     "SnapshotNotFoundError",

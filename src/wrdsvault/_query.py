@@ -367,9 +367,13 @@ class PinnedConnection:
     def check(self, sql: str) -> str:
         """Return the text of the one SELECT statement in ``sql``, or raise QueryRejectedError."""
         with self._cursor() as cur:
-            return self._check(cur, sql)[0]
+            return self._check(cur, sql)
 
-    def _check(
+    def _check(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+        """The text of the one SELECT in ``sql`` (QueryRejectedError if there is not one)."""
+        return self._checked(cur, sql)[0]
+
+    def _checked(
         self, cur: duckdb.DuckDBPyConnection, sql: str
     ) -> tuple[str, tuple[str, frozenset[str]]]:
         """The text of the one SELECT in ``sql`` and what `check_shape` found in it."""
@@ -420,7 +424,7 @@ class PinnedConnection:
         limit = check_timeout(timeout_s)
         check_params(params)
         with self._cursor() as cur:
-            text, shape = self._check(cur, sql)
+            text, shape = self._checked(cur, sql)
             self._prepare(shape)
             with _Deadline(cur, limit):
                 try:
@@ -449,7 +453,7 @@ class PinnedConnection:
         if batch_rows < 1:
             raise InvalidValueError(name="batch_rows", value=batch_rows, rule="a number >= 1")
         with self._cursor() as cur:
-            text, shape = self._check(cur, sql)
+            text, shape = self._checked(cur, sql)
             self._prepare(shape)
             with _Deadline(cur, limit) as deadline:
                 try:
@@ -779,13 +783,12 @@ class LazyResult:
         return self._run(timeout_s, fetch_arrow)
 
     def pl(self, *, timeout_s: float | None = None) -> Any:
-        """Run the query and return a polars DataFrame (needs ``polars`` installed)."""
-        try:
-            import polars as pl
-        except ImportError as exc:
-            msg = "LazyResult.pl() needs polars: pip install polars"
-            raise ImportError(msg) from exc
-        return pl.from_arrow(self.arrow(timeout_s=timeout_s))
+        """Run the query and return a polars DataFrame (the extra ``polars``; else
+        `MissingExtraError`)."""
+        from wrdsvault._polars import from_arrow, require_polars
+
+        require_polars()
+        return from_arrow(self.arrow(timeout_s=timeout_s))
 
     def batches(
         self, batch_rows: int = 131_072, *, timeout_s: float | None = None

@@ -292,7 +292,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _open(args: argparse.Namespace, *, source: Any = None, create: bool = False) -> Warehouse:
+def _open(
+    args: argparse.Namespace, *, source: Any = None, create: bool | None = False
+) -> Warehouse:
+    """The vault ``--vault`` names; only a sync (``create=None``) may create it."""
     from wrdsvault.warehouse import Warehouse
 
     return Warehouse(args.vault, source=source, create=create)
@@ -364,7 +367,10 @@ def _sync(args: argparse.Namespace, out: TextIO, err: TextIO, reports: list[Sync
         "allow_removal": args.allow_removal,
         "wait": args.wait,
     }
-    with _open(args, source=source, create=not args.all) as wh, display as progress:
+    with (
+        _open(args, source=source, create=None if not args.all else False) as wh,
+        display as progress,
+    ):
         if args.all:
             report = wh.sync_all(progress=progress, **common)
         else:

@@ -84,7 +84,7 @@ def run_demo(root: Path, *, n_securities: int = 2000, out: TextIO | None) -> dic
             out.flush()
 
     v1 = SampleSource(seed=0, years=DEMO_YEARS, vintage=1, n_securities=n_securities)
-    with Warehouse(root, source=v1) as wh:
+    with Warehouse(root, source=v1, create=True) as wh:
         if wh.snapshots():
             raise VaultFormatError(
                 path=str(wh.root), problem="already holds snapshots; the demo needs a new folder"

@@ -14,7 +14,9 @@ WrdsVaultError
 ├─ QueryError(ValueError)              DuckDB could not run the SELECT (syntax, unknown column, ...)
 ├─ QueryTimeoutError(TimeoutError)     a query ran past its time limit and was interrupted
 ├─ SourceRequiredError                 sync() on a Warehouse opened without a source
+├─ MissingExtraError(ImportError)      an optional dependency is missing; names the extra
 ├─ VaultFormatError                    the folder is not a vault, or one newer than this wrdsvault
+│  └─ NotAVaultError                    reading a path that holds no vault; nothing was created
 ├─ IntegrityError                      a pinned file is missing, resized or altered
 ├─ LockHeldError(TimeoutError)         another writer holds the vault; names the holder
 ├─ LockBreakRefusedError               breaking the lock by hand was refused; nothing was broken
@@ -50,6 +52,8 @@ __all__ = [
     "InvalidValueError",
     "LockBreakRefusedError",
     "LockHeldError",
+    "MissingExtraError",
+    "NotAVaultError",
     "QueryError",
     "QueryRejectedError",
     "QueryTimeoutError",
@@ -272,6 +276,24 @@ class SourceRequiredError(WrdsVaultError):
         )
 
 
+class MissingExtraError(WrdsVaultError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the
+    extra that installs it (``pip install 'wrdsvault[polars]'``)."""
+
+    module: str
+    extra: str
+    reason: str
+
+    def __init__(self, *, module: str, extra: str, reason: str) -> None:
+        super().__init__(
+            f"this needs the optional package {module!r}, which is not installed ({reason}): "
+            f"pip install 'wrdsvault[{extra}]'",
+            module=module,
+            extra=extra,
+            reason=reason,
+        )
+
+
 class VaultFormatError(WrdsVaultError):
     """The folder is not a wrdsvault vault, is damaged, or was written by a newer wrdsvault."""
 
@@ -280,6 +302,30 @@ class VaultFormatError(WrdsVaultError):
 
     def __init__(self, *, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}", path=path, problem=problem)
+
+
+class NotAVaultError(VaultFormatError):
+    """The path holds no vault: no such folder, an empty folder, a file, or a folder with other
+    content. Raised by every read (and by every write but ``sync``); nothing was created.
+
+    Only ``sync`` (or ``Warehouse(path, create=True)``) makes a vault, so a mistyped path never
+    leaves an empty vault behind.
+    """
+
+    path: str
+    problem: str
+
+    def __init__(self, *, path: str, problem: str) -> None:
+        WrdsVaultError.__init__(
+            self,
+            f"{path} is not a wrdsvault vault ({problem}); nothing was created there. Check the "
+            "path (or $WRDSVAULT_VAULT). To make a vault, sync into a new or empty folder: "
+            f"`wrdsvault sync --vault {path} crsp.msf` (from WRDS; `--source sample` for "
+            "synthetic data), Warehouse(path, source=...).sync(...) in Python, or "
+            "`wrdsvault demo DIR` for a demo vault",
+            path=path,
+            problem=problem,
+        )
 
 
 class IntegrityError(WrdsVaultError):

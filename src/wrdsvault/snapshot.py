@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from wrdsvault._session import Session
     from wrdsvault._storage.layout import Layout
     from wrdsvault._storage.lease import Lease
     from wrdsvault.manifest import DatasetEntry, Manifest
@@ -243,12 +244,12 @@ class Snapshot:
         self._finalizer = weakref.finalize(self, con.close)
         return con
 
-    def _pinned(self) -> PinnedConnection:
+    def _pinned(self, *, lazy: bool = True) -> PinnedConnection:
         """The connection over this snapshot's datasets, those DuckDB can name.
 
-        Lazy: a dataset's files are checked right before DuckDB first opens them, when a query
-        names it (a symlink planted since the snapshot was opened must not be followed), and on
-        every new connection (after `close`).
+        A dataset's files are checked right before DuckDB first opens them (a symlink planted
+        since the snapshot was opened must not be followed), on every new connection (after
+        `close`): when a query first names the dataset (``lazy``), or all here.
 
         A dataset whose library is a name DuckDB reserves (committed before syncs refused such
         names) gets no view: its schema could not be created, and leaving it out keeps the rest
@@ -282,7 +283,7 @@ class Snapshot:
             },
             unqueryable=unqueryable,
             check=check_view,
-            lazy=True,
+            lazy=lazy,
             snapshot_id=self.id,
         )
 
@@ -343,6 +344,31 @@ class Snapshot:
     def arrow(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> pa.Table:
         """Like `query`, returning a pyarrow Table."""
         return self._run(sql, params, timeout_s, fetch_arrow)
+
+    def pl(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> Any:
+        """Like `query`, returning a polars DataFrame built from the Arrow result without a copy
+        where polars can share its buffers.
+
+        Raises:
+            MissingExtraError: polars is not installed (``pip install 'wrdsvault[polars]'``);
+                the query does not run.
+        """
+        from wrdsvault._polars import from_arrow, require_polars
+
+        require_polars()
+        return from_arrow(self._run(sql, params, timeout_s, fetch_arrow))
+
+    def session(self) -> Session:
+        """A sandboxed scratch session: ``with snap.session() as s:`` runs several statements,
+        ``CREATE TEMP TABLE ... AS``, ``CREATE TEMP VIEW``, ``INSERT INTO`` a temp table, in
+        memory, seen by this session only and gone after the block (docs/query.md#sessions).
+
+        ``s.execute(sql)`` runs statements; ``s.query``, ``s.arrow``, ``s.pl`` return a SELECT's
+        rows as `query`, `arrow` and `pl` do. The sandbox is the one of `query`.
+        """
+        from wrdsvault._session import Session
+
+        return Session(self)
 
     def sql(self, sql: str, params: Params = None) -> LazyResult:
         """Validate ``sql`` now; run it later with ``.df()``, ``.arrow()``, ``.pl()``."""

@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import attrs
 
 from wrdsvault._query import fetch_arrow, fetch_df
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, put_if_absent
 from wrdsvault._storage.catalog import Catalog, read_head
-from wrdsvault._storage.diskguard import DiskGuard, DiskState, psutil_usage
+from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
 from wrdsvault._storage.layout import Layout, validate_tag
 from wrdsvault._storage.lease import Lease, try_take_lease
 from wrdsvault.datasets import (
@@ -39,6 +39,7 @@ from wrdsvault.errors import (
     DiskSpaceError,
     InvalidNameError,
     InvalidValueError,
+    NotAVaultError,
     SnapshotNotFoundError,
     SourceRequiredError,
     TagExistsError,
@@ -104,18 +105,25 @@ class Warehouse:
     """A local vault of WRDS data: year-partitioned Parquet, one manifest per commit.
 
     Args:
-        root: the vault folder; created (with ``vault.json``) if it does not exist or is empty.
+        root: the vault folder. Opening it creates nothing: if the folder is missing or
+            empty, the first `sync` creates the vault there, and every read before that (a
+            mistyped path) raises `NotAVaultError` naming it.
         source: where `sync` pulls rows from (`WrdsSource`, `SampleSource`); reading needs none.
-        settings: vault settings; by default those in ``vault.json`` with ``WRDSVAULT_*`` overrides.
-        create: create the vault if missing (``False``: raise `VaultFormatError` instead).
+        settings: vault settings; by default those in ``vault.json`` with ``WRDSVAULT_*`` overrides
+            (a vault `sync` creates stores these).
+        create: ``None`` (default): as above. ``True``: create the vault (``vault.json``) now if
+            the folder is missing or empty, e.g. to store ``settings`` before any sync.
+            ``False``: there must be a vault now (`NotAVaultError` at once otherwise), and
+            `sync` does not create one.
         rules: extra validation rules per dataset (`wrdsvault.validation`), run on every staged
             partition after the built-in ones.
         lock_timeout_s: how long writes wait for another writer before `LockHeldError`
             (default: ``settings.lock_timeout_s``, 0); ``sync(wait=...)`` overrides it per call.
 
     Raises:
-        VaultFormatError: the folder is not a vault (and not empty), or was written by a newer
-            wrdsvault.
+        NotAVaultError: ``root`` is a file or a folder with content but no vault, or (with
+            ``create=False``) a missing or empty folder. Nothing was created.
+        VaultFormatError: ``vault.json`` is unreadable or was written by a newer wrdsvault.
         InvalidValueError: ``lock_timeout_s`` or a ``WRDSVAULT_*`` variable is out of range.
 
     Example:
@@ -130,7 +138,7 @@ class Warehouse:
         *,
         source: Source | None = None,
         settings: VaultSettings | None = None,
-        create: bool = True,
+        create: bool | None = None,
         rules: Mapping[str, Sequence[Rule]] | None = None,
         lock_timeout_s: float | None = None,
     ) -> None:
@@ -139,30 +147,93 @@ class Warehouse:
             msg = f"settings must be a VaultSettings, not {type(given).__name__}"
             raise TypeError(msg)
         self.source = source
-        self._layout, self.settings, self._format_version = _open_root(
-            Path(os.fspath(root)), settings, create=create
+        self._path = Path(os.fspath(root)).expanduser()
+        self._given_settings = settings
+        self._lock_timeout_s = lock_timeout_s
+        self._may_create = create is not False
+        self._open_lock = threading.Lock()
+        self._vault: tuple[Layout, Catalog] | None = None
+        self._root = Path(os.path.realpath(self._path))
+        self._format_version = FORMAT_VERSION
+        self.settings = self._with_override(
+            settings if settings is not None else VaultSettings().with_env()
         )
-        if lock_timeout_s is not None:
-            self.settings = attrs.evolve(self.settings, lock_timeout_s=lock_timeout_s)
+        opened = _open_root(self._path, settings, create=create is True, absent_ok=create is None)
         self.rules: dict[str, list[Rule]] = {}
         for name, extra in (rules or {}).items():
             self.rules[validate_dataset(name)] = list(extra)
-        self._guard = DiskGuard(
-            self.root,
+        if opened is not None:
+            self._adopt(*opened)
+        else:  # no vault yet: nothing is created until `sync` (`_create`)
+            self._guard = self._disk_guard(psutil_usage)
+        self._latest: Snapshot | None = None
+        self._latest_lock = threading.Lock()
+
+    def _with_override(self, settings: VaultSettings) -> VaultSettings:
+        if self._lock_timeout_s is None:
+            return settings
+        return attrs.evolve(settings, lock_timeout_s=self._lock_timeout_s)
+
+    def _disk_guard(self, usage: UsageProvider) -> DiskGuard:
+        return DiskGuard(
+            self._root,
             warn=self.settings.disk_warn_fraction,
             critical=self.settings.disk_critical_fraction,
             refuse=self.settings.disk_refuse_fraction,
-            usage=psutil_usage,
+            usage=usage,
             hint=self._disk_hint,
         )
-        self._catalog = Catalog(self._layout)
-        self._latest: Snapshot | None = None
-        self._latest_lock = threading.Lock()
+
+    def _adopt(self, layout: Layout, settings: VaultSettings, version: int) -> None:
+        """Take the opened vault at ``layout`` as this Warehouse's."""
+        self._root = layout.root
+        self._format_version = version
+        self.settings = self._with_override(settings)
+        # The usage probe set before the vault existed (`wrdsvault.testing.set_disk_usage`) stays.
+        old = getattr(self, "_guard", None)
+        self._guard = self._disk_guard(psutil_usage if old is None else old.usage)
+        self._vault = (layout, Catalog(layout))
+
+    def _opened(self) -> tuple[Layout, Catalog]:
+        """The vault's layout and catalog; the one gate every read and write passes.
+
+        A Warehouse opened on a missing or empty folder looks again (another process may have
+        synced into it since); if there is still no vault, `NotAVaultError`, and nothing is
+        created.
+        """
+        vault = self._vault
+        if vault is not None:
+            return vault
+        with self._open_lock:
+            if self._vault is None:
+                opened = _open_root(self._path, self._given_settings, create=False, absent_ok=False)
+                assert opened is not None  # absent_ok=False raises instead
+                self._adopt(*opened)
+            assert self._vault is not None
+            return self._vault
+
+    def _create(self) -> None:
+        """Create the vault if there is none yet (only `sync` does, once its arguments passed)."""
+        if self._vault is not None or not self._may_create:
+            return
+        with self._open_lock:
+            if self._vault is None:
+                opened = _open_root(self._path, self._given_settings, create=True, absent_ok=False)
+                assert opened is not None
+                self._adopt(*opened)
+
+    @property
+    def _layout(self) -> Layout:
+        return self._opened()[0]
+
+    @property
+    def _catalog(self) -> Catalog:
+        return self._opened()[1]
 
     @property
     def root(self) -> Path:
         """The vault folder (absolute, symlinks resolved)."""
-        return self._layout.root
+        return self._root
 
     def __repr__(self) -> str:
         return f"Warehouse({str(self.root)!r})"
@@ -282,6 +353,9 @@ class Warehouse:
             validate=validate,
             allow_removal=allow_removal,
         )
+        if wait is not None:
+            _wait_s(wait)
+        self._create()  # the arguments passed: the one place a vault comes into being
         operation = Operation("sync", " ".join(s.name for s in specs))
         with self._writer(operation, wait=wait, quarantine_on_error=True) as writer:
             head_id = read_head(self._layout)
@@ -786,6 +860,14 @@ class Warehouse:
         """Run one SELECT on the latest snapshot and return a pyarrow Table."""
         return self._run_latest(sql, params, timeout_s, fetch_arrow)
 
+    def pl(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> Any:
+        """Run one SELECT on the latest snapshot and return a polars DataFrame; see
+        `Snapshot.pl` (the extra ``polars``)."""
+        from wrdsvault._polars import from_arrow, require_polars
+
+        require_polars()
+        return from_arrow(self._run_latest(sql, params, timeout_s, fetch_arrow))
+
     def diff(
         self,
         a: str,
@@ -1047,10 +1129,11 @@ class Warehouse:
         """
         from wrdsvault import _backup
 
+        self._opened()  # this vault first: a mistyped source creates no backup
         real = _backup.check_destination_path(self.root, Path(os.fspath(dest)).expanduser())
         exists = (real / "vault.json").exists()
         try:
-            target = Warehouse(real, settings=None if exists else self.settings)
+            target = Warehouse(real, settings=None if exists else self.settings, create=True)
         except VaultAccessError as exc:
             raise BackupError(destination=str(dest), reason=exc.message) from exc
         except VaultFormatError as exc:
@@ -1092,6 +1175,7 @@ class Warehouse:
         from wrdsvault._storage.writer import Operation
 
         started = time.monotonic()
+        self._opened()  # this vault first: NotAVaultError names a mistyped vault, not the backup
         src = Path(os.path.realpath(Path(os.fspath(source)).expanduser()))
         if src == self.root:
             raise BackupError(destination=str(source), reason="it is this vault itself")
@@ -1149,6 +1233,7 @@ class Warehouse:
 
     def disk(self) -> DiskState:
         """How full the vault's file system is, against the watermarks."""
+        self._opened()
         return self._guard.state()
 
     def status(self, *, max_age_s: float | None = None) -> VaultStatus:
@@ -1347,15 +1432,21 @@ def _years(years: Iterable[int]) -> frozenset[int]:
 
 
 def _open_root(
-    path: Path, settings: VaultSettings | None, *, create: bool
-) -> tuple[Layout, VaultSettings, int]:
-    """Open or create the vault at ``path``; return its layout, settings and format version."""
+    path: Path, settings: VaultSettings | None, *, create: bool, absent_ok: bool
+) -> tuple[Layout, VaultSettings, int] | None:
+    """Open the vault at ``path``; return its layout, settings and format version.
+
+    A missing or empty folder holds no vault: with ``create`` the vault is created there, with
+    ``absent_ok`` the answer is None (and nothing is touched), else `NotAVaultError`. A file,
+    or a folder with other content, is always a `NotAVaultError`.
+    """
     initial = settings or VaultSettings()
-    path = path.expanduser()
     try:
         if not path.exists():
             if not create:
-                raise VaultFormatError(path=str(path), problem="no vault here (create=False)")
+                if absent_ok:
+                    return None
+                raise NotAVaultError(path=str(path), problem="no such folder")
             path.absolute().parent.mkdir(parents=True, exist_ok=True)
             make_dirs(path.absolute(), mode=initial.dir_mode)  # only the root gets dir_mode
         root = Path(os.path.realpath(path))
@@ -1363,17 +1454,25 @@ def _open_root(
     except OSError as exc:
         raise VaultFormatError(path=str(path), problem=f"cannot open the folder ({exc})") from exc
     if not stat.S_ISDIR(st.st_mode):
-        raise VaultFormatError(path=str(root), problem="not a folder")
+        raise NotAVaultError(path=str(root), problem="a file, not a folder")
     layout = Layout(root)
     if not layout.vault_json.exists():
-        if not create:
-            raise VaultFormatError(path=str(root), problem="not a wrdsvault vault (no vault.json)")
-        if any(root.iterdir()):
+        try:
+            empty = not any(root.iterdir())
+        except OSError as exc:
             raise VaultFormatError(
+                path=str(root), problem=f"cannot list the folder ({exc})"
+            ) from exc
+        if not empty:
+            raise NotAVaultError(
                 path=str(root),
-                problem="the folder is not empty and holds no vault.json; choose an empty or new "
-                "folder for a vault",
+                problem="the folder has content but no vault.json; a vault needs a new or "
+                "empty folder",
             )
+        if not create:
+            if absent_ok:
+                return None
+            raise NotAVaultError(path=str(root), problem="an empty folder")
         try:
             _create_vault_json(layout, initial)
         except OSError as exc:

@@ -169,7 +169,7 @@ def small_template(
 ) -> tuple[Path, str]:
     """A vault holding one snapshot, vintage 1, synced in this process: (root, snapshot id)."""
     root = tmp_path_factory.mktemp("template") / "vault"
-    Warehouse(root, settings=VaultSettings()).close()  # vault.json with the default settings
+    Warehouse(root, settings=VaultSettings(), create=True).close()  # vault.json, default settings
     old_id = sync_in_parent(root, SMALL, 1)
     with Warehouse(root, create=False) as wh, wh.snapshot(verify=True) as snap:
         assert snap.id == old_id
@@ -311,7 +311,7 @@ FIRST_SYNC_POINTS = (
 def test_sigkill_during_first_sync(tmp_path: Path, reference: Reference, point: CrashPoint) -> None:
     """A first sync SIGKILLed before HEAD's rename leaves an empty vault; after it, the snapshot."""
     root = tmp_path / "vault"
-    Warehouse(root).close()
+    Warehouse(root, create=True).close()
     env = child_env(**{ENV_VAR: point.value})
     proc = subprocess.run(
         SMALL.child_argv(root, 1),
@@ -378,7 +378,7 @@ def big_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, f
     """A vintage-1 vault of the big scenario, the duration of its vintage-2 sync, both states."""
     base = tmp_path_factory.mktemp("big")
     template = base / "template"
-    Warehouse(template, settings=VaultSettings()).close()  # vault.json with the default settings
+    Warehouse(template, settings=VaultSettings(), create=True).close()  # default settings
     old_id = sync_in_parent(template, BIG, 1)
     timed = base / "timed"
     copy_vault(template, timed)

@@ -178,7 +178,7 @@ def test_writes_without_write_access_raise_vault_access_error(
         "import sys\n"
         "from wrdsvault import Warehouse, WrdsVaultError\n"
         "try:\n"
-        f"    Warehouse({str(empty)!r})\n"
+        f"    Warehouse({str(empty)!r}, create=True)\n"
         "except WrdsVaultError as exc:\n"
         "    print(type(exc).__name__, exc)\n",
     )
@@ -229,7 +229,7 @@ def test_probe_and_epoch_files_honour_group_access(tmp_path: Path, spawn) -> Non
     """In a group-access vault the clock probe (made by readers) and the epoch file written by
     `unlock` are group-readable like every other file, whatever the umask."""
     root = tmp_path / "vault"
-    Warehouse(root, settings=VaultSettings(group_access=True)).close()
+    Warehouse(root, settings=VaultSettings(group_access=True), create=True).close()
     old_umask = os.umask(0o077)
     try:
         holder = spawn("hold", {"path": str(root / ".lock"), "heartbeat_s": 0})

@@ -128,7 +128,7 @@ def test_lock_info_is_a_typed_record_whose_json_keeps_the_old_shape(
     from wrdsvault.cli import main
 
     root = tmp_path / "vault"
-    with Warehouse(root) as wh:
+    with Warehouse(root, create=True) as wh:
         free = wh.lock_info()
         assert isinstance(free, LockInfo) and free.free
         assert free.to_json() == {"state": "free", "path": str(root / ".lock"), "last_epoch": 0}

@@ -26,7 +26,7 @@ def small_vaults(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     base = tmp_path_factory.mktemp("reliability-small")
     template = base / "template"
-    Warehouse(template, settings=VaultSettings()).close()  # vault.json with default settings
+    Warehouse(template, settings=VaultSettings(), create=True).close()  # default settings
     with Warehouse(template, source=sample_from_json(S.SMALL, 1)) as wh:
         report = wh.sync(list(S.DATASETS))
         assert report.committed and report.snapshot_id is not None

@@ -82,7 +82,7 @@ def test_first_sync_crash_then_crash_during_recovery(
 ) -> None:
     """No HEAD yet: writer 1 dies after its manifest rename, writer 2 dies recovering it."""
     root = tmp_path / "vault"
-    Warehouse(root).close()
+    Warehouse(root, create=True).close()
     status, result, err = S.run_sync_child(root, 1, crashpoint="manifest-renamed")
     assert status == -9, (status, result, err[-2000:])
     assert disk.read_head(root) is None and len(disk.manifests_on_disk(root)) == 1

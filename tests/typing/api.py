@@ -128,6 +128,14 @@ def sync_and_query(wh: Warehouse) -> None:
         lazy = snap.sql("select permno from crsp.msf")
         rows: list[tuple[Any, ...]] = lazy.fetchall(timeout_s=10)
         print(when, names, files, rows, snap.id, snap.fingerprint, lazy.df(), lazy.arrow())
+        scratch: wrdsvault.Session
+        with snap.session() as scratch:
+            scratch.execute(
+                "create temp table t as select permno from crsp.msf where ret > $1", [0]
+            )
+            mine: pd.DataFrame = scratch.query("select * from t", timeout_s=5.0)
+            theirs: pa.Table = scratch.arrow("select * from t")
+            print(mine, theirs, scratch.pl("select 1"), snap.pl("select 1"), wh.pl("select 1"))
     tags: dict[str, str] = wh.tags()
     print(
         tags, [s.snapshot_id for s in wh.snapshots()], wh.status(), wh.verify(all_snapshots=True).ok
