@@ -81,8 +81,29 @@ STREAM_SPEEDUP: Final = 2.5
 UNCHANGED: Final = 0.02
 ONE_YEAR: Final = 1.5
 QUERY: Final = 1.10
-OPEN_MS: Final = 50.0
+OPEN_MS: Final = 30.0
 FIRST_QUERY_MS: Final = 100.0
+ONESHOT: Final = 1.5
+#: test_oneshot.py: (wrdsvault variant, its baseline, what). The variants run whole processes.
+ONESHOT_PAIRS: Final = (
+    ("test_oneshot_cli_query", "test_oneshot_bare_duckdb_baseline[rows]", "`wrdsvault query`"),
+    (
+        "test_oneshot_warehouse_arrow",
+        "test_oneshot_bare_duckdb_baseline[rows]",
+        "`Warehouse.arrow`, vs the bare script fetching rows",
+    ),
+    (
+        "test_oneshot_warehouse_arrow",
+        "test_oneshot_bare_duckdb_baseline[arrow]",
+        "`Warehouse.arrow`, vs the bare script fetching Arrow",
+    ),
+    (
+        "test_oneshot_warehouse_query",
+        "test_oneshot_bare_duckdb_baseline[pandas]",
+        "`Warehouse.query`, vs the bare script fetching pandas",
+    ),
+    ("test_oneshot_import_wrdsvault", "test_oneshot_import_duckdb_baseline", "`import wrdsvault`"),
+)
 VERIFY: Final = 0.8
 BACKUP: Final = 0.8
 
@@ -460,6 +481,19 @@ def ratio_rows(label: str, bench: Bench) -> list[dict[str, Any]]:
         if ms is not None:
             files = bench.info(name).get("files", 0)
             add(what, f"{files:,} files", ms, "<=", target, f"{ms:,.1f} ms", " ms")
+    for name, base_name, what in ONESHOT_PAIRS:
+        ms, base_ms = bench.median_ms(name), bench.median_ms(base_name)
+        if ms is not None and base_ms is not None:
+            rss = bench.info(name).get("peak_rss_mb")
+            base_rss = bench.info(base_name).get("peak_rss_mb")
+            add(
+                f"one-shot process: {what} / bare (medians)",
+                "fresh interpreter" if "import" in name else "demo vault, crsp.msf",
+                ms / base_ms,
+                "<=",
+                ONESHOT,
+                f"{ms:,.0f} vs {base_ms:,.0f} ms; peak RSS {rss} vs {base_rss} MB",
+            )
     verify = bench.median_ms("test_verify_vault")
     hashlib_ms = bench.median_ms("test_verify_plain_hashlib_baseline")
     if verify is not None and hashlib_ms is not None:

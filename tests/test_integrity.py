@@ -179,7 +179,9 @@ def test_verify_refuses_a_symlinked_partition_folder(
     folder.rename(copy)
     folder.symlink_to(copy, target_is_directory=True)
     with pytest.raises(wrdsvault.IntegrityError, match="symlink"):
-        vault.snapshot()
+        vault.snapshot().query("select count(*) from crsp.msf")
+    with pytest.raises(wrdsvault.IntegrityError, match="symlink"):
+        vault.snapshot().files("crsp.msf")
     report = vault.verify(all_snapshots=True)
     assert not report.ok
     assert sorted(f.path for f in report.faults) == inside

@@ -833,7 +833,8 @@ LEVELS = ["file", "partition", "table", "library", "data"]
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_symlink_in_a_pinned_path_is_refused(sbx: Sandbox, tmp_path: Path, level: str) -> None:
-    """A pinned file or folder swapped for a symlink to a copy outside: IntegrityError."""
+    """A pinned file or folder swapped for a symlink to a copy outside: IntegrityError on the
+    first query that names its dataset (on open with verify=True), nothing read outside."""
     root = copy_vault(sbx.root, tmp_path / "vault")
     pinned = root / sbx.pinned.relative_to(sbx.root)
     victim = [pinned, *pinned.parents][LEVELS.index(level)]
@@ -848,13 +849,18 @@ def test_symlink_in_a_pinned_path_is_refused(sbx: Sandbox, tmp_path: Path, level
         victim.unlink()
     victim.symlink_to(outside)
     assert pinned.is_file()  # the path still "works" through the symlink
+    library, table = pinned.relative_to(root).parts[1:3]
     wh = Warehouse(root)
     _OPENED.clear()
     _WATCHING.append(True)
     try:
         for verify in (False, True):
-            with pytest.raises(IntegrityError) as info:
-                wh.snapshot(sbx.snap.id, verify=verify)
+            with (
+                pytest.raises(IntegrityError) as info,
+                wh.snapshot(sbx.snap.id, verify=verify) as snap,
+            ):
+                assert not verify, "verify=True checks every file on open"
+                snap.query(f"select count(*) from {library}.{table}")
             assert "symlink" in str(info.value)
             assert info.value.path == str(victim.relative_to(root))
     finally:

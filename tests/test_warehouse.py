@@ -222,16 +222,23 @@ def test_query_results_in_pandas_arrow_and_lazy_forms(vault: wrdsvault.Warehouse
 
 
 def test_missing_or_resized_file_raises_integrity_error(vault: wrdsvault.Warehouse) -> None:
-    """Opening a snapshot checks that every pinned file exists with its recorded size."""
-    vault.sync("crsp.msf")
+    """The first query naming a dataset (or files()) checks that each of its pinned files exists
+    with its recorded size; opening the snapshot does not look, and other datasets still work."""
+    vault.sync(["crsp.msf", "ff.factors_monthly"])
     files = vault.snapshot().files("crsp.msf")
     with files[0].open("ab") as f:
         f.write(b"x")
+    snap = vault.snapshot()
+    assert snap.arrow("select count(*) as n from ff.factors_monthly")["n"][0].as_py() > 0
     with pytest.raises(wrdsvault.IntegrityError, match="size"):
-        vault.snapshot()
+        snap.query("select count(*) from crsp.msf")
+    with pytest.raises(wrdsvault.IntegrityError, match="size"):
+        snap.sql("select * from crsp.msf").arrow()  # still refused: never half-built
     files[0].unlink()
     with pytest.raises(wrdsvault.IntegrityError, match="missing"):
-        vault.snapshot()
+        vault.snapshot().files("crsp.msf")
+    with pytest.raises(wrdsvault.IntegrityError, match="missing"):
+        vault.snapshot().query("select * from read_parquet($1)", [str(files[1])])
 
 
 def test_verify_true_detects_a_flipped_byte(vault: wrdsvault.Warehouse) -> None:

@@ -17,14 +17,10 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import attrs
 
-from wrdsvault._query import Rendered
-from wrdsvault._storage.quarantine import QuarantineEntry
-from wrdsvault._sync import Progress
-from wrdsvault.manifest import DatasetEntry
 from wrdsvault.reports import (
     DatasetResult,
     LockInfo,
@@ -33,6 +29,12 @@ from wrdsvault.reports import (
     VaultStatus,
 )
 from wrdsvault.retention import ExpiredSnapshot, RetentionPolicy
+
+if TYPE_CHECKING:  # the CLI imports a command's machinery when the command runs
+    from wrdsvault._query import Rendered
+    from wrdsvault._storage.quarantine import QuarantineEntry
+    from wrdsvault._sync import Progress
+    from wrdsvault.manifest import DatasetEntry
 
 #: The displays belong to the command line: they log under its name, so a logging setup for
 #: ``wrdsvault.cli`` covers them too.

@@ -153,6 +153,14 @@ class PinnedConnection:
 
     Safe to share between threads: each query runs on its own cursor. `close` while queries run
     defers the real close (and the removal of the spill folder) to the end of the last one.
+
+    With ``lazy=True`` a view is built when the first query names it, after ``check`` passed for
+    it: opening a snapshot of 100 datasets and counting one reads one dataset's footers, not 100.
+    ``allowed_paths`` still lists every pinned file from the start (it is locked with the rest of
+    the configuration), so a query that could reach a file without naming a view (a table
+    function such as ``read_parquet``, ``DESCRIBE``/``SHOW``, a replacement scan such as
+    ``FROM 'file.parquet'``, or any name that is neither a view nor a CTE) first checks and builds
+    every view: no query ever reads a file whose checks have not passed on this connection.
     """
 
     def __init__(
@@ -164,8 +172,11 @@ class PinnedConnection:
         memory_limit: str | None = None,
         schemas: Mapping[str, pa.Schema] | None = None,
         unqueryable: Mapping[str, str] | None = None,
+        check: Callable[[str], None] | None = None,
+        lazy: bool = False,
+        snapshot_id: str | None = None,
     ) -> None:
-        """Build the views.
+        """Build the views (``lazy``: only the settings; each view on first use).
 
         Args:
             views: ``library.table`` (or ``alias.library.table``: a catalog per alias) -> the
@@ -173,9 +184,24 @@ class PinnedConnection:
             schemas: the columns of a view without files (a dataset with no rows keeps them).
             unqueryable: datasets left out of the views -> what to do about it; a failed query
                 that names one gets this advice appended.
+            check: called with a view's name right before the view is built; raises (an
+                `IntegrityError`) to refuse its files.
+            lazy: build each view when a query first needs it.
+            snapshot_id: named by the `IntegrityError` raised when DuckDB cannot read a footer.
+
+        Raises:
+            IntegrityError: (not lazy) ``check`` refused a view's files, or DuckDB could not read
+                one of them.
         """
         self._tmp = tempfile.mkdtemp(prefix="wrdsvault-duckdb-")
         self._lock = threading.Lock()
+        self._views_lock = threading.Lock()  # one view built at a time
+        self._check_files = check
+        self._snapshot_id = snapshot_id
+        self._union_by_name = union_by_name
+        self._schemas = dict(schemas or {})
+        self._names = frozenset(views)
+        self._pending: dict[str, list[str]] = {}  # views not built yet
         self._unqueryable = dict(unqueryable or {})
         self._active = 0
         self._closing = False
@@ -183,7 +209,7 @@ class PinnedConnection:
         self.closed = False
         try:
             self._con = connect(_CONFIG)
-            self._build(views, union_by_name, threads, memory_limit, schemas or {})
+            self._build(views, threads, memory_limit, lazy=lazy)
         except BaseException:
             with self._lock:
                 self._closing = True
@@ -193,10 +219,10 @@ class PinnedConnection:
     def _build(
         self,
         views: Mapping[str, Sequence[str | Path]],
-        union_by_name: frozenset[str],
         threads: int | None,
         memory_limit: str | None,
-        schemas: Mapping[str, pa.Schema],
+        *,
+        lazy: bool,
     ) -> None:
         con = self._con
         allowed: list[str] = []
@@ -206,18 +232,13 @@ class PinnedConnection:
         for catalog, library in sorted({_place(name)[:2] for name in views}):
             con.execute(f"CREATE SCHEMA {_quote(catalog)}.{_quote(library)}")
         for name, files in sorted(views.items()):
-            catalog, library, table = _place(name)
             paths = [str(p) for p in files]
+            self._pending[name] = paths
             allowed.extend(paths)
             escaped = [_glob_escape(p) for p in paths]
             allowed.extend(e for e, p in zip(escaped, paths, strict=True) if e != p)
-            con.execute(f"USE {_quote(catalog)}.{_quote(library)}")
-            if paths:
-                rel = con.read_parquet(escaped, union_by_name=name in union_by_name)
-            else:  # a dataset with no rows: keep the name and the columns, return nothing
-                rel = _empty_relation(con, schemas.get(name))
-            rel.create_view(table, replace=False)
-        con.execute("USE memory.main")
+        if not lazy:
+            self._build_views(con, list(self._pending))
         con.execute("SET temp_directory = $1", [self._tmp])
         if threads is not None:
             con.execute("SET threads = $1", [int(threads)])
@@ -226,6 +247,60 @@ class PinnedConnection:
         con.execute("SET allowed_paths = $1", [allowed])
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
+
+    def _build_views(self, con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> None:
+        """Check and build the views ``names`` not built yet, on ``con`` (with its own ``USE``).
+
+        Raises:
+            IntegrityError: ``check`` refused a view's files, or DuckDB cannot read them.
+        """
+        from wrdsvault.errors import IntegrityError
+
+        with self._views_lock:
+            try:
+                for name in sorted(names):
+                    paths = self._pending.get(name)
+                    if paths is None:
+                        continue  # built meanwhile by another query
+                    if self._check_files is not None:
+                        self._check_files(name)
+                    catalog, library, table = _place(name)
+                    con.execute(f"USE {_quote(catalog)}.{_quote(library)}")
+                    try:
+                        if paths:
+                            rel = con.read_parquet(
+                                [_glob_escape(p) for p in paths],
+                                union_by_name=name in self._union_by_name,
+                            )
+                        else:  # a dataset with no rows: keep the name and the columns
+                            rel = _empty_relation(con, self._schemas.get(name))
+                        rel.create_view(table, replace=False)
+                    except duckdb.Error as exc:  # a damaged footer fails when the view is built
+                        raise IntegrityError(
+                            path=f"a pinned Parquet file of {name}",
+                            problem=f"DuckDB cannot read it ({str(exc).splitlines()[0]})",
+                            snapshot_id=self._snapshot_id,
+                        ) from exc
+                    del self._pending[name]
+            finally:
+                con.execute("USE memory.main")
+
+    def _prepare(self, shape: tuple[str, frozenset[str]]) -> None:
+        """Build the views a checked SELECT reads (all, if it cannot be told); ``shape`` is
+        what `check_shape` returned for it."""
+        if not self._pending:
+            return
+        names = referenced_views(*shape, self._names)
+        with self._views_lock:  # another query may be building views now
+            todo = [n for n in (self._pending if names is None else names) if n in self._pending]
+        if not todo:
+            return
+        with self._lock:
+            builder = self._con.cursor()  # USE on a cursor of its own: queries keep theirs
+        try:
+            self._build_views(builder, list(todo))
+        finally:
+            builder.close()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -295,6 +370,13 @@ class PinnedConnection:
             return self._check(cur, sql)
 
     def _check(self, cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+        """The text of the one SELECT in ``sql`` (QueryRejectedError if there is not one)."""
+        return self._checked(cur, sql)[0]
+
+    def _checked(
+        self, cur: duckdb.DuckDBPyConnection, sql: str
+    ) -> tuple[str, tuple[str, frozenset[str]]]:
+        """The text of the one SELECT in ``sql`` and what `check_shape` found in it."""
         given: object = sql  # untyped callers can pass anything; mypy cannot see that
         if not isinstance(given, str):
             msg = f"sql must be a str, not {type(given).__name__}"
@@ -327,8 +409,7 @@ class PinnedConnection:
                 statement_type=kind, reason=f"{kind} statements are not allowed"
             )
         text = str(statements[0].query)
-        check_shape(cur, text)
-        return text
+        return text, check_shape(cur, text)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -343,7 +424,8 @@ class PinnedConnection:
         limit = check_timeout(timeout_s)
         check_params(params)
         with self._cursor() as cur:
-            text = self._check(cur, sql)
+            text, shape = self._checked(cur, sql)
+            self._prepare(shape)
             with _Deadline(cur, limit):
                 try:
                     rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
@@ -372,7 +454,8 @@ class PinnedConnection:
         if batch_rows < 1:
             raise InvalidValueError(name="batch_rows", value=batch_rows, rule="a number >= 1")
         with self._cursor() as cur:
-            text = self._check(cur, sql)
+            text, shape = self._checked(cur, sql)
+            self._prepare(shape)
             with _Deadline(cur, limit) as deadline:
                 try:
                     rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
@@ -519,15 +602,17 @@ def _empty_relation(
     return con.sql(f"SELECT {columns} WHERE false")
 
 
-def check_shape(cur: duckdb.DuckDBPyConnection, text: str) -> None:
+def check_shape(cur: duckdb.DuckDBPyConnection, text: str) -> tuple[str, frozenset[str]]:
     """Refuse a SELECT whose plan would be too big, or that calls a refused function.
 
     Works on DuckDB's own parse tree (``json_serialize_sql``), walked inside DuckDB (its JSON
-    reader is not recursive; a Python one fails on a 400-term sum).
+    reader is not recursive; a Python one fails on a 400-term sum). Returns the tree (JSON text)
+    and the names of the statement's CTEs, for `referenced_views`.
     """
-    ast, error, functions, tables = cur.execute(
+    ast, error, functions, tables, ctes = cur.execute(
         "SELECT j::VARCHAR, coalesce(json_extract(j, '$.error')::BOOLEAN, false),"
-        " json_extract_string(j, '$..function_name'), json_extract_string(j, '$..table_name')"
+        " json_extract_string(j, '$..function_name'), json_extract_string(j, '$..table_name'),"
+        " json_extract_string(j, '$..cte_map.map[*].key')"
         " FROM (SELECT json_serialize_sql($1)::JSON AS j)",
         [text],
     ).fetchall()[0]
@@ -558,6 +643,63 @@ def check_shape(cur: duckdb.DuckDBPyConnection, text: str) -> None:
             f"{MAX_SELECT_BLOCKS:,} are accepted because planning cannot be interrupted. "
             "Put the values in a VALUES list or a parameter, or use a MATERIALIZED CTE",
         )
+    return ast, frozenset(str(c).lower() for c in ctes or [] if c)
+
+
+#: Kinds of table reference that read only what they name (a view, or nothing of the vault).
+_PLAIN_REFS: Final = frozenset(
+    {"BASE_TABLE", "SUBQUERY", "JOIN", "EMPTY", "EXPRESSION_LIST", "PIVOT"}
+)
+#: Every table reference of a parse tree starts so (``"alias"`` follows ``"type"`` only in
+#: table references; expressions have a ``"class"`` first, query nodes no alias).
+_REF: Final = re.compile(r'\{"type":"([A-Z_]+)","alias":')
+_JSON_STR: Final = r'"((?:[^"\\]|\\.)*)"'
+_KIND: Final = re.compile(r'"type":"([A-Z_]+)"')
+#: Table reference kinds that read what no view name says (a belt to `_PLAIN_REFS`' braces).
+_READS_ANYTHING: Final = frozenset(
+    {"TABLE_FUNCTION", "SHOW_REF", "COLUMN_DATA", "DELIM_GET", "BOUND_TABLE_REF"}
+)
+#: A BASE_TABLE's own names, the first of each after its "type" (in this order).
+_BASE_NAMES: Final = re.compile(
+    rf'"schema_name":{_JSON_STR},"table_name":{_JSON_STR},.*?"catalog_name":{_JSON_STR}', re.S
+)
+
+
+def referenced_views(
+    ast: str, ctes: frozenset[str], views: frozenset[str]
+) -> frozenset[str] | None:
+    """The ``views`` a checked SELECT names, from its parse tree; None if it may read more.
+
+    ``ast`` and ``ctes`` are what `check_shape` returned. None (the caller builds every view
+    first) for a table function (``read_parquet``, ``duckdb_tables()``, ``query_table``),
+    ``DESCRIBE``/``SHOW``/``SUMMARIZE``, a table reference of a kind not known here, and any
+    table name that is neither one of ``views`` nor a CTE (``information_schema.tables``, a file
+    path in ``FROM``, a typo). Reads the tree text: JSON strings escape their quotes, so
+    ``{"type":"...","alias":`` only ever starts a real table reference.
+    """
+    kinds = set(_KIND.findall(ast))
+    if kinds & _READS_ANYTHING or ast.count('"type":"BASE_TABLE"') != len(
+        re.findall(r'\{"type":"BASE_TABLE","alias":', ast)
+    ):
+        return None  # also if a DuckDB release serialized table references differently
+    found: set[str] = set()
+    for ref in _REF.finditer(ast):
+        kind = ref.group(1)
+        if kind not in _PLAIN_REFS:
+            return None
+        if kind != "BASE_TABLE":
+            continue
+        names = _BASE_NAMES.search(ast, ref.end())
+        if names is None:  # pragma: no cover - every BASE_TABLE carries the three names
+            return None
+        schema, table, catalog = (json.loads(f'"{n}"').lower() for n in names.groups())
+        if not catalog and not schema and table in ctes:
+            continue
+        name = f"{schema}.{table}" if catalog in ("", "memory") else f"{catalog}.{schema}.{table}"
+        if not schema or name not in views:
+            return None
+        found.add(name)
+    return frozenset(found)
 
 
 def _inlined_blocks(cur: duckdb.DuckDBPyConnection, ast: str, tables: Sequence[str]) -> int:

@@ -172,7 +172,9 @@ class Session:
         self._outer = snapshot._acquire()
         self._cursor_cm: AbstractContextManager[duckdb.DuckDBPyConnection] | None = None
         try:
-            self._db: PinnedConnection = snapshot._pinned()
+            # Every view now: a session's names are also its own temporary tables, so which
+            # views a statement reads cannot be told from its names alone.
+            self._db: PinnedConnection = snapshot._pinned(lazy=False)
             try:
                 self._cursor_cm = self._db._cursor()
                 self._cur = self._cursor_cm.__enter__()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from wrdsvault._cli_render import (
     SyncDisplay,
@@ -38,14 +38,18 @@ from wrdsvault._cli_render import (
     write_json_rows,
     write_table,
 )
-from wrdsvault._query import render
 from wrdsvault._storage.atomic import append_durably
 from wrdsvault._version import __version__
 from wrdsvault.errors import InvalidNameError, LockHeldError, WrdsVaultError
 from wrdsvault.manifest import canonical_json, format_timestamp
 from wrdsvault.reports import SyncReport
 from wrdsvault.retention import RetentionPolicy
-from wrdsvault.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from wrdsvault.warehouse import Warehouse
+
+# Each command imports what it needs when it runs (the Warehouse, DuckDB, the sync machinery):
+# `wrdsvault --help` or `status` does not pay for the query engine, and no command loads pandas.
 
 DEFAULT_VAULT = "data/wrds"
 
@@ -348,6 +352,8 @@ def _open(
     args: argparse.Namespace, *, source: Any = None, create: bool | None = False
 ) -> Warehouse:
     """The vault ``--vault`` names; only a sync (``create=None``) may create it."""
+    from wrdsvault.warehouse import Warehouse
+
     return Warehouse(args.vault, source=source, create=create)
 
 
@@ -492,6 +498,8 @@ def _cmd_snapshots(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
 
 
 def _cmd_query(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    from wrdsvault._query import render
+
     with _open(args) as wh, wh.snapshot(args.snapshot) as snap:
         result = snap._run(args.sql, None, args.timeout, render("json" if args.json else "text"))
     if args.json:
@@ -504,6 +512,8 @@ def _cmd_query(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
 
 
 def _cmd_diff(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    from wrdsvault._query import render
+
     with _open(args) as wh:
         rev = wh.diff(args.old, args.new, datasets=args.datasets or None, tolerance=args.tolerance)
         limit = max(args.limit, 0) or None

@@ -18,12 +18,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
-import pyarrow as pa
 
 from wrdsvault.manifest import ColumnSchema
+
+if TYPE_CHECKING:  # pyarrow is imported by the functions that build Arrow types, when called
+    import pyarrow as pa
 
 __all__ = [
     "DRIFT_POLICIES",
@@ -200,6 +202,8 @@ class SchemaVersion:
 
 def _arrow_type(text: str) -> pa.DataType:
     """The Arrow type whose ``str()`` is ``text`` (a manifest's column type); null if unknown."""
+    import pyarrow as pa
+
     if m := _DECIMAL_RE.match(text):
         precision, scale = int(m.group(1)), int(m.group(2))
         make = pa.decimal128 if text.startswith("decimal128") else pa.decimal256
@@ -217,4 +221,6 @@ def _arrow_type(text: str) -> pa.DataType:
 
 def arrow_schema(columns: Sequence[ColumnSchema]) -> pa.Schema:
     """The Arrow schema a manifest's column list describes (to type a dataset with no files)."""
+    import pyarrow as pa
+
     return pa.schema([pa.field(c.name, _arrow_type(c.type), c.nullable) for c in columns])

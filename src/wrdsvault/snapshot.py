@@ -3,6 +3,10 @@
 Files are immutable and the manifest never changes, so a snapshot gives the same answer for as
 long as its files exist: tomorrow, next year, on another machine with a copy of the vault. While
 it is open, a reader lease keeps ``gc`` from deleting them (docs/retention.md).
+
+Opening one reads the manifest and takes the lease; a dataset's files are checked (no symlink,
+exists, regular, size) when it is first used: by a query that names it, or `Snapshot.files`.
+docs/query.md says why, and what a query that names no view (``read_parquet``) does.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ class Snapshot:
         self.query_timeout_s = check_timeout(query_timeout_s, name="query_timeout_s")
         self._threads = query_threads
         self._memory_limit = query_memory_limit
-        self._paths: dict[str, list[str]] = {}
+        self._paths: dict[str, list[str]] = {}  # dataset -> absolute paths, resolved on use
         self._con: PinnedConnection | None = None
         self._con_lock = threading.Lock()
         self._finalizer: weakref.finalize[Any, Any] | None = None
@@ -92,7 +96,10 @@ class Snapshot:
         self._renew_lease = renew_lease
         self._lease_released = False
         try:
-            self._check_files(verify=verify)
+            if verify:
+                check = PinnedFileCheck(layout)
+                for name in self.manifest.datasets:
+                    self._check_dataset(name, check, verify=True)
         except BaseException:
             if lease is not None:
                 lease.release()
@@ -131,29 +138,19 @@ class Snapshot:
 
     # -- files -----------------------------------------------------------------------------
 
-    def _check_files(self, *, verify: bool) -> None:
-        """Cheap checks on open (no symlinked folder, exists, regular file, size); full hash if
-        asked. The same checks as ``verify`` (`PinnedFileCheck`).
+    def _paths_of(self, name: str) -> list[str]:
+        """The absolute paths of ``name``'s files, oldest year first (resolved once)."""
+        paths = self._paths.get(name)
+        if paths is None:
+            resolve = self._layout.resolve_relpath_str
+            paths = [resolve(part.path) for part in self.manifest.datasets[name].partitions]
+            self._paths[name] = paths
+        return paths
 
-        Raises:
-            IntegrityError: a file fails a check, or cannot be looked at or read (EIO, EACCES).
-        """
-        check = PinnedFileCheck(self._layout)
-        paths_by_name: dict[str, list[str]] = {}
-        for name, entry in self.manifest.datasets.items():
-            paths: list[str] = []
-            for part in entry.partitions:
-                path = self._layout.resolve_relpath_str(part.path)
-                problem = check.check(path, part.size_bytes)
-                if problem is None and verify:
-                    problem = check.hash(path, part.sha256)[1]
-                if problem is not None:
-                    raise IntegrityError(
-                        path=problem.path, problem=problem.detail, snapshot_id=self.id
-                    )
-                paths.append(path)
-            paths_by_name[name] = paths
-        self._paths = paths_by_name
+    def _check_dataset(self, name: str, check: PinnedFileCheck, *, verify: bool = False) -> None:
+        """`_check_files` of dataset ``name``."""
+        entry = self.manifest.datasets[name]
+        _check_files(entry, self._paths_of(name), check, snapshot_id=self.id, verify=verify)
 
     def dataset(self, name: str) -> DatasetEntry:
         """The manifest entry of one dataset: columns, partitions, source vintage.
@@ -311,25 +308,19 @@ class Snapshot:
         # Called with _con_lock held. After close() released the lease, take a new one before
         # the files are checked again (docs/retention.md: lease first, then look).
         self._renew_if_released()
-        # Re-check right before DuckDB opens the files: a symlink planted since the snapshot was
-        # opened must not be followed.
-        self._check_files(verify=False)
         # Every partition of a dataset has the dataset's one schema (sync refuses to mix schemas
         # across years), so no union_by_name: it costs ~9x at view creation.
-        try:
-            con = self._pinned()
-        except duckdb.Error as exc:  # a damaged footer fails when the views are built
-            raise IntegrityError(
-                path="a pinned Parquet file",
-                problem=f"DuckDB cannot read it ({str(exc).splitlines()[0]})",
-                snapshot_id=self.id,
-            ) from exc
+        con = self._pinned()
         self._con = con
         self._finalizer = weakref.finalize(self, con.close)
         return con
 
-    def _pinned(self) -> PinnedConnection:
+    def _pinned(self, *, lazy: bool = True) -> PinnedConnection:
         """The connection over this snapshot's datasets, those DuckDB can name.
+
+        A dataset's files are checked right before DuckDB first opens them (a symlink planted
+        since the snapshot was opened must not be followed), on every new connection (after
+        `close`): when a query first names the dataset (``lazy``), or all here.
 
         A dataset whose library is a name DuckDB reserves (committed before syncs refused such
         names) gets no view: its schema could not be created, and leaving it out keeps the rest
@@ -339,22 +330,32 @@ class Snapshot:
             name: f"{name} cannot be queried: its library {name.split('.', 1)[0]!r} is a name "
             f"DuckDB reserves (read its files with snapshot.files({name!r}), and run `wrdsvault "
             f"drop {name}` to commit a snapshot without it)"
-            for name in self._paths
+            for name in self.manifest.datasets
             if reserved_library(name)
         }
         for note in unqueryable.values():
             log.warning("snapshot %s: %s", self.id, note)
         entries = self.manifest.datasets
+        check = PinnedFileCheck(self._layout)  # used under the connection's view lock only
+        views = {name: self._paths_of(name) for name in entries if name not in unqueryable}
+        sid = self.id
+
+        def check_view(name: str) -> None:  # must not hold the Snapshot: its finalizer closes us
+            _check_files(entries[name], views[name], check, snapshot_id=sid)
+
         return PinnedConnection(
-            {name: paths for name, paths in self._paths.items() if name not in unqueryable},
+            views,
             threads=self._threads,
             memory_limit=self._memory_limit,
             schemas={
-                name: arrow_schema(entries[name].columns)
-                for name, paths in self._paths.items()
-                if not paths
+                name: arrow_schema(entry.columns)
+                for name, entry in entries.items()
+                if not entry.partitions
             },
             unqueryable=unqueryable,
+            check=check_view,
+            lazy=lazy,
+            snapshot_id=self.id,
         )
 
     def _timeout(self, timeout_s: float | None) -> float | None:
@@ -427,6 +428,8 @@ class Snapshot:
             SqlDialectError: ``dialect="postgres"`` and the statement has no DuckDB form.
             InvalidValueError: ``timeout_s`` is not a finite number > 0, or an unknown dialect.
             TypeError: ``params`` is not a list, tuple, dict or None.
+            IntegrityError: a file of a dataset the query reads (checked when a query first
+                names it; every dataset, for a query that names no view) fails its checks.
         """
         sql, params = self._translate(sql, params, dialect)
         return self._run(sql, params, timeout_s, fetch_df)
@@ -513,3 +516,25 @@ class Snapshot:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_files(
+    entry: DatasetEntry,
+    paths: list[str],
+    check: PinnedFileCheck,
+    *,
+    snapshot_id: str,
+    verify: bool = False,
+) -> None:
+    """The cheap checks of a dataset's files (no symlinked folder, exists, regular file, size);
+    the full hash too if ``verify``. The same checks as ``verify``.
+
+    Raises:
+        IntegrityError: a file fails a check, or cannot be looked at or read (EIO, EACCES).
+    """
+    for part, path in zip(entry.partitions, paths, strict=True):
+        problem = check.check(path, part.size_bytes)
+        if problem is None and verify:
+            problem = check.hash(path, part.sha256)[1]
+        if problem is not None:
+            raise IntegrityError(path=problem.path, problem=problem.detail, snapshot_id=snapshot_id)

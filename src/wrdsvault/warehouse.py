@@ -19,21 +19,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import attrs
 
-from wrdsvault import _backup, _gc, _remote
-from wrdsvault._doctor import DoctorFinding, DoctorReport, examine
 from wrdsvault._query import fetch_arrow, fetch_df
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, put_if_absent
-from wrdsvault._storage.catalog import Catalog, find_garbage, read_head
+from wrdsvault._storage.catalog import Catalog, read_head
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
 from wrdsvault._storage.layout import Layout, validate_tag
 from wrdsvault._storage.lease import Lease, try_take_lease
-from wrdsvault._storage.lock_tools import break_lock, describe_lock
-from wrdsvault._storage.quarantine import QuarantineEntry, list_entries
-from wrdsvault._storage.quarantine import purge as purge_entries
-from wrdsvault._storage.writer import Operation, Writer, open_writer, operation_error
-from wrdsvault._sync import ProgressCallback, SyncOptions, ask, os_error, preflight, run_sync
-from wrdsvault._verify import VerifyProgress
-from wrdsvault._verify import verify as verify_files
 from wrdsvault.datasets import (
     AUTO_DATE_COLUMN,
     BUILTIN_SPECS,
@@ -74,10 +65,7 @@ from wrdsvault.reports import (
     VerifyReport,
 )
 from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, RetentionPolicy
-from wrdsvault.revisions import Revision, run_across
-from wrdsvault.revisions import build as build_revision
-from wrdsvault.schema import DRIFT_POLICIES, DriftPolicy, SchemaVersion, diff
-from wrdsvault.settings import VaultSettings, dump
+from wrdsvault.settings import VaultSettings
 from wrdsvault.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -86,7 +74,14 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from wrdsvault._backup import BackupProgress
+    from wrdsvault._doctor import DoctorFinding, DoctorReport
     from wrdsvault._query import Params
+    from wrdsvault._storage.quarantine import QuarantineEntry
+    from wrdsvault._storage.writer import Operation, Writer
+    from wrdsvault._sync import ProgressCallback, SyncOptions
+    from wrdsvault._verify import VerifyProgress
+    from wrdsvault.revisions import Revision
+    from wrdsvault.schema import DriftPolicy, SchemaVersion
     from wrdsvault.sources.base import Source
     from wrdsvault.validation import Rule
 
@@ -253,6 +248,9 @@ class Warehouse:
         self, operation: Operation, *, wait: float | None = None, quarantine_on_error: bool = False
     ) -> Iterator[Writer]:
         """The single-writer context: lock, recovery, staging; staging removed on exit."""
+        from wrdsvault._storage.writer import open_writer, operation_error
+        from wrdsvault._sync import os_error
+
         timeout = self.settings.lock_timeout_s if wait is None else _wait_s(wait)
         try:
             with open_writer(
@@ -333,6 +331,9 @@ class Warehouse:
                 lists would take rows away; the staged files are in quarantine.
             SyncError: a dataset failed; nothing was committed.
         """
+        from wrdsvault._storage.writer import Operation
+        from wrdsvault._sync import run_sync
+
         if self.source is None:
             raise SourceRequiredError(operation="sync()")
         given: object = datasets  # bytes would pass as an iterable of ints at run time
@@ -359,6 +360,8 @@ class Warehouse:
         )
         if wait is not None:
             _wait_s(wait)
+        from wrdsvault._sync import preflight
+
         preflight(self.source, specs)  # a table the source lacks fails before any write
         self._create()  # the arguments passed: the one place a vault comes into being
         operation = Operation("sync", " ".join(s.name for s in specs))
@@ -400,6 +403,9 @@ class Warehouse:
             LockHeldError, DiskSpaceError, SchemaDriftError, ValidationFailedError,
             SourceError, SyncError: as for `sync`.
         """
+        from wrdsvault._storage.writer import Operation
+        from wrdsvault._sync import run_sync
+
         if self.source is None:
             raise SourceRequiredError(operation="sync_all()")
         opts = self._sync_options(
@@ -418,6 +424,8 @@ class Warehouse:
             raise
         except WrdsVaultError:
             early = []
+        from wrdsvault._sync import preflight
+
         preflight(self.source, early)
         with self._writer(
             Operation("sync", "--all"), wait=wait, quarantine_on_error=True
@@ -471,6 +479,8 @@ class Warehouse:
         validate: bool,
         allow_removal: bool,
     ) -> SyncOptions:
+        from wrdsvault._sync import SyncOptions
+
         return SyncOptions(
             years=years,
             full=full,
@@ -499,6 +509,8 @@ class Warehouse:
         return out
 
     def _spec(self, name: str, date_column: str | _BuiltinSpec | None) -> DatasetSpec:
+        from wrdsvault._sync import ask
+
         validate_new_dataset(name)
         if date_column is _BuiltinSpec.BUILTIN:
             return builtin_spec(name)
@@ -536,6 +548,8 @@ class Warehouse:
                 nothing was committed.
             LockHeldError: another writer kept the lock for the whole wait.
         """
+        from wrdsvault._storage.writer import Operation
+
         given: object = datasets  # typed callers cannot pass bytes; untyped ones can
         if isinstance(given, (bytes, bytearray)):
             msg = "datasets must be a str or an iterable of str, not bytes"
@@ -583,6 +597,8 @@ class Warehouse:
             VaultFormatError: HEAD is damaged or behind committed snapshots (see `doctor`).
             WriteError: an OS error while writing the tag.
         """
+        from wrdsvault._storage.writer import Operation
+
         validate_tag(name)
         self._resolve(ref)  # fail before taking the lock
         with self._writer(Operation("tag", name)) as writer:
@@ -605,6 +621,8 @@ class Warehouse:
             VaultFormatError: HEAD is damaged or behind committed snapshots (see `doctor`).
             WriteError: an OS error while deleting the tag.
         """
+        from wrdsvault._storage.writer import Operation
+
         validate_tag(name)
         with self._writer(Operation("untag", name)) as writer:
             tags = self.tags()
@@ -698,6 +716,9 @@ class Warehouse:
             VaultFormatError: HEAD is damaged or behind committed snapshots (see `doctor`).
             WriteError: an OS error; every retained snapshot is still complete.
         """
+        from wrdsvault import _gc
+        from wrdsvault._storage.writer import Operation
+
         given = RetentionPolicy(
             keep_last=keep_last,
             keep_within=keep_within,
@@ -749,6 +770,8 @@ class Warehouse:
     def reclaimable_bytes(self, policy: RetentionPolicy | None = None) -> int:
         """Bytes a gc by ``policy`` (default: the stored one) would free, from the manifests
         alone; see `GcPlan.freed_bytes` for the exact figure (``gc(dry_run=True)``)."""
+        from wrdsvault import _gc
+
         chosen = self.settings.retention_policy if policy is None else policy
         return _gc.reclaimable_bytes(self._catalog, chosen)
 
@@ -848,14 +871,16 @@ class Warehouse:
         Args:
             ref: a tag, an exact snapshot id, ``"latest"``, or an ISO date/datetime read as-of
                 (the last snapshot committed at or before the end of that day, UTC).
-            verify: re-hash every pinned file (SHA-256) before returning.
+            verify: check and re-hash every pinned file (SHA-256) before returning. Without
+                it no data file is looked at here: a dataset's files are checked when a query
+                first names it (or `Snapshot.files` lists them).
 
         Raises:
             SnapshotNotFoundError: nothing matches, or gc expired the snapshot ``ref`` names
                 (the message says when); it lists tags and newest ids.
             InvalidNameError: ``ref`` cannot be a ref.
-            IntegrityError: a pinned file is missing, resized, a symlink (or behind a symlinked
-                folder), unreadable (EIO, EACCES), or (verify) altered.
+            IntegrityError: (verify) a pinned file is missing, resized, a symlink (or behind a
+                symlinked folder), unreadable (EIO, EACCES), or altered.
         """
         snapshot_id = self._resolve(ref)
         renew = functools.partial(_reader_lease, self._layout, self.settings, snapshot_id)
@@ -985,6 +1010,8 @@ class Warehouse:
                 tolerance that is not a finite number >= 0.
             IntegrityError: a file to read is missing or damaged.
         """
+        from wrdsvault.revisions import build as build_revision
+
         if tolerance is not None:
             if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
                 msg = f"tolerance must be a number or None, not {type(tolerance).__name__}"
@@ -1024,6 +1051,8 @@ class Warehouse:
             SnapshotNotFoundError: a ref matches nothing.
             QueryRejectedError, QueryError, QueryTimeoutError: as `Snapshot.query`.
         """
+        from wrdsvault.revisions import run_across
+
         return run_across(self, aliases, sql, params, timeout_s, fetch_df)
 
     def verify(
@@ -1053,6 +1082,8 @@ class Warehouse:
         Raises:
             SnapshotNotFoundError: ``ref`` matches nothing.
         """
+        from wrdsvault._verify import verify as verify_files
+
         ids = [sid for sid, _ in self._committed()] if all_snapshots else [self._resolve(ref)]
         manifests: list[Manifest] = []
         faults: list[FileFault] = []
@@ -1076,6 +1107,8 @@ class Warehouse:
 
         Derived from the committed manifests (no separate registry file to fall out of step).
         """
+        from wrdsvault.schema import SchemaVersion, diff
+
         validate_dataset(dataset)
         out: list[SchemaVersion] = []
         for sid, _ in self._committed():
@@ -1097,6 +1130,8 @@ class Warehouse:
 
     def quarantine(self) -> list[QuarantineEntry]:
         """Failed writes kept in ``quarantine/``, oldest first (each with its reason.json)."""
+        from wrdsvault._storage.quarantine import list_entries
+
         return list_entries(self._layout)
 
     def purge_quarantine(self, names: Sequence[str] | None = None) -> list[str]:
@@ -1105,6 +1140,9 @@ class Warehouse:
         Raises:
             InvalidNameError: a name is not a listed entry; nothing was deleted.
         """
+        from wrdsvault._storage.quarantine import purge as purge_entries
+        from wrdsvault._storage.writer import Operation
+
         with self._writer(Operation("purge-quarantine")):
             targets = [e.name for e in self.quarantine()] if names is None else list(names)
             return purge_entries(self._layout, targets)
@@ -1123,6 +1161,10 @@ class Warehouse:
             LockHeldError: ``repair`` and a live writer holds the lock.
             WriteError: ``repair`` failed on an OS error (a full disk: `DiskSpaceError`).
         """
+        from wrdsvault import _gc
+        from wrdsvault._doctor import DoctorReport, examine
+        from wrdsvault._storage.catalog import find_garbage
+        from wrdsvault._storage.writer import Operation
 
         def look() -> tuple[DoctorFinding, ...]:
             return tuple(
@@ -1206,6 +1248,8 @@ class Warehouse:
             VaultAccessError: the destination may not be written.
             LockHeldError: another backup into ``dest`` kept its lock for the whole wait.
         """
+        from wrdsvault import _backup, _remote
+
         self._opened()  # this vault first: a mistyped source creates no backup
         if _remote.is_remote(dest):
             assert isinstance(dest, str)
@@ -1268,6 +1312,9 @@ class Warehouse:
                 restored until then stay restored.
             LockHeldError: another writer kept the lock for the whole wait.
         """
+        from wrdsvault import _backup, _remote
+        from wrdsvault._storage.writer import Operation
+
         started = time.monotonic()
         self._opened()  # this vault first: NotAVaultError names a mistyped vault, not the backup
         if _remote.is_remote(source):
@@ -1329,6 +1376,8 @@ class Warehouse:
             MissingExtraError: a URL ``source`` without the ``s3`` extra installed.
             DiskSpaceError, VaultAccessError: ``path`` filled up or may not be written.
         """
+        from wrdsvault import _backup, _remote
+
         dest = Path(os.path.realpath(Path(os.fspath(path)).expanduser()))
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise BackupError(
@@ -1363,6 +1412,8 @@ class Warehouse:
         """The writer lock as a human needs to see it: ``state`` (``free``, ``held``,
         ``stale: <why>``, ``unknown: <why>``), the owner's pid, host, start, operation,
         heartbeat age, token. Needs no write access."""
+        from wrdsvault._storage.lock_tools import describe_lock
+
         return describe_lock(
             self._layout.lock,
             stale_after_s=self.settings.lock_stale_after_s,
@@ -1384,6 +1435,8 @@ class Warehouse:
             LockBreakRefusedError: the owner is a live process on this host (stop it first),
                 the lock changed since it was shown, or its staleness cannot be judged here.
         """
+        from wrdsvault._storage.lock_tools import break_lock
+
         return break_lock(
             self._layout.lock,
             expect_token=expect_token,
@@ -1541,6 +1594,8 @@ def _reader_lease(layout: Layout, settings: VaultSettings, snapshot_id: str) -> 
 
 
 def _policy(value: object) -> DriftPolicy:
+    from wrdsvault.schema import DRIFT_POLICIES
+
     if value not in DRIFT_POLICIES:
         raise InvalidValueError(
             name="drift policy", value=value, rule=f"one of {', '.join(DRIFT_POLICIES)}"
@@ -1664,6 +1719,8 @@ def _open_root(
 
 def _create_vault_json(layout: Layout, settings: VaultSettings) -> None:
     """Create vault.json if absent, atomically and durably (another process may win the race)."""
+    from wrdsvault.settings import dump
+
     os.chmod(layout.root, settings.dir_mode)
     data = dump(
         settings,

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
-import psutil
 
 from wrdsvault.errors import DiskSpaceError
 
@@ -31,6 +30,8 @@ UsageProvider = Callable[[str], tuple[int, int]]
 
 
 def psutil_usage(path: str) -> tuple[int, int]:
+    import psutil  # here, not at the top: reading a vault never asks (import wrdsvault stays cheap)
+
     usage = psutil.disk_usage(path)
     return int(usage.total), int(usage.free)
 

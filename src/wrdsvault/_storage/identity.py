@@ -28,7 +28,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
-import psutil
+# psutil is imported where needed, only on the paths Linux's /proc cannot serve: a reader's
+# lease is taken on every snapshot open, and `import wrdsvault` must stay cheap.
 
 #: Files that hold the machine id on Linux (systemd, then D-Bus), first readable one wins.
 MACHINE_ID_FILES: Final = ("/etc/machine-id", "/var/lib/dbus/machine-id")
@@ -45,6 +46,8 @@ def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
+        import psutil
+
         return f"boot-{psutil.boot_time():.0f}"
 
 
@@ -94,6 +97,8 @@ def uptime_s() -> float:
     try:
         return time.clock_gettime(time.CLOCK_BOOTTIME)
     except (AttributeError, OSError):  # not Linux
+        import psutil
+
         return time.time() - psutil.boot_time()
 
 
@@ -138,6 +143,8 @@ def process_start(pid: int) -> str | None:
             except PermissionError:
                 pass
             return "unknown"
+        import psutil
+
         try:
             return f"ct:{psutil.Process(pid).create_time():.2f}"
         except psutil.NoSuchProcess:

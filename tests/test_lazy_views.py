@@ -1,0 +1,181 @@
+"""Datasets are checked and get their DuckDB view when a query first names them, not on open.
+
+A query that could reach a file without naming a view (a table function, DESCRIBE, a path, a
+catalog listing) builds every view first, so every file it might read has passed its checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import wrdsvault
+from wrdsvault._query import check_shape, referenced_views
+from wrdsvault.sources import SampleSource
+
+DATASETS = ("crsp.msf", "comp.funda", "ff.factors_monthly")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A vault with three datasets, synced once for the module."""
+    root = tmp_path_factory.mktemp("lazy") / "vault"
+    source = SampleSource(seed=0, years=range(2021, 2023), n_securities=20)
+    with wrdsvault.Warehouse(root, source=source) as wh:
+        wh.sync(list(DATASETS))
+    return root
+
+
+@pytest.fixture
+def damaged(template: Path, tmp_path: Path) -> Iterator[tuple[wrdsvault.Warehouse, Path]]:
+    """A copy of the vault whose ff.factors_monthly lost a byte of one file: (vault, file)."""
+    import shutil
+
+    root = tmp_path / "vault"
+    shutil.copytree(template, root, symlinks=True)
+    wh = wrdsvault.Warehouse(root, create=False)
+    victim = wh.snapshot().files("ff.factors_monthly")[0]
+    victim.write_bytes(victim.read_bytes()[:-1])
+    yield wh, victim
+    wh.close()
+
+
+def test_opening_a_snapshot_looks_at_no_data_file(
+    damaged: tuple[wrdsvault.Warehouse, Path],
+) -> None:
+    """A damaged dataset does not stop the snapshot from opening or the others from answering."""
+    wh, _ = damaged
+    with wh.snapshot() as snap:
+        assert snap.arrow("select count(*) as n from crsp.msf")["n"][0].as_py() > 0
+        joined = snap.arrow(
+            "with f as (select gvkey from comp.funda) "
+            "select count(*) as n from crsp.msf, (select count(*) from f)"
+        )
+        assert joined.num_rows == 1
+        con = snap._con
+        assert con is not None
+        assert set(con._pending) == {"ff.factors_monthly"}  # only what the queries named
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select count(*) from ff.factors_monthly",
+        "select * from crsp.msf where exists (select 1 from ff.factors_monthly)",
+        "select count(*) from duckdb_tables()",
+        "select count(*) from information_schema.tables",
+        "describe crsp.msf",
+        "select count(*) from read_parquet($1)",
+        "select count(*) from query_table('crsp.msf')",
+    ],
+    ids=["named", "subquery", "catalog-function", "information-schema", "describe", "path", "qt"],
+)
+def test_a_query_that_may_reach_the_damaged_dataset_is_refused(
+    damaged: tuple[wrdsvault.Warehouse, Path], sql: str
+) -> None:
+    """Naming the damaged dataset, or anything that is not a plain view, checks every dataset."""
+    wh, victim = damaged
+    params = [str(victim)] if "$1" in sql else None
+    with wh.snapshot() as snap:
+        assert snap.arrow("select count(*) as n from comp.funda").num_rows == 1
+        with pytest.raises(wrdsvault.IntegrityError, match="size") as info:
+            snap.arrow(sql, params)
+        assert info.value.path == str(victim.relative_to(wh.root))
+        with pytest.raises(wrdsvault.IntegrityError):  # and again: no view was half-built
+            snap.arrow("select count(*) from ff.factors_monthly")
+        assert snap.arrow("select count(*) as n from crsp.msf").num_rows == 1
+
+
+def test_a_view_built_late_is_sandboxed_like_the_first(template: Path) -> None:
+    """After views were built lazily, SQL still cannot read outside the pinned files or SET."""
+    outside = template.parent / "outside.csv"
+    outside.write_text("a\n1\n")
+    with wrdsvault.Warehouse(template, create=False) as wh, wh.snapshot() as snap:
+        assert snap.arrow("select count(*) as n from crsp.msf").num_rows == 1  # one view
+        with pytest.raises(wrdsvault.QueryError, match=r"(?i)permission|access"):
+            snap.arrow("select * from read_csv($1)", [str(outside)])  # builds the rest first
+        con = snap._con
+        assert con is not None and not con._pending
+        assert snap.arrow("select count(*) as n from comp.funda").num_rows == 1
+        with pytest.raises(wrdsvault.QueryError, match=r"(?i)permission|access"):
+            snap.arrow("select * from read_csv($1)", [str(outside)])
+        with pytest.raises(wrdsvault.QueryRejectedError):
+            snap.arrow("set enable_external_access = true")
+
+
+def test_describe_and_listings_still_see_every_dataset(template: Path) -> None:
+    """Catalog queries see all datasets even though no query named them yet."""
+    with wrdsvault.Warehouse(template, create=False) as wh, wh.snapshot() as snap:
+        tables = snap.arrow(
+            "select schema_name || '.' || view_name as name from duckdb_views() "
+            "where not internal order by name"
+        )
+        assert tables["name"].to_pylist() == sorted(DATASETS)
+        assert "permno" in snap.arrow("describe crsp.msf")["column_name"].to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("select * from crsp.msf", {"crsp.msf"}),
+        ('select * from "CRSP".MSF a join comp.funda b on true', {"crsp.msf", "comp.funda"}),
+        ("select * from memory.crsp.msf", {"crsp.msf"}),
+        ("select (select count(*) from comp.funda)", {"comp.funda"}),
+        ("with t as (select * from crsp.msf) select * from t", {"crsp.msf"}),
+        ("with msf as (select 1) select * from msf", set()),
+        ("with recursive r(n) as (select 1 union all select n + 1 from r) select * from r", set()),
+        ("select * from (values (1)) v(x)", set()),
+        ("select 1", set()),
+        ("select * from msf", None),
+        ("select * from crsp.dsf", None),
+        ("from 'data/crsp/msf/2021/x.parquet'", None),
+        ("select * from read_parquet('x')", None),
+        ("select * from range(3)", None),
+        ("show tables", None),
+        ("summarize crsp.msf", None),
+        ("select * from pg_catalog.pg_tables", None),
+        ("""select '{"type":"BASE_TABLE","alias":' as s from crsp.msf""", {"crsp.msf"}),
+        ('select * from crsp.msf as "{""type"":""TABLE_FUNCTION"",""alias"":"', {"crsp.msf"}),
+        ('select * from crsp.msf t("catalog_name", b)', {"crsp.msf"}),
+        ("select * from crsp.msf tablesample 10%", {"crsp.msf"}),
+        ("select * from crsp.msf, comp.funda, crsp.msf m2", {"crsp.msf", "comp.funda"}),
+    ],
+)
+def test_referenced_views_names_what_a_query_reads(sql: str, expected: set[str] | None) -> None:
+    """The views a SELECT names, from DuckDB's parse tree; None when it may read anything."""
+    views = frozenset({"crsp.msf", "comp.funda"})
+    with duckdb.connect() as con:
+        shape = check_shape(con, sql)
+    assert referenced_views(*shape, views) == (None if expected is None else frozenset(expected))
+
+
+def test_threads_naming_datasets_at_once_each_get_their_view(template: Path) -> None:
+    """Twelve threads' first queries over three datasets, at once: every count is right."""
+    import threading
+
+    with wrdsvault.Warehouse(template, create=False) as wh, wh.snapshot() as snap:
+        expected = {name: snap.dataset(name).row_count for name in DATASETS}
+        start = threading.Barrier(12)
+        got: list[tuple[str, int]] = []
+        errors: list[BaseException] = []
+
+        def count(name: str) -> None:
+            start.wait(timeout=60)
+            try:
+                table = snap.arrow(f"select count(*) as n from {name}")
+                got.append((name, table["n"][0].as_py()))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=count, args=(DATASETS[i % 3],)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == []
+        assert sorted(got) == sorted(
+            (DATASETS[i % 3], expected[DATASETS[i % 3]]) for i in range(12)
+        )
