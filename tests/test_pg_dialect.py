@@ -156,7 +156,7 @@ def test_psycopg2_parameters_are_bound(snap: wrdsvault.Snapshot) -> None:
 def test_limit_offset_and_dialect_on_every_entry(
     snap: wrdsvault.Snapshot, vault_path: Path
 ) -> None:
-    """LIMIT/OFFSET; dialect="postgres" works on snap.query, snap.arrow, snap.sql, wh.query."""
+    """LIMIT/OFFSET; dialect="postgres" works on snap.query/arrow/sql/pl and wh.query/arrow/pl."""
     sql = "select permno, date from crsp.msf order by permno, date limit 5 offset 3"
     want = snap.query(sql)
     assert_frame_equal(pg(snap, sql), want)
@@ -166,6 +166,7 @@ def test_limit_offset_and_dialect_on_every_entry(
     with wrdsvault.Warehouse(vault_path, create=False) as wh:
         assert_frame_equal(wh.query(mdy, dialect="postgres"), pg(snap, mdy))
         assert wh.arrow(mdy, dialect="postgres").num_rows > 0
+        assert wh.pl(mdy, dialect="postgres").height == snap.pl(mdy, dialect="postgres").height > 0
     with pytest.raises(InvalidValueError):
         snap.query("select 1", dialect="mysql")
 

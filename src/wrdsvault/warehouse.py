@@ -972,13 +972,20 @@ class Warehouse:
         """Run one SELECT on the latest snapshot and return a pyarrow Table."""
         return self._run_latest(sql, params, timeout_s, fetch_arrow, dialect)
 
-    def pl(self, sql: str, params: Params = None, *, timeout_s: float | None = None) -> Any:
+    def pl(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        timeout_s: float | None = None,
+        dialect: str = "duckdb",
+    ) -> Any:
         """Run one SELECT on the latest snapshot and return a polars DataFrame; see
         `Snapshot.pl` (the extra ``polars``)."""
         from wrdsvault._polars import from_arrow, require_polars
 
         require_polars()
-        return from_arrow(self._run_latest(sql, params, timeout_s, fetch_arrow))
+        return from_arrow(self._run_latest(sql, params, timeout_s, fetch_arrow, dialect))
 
     def diff(
         self,
