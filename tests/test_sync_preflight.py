@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 import wrdsvault
+from _helpers.sources import Wrapping
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.errors import InvalidValueError, SyncError, UnknownDatasetError
 from wrdsvault.sources import SampleSource
@@ -114,30 +115,17 @@ def test_sync_all_on_a_vault_without_datasets_writes_nothing(
         assert tree(tmp_path) == before
 
 
-class _Narrowed:
+class _Narrowed(Wrapping):
     """The sample source under its own name, no longer serving some tables (WRDS retiring one)."""
 
     def __init__(self, inner: SampleSource, dropped: set[str]) -> None:
-        self.inner, self.dropped = inner, dropped
-        self.name = inner.name
+        super().__init__(inner)
+        self.dropped = dropped
 
     def describe(self, spec: DatasetSpec) -> TableInfo:
         if spec.name in self.dropped:
             raise UnknownDatasetError(dataset=spec.name, known=[], hint="retired by the source")
         return self.inner.describe(spec)
-
-    def partitions(
-        self, spec: DatasetSpec, *, years: Collection[int] | None = None
-    ) -> Sequence[PartitionInfo]:
-        return self.inner.partitions(spec, years=years)
-
-    def read_partition(
-        self, spec: DatasetSpec, year: int | None, *, batch_rows: int = 131_072
-    ) -> Iterator[pa.RecordBatch]:
-        return self.inner.read_partition(spec, year, batch_rows=batch_rows)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def test_sync_all_refusals_write_nothing(
