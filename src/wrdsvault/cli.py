@@ -596,6 +596,8 @@ def _cmd_repair(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace, out: TextIO, _err: TextIO) -> int:
+    from wrdsvault.warehouse import Warehouse
+
     report = Warehouse.restore(args.source, args.path, storage_options=args.storage_options)
     if args.json:
         print_json(report.to_json(), out)

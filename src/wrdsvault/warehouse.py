@@ -808,6 +808,7 @@ class Warehouse:
             LockHeldError: another writer kept the lock for the whole wait.
         """
         from wrdsvault import _iceberg
+        from wrdsvault._storage.writer import Operation
 
         chosen = _iceberg.default_catalog_uri(self._layout) if catalog is None else catalog
         subject = f"{_iceberg.catalog_label(chosen)} {namespace}"
@@ -836,6 +837,7 @@ class Warehouse:
         whether there was a record.
         """
         from wrdsvault import _iceberg
+        from wrdsvault._storage.writer import Operation
 
         chosen = _iceberg.default_catalog_uri(self._layout) if catalog is None else catalog
         label = _iceberg.catalog_label(chosen)
