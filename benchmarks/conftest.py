@@ -17,8 +17,10 @@ universe is listed in any given year, so ``crsp.dsf`` has ~160 rows per security
 12,600 securities x 5 years is the ~10M-row reference size of docs/design/measured-facts.md.
 Larger than smoke sizes lift pytest-timeout's 300 s limit to `SCALED_TIMEOUT_S` per benchmark.
 
-Helper modules of this folder (``_measure.py``) are loaded by path (`load_helper`): pytest runs
-with ``--import-mode=importlib``, so they are not importable by name.
+Helper modules of this folder (``_measure.py``, ``_db2pq.py``, ``setup_db2pq.py``) are loaded by
+path (`load_helper`): pytest runs with ``--import-mode=importlib``, so they are not importable by
+name. The db2pq baseline (test_db2pq.py) needs its own venv, made by ``setup_db2pq.py``; without it
+that benchmark skips.
 """
 
 from __future__ import annotations
@@ -205,6 +207,24 @@ def measure() -> ModuleType:
 def throttle() -> ModuleType:
     """``_throttle.py``: the throttling TCP proxy of the slow-link sync benchmark."""
     return load_helper("_throttle")
+
+
+@pytest.fixture(scope="session")
+def db2pq() -> ModuleType:
+    """``_db2pq.py``: run db2pq once in its own venv, time it, sample its RSS."""
+    return load_helper("_db2pq")
+
+
+@pytest.fixture(scope="session")
+def db2pq_env() -> tuple[Path, dict[str, str]]:
+    """The db2pq venv's interpreter and environment (``setup_db2pq.py``); skip without it."""
+    setup = load_helper("setup_db2pq")
+    if not setup.ready():
+        pytest.skip(
+            "db2pq baseline not set up: run `python benchmarks/setup_db2pq.py` "
+            f"(creates {setup.VENV} from PyPI wheels; no download at run time)"
+        )
+    return setup.python(), setup.child_env()
 
 
 # --------------------------------------------------------------------------------------------

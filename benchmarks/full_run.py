@@ -15,7 +15,9 @@ the ``WRDSVAULT_BENCH_*`` sizes derived from one row count ``n`` (`Size.from_row
   available memory, e.g. the whole table at 10M rows on 24 GiB);
 * queries: a vault of ~``n`` ``crsp.dsf`` rows (``n / 794`` securities x 5 years);
 * verify and backup: ``n x 1024 / 5M`` MB of incompressible Parquet (1 GiB at 5M rows);
-* snapshot open: ``n / 50k`` datasets x 60 years (6,000 files at 5M rows).
+* snapshot open: ``n / 50k`` datasets x 60 years (6,000 files at 5M rows);
+* db2pq: the same replica, copied by db2pq in its own venv, which this script sets up first
+  (``setup_db2pq.py``; ``--no-db2pq`` skips that, and test_db2pq.py then skips).
 
 Everything lands in ``benchmarks/results/<date>-<host>[-quick]/``: one pytest-benchmark JSON and
 one log per size, ``machine.json`` (CPU, RAM, versions, load average before and after, exit
@@ -80,6 +82,8 @@ SYNC_BARE: Final = 1.2
 STREAM_SPEEDUP: Final = 2.5
 UNCHANGED: Final = 0.02
 ONE_YEAR: Final = 1.5
+#: wrdsvault against db2pq on the same table (test_db2pq.py): time and memory, at most.
+DB2PQ: Final = 1.0
 QUERY: Final = 1.10
 OPEN_MS: Final = 30.0
 FIRST_QUERY_MS: Final = 100.0
@@ -432,6 +436,31 @@ def ratio_rows(label: str, bench: Bench) -> list[dict[str, Any]]:
             1.0,
             f"{t['streams_peak_rss_mb']:,.0f} vs {t['one_stream_peak_rss_mb']:,.0f} MB peak",
         )
+    p = bench.info("test_sync_against_db2pq")
+    if p:
+        # key: the ratio (``<step>_<key>_ratio``) and the figure behind it (``<tool>_<step>_*``)
+        figures = {
+            "time": ("seconds", "{:,.2f} s"),
+            "process_time": ("process_seconds", "{:,.2f} s"),
+            "memory": ("peak_rss_mb", "{:,.0f} MB"),
+        }
+        for step, what, key in (
+            ("full", "full copy: time", "time"),
+            ("full", "full copy: peak RSS", "memory"),
+            ("unchanged", "nothing changed: time of the call", "time"),
+            ("unchanged", "nothing changed: whole process (start, imports, login)", "process_time"),
+            ("one_year", "1 % of one year changed: time", "time"),
+        ):
+            field, fmt = figures[key]
+            add(
+                f"{what}, wrdsvault / db2pq",
+                f"{_rows(p['rows'])} rows",
+                p[f"{step}_{key}_ratio"],
+                "<=",
+                DB2PQ,
+                f"{fmt.format(p[f'wrdsvault_{step}_{field}'])} vs "
+                f"{fmt.format(p[f'db2pq_{step}_{field}'])}",
+            )
     r = bench.info("test_resync_dsf_unchanged_and_one_year")
     if r:
         add(
@@ -949,6 +978,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="leave docs/ alone (results, plot and block stay in the results folder)",
     )
     parser.add_argument(
+        "--no-db2pq",
+        action="store_true",
+        help="do not set up the db2pq baseline (benchmarks/setup_db2pq.py); test_db2pq.py "
+        "then skips unless its venv already exists",
+    )
+    parser.add_argument(
         "--pytest-args", default="", help="extra pytest arguments, e.g. \"-k 'sync or resync'\""
     )
     args = parser.parse_args(argv)
@@ -975,6 +1010,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": [],
     }
     extra = shlex.split(args.pytest_args)
+    if not args.no_db2pq:
+        # db2pq's own venv (idempotent, offline from PyPI wheels): test_db2pq.py needs it.
+        subprocess.run([sys.executable, str(BENCH_DIR / "setup_db2pq.py")], check=True)
     exit_code = 0
     for i, size in enumerate(sizes, 1):
         print(f"[{i}/{len(sizes)}] size {size.label}: {size}", flush=True)
