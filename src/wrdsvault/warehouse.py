@@ -986,6 +986,7 @@ class Warehouse:
         `Snapshot.pl` (the extra ``polars``)."""
         from wrdsvault._polars import from_arrow, require_polars
 
+        self._opened()  # a mistyped vault is the first thing to say, before a missing extra
         require_polars()
         return from_arrow(self._run_latest(sql, params, timeout_s, fetch_arrow, dialect))
 
