@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Final
 
 HERE: Final = Path(__file__).resolve().parent
-SAMPLE_INTERVAL_S: Final = 0.05
 CHILD_TIMEOUT_S: Final = 3 * 3600
 
 
@@ -85,7 +84,6 @@ def measure_db2pq(
     ``connect`` is the replica's `WrdsSource` keyword arguments (``connect_kwargs``). Adds
     ``sampled_peak_rss_bytes``, ``process_seconds`` and ``rows_per_s`` as ``_measure`` does.
     """
-    import psutil
 
     args = {
         "dataset": dataset,
@@ -105,30 +103,7 @@ def measure_db2pq(
             env=env,
             cwd=data_dir.parent,  # db2pq loads a .env from the working folder: not ours
         )
-        peak = 0
-        watched: psutil.Process | None
-        try:
-            watched = psutil.Process(proc.pid)
-        except psutil.NoSuchProcess:
-            watched = None
-        try:
-            while True:
-                if watched is not None:
-                    try:
-                        peak = max(peak, watched.memory_info().rss)
-                    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-                        watched = None
-                try:
-                    proc.wait(timeout=SAMPLE_INTERVAL_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    if time.perf_counter() - started > CHILD_TIMEOUT_S:
-                        msg = f"db2pq: child ran over {CHILD_TIMEOUT_S} s"
-                        raise AssertionError(msg) from None
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        peak, _ = _load("_measure").watch(proc, started, CHILD_TIMEOUT_S, "db2pq")
         process_seconds = time.perf_counter() - started
         out.seek(0)
         err.seek(0)

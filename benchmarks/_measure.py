@@ -181,44 +181,54 @@ def bare_copy(kwargs: dict[str, Any], folder: str, year: int | None) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def watch(proc: Any, started: float, timeout: float, label: str) -> tuple[int, int]:
+    """Sample a running child's RSS until it exits; return (peak bytes, samples taken).
+
+    Kills the child and raises `AssertionError` if it runs over ``timeout`` seconds from
+    ``started`` (a ``time.perf_counter()`` reading).
+    """
+    import psutil
+
+    peak = samples = 0
+    try:
+        # Popen returns once the child has exec'ed: from here on its RSS is its own.
+        watched: psutil.Process | None = psutil.Process(proc.pid)
+    except psutil.NoSuchProcess:
+        watched = None
+    try:
+        while True:
+            if watched is not None:
+                try:
+                    peak = max(peak, watched.memory_info().rss)
+                    samples += 1
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    watched = None
+            try:
+                proc.wait(timeout=SAMPLE_INTERVAL_S)
+                return peak, samples
+            except subprocess.TimeoutExpired:
+                if time.perf_counter() - started > timeout:
+                    msg = f"{label}: child ran over {timeout} s"
+                    raise AssertionError(msg) from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def run_child(script: Path, args: dict[str, Any], *, timeout: float = CHILD_TIMEOUT_S) -> dict:
     """Run ``python script '<json args>'``; sample its RSS; return its last stdout line, parsed.
 
     Adds ``sampled_peak_rss_bytes``, ``rss_samples`` and ``process_seconds`` (the child's whole
     life: interpreter start, imports, login, the measured call).
     """
-    import psutil
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, str(script), json.dumps(args)], stdout=out, stderr=err, text=True
         )
-        peak = samples = 0
-        try:
-            # Popen returns once the child has exec'ed: from here on its RSS is its own.
-            watched: psutil.Process | None = psutil.Process(proc.pid)
-        except psutil.NoSuchProcess:
-            watched = None
-        try:
-            while True:
-                if watched is not None:
-                    try:
-                        peak = max(peak, watched.memory_info().rss)
-                        samples += 1
-                    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-                        watched = None
-                try:
-                    proc.wait(timeout=SAMPLE_INTERVAL_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    if time.perf_counter() - started > timeout:
-                        msg = f"{args.get('path')}: child ran over {timeout} s"
-                        raise AssertionError(msg) from None
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        peak, samples = watch(proc, started, timeout, str(args.get("path")))
         process_seconds = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
