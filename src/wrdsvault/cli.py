@@ -42,10 +42,10 @@ from wrdsvault._storage.atomic import append_durably
 from wrdsvault._version import __version__
 from wrdsvault.errors import InvalidNameError, LockHeldError, WrdsVaultError
 from wrdsvault.manifest import canonical_json, format_timestamp
-from wrdsvault.reports import SyncReport
 from wrdsvault.retention import RetentionPolicy
 
 if TYPE_CHECKING:
+    from wrdsvault.reports import SyncReport
     from wrdsvault.warehouse import Warehouse
 
 # Each command imports what it needs when it runs (the Warehouse, DuckDB, the sync machinery):
