@@ -6,7 +6,8 @@ Two walls (docs/design/sandbox.md says why both are needed):
    SELECT is accepted, and only that parsed statement's text runs. EXPLAIN (``EXPLAIN ANALYZE COPY``
    writes), PRAGMA, SET, COPY, ATTACH, EXPORT, INSTALL, LOAD, CALL, CREATE, DROP, ... are refused.
    The parsed statement is then measured (`check_shape`): its planning cost is bounded, and the
-   functions that read settings (host paths) or run SQL from a string are refused.
+   functions that read settings (host paths) or run SQL from a string are refused. A connection
+   remembers what the checks found for the texts they passed (`PinnedConnection._checked`).
 2. DuckDB settings, applied in the order that works: views first (built with the relation API,
    never from strings), then ``allowed_paths`` = exactly the pinned files, then
    ``enable_external_access = false``, then ``lock_configuration = true``. Extension autoload,
