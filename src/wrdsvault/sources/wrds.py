@@ -661,7 +661,7 @@ class WrdsSource:
         db: an open ``wrds.Connection`` to use; `close` leaves it open.
         wrds_username, wrds_password, wrds_hostname, wrds_port, wrds_dbname, wrds_connect_args:
             how to log in on first use (not with ``db``), with the ``wrds`` client's defaults
-            and conventions (docs/wrds.md#logging-in) but psycopg2 alone: a sync imports
+            and conventions (docs/wrds.md#connecting) but psycopg2 alone: a sync imports
             neither ``wrds``, SQLAlchemy nor pandas.
         retries: attempts per statement when the connection drops (>= 1).
         retry_backoff_s: the first wait between attempts; doubles each time.
