@@ -8,11 +8,13 @@ sync processes (a script and the CLI) against a real PostgreSQL replica.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -155,6 +157,33 @@ def test_db_is_a_wrds_connection_on_the_sources_own_login(replica: WrdsReplica) 
     finally:
         source.close()
     assert sessions(replica, REPLICA_USER) == []
+
+
+@pytest.mark.postgres
+def test_threads_that_find_no_connection_log_in_once(replica: WrdsReplica) -> None:
+    """Streams starting together on a fresh or dropped connection share one new login."""
+    source = replica.source(user=REPLICA_USER)
+    barrier = threading.Barrier(6)
+
+    def start() -> None:
+        barrier.wait()
+        source.login()
+
+    dropped: list[int] = []  # a terminated backend may linger in pg_stat_activity a moment
+    try:
+        for _ in range(2):  # a fresh source, then one whose connection was dropped
+            threads = [threading.Thread(target=start) for _ in range(6)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            [pid] = [p for p in sessions(replica, REPLICA_USER) if p not in dropped]
+            dropped.append(pid)
+            replica.execute("SELECT pg_terminate_backend(%s)", [pid])
+            with contextlib.suppress(Exception):  # psycopg2 learns of the drop on use
+                source._raw().cursor().execute("SELECT 1")
+    finally:
+        source.close()
 
 
 def _modules_after(code: str, env: dict[str, str]) -> tuple[list[str], list[str]]:

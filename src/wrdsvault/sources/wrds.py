@@ -720,6 +720,9 @@ class WrdsSource:
         self._params: LoginParams | None = None
         self._conn: psycopg2.extensions.connection | None = None
         self._wrds: wrds.Connection | None = None
+        #: Held while logging in, so that threads finding the connection gone log in once.
+        #: Re-entrant: re-pointing `db` asks `_raw` for the new connection.
+        self._login_lock = threading.RLock()
         self.retries = retries
         self.retry_backoff_s = float(retry_backoff_s)
         self.year_markers = bool(year_markers)
@@ -801,13 +804,14 @@ class WrdsSource:
     def _raw(self) -> psycopg2.extensions.connection:
         """The source's psycopg2 connection; logs in on first use and again if it broke."""
         if self._db is None:
-            conn = self._conn
-            if conn is None or conn.closed:
-                if conn is not None:
-                    log.warning("the connection to WRDS was lost; reconnecting")
-                self._conn = conn = login(self._login_params())
-                self._rebind_wrds()
-            return conn
+            with self._login_lock:
+                conn = self._conn
+                if conn is None or conn.closed:
+                    if conn is not None:
+                        log.warning("the connection to WRDS was lost; reconnecting")
+                    self._conn = conn = login(self._login_params())
+                    self._rebind_wrds()
+                return conn
         db = self._db
         if getattr(db, "engine", None) is None or getattr(db, "connection", None) is None:
             raise SourceError(
