@@ -38,6 +38,9 @@ from wrdsvault.testing import REPLICA_PASSWORD, REPLICA_USER, WrdsReplica
 MakeReplica = Callable[..., AbstractContextManager[WrdsReplica]]
 #: What a sync through WrdsSource must never load: the client and its database stack.
 NEVER_ON_SYNC: Final = ("wrds", "sqlalchemy", "pandas")
+#: What a sync that finds nothing changed has no use for: DuckDB (queries, validation), the
+#: Parquet writer and the content digest (only written files need them).
+NEVER_ON_UNCHANGED: Final = (*NEVER_ON_SYNC, "duckdb", "pyarrow.parquet", "wrdsvault._digest")
 
 
 def test_wrds_constants_match_the_installed_client() -> None:
@@ -211,7 +214,8 @@ def _offending(loaded: list[str], names: tuple[str, ...]) -> list[str]:
 def test_sync_processes_import_neither_wrds_sqlalchemy_nor_pandas(
     replica: WrdsReplica, tmp_path: Path
 ) -> None:
-    """A first sync, an unchanged one, the CLI's sync and sync --all load no wrds client stack."""
+    """A first sync, an unchanged one, the CLI's sync and sync --all load no wrds client stack;
+    when nothing changed, neither DuckDB nor the Parquet writer either."""
     vault = tmp_path / "vault"
     kwargs = replica.connect_kwargs(user=REPLICA_USER)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -227,7 +231,7 @@ def test_sync_processes_import_neither_wrds_sqlalchemy_nor_pandas(
         assert "psycopg2" in loaded  # it did log in
         # Validating written rows still loads pandas (`PartitionData.query` returns a DataFrame
         # to the rules); the login and an unchanged sync do not.
-        never = NEVER_ON_SYNC if expected == "unchanged" else ("wrds", "sqlalchemy")
+        never = NEVER_ON_UNCHANGED if expected == "unchanged" else ("wrds", "sqlalchemy")
         assert _offending(loaded, never) == []
     cli_env = {**env, "PGHOST": str(replica.server.socket_dir), "PGPASSWORD": REPLICA_PASSWORD}
     for args in (["crsp.msf"], ["--all"]):
@@ -246,4 +250,4 @@ def test_sync_processes_import_neither_wrds_sqlalchemy_nor_pandas(
             cli_env,
         )
         assert printed == ["3"], args  # EXIT_UNCHANGED: nothing new, nothing written
-        assert _offending(loaded, NEVER_ON_SYNC) == [], args
+        assert _offending(loaded, NEVER_ON_UNCHANGED) == [], args
