@@ -47,22 +47,8 @@ from wrdsvault.errors import (
     VaultFormatError,
     WrdsVaultError,
 )
-from wrdsvault.exports import ExportRecord, IcebergExport
-from wrdsvault.exports import read_records as read_export_records
-from wrdsvault.exports import remove_record as remove_export_record
 from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp, parse_timestamp
 from wrdsvault.refs import not_found_error, resolve_ref
-from wrdsvault.reports import (
-    BackupReport,
-    DatasetSummary,
-    FileFault,
-    LockInfo,
-    RepairReport,
-    SnapshotInfo,
-    SyncReport,
-    VaultStatus,
-    VerifyReport,
-)
 from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, RetentionPolicy
 from wrdsvault.settings import VaultSettings
 
@@ -78,6 +64,16 @@ if TYPE_CHECKING:
     from wrdsvault._storage.writer import Operation, Writer
     from wrdsvault._sync import ProgressCallback, SyncOptions
     from wrdsvault._verify import VerifyProgress
+    from wrdsvault.exports import ExportRecord, IcebergExport
+    from wrdsvault.reports import (
+        BackupReport,
+        LockInfo,
+        RepairReport,
+        SnapshotInfo,
+        SyncReport,
+        VaultStatus,
+        VerifyReport,
+    )
     from wrdsvault.revisions import Revision
     from wrdsvault.schema import DriftPolicy, SchemaVersion
     from wrdsvault.snapshot import Snapshot
@@ -823,7 +819,9 @@ class Warehouse:
 
     def iceberg_exports(self) -> list[ExportRecord]:
         """The export records: each Iceberg target and the vault snapshots gc keeps for it."""
-        return read_export_records(self._layout)
+        from wrdsvault.exports import read_records
+
+        return read_records(self._layout)
 
     def forget_iceberg_export(
         self, catalog: str | None = None, namespace: str = "wrds", *, wait: float | None = None
@@ -841,7 +839,9 @@ class Warehouse:
         chosen = _iceberg.default_catalog_uri(self._layout) if catalog is None else catalog
         label = _iceberg.catalog_label(chosen)
         with self._writer(Operation("export-iceberg", f"--forget {label} {namespace}"), wait=wait):
-            return remove_export_record(self._layout, label, namespace)
+            from wrdsvault.exports import remove_record
+
+            return remove_record(self._layout, label, namespace)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -908,6 +908,8 @@ class Warehouse:
 
     def snapshots(self) -> list[SnapshotInfo]:
         """Every committed snapshot, oldest first (not those gc expired: see `expired`)."""
+        from wrdsvault.reports import SnapshotInfo
+
         by_id: dict[str, list[str]] = {}
         for name, sid in self.tags().items():
             by_id.setdefault(sid, []).append(name)
@@ -1102,6 +1104,7 @@ class Warehouse:
             SnapshotNotFoundError: ``ref`` matches nothing.
         """
         from wrdsvault._verify import verify as verify_files
+        from wrdsvault.reports import FileFault
 
         ids = [sid for sid, _ in self._committed()] if all_snapshots else [self._resolve(ref)]
         manifests: list[Manifest] = []
@@ -1432,6 +1435,7 @@ class Warehouse:
         ``stale: <why>``, ``unknown: <why>``), the owner's pid, host, start, operation,
         heartbeat age, token. Needs no write access."""
         from wrdsvault._storage.lock_tools import describe_lock
+        from wrdsvault.reports import LockInfo
 
         return describe_lock(
             self._layout.lock,
@@ -1478,6 +1482,8 @@ class Warehouse:
         Raises:
             InvalidValueError: ``max_age_s`` is not a number > 0.
         """
+        from wrdsvault.reports import DatasetSummary, VaultStatus
+
         if max_age_s is not None:
             max_age_s = _positive_s("max_age_s", max_age_s)
         now = datetime.now(timezone.utc)
