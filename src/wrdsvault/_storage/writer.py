@@ -89,6 +89,9 @@ class StagedFile:
     size_bytes: int
     row_count: int
     content_digest: str | None = None  # of the rows (`wrdsvault._digest`); None: not computed
+    #: the key columns whose values arrived in strictly increasing order (so no two rows share
+    #: them), as the content digester saw while hashing; empty when not proven
+    ordered_key: tuple[str, ...] = ()
 
 
 def new_snapshot_id(when: datetime) -> str:
@@ -266,6 +269,7 @@ class Writer:
             content_digest = (
                 digester.hexdigest() if digester.in_order else file_digest(path, primary_key)
             )
+            ordered_key = tuple(digester.key) if digester.in_order else ()
             out.fsync()
             crashpoint(CrashPoint.PARTITION_FSYNCED)
         finally:
@@ -278,6 +282,7 @@ class Writer:
             size_bytes=out.size_bytes,
             row_count=rows,
             content_digest=content_digest,
+            ordered_key=ordered_key,
         )
         self._staged.append(staged)
         crashpoint(CrashPoint.PARTITION_STAGED)
