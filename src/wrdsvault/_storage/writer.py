@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wrdsvault._digest import Digester, file_digest
+from wrdsvault._memory import stream_pool
 from wrdsvault._storage.atomic import (
     HashingWriter,
     atomic_write_bytes,
@@ -239,6 +240,7 @@ class Writer:
                 compression_level=self.settings.codec_level,
                 write_page_checksum=True,
                 write_statistics=True,
+                memory_pool=stream_pool(),  # hands freed pages back (wrdsvault._memory)
             ) as pw:
                 pending: list[pa.RecordBatch] = []
                 pending_rows = 0
