@@ -21,7 +21,6 @@ while queries run on it is deferred until the last of them ends.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import tempfile
@@ -39,6 +38,7 @@ from wrdsvault.errors import (
     QueryRejectedError,
     QueryTimeoutError,
 )
+from wrdsvault.settings import check_timeout as check_timeout  # there: settings need no DuckDB
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -94,21 +94,6 @@ def connect(config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnectio
         con.close()
         raise
     return con
-
-
-def check_timeout(value: object, *, name: str = "timeout_s") -> float | None:
-    """``value`` as a time limit in seconds: None, or a finite number > 0 (InvalidValueError)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{name} must be a number of seconds or None, not {type(value).__name__}"
-        raise TypeError(msg)
-    seconds = float(value)
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise InvalidValueError(
-            name=name, value=value, rule="a time limit is a finite number of seconds > 0, or None"
-        )
-    return seconds
 
 
 def check_params(params: object) -> None:

@@ -396,7 +396,7 @@ def _sync(args: argparse.Namespace, out: TextIO, err: TextIO, reports: list[Sync
             if getattr(args, f"wrds_{k}") is not None
         }
         if args.wrds_connect_timeout is not None:
-            from wrds.sql import WRDS_CONNECT_ARGS
+            from wrdsvault.sources.wrds import WRDS_CONNECT_ARGS
 
             # libpq takes whole seconds (and at least 2)
             seconds = max(2, math.ceil(args.wrds_connect_timeout))

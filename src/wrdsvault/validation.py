@@ -39,19 +39,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
-import duckdb
-import numpy as np
-import pyarrow as pa
 
-from wrdsvault._query import connect
 from wrdsvault.datasets import column_tuple
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
+    import pyarrow as pa
 
     from wrdsvault.datasets import DatasetSpec
     from wrdsvault.manifest import DatasetEntry, PartitionFile
@@ -150,6 +149,8 @@ class StreamFacts:
     """
 
     def __init__(self, schema: pa.Schema, date_column: str | None) -> None:
+        import pyarrow as pa
+
         self.nulls: dict[str, int] = dict.fromkeys(schema.names, 0)
         self.ordered_key: tuple[str, ...] = ()
         self.rows = 0
@@ -163,6 +164,7 @@ class StreamFacts:
 
     def update(self, batch: pa.RecordBatch) -> None:
         """Take in the next batch written (the staged file's schema)."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         for name, array in zip(batch.schema.names, batch.columns, strict=True):
@@ -210,6 +212,8 @@ class StreamFacts:
         if self.rows == 0:
             return True
         if self._days:
+            import numpy as np
+
             span = np.array([min(self._days), max(self._days)], dtype="datetime64[D]")
             first, last = (int(y) + 1970 for y in span.astype("datetime64[Y]").astype(np.int64))
             return first == year == last
@@ -320,6 +324,9 @@ def _session() -> duckdb.DuckDBPyConnection:
     """One in-memory DuckDB per thread for validation (connecting costs ~11 ms; a cursor ~0)."""
     con = getattr(_local, "con", None)
     if con is None:
+        # DuckDB is imported when rows are first checked: an unchanged sync never loads it.
+        from wrdsvault._query import connect
+
         con = _local.con = connect()  # TimeZone=UTC: a rule's year() must not depend on TZ
     return con
 
@@ -458,6 +465,8 @@ class MonthlyContinuity:
         facts = partition.facts
         days = facts.days(partition.spec.partition_column) if facts is not None else None
         if days is not None:
+            import numpy as np
+
             months = np.unique(np.array(days, dtype="datetime64[D]").astype("datetime64[M]"))
             if not (np.diff(months.astype(np.int64)) > 1).any():
                 return None  # the distinct months streamed in have no hole
@@ -487,10 +496,7 @@ class MaxDateGap:
             return None
         facts = partition.facts
         days = facts.days(partition.spec.partition_column) if facts is not None else None
-        if (
-            days is not None
-            and not (np.diff(np.array(days, dtype=np.int64)) > self.max_gap_days).any()
-        ):
+        if days is not None and all(b - a <= self.max_gap_days for a, b in pairwise(days)):
             return None  # the distinct dates streamed in have no longer gap
         gaps = partition.rows_if_any(
             f"with d as (select distinct {c} as day from partition where {c} is not null), "
@@ -593,6 +599,8 @@ def default_rules(spec: DatasetSpec) -> list[Rule]:
 
 def run_rules(rules: Sequence[Rule], partition: PartitionData) -> list[Finding]:
     """Run every rule; a rule that crashes is itself a finding (never a silent pass)."""
+    import duckdb
+
     findings = []
     try:
         for rule in rules:

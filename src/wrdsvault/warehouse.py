@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import attrs
 
-from wrdsvault._query import fetch_arrow, fetch_df
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, put_if_absent
 from wrdsvault._storage.catalog import Catalog, read_head
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
@@ -66,7 +65,6 @@ from wrdsvault.reports import (
 )
 from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, RetentionPolicy
 from wrdsvault.settings import VaultSettings
-from wrdsvault.snapshot import Snapshot
 
 if TYPE_CHECKING:
     import duckdb
@@ -82,6 +80,7 @@ if TYPE_CHECKING:
     from wrdsvault._verify import VerifyProgress
     from wrdsvault.revisions import Revision
     from wrdsvault.schema import DriftPolicy, SchemaVersion
+    from wrdsvault.snapshot import Snapshot
     from wrdsvault.sources.base import Source
     from wrdsvault.validation import Rule
 
@@ -884,6 +883,10 @@ class Warehouse:
             IntegrityError: (verify) a pinned file is missing, resized, a symlink (or behind a
                 symlinked folder), unreadable (EIO, EACCES), or altered.
         """
+        # DuckDB is imported with the first snapshot: a sync that finds nothing changed
+        # never loads it (docs/wrds.md#how-the-sync-logs-in-and-what-db-is).
+        from wrdsvault.snapshot import Snapshot
+
         snapshot_id = self._resolve(ref)
         renew = functools.partial(_reader_lease, self._layout, self.settings, snapshot_id)
         lease = renew()
@@ -961,6 +964,8 @@ class Warehouse:
         dialect: str = "duckdb",
     ) -> pd.DataFrame:
         """Run one SELECT on the latest snapshot; see `Snapshot.query`. Thread-safe."""
+        from wrdsvault._query import fetch_df
+
         return self._run_latest(sql, params, timeout_s, fetch_df, dialect)
 
     def arrow(
@@ -972,6 +977,8 @@ class Warehouse:
         dialect: str = "duckdb",
     ) -> pa.Table:
         """Run one SELECT on the latest snapshot and return a pyarrow Table."""
+        from wrdsvault._query import fetch_arrow
+
         return self._run_latest(sql, params, timeout_s, fetch_arrow, dialect)
 
     def pl(
@@ -985,6 +992,7 @@ class Warehouse:
         """Run one SELECT on the latest snapshot and return a polars DataFrame; see
         `Snapshot.pl` (the extra ``polars``)."""
         from wrdsvault._polars import from_arrow, require_polars
+        from wrdsvault._query import fetch_arrow
 
         self._opened()  # a mistyped vault is the first thing to say, before a missing extra
         require_polars()
@@ -1061,6 +1069,7 @@ class Warehouse:
             SnapshotNotFoundError: a ref matches nothing.
             QueryRejectedError, QueryError, QueryTimeoutError: as `Snapshot.query`.
         """
+        from wrdsvault._query import fetch_df
         from wrdsvault.revisions import run_across
 
         return run_across(self, aliases, sql, params, timeout_s, fetch_df)
