@@ -60,6 +60,7 @@ from wrdsvault.validation import (
     PartitionData,
     RemovedYears,
     Rule,
+    StreamFacts,
     ValidationReport,
     default_rules,
     run_rules,
@@ -747,7 +748,7 @@ def _stage_partitions(
                 staged.reuse(old)
                 report.finished(index, part, "reused", rows=old.row_count)
                 continue
-            done, action, marker = reads.result(index)
+            done, action, marker, facts = reads.result(index)
             staged.findings += run_rules(
                 plan.rules,
                 PartitionData(
@@ -758,6 +759,7 @@ def _stage_partitions(
                     source_row_count=part.row_count,
                     previous=prev.partition(part.year) if prev is not None else None,
                     columns=[c.name for c in plan.columns],
+                    facts=facts,
                 ),
             )
             if old is not None and old.sha256 == done.sha256:
@@ -789,7 +791,7 @@ class _Cancelled(Exception):
     """Internal: another partition's read failed; this one stops at its next batch."""
 
 
-_ReadResult = tuple[StagedFile, PartitionAction, "str | None"]
+_ReadResult = tuple[StagedFile, PartitionAction, "str | None", "StreamFacts | None"]
 
 
 class _Reads:
@@ -875,8 +877,10 @@ def _resume_or_read(
 ) -> _ReadResult:
     """Stage one partition from an interrupted sync's checkpoint, else read and checkpoint it.
 
-    Returns the staged file, how it was staged, and the partition's marker: the source's from
-    `Source.partitions`, else the one it computed from the rows it sent (`streamed_marker`).
+    Returns the staged file, how it was staged, the partition's marker (the source's from
+    `Source.partitions`, else the one it computed from the rows it sent, `streamed_marker`) and
+    what the rows showed as they streamed in (`StreamFacts`; None for a resumed partition: its
+    rules read the file).
     """
     report.started(index, part)
     want = CheckpointRecord(
@@ -894,15 +898,19 @@ def _resume_or_read(
     resumed = None if full else writer.resume_partition(want, spec.primary_key)
     if resumed is not None:
         log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
-        return resumed, "resumed", part.marker
+        return resumed, "resumed", part.marker, None
     batches = read_batches(source, spec, part.year, writer.settings.batch_rows)
+    schema = file_schema(plan.info.schema)
+    facts = StreamFacts(schema, spec.partition_column) if plan.rules else None
     done = writer.stage_partition(
         spec.name,
         part.year,
-        file_schema(plan.info.schema),
-        _until(stop, report.counted(index, part, batches)),
+        schema,
+        _observed(facts, _until(stop, report.counted(index, part, batches))),
         primary_key=spec.primary_key,
     )
+    if facts is not None:
+        facts.ordered_key = done.ordered_key
     marker = part.marker
     if marker is None:
         marker = streamed_marker(source, spec, part.year)
@@ -916,7 +924,19 @@ def _resume_or_read(
             row_count=done.row_count,
         ),
     )
-    return done, "read", marker
+    return done, "read", marker, facts
+
+
+def _observed(
+    facts: StreamFacts | None, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """``batches``, each shown to ``facts`` once the writer took it (so a batch the writer
+    refuses, with a wrong schema, is never looked at)."""
+    with contextlib.closing(batches):  # type: ignore[type-var]  # a generator has close()
+        for batch in batches:
+            yield batch
+            if facts is not None:
+                facts.update(batch)
 
 
 def _until(

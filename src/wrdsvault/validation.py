@@ -21,12 +21,25 @@ against the previous snapshot's file for the same year.
 
 One rule looks at a dataset as a whole rather than at a staged partition: `RemovedYears`, on the
 years the source stopped listing (a partition that is gone cannot be staged and checked).
+
+**Proofs from the stream.** A sync learns facts about a partition's rows while they stream into
+the staged file (`StreamFacts`): each column's NULL count (Arrow keeps it per batch), whether the
+primary key arrived in strictly increasing order (the content digest checks it anyway, and the
+WRDS COPY orders by the key), and the distinct dates of the partition column (a year has at most
+366). When those facts already prove that a partition passes a built-in rule, the rule passes
+without reading the file: no NULL key value proves `KeyNotNull`; keys in strictly increasing order
+are pairwise different, which proves `UniqueKey`; the smallest and largest date in the year prove
+`DatesInYear`; the sorted distinct dates prove `MaxDateGap` and `MonthlyContinuity`. When a proof
+fails (or there are no facts: a partition resumed from a checkpoint, a rule over other columns),
+the rule runs its SQL over the staged file exactly as before, so a failing partition gets the same
+finding, with the same examples, either way. User rules (a `SqlRule`, your own class) always run.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -37,6 +50,7 @@ from wrdsvault.datasets import column_tuple
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
+    import pyarrow as pa
 
     from wrdsvault.datasets import DatasetSpec
     from wrdsvault.manifest import DatasetEntry, PartitionFile
@@ -115,8 +129,103 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+#: Distinct dates `StreamFacts` keeps at most (a calendar year has 366); past it, no date proofs.
+_MAX_DAYS = 4_096
+
+
+class StreamFacts:
+    """What a sync learned about a partition's rows while they streamed into its staged file.
+
+    `update` sees every batch written, in order. The built-in rules use the facts to pass a
+    partition without reading its file when they prove it clean (see the module docstring); a
+    fact that proves nothing leaves the rule to its SQL.
+
+    Attributes:
+        nulls: NULL values per column.
+        ordered_key: key columns whose values arrived in strictly increasing order (so no two
+            rows share them); empty when not proven. Set by the sync from the content digester,
+            which checks that order as it hashes the batches.
+        rows: rows seen.
+    """
+
+    def __init__(self, schema: pa.Schema, date_column: str | None) -> None:
+        import pyarrow as pa
+
+        self.nulls: dict[str, int] = dict.fromkeys(schema.names, 0)
+        self.ordered_key: tuple[str, ...] = ()
+        self.rows = 0
+        self._date = date_column if date_column in self.nulls else None
+        kind = schema.field(self._date).type if self._date is not None else pa.null()
+        #: distinct non-NULL dates (days since 1970-01-01) of a date32 partition column
+        self._days: set[int] | None = set() if pa.types.is_date32(kind) else None
+        #: the smallest and largest year (UTC) of a timestamp partition column
+        self._timestamps = pa.types.is_timestamp(kind)
+        self._years: tuple[int, int] | None = None
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        """Take in the next batch written (the staged file's schema)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        for name, array in zip(batch.schema.names, batch.columns, strict=True):
+            self.nulls[name] += array.null_count
+        self.rows += batch.num_rows
+        if self._date is None or batch.num_rows == 0:
+            return
+        column: Any = batch.column(self._date)
+        if self._days is not None:
+            # A year of daily data has ~250 distinct dates per batch: cheap to keep them all.
+            days = pc.unique(column.drop_null()).cast(pa.int32())
+            self._days.update(days.to_numpy(zero_copy_only=False).tolist())
+            if len(self._days) > _MAX_DAYS:
+                self._days = None
+        elif self._timestamps and column.null_count < len(column):
+            if column.type.tz is not None:  # the instant's UTC wall time, as year() sees it
+                column = column.cast(pa.timestamp(column.type.unit))
+            low, high = (v.as_py() for v in pc.min_max(pc.year(column)).values())
+            if self._years is not None:
+                low, high = min(low, self._years[0]), max(high, self._years[1])
+            self._years = (low, high)
+
+    def days(self, column: str | None) -> list[int] | None:
+        """The sorted distinct dates of ``column`` (days since 1970-01-01), if tracked."""
+        if column is None or column != self._date or self._days is None:
+            return None
+        return sorted(self._days)
+
+    def no_nulls(self, columns: Sequence[str]) -> bool:
+        """Whether none of ``columns`` holds a NULL (False for a column it does not know)."""
+        return all(self.nulls.get(c) == 0 for c in columns)
+
+    def unique(self, columns: Sequence[str]) -> bool:
+        """Whether no two rows share their values of ``columns``: true when the rows arrived in
+        strictly increasing order of some of them (rows that differ there differ in all)."""
+        return bool(self.ordered_key) and set(self.ordered_key) <= set(columns)
+
+    def in_year(self, column: str, year: int) -> bool:
+        """Whether every value of the partition column ``column`` is non-NULL and in ``year``.
+
+        A timestamp with a zone counts in UTC, as the validation session's ``year()`` does.
+        """
+        if column != self._date or self.nulls[column]:
+            return False
+        if self.rows == 0:
+            return True
+        if self._days:
+            import numpy as np
+
+            span = np.array([min(self._days), max(self._days)], dtype="datetime64[D]")
+            first, last = (int(y) + 1970 for y in span.astype("datetime64[Y]").astype(np.int64))
+            return first == year == last
+        return self._years is not None and self._years[0] == year == self._years[1]
+
+
 class PartitionData:
-    """A staged partition as rules see it. ``query(sql)`` runs over the table ``partition``."""
+    """A staged partition as rules see it. ``query(sql)`` runs over the table ``partition``.
+
+    ``facts`` holds what the sync learned while the rows streamed in (`StreamFacts`), or None;
+    the built-in rules pass on it without reading the file when it proves them.
+    """
 
     def __init__(
         self,
@@ -128,6 +237,7 @@ class PartitionData:
         source_row_count: int | None,
         previous: PartitionFile | None,
         columns: Sequence[str],
+        facts: StreamFacts | None = None,
     ) -> None:
         self.spec = spec
         self.year = year
@@ -136,18 +246,36 @@ class PartitionData:
         self.source_row_count = source_row_count
         self.previous = previous
         self.columns = tuple(columns)
+        self.facts = facts
+        #: SQL statements run over the staged file so far (the proofs above run none).
+        self.queries = 0
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
 
-    def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-        """Run ``sql`` (trusted code: the rule's, not a user's) over the staged rows."""
+    def _execute(self, sql: str, params: Sequence[Any] | None) -> duckdb.DuckDBPyConnection:
         with self._lock:
             if self._con is None:
                 # One validation database per thread; partitions of a thread are checked one
                 # after another, so the view is simply replaced (relation API: no SQL strings).
                 self._con = _session().cursor()
                 self._con.read_parquet(str(self.path)).create_view("partition", replace=True)
-            return self._con.execute(sql, params or []).df()
+            self.queries += 1
+            return self._con.execute(sql, params or [])
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        """Run ``sql`` (trusted code: the rule's, not a user's) over the staged rows."""
+        return self._execute(sql, params).df()
+
+    def count(self, sql: str, params: Sequence[Any] | None = None) -> int:
+        """The number of rows ``sql`` returns over the staged rows (no DataFrame is built)."""
+        row = self._execute(f"select count(*) from ({sql})", params).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def rows_if_any(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame | None:
+        """``query(sql)`` if it returns rows, else None (checked first without pandas)."""
+        if self.count(sql, params) == 0:
+            return None
+        return self.query(sql, params)
 
     def finding(
         self, rule: str, message: str, *, count: int = 0, examples: pd.DataFrame | None = None
@@ -257,8 +385,10 @@ class KeyNotNull:
         cols = [c for c in self.columns if c in partition.columns]
         if not cols:
             return None
+        if partition.facts is not None and partition.facts.no_nulls(cols):
+            return None  # no NULL streamed into these columns
         cond = " or ".join(f"{_ident(c)} is null" for c in cols)
-        n = int(partition.query(f"select count(*) as n from partition where {cond}")["n"][0])
+        n = partition.count(f"select 1 from partition where {cond}")
         if n == 0:
             return None
         ex = partition.query(f"select * from partition where {cond} limit {_EXAMPLES}")
@@ -281,11 +411,15 @@ class UniqueKey:
         cols = [c for c in self.columns if c in partition.columns]
         if len(cols) != len(self.columns) or not cols:
             return None
+        if partition.facts is not None and partition.facts.unique(cols):
+            return None  # the rows arrived in strictly increasing key order
         keys = ", ".join(_ident(c) for c in cols)
-        dup = partition.query(
+        dup = partition.rows_if_any(
             f"select {keys}, count(*) as copies from partition group by all having count(*) > 1 "
             f"order by copies desc"
         )
+        if dup is None:
+            return None
         return _rows_finding(
             partition, self.name, dup, f"{len(dup):,} key values ({', '.join(cols)}) repeat"
         )
@@ -301,11 +435,15 @@ class DatesInYear:
         c = _date_column(partition)
         if c is None or partition.year is None:
             return None
+        facts = partition.facts
+        column = partition.spec.partition_column
+        if facts is not None and column is not None and facts.in_year(column, partition.year):
+            return None  # no NULL, and the first and last value lie in the year
         cond = f"{c} is null or year({c}) <> {int(partition.year)}"
-        bad = partition.query(f"select * from partition where {cond} limit {_EXAMPLES}")
-        if len(bad) == 0:
+        n = partition.count(f"select 1 from partition where {cond}")
+        if n == 0:
             return None
-        n = int(partition.query(f"select count(*) as n from partition where {cond}")["n"][0])
+        bad = partition.query(f"select * from partition where {cond} limit {_EXAMPLES}")
         return partition.finding(
             self.name,
             f"{n:,} rows have {c} NULL or outside {partition.year}",
@@ -324,12 +462,22 @@ class MonthlyContinuity:
         c = _date_column(partition)
         if c is None:
             return None
-        gaps = partition.query(
+        facts = partition.facts
+        days = facts.days(partition.spec.partition_column) if facts is not None else None
+        if days is not None:
+            import numpy as np
+
+            months = np.unique(np.array(days, dtype="datetime64[D]").astype("datetime64[M]"))
+            if not (np.diff(months.astype(np.int64)) > 1).any():
+                return None  # the distinct months streamed in have no hole
+        gaps = partition.rows_if_any(
             f"with m as (select distinct date_trunc('month', {c}) as month from partition "
             f"where {c} is not null), "
             f"s as (select month, lead(month) over (order by month) as next from m) "
             f"select month, next from s where next > month + interval 1 month order by month"
         )
+        if gaps is None:
+            return None
         return _rows_finding(
             partition, self.name, gaps, f"{len(gaps)} gap(s) between months of {c}"
         )
@@ -346,13 +494,19 @@ class MaxDateGap:
         c = _date_column(partition)
         if c is None:
             return None
-        gaps = partition.query(
+        facts = partition.facts
+        days = facts.days(partition.spec.partition_column) if facts is not None else None
+        if days is not None and all(b - a <= self.max_gap_days for a, b in pairwise(days)):
+            return None  # the distinct dates streamed in have no longer gap
+        gaps = partition.rows_if_any(
             f"with d as (select distinct {c} as day from partition where {c} is not null), "
             f"s as (select day, lead(day) over (order by day) as next from d) "
             f"select day, next, datediff('day', day, next) as days from s "
             f"where datediff('day', day, next) > $1 order by day",
             [self.max_gap_days],
         )
+        if gaps is None:
+            return None
         return _rows_finding(
             partition, self.name, gaps, f"{len(gaps)} gap(s) of more than {self.max_gap_days} days"
         )

@@ -275,3 +275,38 @@ def test_a_sync_never_loads_the_library_list(make_replica: MakeReplica, vault_di
         log = statements_since(rep, offset)
         assert log.count("COPY (") == 3
         assert "schemaname" not in log  # wrds's load_library_list query
+
+
+def test_a_wrds_sync_proves_its_rules_from_the_stream_in_the_stream_pool(
+    make_replica: MakeReplica, vault_dir: Path
+) -> None:
+    """The COPY sends each year in strictly increasing key order with no NULL key and every
+    date in its year: the built-in rules pass on those facts without reading the staged files
+    (no validation database is opened), and the parsed rows live in the sync's memory pool."""
+    from wrdsvault import validation
+    from wrdsvault._memory import stream_pool
+
+    with make_replica(datasets=["crsp.dsf"]) as rep:
+        opened: list[bool] = []
+
+        def sync() -> None:
+            with Warehouse(vault_dir, source=rep.source()) as wh:
+                assert wh.sync("crsp.dsf")["crsp.dsf"].years_written == (2021, 2022, 2023)
+            opened.append(getattr(validation._local, "con", None) is not None)
+
+        thread = threading.Thread(target=sync)  # a thread of its own: its own validation DB
+        thread.start()
+        thread.join()
+        assert opened == [False]
+
+        pool = stream_pool()
+        if pool.backend_name != "jemalloc":
+            pytest.skip(f"this pyarrow has no jemalloc pool (stream pool: {pool.backend_name})")
+        source = rep.source()
+        try:
+            before = pool.bytes_allocated()
+            batches = list(source.read_partition(builtin_spec("crsp.dsf"), 2022))
+            held = pool.bytes_allocated() - before
+            assert held >= sum(b.nbytes for b in batches) > 0
+        finally:
+            source.close()

@@ -87,6 +87,9 @@ class StagedFile:
     size_bytes: int
     row_count: int
     content_digest: str | None = None  # of the rows (`wrdsvault._digest`); None: not computed
+    #: the key columns whose values arrived in strictly increasing order (so no two rows share
+    #: them), as the content digester saw while hashing; empty when not proven
+    ordered_key: tuple[str, ...] = ()
 
 
 def new_snapshot_id(when: datetime) -> str:
@@ -226,6 +229,7 @@ class Writer:
         import pyarrow.parquet as pq
 
         from wrdsvault._digest import Digester, file_digest
+        from wrdsvault._memory import stream_pool
 
         path = self._staged_path(dataset, year)
         crashpoint(CrashPoint.PARTITION_WRITE_STARTED)
@@ -240,6 +244,7 @@ class Writer:
                 compression_level=self.settings.codec_level,
                 write_page_checksum=True,
                 write_statistics=True,
+                memory_pool=stream_pool(),  # hands freed pages back (wrdsvault._memory)
             ) as pw:
                 pending: list[pa.RecordBatch] = []
                 pending_rows = 0
@@ -270,6 +275,7 @@ class Writer:
             content_digest = (
                 digester.hexdigest() if digester.in_order else file_digest(path, primary_key)
             )
+            ordered_key = tuple(digester.key) if digester.in_order else ()
             out.fsync()
             crashpoint(CrashPoint.PARTITION_FSYNCED)
         finally:
@@ -282,6 +288,7 @@ class Writer:
             size_bytes=out.size_bytes,
             row_count=rows,
             content_digest=content_digest,
+            ordered_key=ordered_key,
         )
         self._staged.append(staged)
         crashpoint(CrashPoint.PARTITION_STAGED)

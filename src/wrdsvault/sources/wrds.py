@@ -53,6 +53,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from wrdsvault._memory import stream_pool
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.errors import (
     InvalidValueError,
@@ -490,6 +491,7 @@ class _CopyStream:
                     true_values=["t"],
                     false_values=["f"],
                 ),
+                memory_pool=stream_pool(),
             )
             pending = None
             try:
@@ -569,7 +571,8 @@ def _conform(block: pa.RecordBatch, table: _Table) -> pa.RecordBatch:
     arrays = []
     for column, array in zip(table.columns, block.columns, strict=True):
         if array.type != column.arrow:
-            array = array.cast(column.arrow)  # naive UTC timestamps -> timestamp[us, UTC]
+            # naive UTC timestamps -> timestamp[us, UTC]
+            array = array.cast(column.arrow, memory_pool=stream_pool())
         arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, schema=table.schema)
 
