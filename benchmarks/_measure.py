@@ -219,17 +219,20 @@ def watch(proc: Any, started: float, timeout: float, label: str) -> tuple[int, i
 def run_child(script: Path, args: dict[str, Any], *, timeout: float = CHILD_TIMEOUT_S) -> dict:
     """Run ``python script '<json args>'``; sample its RSS; return its last stdout line, parsed.
 
-    Adds ``sampled_peak_rss_bytes``, ``rss_samples`` and ``process_seconds`` (the child's whole
-    life: interpreter start, imports, login, the measured call).
+    Adds ``sampled_peak_rss_bytes``, ``rss_samples``, ``process_seconds`` (the child's whole
+    life: interpreter start, imports, login, the measured call) and ``cpu_seconds`` (its user +
+    system CPU time over that life).
     """
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, str(script), json.dumps(args)], stdout=out, stderr=err, text=True
         )
         peak, samples = watch(proc, started, timeout, str(args.get("path")))
         process_seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -242,6 +245,8 @@ def run_child(script: Path, args: dict[str, Any], *, timeout: float = CHILD_TIME
     result["sampled_peak_rss_bytes"] = peak
     result["rss_samples"] = samples
     result["process_seconds"] = process_seconds
+    # The child's whole CPU time, user + system (children waited for since `before`: this one).
+    result["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return result
 
 
@@ -272,6 +277,8 @@ def record(info: dict[str, Any], name: str, result: dict[str, Any]) -> None:
     info[f"{name}_sampled_peak_rss_mb"] = round(result["sampled_peak_rss_bytes"] / 2**20, 1)
     info[f"{name}_start_rss_mb"] = round(result["start_rss_bytes"] / 2**20, 1)
     info[f"{name}_process_seconds"] = round(result["process_seconds"], 3)
+    if "cpu_seconds" in result:
+        info[f"{name}_cpu_seconds"] = round(result["cpu_seconds"], 3)
     if len(result.get("seconds_all", ())) > 1:
         info[f"{name}_seconds_all"] = [round(x, 4) for x in result["seconds_all"]]
 
