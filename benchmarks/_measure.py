@@ -236,17 +236,21 @@ def watch(proc: Any, started: float, timeout: float, label: str) -> tuple[int, i
 def run_child(script: Path, args: dict[str, Any], *, timeout: float = CHILD_TIMEOUT_S) -> dict:
     """Run ``python script '<json args>'``; sample its RSS; return its last stdout line, parsed.
 
-    Adds ``sampled_peak_rss_bytes``, ``rss_samples`` and ``process_seconds`` (the child's whole
-    life: interpreter start, imports, login, the measured call).
+    Adds ``sampled_peak_rss_bytes``, ``rss_samples``, ``process_seconds`` (the child's whole
+    life: interpreter start, imports, login, the measured call) and ``process_cpu_seconds`` (its
+    user + system CPU time over that life; ``cpu_seconds``, from the child, covers the measured
+    call alone).
     """
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, str(script), json.dumps(args)], stdout=out, stderr=err, text=True
         )
         peak, samples = watch(proc, started, timeout, str(args.get("path")))
         process_seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -259,6 +263,10 @@ def run_child(script: Path, args: dict[str, Any], *, timeout: float = CHILD_TIME
     result["sampled_peak_rss_bytes"] = peak
     result["rss_samples"] = samples
     result["process_seconds"] = process_seconds
+    # The child's whole CPU time, user + system (children waited for since `before`: this one).
+    result["process_cpu_seconds"] = (after.ru_utime - before.ru_utime) + (
+        after.ru_stime - before.ru_stime
+    )
     return result
 
 
@@ -291,6 +299,8 @@ def record(info: dict[str, Any], name: str, result: dict[str, Any]) -> None:
     info[f"{name}_sampled_peak_rss_mb"] = round(result["sampled_peak_rss_bytes"] / 2**20, 1)
     info[f"{name}_start_rss_mb"] = round(result["start_rss_bytes"] / 2**20, 1)
     info[f"{name}_process_seconds"] = round(result["process_seconds"], 3)
+    if "process_cpu_seconds" in result:
+        info[f"{name}_process_cpu_seconds"] = round(result["process_cpu_seconds"], 3)
     if len(result.get("seconds_all", ())) > 1:
         info[f"{name}_seconds_all"] = [round(x, 4) for x in result["seconds_all"]]
 

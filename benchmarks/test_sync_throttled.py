@@ -9,6 +9,14 @@ less one); ``extra_info`` gets both times, ``stream_speedup`` (target >= 2.5) an
 each, per stream (``rss_per_stream_ratio``: the parallel sync's growth over its starting RSS,
 divided by its streams, over the one-stream sync's growth; target <= 1). Row counts and the
 number of connections through the proxy are asserted, timings are not.
+
+Also recorded, so that a reader can tell what is bound by the link and what by CPU: each
+path's CPU time (``*_cpu_seconds``: the measured sync's user + system time over all its
+threads; ``*_process_cpu_seconds``: the whole child process's), the proxy's CPU
+time and the bytes it carried from the server (``proxy_cpu_seconds``, ``wire_mb``), and the
+same two syncs without the proxy (``unthrottled_one_stream_*``, ``unthrottled_streams_*``,
+``unthrottled_speedup``): on a two-core machine that also runs the replica, four streams
+without the link's limit are bound by CPU.
 """
 
 from __future__ import annotations
@@ -41,20 +49,25 @@ def test_sync_over_a_throttled_link(
             wrds_connect_args={"sslmode": "disable"},
         )
 
-        def run(streams: int) -> dict[str, Any]:
+        def run(streams: int, kwargs: dict[str, Any] = connect) -> dict[str, Any]:
             results = []
             for i in range(bench_sizes.sync_rounds):
                 vault = tmp_path / f"s{streams}-{i}"
-                results.append(measure.measure("sync", None, connect, vault, streams=streams))
+                results.append(measure.measure("sync", None, kwargs, vault, streams=streams))
                 shutil.rmtree(vault, ignore_errors=True)
             return measure.median_of(results)
 
         one = run(1)
+        wire = proxy.bytes_down / bench_sizes.sync_rounds
         before = proxy.connections
         many = benchmark.pedantic(run, args=(DEFAULT_STREAMS,), rounds=1, iterations=1)
         peak = proxy.peak_connections
         assert proxy.connections > before
-    assert one["rows"] == many["rows"] == dsf_replica.rows
+    proxy_cpu = proxy.cpu_seconds / 2 / bench_sizes.sync_rounds
+    plain_one = run(1, dsf_replica.connect)
+    plain_many = run(DEFAULT_STREAMS, dsf_replica.connect)
+    assert one["rows"] == many["rows"] == plain_one["rows"] == plain_many["rows"]
+    assert one["rows"] == dsf_replica.rows
     assert peak <= WRDS_CONNECTION_LIMIT
     info = benchmark.extra_info
     info["rows"] = dsf_replica.rows
@@ -68,4 +81,9 @@ def test_sync_over_a_throttled_link(
     grow_one = max(1, one["peak_rss_bytes"] - one["start_rss_bytes"])
     grow_many = max(1, many["peak_rss_bytes"] - many["start_rss_bytes"])
     info["rss_per_stream_ratio"] = round(grow_many / DEFAULT_STREAMS / grow_one, 3)
+    info["wire_mb"] = round(wire / 1e6, 1)
+    info["proxy_cpu_seconds"] = round(proxy_cpu, 2)
+    measure.record(info, "unthrottled_one_stream", plain_one)
+    measure.record(info, "unthrottled_streams", plain_many)
+    info["unthrottled_speedup"] = round(plain_one["seconds"] / plain_many["seconds"], 2)
     info["targets"] = "stream_speedup >= 2.5, rss_per_stream_ratio <= 1"

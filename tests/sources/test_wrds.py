@@ -350,6 +350,25 @@ def test_describe_reads_comment_estimate_and_declared_types(loaded: WrdsReplica)
     assert declared == pg_table(loaded, "crsp.msf")[0]
 
 
+def test_describe_costs_two_round_trips(make_replica: MakeReplica) -> None:
+    """describe() sends two statements (table, privileges, comment and columns; the planner's
+    estimate): a sync describes a table three times, each statement a network round trip."""
+    with make_replica(datasets=["crsp.msf"]) as rep:
+        log_statements(rep)
+        source = rep.source()
+        try:
+            source.db  # noqa: B018 - log in first: the login's own statements are not counted
+            offset = rep.server.log_path.stat().st_size
+            info = source.describe(BUILTIN_SPECS["crsp.msf"])
+            log = statements_since(rep, offset)
+        finally:
+            source.close()
+        expected = pg_table(rep, "crsp.msf")[0]
+    assert [(f.name, f.metadata[SOURCE_TYPE_KEY].decode()) for f in info.schema] == expected
+    assert log.count("statement: ") == 2, log
+    assert "information_schema.columns" in log and "EXPLAIN" in log
+
+
 # --------------------------------------------------------------------------------------------
 # Change detection
 # --------------------------------------------------------------------------------------------
