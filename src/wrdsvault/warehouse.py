@@ -858,6 +858,10 @@ class Warehouse:
         return self._catalog.tags()
 
     def _resolve(self, ref: str) -> str:
+        if isinstance(ref, str):  # untyped callers: resolve_ref words the TypeError
+            quick = self._catalog.quick_resolve(ref)
+            if quick is not None:
+                return quick
         return resolve_ref(
             ref, tags=self.tags(), snapshots=self._committed(), expired=self._catalog.expired()
         )
@@ -890,7 +894,7 @@ class Warehouse:
         try:
             return Snapshot(
                 self._layout,
-                self._manifest(snapshot_id),
+                self._catalog.manifest(snapshot_id, lazy=True),
                 verify=verify,
                 query_timeout_s=self.settings.query_timeout_s,
                 query_threads=self.settings.query_threads,
