@@ -887,6 +887,10 @@ class Warehouse:
             InvalidNameError: ``ref`` cannot be a ref.
             IntegrityError: (verify) a pinned file is missing, resized, a symlink (or behind a
                 symlinked folder), unreadable (EIO, EACCES), or altered.
+            VaultFormatError: the manifest is damaged (its fingerprint, over every dataset,
+                does not match). A dataset entry that is malformed, or names a path that does
+                not follow from its dataset, year and sha256, raises it when the dataset is
+                first used (with ``verify``: here).
         """
         snapshot_id = self._resolve(ref)
         renew = functools.partial(_reader_lease, self._layout, self.settings, snapshot_id)
