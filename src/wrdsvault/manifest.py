@@ -379,11 +379,12 @@ class LazyEntries(Mapping[str, DatasetEntry]):
     build equal objects and either is kept.
     """
 
-    __slots__ = ("_built", "_raw", "_version", "_where")
+    __slots__ = ("_built", "_paths", "_raw", "_version", "_where")
 
     def __init__(self, raw: dict[str, Any], *, format_version: int, where: str) -> None:
         self._raw = raw
         self._built: dict[str, DatasetEntry] = {}
+        self._paths: dict[str, list[str]] = {}
         self._version = format_version
         self._where = where
 
@@ -405,15 +406,16 @@ class LazyEntries(Mapping[str, DatasetEntry]):
             KeyError: no such dataset.
             VaultFormatError: a path does not follow, or the entry is malformed.
         """
-        entry = self._built.get(name)
-        if entry is None and self._version >= 2:
-            fast = _checked_paths(name, self._raw[name])
-            if fast is not None:
-                return fast
-            # Not in the shape wrdsvault writes: building the entry gives the verdict.
-        if entry is None:
-            entry = self[name]
-        return [p.path for p in entry.partitions]
+        checked = self._paths.get(name)
+        if checked is None:
+            entry = self._built.get(name)
+            if entry is None and self._version >= 2:
+                checked = _checked_paths(name, self._raw[name])
+                # None: not in the shape wrdsvault writes; building the entry gives the verdict.
+            if checked is None:
+                checked = [p.path for p in self[name].partitions]
+            self._paths[name] = checked  # every snapshot of this cached manifest asks again
+        return list(checked)
 
     def __contains__(self, name: object) -> bool:
         return name in self._raw
