@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
@@ -396,11 +396,28 @@ def backup(
     finally:
         for lease in leases:
             lease.release()
+    return finished_report(
+        str(dest_layout.root), pinned, new, moved, head, counts, faults, started=started
+    )
+
+
+def finished_report(
+    destination: str,
+    snapshots: Sequence[str],
+    new: Sequence[str],
+    tags: Sequence[str],
+    head: str | None,
+    counts: Mapping[str, int],
+    faults: Sequence[FileFault],
+    *,
+    started: float,
+) -> BackupReport:
+    """The report of a finished backup, local or remote, from the copy counters of either."""
     return BackupReport(
-        destination=str(dest_layout.root),
-        snapshots=tuple(pinned),
+        destination=destination,
+        snapshots=tuple(snapshots),
         new_snapshots=tuple(new),
-        tags=tuple(moved),
+        tags=tuple(tags),
         head=head,
         copied_files=counts["copied"],
         copied_bytes=counts["copied_bytes"],
@@ -408,7 +425,7 @@ def backup(
         skipped_bytes=counts["skipped_bytes"],
         replaced_files=counts["replaced"],
         verified_files=counts["verified"],
-        faults=faults,
+        faults=tuple(faults),
         duration_s=time.monotonic() - started,
     )
 

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from wrdsvault._backup import BackupProgress, checked_manifest, pin_snapshots
+from wrdsvault._backup import BackupProgress, checked_manifest, finished_report, pin_snapshots
 from wrdsvault._optional import require
 from wrdsvault._storage.atomic import (
     atomic_write_bytes,
@@ -331,21 +331,7 @@ def backup_remote(
     finally:
         for lease in leases:
             lease.release()
-    return BackupReport(
-        destination=where,
-        snapshots=tuple(pinned),
-        new_snapshots=tuple(new),
-        tags=tuple(moved),
-        head=head,
-        copied_files=counts["copied"],
-        copied_bytes=counts["copied_bytes"],
-        skipped_files=counts["skipped"],
-        skipped_bytes=counts["skipped_bytes"],
-        replaced_files=counts["replaced"],
-        verified_files=counts["verified"],
-        faults=tuple(faults),
-        duration_s=time.monotonic() - started,
-    )
+    return finished_report(where, pinned, new, moved, head, counts, faults, started=started)
 
 
 def _remote_manifest(remote: RemoteVault, sid: str) -> Manifest:
