@@ -108,7 +108,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
         source = WrdsSource(
             **kwargs, year_markers=args["path"] == "sync", streams=args.get("streams", 1)
         )
-        source.db  # noqa: B018 - log in before the clock starts, as raw_sql's Connection did
+        source.login()  # before the clock starts, as raw_sql's Connection did
         with Warehouse(args["vault"], source=source, settings=VaultSettings()) as wh:
             start_rss = rss_bytes()
             started = time.perf_counter()

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-import wrdsvault._storage.writer as writer_module
+import wrdsvault._digest as digest_module
 from wrdsvault import Warehouse
 from wrdsvault.sources import SampleSource
 
@@ -50,8 +50,9 @@ def _sync(vault: Path, source: Any, *, digest: bool, monkeypatch: pytest.MonkeyP
     """Seconds of one ``sync(crsp.dsf)`` into the empty ``vault``; checks the digests."""
     with monkeypatch.context() as m:
         if not digest:
-            m.setattr(writer_module, "Digester", _NoDigest)
-            m.setattr(writer_module, "file_digest", lambda *_a, **_k: None)
+            # The writer imports these from wrdsvault._digest when it stages a file.
+            m.setattr(digest_module, "Digester", _NoDigest)
+            m.setattr(digest_module, "file_digest", lambda *_a, **_k: None)
         with Warehouse(vault, source=source) as wh:
             started = time.perf_counter()
             wh.sync(DATASET)

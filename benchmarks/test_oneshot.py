@@ -16,11 +16,21 @@ datasets and years of ``wrdsvault demo``; 2,000 securities):
 * ``test_oneshot_warehouse_query``: ``Warehouse(root).query(sql)`` (a pandas DataFrame);
 * ``test_oneshot_cli_query``: ``wrdsvault query --vault root "select count(*) from crsp.msf"``.
 
-A second group times ``import wrdsvault`` against ``import duckdb``.
+A second group times ``import wrdsvault`` against ``import duckdb``, and states what importing
+pyarrow and pandas costs on top of DuckDB (``import duckdb, pyarrow`` / ``import duckdb,
+pandas``): a DataFrame result cannot be cheaper than importing pandas, whoever produces it.
+
+Every child reads compiled bytecode, as an installed package does (pip compiles it at install
+time): the children get a ``PYTHONPYCACHEPREFIX`` of their own, filled by the warm-up round, and
+``PYTHONDONTWRITEBYTECODE`` is dropped from their environment. With it set (as in some shells
+and CI images), wrdsvault's modules would be compiled from source in every round while DuckDB's
+come precompiled from site-packages: ~0.14 s charged to wrdsvault that no user pays.
 
 Target (``extra_info``, never asserted): each wrdsvault variant <= 1.5x the median of the bare
-script (``ratio_to_bare``) and of the bare script with the same result type
-(``ratio_to_same_result``), measured earlier in the same run; peak RSS next to it.
+script producing the same result type (``ratio_to_same_result``, ``within_target_same_result``):
+the CLI against the rows script, ``.arrow`` against the Arrow one, ``.query`` against the pandas
+one, all measured earlier in the same run. ``ratio_to_bare`` (against the rows script, for every
+variant) is kept for reference: for ``.query`` most of it is pandas' import. Peak RSS next to it.
 """
 
 from __future__ import annotations
@@ -66,6 +76,8 @@ _BASELINES: Final = {
     "arrow": ("bare", "bare_arrow"),
     "query": ("bare", "bare_pandas"),
     "import_wrdsvault": ("import_duckdb", "import_duckdb"),
+    "import_pyarrow": ("import_duckdb", "import_duckdb"),
+    "import_pandas": ("import_duckdb", "import_duckdb"),
 }
 
 
@@ -95,26 +107,41 @@ def demo_vault(
     return DemoVault(root, files, rows)
 
 
-def _run(code: str, *args: str) -> tuple[str, int]:
+@pytest.fixture(scope="module")
+def child_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The children's environment: bytecode cached in a folder of this run (see the top)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.mktemp("pycache"))
+    return env
+
+
+def _run(code: str, *args: str, env: dict[str, str]) -> tuple[str, int]:
     """Run ``python -c code args`` to the end: (its stdout, its peak RSS in kB)."""
     done = subprocess.run(
         [sys.executable, "-c", _PEAK + code, *args],
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     peak = int(done.stderr.rsplit("VmHWM ", 1)[1].split()[0])
     return done.stdout, peak
 
 
-def _bench(benchmark: Any, name: str, code: str, *args: str, expect: str | None) -> str:
+def _bench(
+    benchmark: Any,
+    name: str,
+    code: str,
+    *args: str,
+    expect: str | None,
+    env: dict[str, str],
+) -> str:
     """Time ``code`` as whole processes; record peak RSS, and the ratio to the baseline."""
     peaks: list[int] = []
 
     def once() -> str:
-        out, peak = _run(code, *args)
+        out, peak = _run(code, *args, env=env)
         peaks.append(peak)
         return out
 
@@ -135,6 +162,7 @@ def _bench(benchmark: Any, name: str, code: str, *args: str, expect: str | None)
         info["within_target"] = median / _MEDIANS[bare] <= TARGET_RATIO
     if same is not None and _MEDIANS.get(same):
         info["ratio_to_same_result"] = round(median / _MEDIANS[same], 3)
+        info["within_target_same_result"] = median / _MEDIANS[same] <= TARGET_RATIO
     return str(out)
 
 
@@ -157,37 +185,46 @@ def _bare(fetch: str) -> str:
     ids=["rows", "arrow", "pandas"],
 )
 def test_oneshot_bare_duckdb_baseline(
-    benchmark: Any, demo_vault: DemoVault, variant: str, fetch: str
+    benchmark: Any, demo_vault: DemoVault, child_env: dict[str, str], variant: str, fetch: str
 ) -> None:
     """The baselines: a bare DuckDB script counting the same files (rows, Arrow, pandas)."""
     benchmark.extra_info["files"] = len(demo_vault.msf_files)
     benchmark.extra_info["rows"] = demo_vault.msf_rows
-    out = _bench(benchmark, variant, _bare(fetch), json.dumps(demo_vault.msf_files), expect=None)
+    files = json.dumps(demo_vault.msf_files)
+    out = _bench(benchmark, variant, _bare(fetch), files, expect=None, env=child_env)
     assert str(demo_vault.msf_rows) in out.replace(",", ""), out
 
 
 @pytest.mark.benchmark(group="oneshot-count-msf")
-def test_oneshot_warehouse_query(benchmark: Any, demo_vault: DemoVault) -> None:
+def test_oneshot_warehouse_query(
+    benchmark: Any, demo_vault: DemoVault, child_env: dict[str, str]
+) -> None:
     """``Warehouse(root).query(sql)``: opens the latest snapshot, returns pandas."""
     code = (
         "import sys, wrdsvault\n"
         "print(wrdsvault.Warehouse(sys.argv[1], create=False).query(sys.argv[2])['n'][0])\n"
     )
-    _bench(benchmark, "query", code, str(demo_vault.root), SQL, expect=str(demo_vault.msf_rows))
+    root, rows = str(demo_vault.root), str(demo_vault.msf_rows)
+    _bench(benchmark, "query", code, root, SQL, expect=rows, env=child_env)
 
 
 @pytest.mark.benchmark(group="oneshot-count-msf")
-def test_oneshot_warehouse_arrow(benchmark: Any, demo_vault: DemoVault) -> None:
+def test_oneshot_warehouse_arrow(
+    benchmark: Any, demo_vault: DemoVault, child_env: dict[str, str]
+) -> None:
     """``Warehouse(root).arrow(sql)``: the same, returning a pyarrow Table (no pandas)."""
     code = (
         "import sys, wrdsvault\n"
         "print(wrdsvault.Warehouse(sys.argv[1], create=False).arrow(sys.argv[2])['n'][0])\n"
     )
-    _bench(benchmark, "arrow", code, str(demo_vault.root), SQL, expect=str(demo_vault.msf_rows))
+    root, rows = str(demo_vault.root), str(demo_vault.msf_rows)
+    _bench(benchmark, "arrow", code, root, SQL, expect=rows, env=child_env)
 
 
 @pytest.mark.benchmark(group="oneshot-count-msf")
-def test_oneshot_cli_query(benchmark: Any, demo_vault: DemoVault) -> None:
+def test_oneshot_cli_query(
+    benchmark: Any, demo_vault: DemoVault, child_env: dict[str, str]
+) -> None:
     """``wrdsvault query --vault root sql``: the console script's code, text output."""
     code = "import sys\nfrom wrdsvault.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     _bench(
@@ -199,16 +236,30 @@ def test_oneshot_cli_query(benchmark: Any, demo_vault: DemoVault) -> None:
         str(demo_vault.root),
         SQL,
         expect=f"{demo_vault.msf_rows}",
+        env=child_env,
     )
 
 
 @pytest.mark.benchmark(group="oneshot-import")
-def test_oneshot_import_duckdb_baseline(benchmark: Any) -> None:
+def test_oneshot_import_duckdb_baseline(benchmark: Any, child_env: dict[str, str]) -> None:
     """The baseline of the import group: ``import duckdb``."""
-    _bench(benchmark, "import_duckdb", "import duckdb\n", expect=None)
+    _bench(benchmark, "import_duckdb", "import duckdb\n", expect=None, env=child_env)
 
 
 @pytest.mark.benchmark(group="oneshot-import")
-def test_oneshot_import_wrdsvault(benchmark: Any) -> None:
+def test_oneshot_import_wrdsvault(benchmark: Any, child_env: dict[str, str]) -> None:
     """``import wrdsvault`` (names resolve on first use; no engine is loaded)."""
-    _bench(benchmark, "import_wrdsvault", "import wrdsvault\n", expect=None)
+    _bench(benchmark, "import_wrdsvault", "import wrdsvault\n", expect=None, env=child_env)
+
+
+@pytest.mark.benchmark(group="oneshot-import")
+@pytest.mark.parametrize("library", ["pyarrow", "pandas"])
+def test_oneshot_import_result_library(
+    benchmark: Any, child_env: dict[str, str], library: str
+) -> None:
+    """``import duckdb, <library>``: what an Arrow or a pandas result costs before any query."""
+    code = f"import duckdb, {library}\n"
+    _bench(benchmark, f"import_{library}", code, expect=None, env=child_env)
+    if benchmark.stats is not None and _MEDIANS.get("import_duckdb"):
+        extra = benchmark.stats.stats.median - _MEDIANS["import_duckdb"]
+        benchmark.extra_info[f"{library}_import_s"] = round(extra, 4)

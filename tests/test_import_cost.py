@@ -71,6 +71,14 @@ WRITE_PATH: Final = (
 #: `import wrdsvault` alone loads no engine at all: names are resolved on first use.
 NOT_ON_IMPORT: Final = ("duckdb", "pyarrow", "numpy")
 
+#: The PostgreSQL-dialect translator: loaded for ``dialect="postgres"`` only (~10 ms), never by a
+#: DuckDB-dialect query.
+TRANSLATOR: Final = ("wrdsvault._pgsql",)
+
+#: What commands other than a query return or keep: the reports of sync, status, verify, backup
+#: and repair, and the Iceberg export records. A query needs none of them (~10 ms of classes).
+NOT_FOR_A_QUERY: Final = ("wrdsvault.reports", "wrdsvault.exports")
+
 
 def _loaded(code: str, *args: str) -> set[str]:
     """The modules a fresh interpreter has loaded after running ``code`` (argv: ``args``)."""
@@ -104,7 +112,8 @@ def test_import_wrdsvault_loads_no_engine_and_nothing_of_the_write_path() -> Non
 
 
 def test_snapshot_query_to_arrow_loads_nothing_of_the_write_path(small_vault: Path) -> None:
-    """Opening a snapshot and fetching Arrow (three ways) loads no write path, pandas or extra."""
+    """Opening a snapshot and fetching Arrow (three ways) loads no write path, pandas, extra or
+    the PostgreSQL translator."""
     loaded = _loaded(
         """
         import sys
@@ -121,7 +130,7 @@ def test_snapshot_query_to_arrow_loads_nothing_of_the_write_path(small_vault: Pa
         str(small_vault),
     )
     assert "duckdb" in loaded  # the query did run
-    assert _offending(loaded, NEVER_ON_READ + WRITE_PATH) == []
+    assert _offending(loaded, NEVER_ON_READ + WRITE_PATH + TRANSLATOR + NOT_FOR_A_QUERY) == []
 
 
 #: ``status`` reports the writer lock, the disk and what gc could free: it may load those tools
@@ -165,9 +174,11 @@ def test_cli_read_commands_load_no_pandas_and_nothing_of_the_write_path(
         """,
         *(argv if argv == ["--help"] else [argv[0], "--vault", str(small_vault), *argv[1:]]),
     )
-    forbidden = NEVER_ON_READ + WRITE_PATH
+    forbidden = NEVER_ON_READ + WRITE_PATH + TRANSLATOR
     if argv[0] == "status":
         forbidden = tuple(n for n in forbidden if n not in STATUS_MAY_LOAD)
+    if argv[0] == "query":
+        forbidden += NOT_FOR_A_QUERY
     assert _offending(loaded, forbidden) == []
     # The CLI prints DuckDB's own text of each value: no Arrow, no numpy.
     assert _offending(loaded, ("pyarrow", "numpy")) == []

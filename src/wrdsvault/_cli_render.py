@@ -21,20 +21,15 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import attrs
 
-from wrdsvault.reports import (
-    DatasetResult,
-    LockInfo,
-    SnapshotInfo,
-    SyncReport,
-    VaultStatus,
-)
-from wrdsvault.retention import ExpiredSnapshot, RetentionPolicy
+from wrdsvault.retention import RetentionPolicy
 
 if TYPE_CHECKING:  # the CLI imports a command's machinery when the command runs
     from wrdsvault._query import Rendered
     from wrdsvault._storage.quarantine import QuarantineEntry
     from wrdsvault._sync import Progress
     from wrdsvault.manifest import DatasetEntry
+    from wrdsvault.reports import DatasetResult, LockInfo, SnapshotInfo, SyncReport, VaultStatus
+    from wrdsvault.retention import ExpiredSnapshot
 
 #: The displays belong to the command line: they log under its name, so a logging setup for
 #: ``wrdsvault.cli`` covers them too.

@@ -6,7 +6,8 @@ Two walls (docs/design/sandbox.md says why both are needed):
    SELECT is accepted, and only that parsed statement's text runs. EXPLAIN (``EXPLAIN ANALYZE COPY``
    writes), PRAGMA, SET, COPY, ATTACH, EXPORT, INSTALL, LOAD, CALL, CREATE, DROP, ... are refused.
    The parsed statement is then measured (`check_shape`): its planning cost is bounded, and the
-   functions that read settings (host paths) or run SQL from a string are refused.
+   functions that read settings (host paths) or run SQL from a string are refused. A connection
+   remembers what the checks found for the texts they passed (`PinnedConnection._checked`).
 2. DuckDB settings, applied in the order that works: views first (built with the relation API,
    never from strings), then ``allowed_paths`` = exactly the pinned files, then
    ``enable_external_access = false``, then ``lock_configuration = true``. Extension autoload,
@@ -21,7 +22,6 @@ while queries run on it is deferred until the last of them ends.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import tempfile
@@ -39,6 +39,7 @@ from wrdsvault.errors import (
     QueryRejectedError,
     QueryTimeoutError,
 )
+from wrdsvault.settings import check_timeout as check_timeout  # there: settings need no DuckDB
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,6 +59,12 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 
 #: Longest SQL text accepted (characters); bounds parser time and memory.
 MAX_SQL_CHARS: Final = 1_000_000
+
+#: Distinct SQL texts whose checks a connection remembers (`PinnedConnection`): a query run again
+#: skips the parse, the parse-tree walk and the search for the views it names (~1 ms each time).
+CHECK_CACHE_SIZE: Final = 256
+#: Longest SQL text remembered (characters), so the cache holds a few MB at most.
+CHECK_CACHE_MAX_CHARS: Final = 16_384
 
 #: Most SELECT blocks one statement may plan: each UNION/EXCEPT/INTERSECT term, subquery, VALUES
 #: list and CTE body counts, and a ``NOT MATERIALIZED`` CTE counts again at every use (DuckDB
@@ -96,21 +103,6 @@ def connect(config: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyConnectio
     return con
 
 
-def check_timeout(value: object, *, name: str = "timeout_s") -> float | None:
-    """``value`` as a time limit in seconds: None, or a finite number > 0 (InvalidValueError)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{name} must be a number of seconds or None, not {type(value).__name__}"
-        raise TypeError(msg)
-    seconds = float(value)
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise InvalidValueError(
-            name=name, value=value, rule="a time limit is a finite number of seconds > 0, or None"
-        )
-    return seconds
-
-
 def check_params(params: object) -> None:
     """Refuse ``params`` that are not None, a list/tuple of values or a mapping (TypeError)."""
     if params is None or isinstance(params, Mapping):
@@ -132,6 +124,8 @@ def _statement_type(stmt: Any) -> str:
 
 def _glob_escape(path: str) -> str:
     """Make DuckDB read ``path`` literally: '*', '?' and '[' are glob syntax in read_parquet."""
+    if "*" not in path and "?" not in path and "[" not in path:
+        return path  # the usual case (content-addressed names), without a regex per file
     return re.sub(r"([*?\[])", r"[\1]", path)
 
 
@@ -202,6 +196,9 @@ class PinnedConnection:
         self._schemas = dict(schemas or {})
         self._names = frozenset(views)
         self._pending: dict[str, list[str]] = {}  # views not built yet
+        # SQL text -> (the SELECT's text, the views it names or None): checks that passed.
+        self._checks: dict[str, tuple[str, frozenset[str] | None]] = {}
+        self._checks_lock = threading.Lock()
         self._unqueryable = dict(unqueryable or {})
         self._active = 0
         self._closing = False
@@ -285,12 +282,11 @@ class PinnedConnection:
             finally:
                 con.execute("USE memory.main")
 
-    def _prepare(self, shape: tuple[str, frozenset[str]]) -> None:
-        """Build the views a checked SELECT reads (all, if it cannot be told); ``shape`` is
-        what `check_shape` returned for it."""
+    def _prepare(self, names: frozenset[str] | None) -> None:
+        """Build the views a checked SELECT reads: ``names`` (what `_checked` found), or every
+        view if it cannot be told (None)."""
         if not self._pending:
             return
-        names = referenced_views(*shape, self._names)
         with self._views_lock:  # another query may be building views now
             todo = [n for n in (self._pending if names is None else names) if n in self._pending]
         if not todo:
@@ -375,12 +371,22 @@ class PinnedConnection:
 
     def _checked(
         self, cur: duckdb.DuckDBPyConnection, sql: str
-    ) -> tuple[str, tuple[str, frozenset[str]]]:
-        """The text of the one SELECT in ``sql`` and what `check_shape` found in it."""
+    ) -> tuple[str, frozenset[str] | None]:
+        """The text of the one SELECT in ``sql`` and the views it names (`referenced_views`).
+
+        The outcome of checks that passed is remembered per SQL text (`CHECK_CACHE_SIZE` texts
+        of up to `CHECK_CACHE_MAX_CHARS`): it depends on the text alone (DuckDB's parser, the
+        fixed list of views), never on data or on what ran before, so a query run again is not
+        parsed again. A refused text is checked (and refused) every time.
+        """
         given: object = sql  # untyped callers can pass anything; mypy cannot see that
         if not isinstance(given, str):
             msg = f"sql must be a str, not {type(given).__name__}"
             raise TypeError(msg)
+        with self._checks_lock:
+            known = self._checks.get(sql)
+        if known is not None:
+            return known
         if len(sql) > MAX_SQL_CHARS:
             raise QueryRejectedError(
                 statement_type="TOO_LONG",
@@ -409,7 +415,14 @@ class PinnedConnection:
                 statement_type=kind, reason=f"{kind} statements are not allowed"
             )
         text = str(statements[0].query)
-        return text, check_shape(cur, text)
+        checked = (text, referenced_views(*check_shape(cur, text), self._names))
+        if len(sql) > CHECK_CACHE_MAX_CHARS:
+            return checked
+        with self._checks_lock:
+            if len(self._checks) >= CHECK_CACHE_SIZE:
+                del self._checks[next(iter(self._checks))]  # the oldest
+            self._checks[sql] = checked
+        return checked
 
     # -- running -------------------------------------------------------------------------------
 
@@ -424,8 +437,8 @@ class PinnedConnection:
         limit = check_timeout(timeout_s)
         check_params(params)
         with self._cursor() as cur:
-            text, shape = self._checked(cur, sql)
-            self._prepare(shape)
+            text, names = self._checked(cur, sql)
+            self._prepare(names)
             with _Deadline(cur, limit):
                 try:
                     rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
@@ -454,8 +467,8 @@ class PinnedConnection:
         if batch_rows < 1:
             raise InvalidValueError(name="batch_rows", value=batch_rows, rule="a number >= 1")
         with self._cursor() as cur:
-            text, shape = self._checked(cur, sql)
-            self._prepare(shape)
+            text, names = self._checked(cur, sql)
+            self._prepare(names)
             with _Deadline(cur, limit) as deadline:
                 try:
                     rel = cur.sql(text, params=params) if params is not None else cur.sql(text)

@@ -7,6 +7,7 @@ Precedence: arguments > ``WRDSVAULT_*`` environment > ``vault.json`` > defaults,
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -14,7 +15,6 @@ from typing import Any, Final, Literal, get_args
 
 import attrs
 
-from wrdsvault._query import check_timeout
 from wrdsvault.datasets import validate_dataset
 from wrdsvault.errors import InvalidValueError, VaultFormatError
 from wrdsvault.retention import RetentionPolicy
@@ -64,6 +64,21 @@ def _not_negative(_inst: object, attr: attrs.Attribute[Any], value: object) -> N
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
     if not _require_number(attr, value) > 0:  # NaN too
         raise InvalidValueError(name=attr.name, value=value, rule="a number > 0")
+
+
+def check_timeout(value: object, *, name: str = "timeout_s") -> float | None:
+    """``value`` as a time limit in seconds: None, or a finite number > 0 (InvalidValueError)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"{name} must be a number of seconds or None, not {type(value).__name__}"
+        raise TypeError(msg)
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidValueError(
+            name=name, value=value, rule="a time limit is a finite number of seconds > 0, or None"
+        )
+    return seconds
 
 
 def _timeout(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:

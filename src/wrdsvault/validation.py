@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
-import duckdb
 
-from wrdsvault._query import connect
 from wrdsvault.datasets import column_tuple
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
 
     from wrdsvault.datasets import DatasetSpec
@@ -197,6 +196,9 @@ def _session() -> duckdb.DuckDBPyConnection:
     """One in-memory DuckDB per thread for validation (connecting costs ~11 ms; a cursor ~0)."""
     con = getattr(_local, "con", None)
     if con is None:
+        # DuckDB is imported when rows are first checked: an unchanged sync never loads it.
+        from wrdsvault._query import connect
+
         con = _local.con = connect()  # TimeZone=UTC: a rule's year() must not depend on TZ
     return con
 
@@ -443,6 +445,8 @@ def default_rules(spec: DatasetSpec) -> list[Rule]:
 
 def run_rules(rules: Sequence[Rule], partition: PartitionData) -> list[Finding]:
     """Run every rule; a rule that crashes is itself a finding (never a silent pass)."""
+    import duckdb
+
     findings = []
     try:
         for rule in rules:

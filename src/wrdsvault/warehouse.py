@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import attrs
 
-from wrdsvault._query import fetch_arrow, fetch_df
 from wrdsvault._storage.atomic import NO_WRITE_ACCESS, fsync_dir, make_dirs, put_if_absent
 from wrdsvault._storage.catalog import Catalog, read_head
 from wrdsvault._storage.diskguard import DiskGuard, DiskState, UsageProvider, psutil_usage
@@ -48,25 +47,10 @@ from wrdsvault.errors import (
     VaultFormatError,
     WrdsVaultError,
 )
-from wrdsvault.exports import ExportRecord, IcebergExport
-from wrdsvault.exports import read_records as read_export_records
-from wrdsvault.exports import remove_record as remove_export_record
 from wrdsvault.manifest import FORMAT_VERSION, Manifest, format_timestamp, parse_timestamp
 from wrdsvault.refs import not_found_error, resolve_ref
-from wrdsvault.reports import (
-    BackupReport,
-    DatasetSummary,
-    FileFault,
-    LockInfo,
-    RepairReport,
-    SnapshotInfo,
-    SyncReport,
-    VaultStatus,
-    VerifyReport,
-)
 from wrdsvault.retention import ExpiredSnapshot, GcPlan, GcReport, RetentionPolicy
 from wrdsvault.settings import VaultSettings
-from wrdsvault.snapshot import Snapshot
 
 if TYPE_CHECKING:
     import duckdb
@@ -80,8 +64,19 @@ if TYPE_CHECKING:
     from wrdsvault._storage.writer import Operation, Writer
     from wrdsvault._sync import ProgressCallback, SyncOptions
     from wrdsvault._verify import VerifyProgress
+    from wrdsvault.exports import ExportRecord, IcebergExport
+    from wrdsvault.reports import (
+        BackupReport,
+        LockInfo,
+        RepairReport,
+        SnapshotInfo,
+        SyncReport,
+        VaultStatus,
+        VerifyReport,
+    )
     from wrdsvault.revisions import Revision
     from wrdsvault.schema import DriftPolicy, SchemaVersion
+    from wrdsvault.snapshot import Snapshot
     from wrdsvault.sources.base import Source
     from wrdsvault.validation import Rule
 
@@ -824,7 +819,9 @@ class Warehouse:
 
     def iceberg_exports(self) -> list[ExportRecord]:
         """The export records: each Iceberg target and the vault snapshots gc keeps for it."""
-        return read_export_records(self._layout)
+        from wrdsvault.exports import read_records
+
+        return read_records(self._layout)
 
     def forget_iceberg_export(
         self, catalog: str | None = None, namespace: str = "wrds", *, wait: float | None = None
@@ -842,7 +839,9 @@ class Warehouse:
         chosen = _iceberg.default_catalog_uri(self._layout) if catalog is None else catalog
         label = _iceberg.catalog_label(chosen)
         with self._writer(Operation("export-iceberg", f"--forget {label} {namespace}"), wait=wait):
-            return remove_export_record(self._layout, label, namespace)
+            from wrdsvault.exports import remove_record
+
+            return remove_record(self._layout, label, namespace)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -892,6 +891,10 @@ class Warehouse:
                 not follow from its dataset, year and sha256, raises it when the dataset is
                 first used (with ``verify``: here).
         """
+        # DuckDB is imported with the first snapshot: a sync that finds nothing changed
+        # never loads it (docs/wrds.md#how-the-sync-logs-in-and-what-db-is).
+        from wrdsvault.snapshot import Snapshot
+
         snapshot_id = self._resolve(ref)
         renew = functools.partial(_reader_lease, self._layout, self.settings, snapshot_id)
         lease = renew()
@@ -913,6 +916,8 @@ class Warehouse:
 
     def snapshots(self) -> list[SnapshotInfo]:
         """Every committed snapshot, oldest first (not those gc expired: see `expired`)."""
+        from wrdsvault.reports import SnapshotInfo
+
         by_id: dict[str, list[str]] = {}
         for name, sid in self.tags().items():
             by_id.setdefault(sid, []).append(name)
@@ -969,6 +974,8 @@ class Warehouse:
         dialect: str = "duckdb",
     ) -> pd.DataFrame:
         """Run one SELECT on the latest snapshot; see `Snapshot.query`. Thread-safe."""
+        from wrdsvault._query import fetch_df
+
         return self._run_latest(sql, params, timeout_s, fetch_df, dialect)
 
     def arrow(
@@ -980,6 +987,8 @@ class Warehouse:
         dialect: str = "duckdb",
     ) -> pa.Table:
         """Run one SELECT on the latest snapshot and return a pyarrow Table."""
+        from wrdsvault._query import fetch_arrow
+
         return self._run_latest(sql, params, timeout_s, fetch_arrow, dialect)
 
     def pl(
@@ -993,6 +1002,7 @@ class Warehouse:
         """Run one SELECT on the latest snapshot and return a polars DataFrame; see
         `Snapshot.pl` (the extra ``polars``)."""
         from wrdsvault._polars import from_arrow, require_polars
+        from wrdsvault._query import fetch_arrow
 
         self._opened()  # a mistyped vault is the first thing to say, before a missing extra
         require_polars()
@@ -1069,6 +1079,7 @@ class Warehouse:
             SnapshotNotFoundError: a ref matches nothing.
             QueryRejectedError, QueryError, QueryTimeoutError: as `Snapshot.query`.
         """
+        from wrdsvault._query import fetch_df
         from wrdsvault.revisions import run_across
 
         return run_across(self, aliases, sql, params, timeout_s, fetch_df)
@@ -1101,6 +1112,7 @@ class Warehouse:
             SnapshotNotFoundError: ``ref`` matches nothing.
         """
         from wrdsvault._verify import verify as verify_files
+        from wrdsvault.reports import FileFault
 
         ids = [sid for sid, _ in self._committed()] if all_snapshots else [self._resolve(ref)]
         manifests: list[Manifest] = []
@@ -1431,6 +1443,7 @@ class Warehouse:
         ``stale: <why>``, ``unknown: <why>``), the owner's pid, host, start, operation,
         heartbeat age, token. Needs no write access."""
         from wrdsvault._storage.lock_tools import describe_lock
+        from wrdsvault.reports import LockInfo
 
         return describe_lock(
             self._layout.lock,
@@ -1477,6 +1490,8 @@ class Warehouse:
         Raises:
             InvalidValueError: ``max_age_s`` is not a number > 0.
         """
+        from wrdsvault.reports import DatasetSummary, VaultStatus
+
         if max_age_s is not None:
             max_age_s = _positive_s("max_age_s", max_age_s)
         now = datetime.now(timezone.utc)

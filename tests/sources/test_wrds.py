@@ -808,9 +808,9 @@ def test_passed_connection_is_reused_and_left_open(loaded: WrdsReplica, vault_di
     assert db.connection.exec_driver_sql("SELECT 1").scalar() == 1
     owned = loaded.source()
     owned.describe(BUILTIN_SPECS["crsp.msenames"])
-    assert owned._db is not None
+    assert owned._conn is not None
     owned.close()
-    assert owned._db is None
+    assert owned._conn is None
     with pytest.raises(TypeError, match="either db= or connection"):
         WrdsSource(db=db, wrds_username="x")
 

@@ -33,6 +33,11 @@ _NONCE_RE: Final = re.compile(r"^(?:[0-9a-f]{8,64}|ino[0-9]+)$")
 #: The folder name of the single partition of an unpartitioned dataset.
 UNPARTITIONED: Final = "all"
 
+#: A manifest path `Layout.resolve_relpath_str` accepts without looking further: ``data`` then
+#: one or more ``/``-separated parts, none empty, ``.`` or ``..``, none holding ``\`` or NUL.
+#: Stricter than (never looser than) the checks it short-cuts, which judge everything else.
+_PLAIN_RELPATH: Final = re.compile(r"data(?:/(?!\.{1,2}(?:/|$))[^/\\\x00]+)+")
+
 
 def validate_snapshot_id(value: object) -> str:
     """Return ``value`` if it is a well-formed snapshot id, else raise `InvalidNameError`."""
@@ -250,6 +255,8 @@ class Layout:
 
     def resolve_relpath_str(self, relpath: str) -> str:
         """`resolve_relpath` as a str (no pathlib: snapshots resolve thousands at a time)."""
+        if isinstance(relpath, str) and _PLAIN_RELPATH.fullmatch(relpath) is not None:
+            return f"{self.root}{os.sep}{relpath}"  # one regex instead of a loop over the parts
         if (
             not isinstance(relpath, str)
             or not relpath.startswith("data/")

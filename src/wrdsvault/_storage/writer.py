@@ -26,9 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from wrdsvault._digest import Digester, file_digest
 from wrdsvault._storage.atomic import (
     HashingWriter,
     atomic_write_bytes,
@@ -223,6 +221,12 @@ class Writer:
         Raises:
             SyncError: a batch does not have the declared schema.
         """
+        # The Parquet writer and the digest (pyarrow.compute) are imported with the first file
+        # written: a sync that finds nothing changed never loads them.
+        import pyarrow.parquet as pq
+
+        from wrdsvault._digest import Digester, file_digest
+
         path = self._staged_path(dataset, year)
         crashpoint(CrashPoint.PARTITION_WRITE_STARTED)
         out = HashingWriter(path, mode=self.settings.file_mode)
@@ -310,6 +314,8 @@ class Writer:
 
         Checkpoints keep no content digest: it is computed again from the file.
         """
+        from wrdsvault._digest import file_digest
+
         path = self._staged_path(want.dataset, want.year)
         have = self.checkpoints.take(want, link_to=path)
         if have is None:

@@ -1,6 +1,10 @@
-"""`WrdsSource`: mirror WRDS (a PostgreSQL server, reached with the official ``wrds`` client).
+"""`WrdsSource`: mirror WRDS (a PostgreSQL server, reached by the ``wrds`` client's rules).
 
 How it reads WRDS (docs/wrds.md has the user's version):
+
+* **Login** with psycopg2 alone, with the ``wrds`` client's host, port, database, TLS and
+  credential conventions (``_wrds_login.py``), never a prompt; ``wrds``, SQLAlchemy and pandas
+  are imported only for a ``wrds.Connection`` (``db=``, `WrdsSource.db`, `connect`).
 
 * **Schema** from ``information_schema.columns`` joined to ``pg_attribute``/``format_type`` for
   the exact declared types (``numeric(11,5)``, ``varchar(8)``), never from pandas; each type is
@@ -18,7 +22,7 @@ How it reads WRDS (docs/wrds.md has the user's version):
   ``hash_record_extended(row, 0)`` as a last column, summed exactly and dropped by the reader.
   Rows with a NULL date are refused, never dropped.
 * **Rows**: ``COPY (SELECT ... ORDER BY <key>, <other columns>) TO STDOUT (FORMAT csv)`` on the
-  psycopg2 connection inside the ``wrds.Connection``, written by one thread into an OS pipe and
+  source's psycopg2 connection, written by one thread into an OS pipe and
   parsed by another with ``pyarrow.csv.open_csv`` (explicit column types) into a bounded queue
   the vault writes from. On a 5.1M-row ``crsp.dsf`` a whole sync ran at about 6.6x the rows/s of
   ``wrds.Connection.raw_sql`` at about 1/10 of its peak memory (``benchmarks/test_sync.py``).
@@ -42,7 +46,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -52,11 +56,25 @@ import pyarrow.csv as pacsv
 from wrdsvault.datasets import DatasetSpec
 from wrdsvault.errors import (
     InvalidValueError,
-    SourceAuthError,
     SourceError,
     SourceUnavailableError,
     UnknownDatasetError,
 )
+from wrdsvault.sources._wrds_login import (
+    CONNECT_TIMEOUT_S,
+    WRDS_CONNECT_ARGS,
+    WRDS_POSTGRES_DB,
+    WRDS_POSTGRES_HOST,
+    WRDS_POSTGRES_PORT,
+    LoginParams,
+    display_url,
+    login,
+)
+from wrdsvault.sources._wrds_login import check_connect_kwargs as _check_connect_kwargs
+from wrdsvault.sources._wrds_login import first_line as _first_line
+from wrdsvault.sources._wrds_login import login_error as _login_error
+from wrdsvault.sources._wrds_login import scrub as _scrub
+from wrdsvault.sources._wrds_login import secrets as _secrets
 from wrdsvault.sources.base import COMMENT_KEY, SOURCE_TYPE_KEY, PartitionInfo, TableInfo
 
 if TYPE_CHECKING:
@@ -64,8 +82,13 @@ if TYPE_CHECKING:
     import wrds
 
 __all__ = [
+    "CONNECT_TIMEOUT_S",
     "DEFAULT_STREAMS",
     "WRDS_CONNECTION_LIMIT",
+    "WRDS_CONNECT_ARGS",
+    "WRDS_POSTGRES_DB",
+    "WRDS_POSTGRES_HOST",
+    "WRDS_POSTGRES_PORT",
     "WrdsSource",
     "arrow_type",
     "connect",
@@ -75,15 +98,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _NAME: Final = "wrds"
-#: The keyword arguments of ``wrds.Connection`` that `WrdsSource` and `connect` pass through.
-_CONNECT_KEYS: Final = (
-    "wrds_username",
-    "wrds_password",
-    "wrds_hostname",
-    "wrds_port",
-    "wrds_dbname",
-    "wrds_connect_args",
-)
 #: WRDS's two comment formats (docs/wrds.md#table-comments-say-when-a-table-changed).
 _UPDATED_RE: Final = re.compile(r"\(Updated\s+(\d{4}-\d{2}-\d{2})\)\s*$")
 _MODIFIED_RE: Final = re.compile(r"^Last modified:\s*(\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2})")
@@ -111,28 +125,12 @@ SAS_ONLY_LIBRARIES: Final = {
     "taqmsamp": "TAQ millisecond samples",
 }
 _RETRYABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
-_AUTH_HINTS: Final = (
-    "password authentication failed",
-    "no password supplied",
-    "authentication failed",
-    "pg_hba.conf",
-    "duo",
-    "is not permitted to log in",
-)
 #: Concurrent connections WRDS accepts from one user (docs/wrds.md#parallel-streams).
 WRDS_CONNECTION_LIMIT: Final = 5
 #: Years a sync streams at once by default. The first stream uses the source's own connection
 #: and each other one a connection of its own, so a sync holds this many connections: one below
 #: WRDS's limit, which leaves room for the user's notebook or a second script.
 DEFAULT_STREAMS: Final = WRDS_CONNECTION_LIMIT - 1
-#: libpq's ``connect_timeout`` unless ``wrds_connect_args`` sets one: time enough to approve a
-#: Duo push, short enough that an unattended sync fails instead of hanging.
-CONNECT_TIMEOUT_S: Final = 90
-_PGPASS_HINT: Final = (
-    "Check the WRDS username (wrds_username= or PGUSER) and the password in ~/.pgpass (a line "
-    "'wrds-pgdata.wharton.upenn.edu:9737:wrds:<username>:<password>', mode 0600), and approve "
-    "the Duo push on your phone"
-)
 
 # --------------------------------------------------------------------------------------------
 # Types
@@ -249,34 +247,8 @@ def parse_comment(comment: str | None) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Connecting
+# Connecting (the login itself: _wrds_login.py)
 # --------------------------------------------------------------------------------------------
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " ".join(lines[:2]) if lines else type(exc).__name__
-
-
-def _secrets(kwargs: Mapping[str, Any]) -> list[str]:
-    """The passwords among connection arguments (``wrds_password``, a ``password`` connect arg)."""
-    args = kwargs.get("wrds_connect_args") or {}
-    found = [kwargs.get("wrds_password"), args.get("password") if isinstance(args, dict) else None]
-    return [str(s) for s in found if s]
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _check_connect_kwargs(kwargs: Mapping[str, Any]) -> None:
-    unknown = sorted(set(kwargs) - set(_CONNECT_KEYS))
-    if unknown:
-        msg = f"unexpected connection arguments {unknown}; accepted: {list(_CONNECT_KEYS)}"
-        raise TypeError(msg)
 
 
 def connect(*, load_libraries: bool = False, **kwargs: Any) -> wrds.Connection:
@@ -290,6 +262,10 @@ def connect(*, load_libraries: bool = False, **kwargs: Any) -> wrds.Connection:
     not ask for credentials on stdin (a sync must not hang on a prompt), and libpq gives up
     after `CONNECT_TIMEOUT_S` seconds unless ``wrds_connect_args`` sets ``connect_timeout``.
 
+    `WrdsSource` does not need this (it logs in with psycopg2 alone, without importing ``wrds``,
+    SQLAlchemy or pandas); it is for code that wants the client's ``raw_sql``/``get_table``.
+    Each connection the returned object's engine opens is one such login.
+
     Args:
         load_libraries: also load the list of libraries (``db.list_libraries()``), quietly.
         **kwargs: the ``wrds_*`` arguments above.
@@ -301,37 +277,21 @@ def connect(*, load_libraries: bool = False, **kwargs: Any) -> wrds.Connection:
         SourceError: login refused (``retryable=False``; check ``~/.pgpass`` and Duo) or WRDS
             unreachable (``retryable=True``). The message never contains the password.
     """
-    _check_connect_kwargs(kwargs)
+    params = LoginParams.resolve(kwargs)
     import sqlalchemy as sa
     import wrds
-    from wrds import sql as wrds_sql
 
     db = wrds.Connection(autoconnect=False, **kwargs)
-    user = kwargs.get("wrds_username") or None
-    password = kwargs.get("wrds_password") or None
-    host = kwargs.get("wrds_hostname", os.environ.get("PGHOST", wrds_sql.WRDS_POSTGRES_HOST))
-    port = kwargs.get("wrds_port", wrds_sql.WRDS_POSTGRES_PORT)
-    dbname = kwargs.get("wrds_dbname", wrds_sql.WRDS_POSTGRES_DB)
-    connect_args = dict(kwargs.get("wrds_connect_args", wrds_sql.WRDS_CONNECT_ARGS))
-    # An unreachable host or a Duo push nobody approves must not hold a scheduled sync
-    # (and the vault's writer lock) indefinitely: libpq gives up after this many seconds.
-    connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-    url = sa.engine.URL.create(
-        "postgresql+psycopg2",
-        username=user,
-        password=password,
-        host=host,
-        port=int(port),
-        database=dbname,
+    # The engine wrds.Connection builds (AUTOCOMMIT), each of its connections one `login`;
+    # a refused login raises our SourceError through SQLAlchemy unchanged.
+    engine = sa.create_engine(
+        display_url(params), isolation_level="AUTOCOMMIT", creator=lambda: login(params)
     )
-    # The same engine wrds.Connection builds (AUTOCOMMIT, its connect_args); one attempt.
-    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args=connect_args)
-    where = f"{user or '(default user)'}@{connect_args.get('host', host)}:{port}/{dbname}"
     try:
         connection = engine.connect()
-    except sa.exc.DBAPIError as exc:
+    except BaseException:
         engine.dispose()
-        raise _login_error(exc, where, _secrets(kwargs)) from exc
+        raise
     db.engine, db.connection = engine, connection
     if load_libraries:
         with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loading library list..."
@@ -339,23 +299,25 @@ def connect(*, load_libraries: bool = False, **kwargs: Any) -> wrds.Connection:
     return db
 
 
-def _login_error(exc: BaseException, where: str, secrets: Sequence[str]) -> SourceError:
-    text = _scrub(_first_line(exc), secrets)
-    low = text.lower()
-    if any(hint in low for hint in _AUTH_HINTS) or ("role" in low and "does not exist" in low):
-        return SourceAuthError(
-            source=_NAME, reason=f"WRDS refused the login {where}: {text}. {_PGPASS_HINT}"
-        )
-    if "database" in low and "does not exist" in low:
-        return SourceError(
-            source=_NAME,
-            reason=f"no such database at {where}: {text}. Check wrds_dbname (WRDS's is 'wrds')",
-        )
-    return SourceUnavailableError(
-        source=_NAME,
-        reason=f"cannot reach WRDS at {where}: {text}. Check the network (VPN, firewall for "
-        "port 9737) and run the sync again",
+def _shared_wrds_connection(source: WrdsSource, params: LoginParams) -> wrds.Connection:
+    """A ``wrds.Connection`` over the source's own psycopg2 connection: no second login.
+
+    Its engine holds exactly one connection (a ``StaticPool``), the one `WrdsSource._raw`
+    returns; SQLAlchemy asks again (and so gets the source's new connection) after either side
+    found it broken. Closing it closes the source's connection, which then logs in again.
+    """
+    import sqlalchemy as sa
+    import wrds
+
+    db = wrds.Connection(autoconnect=False, **source._connect_kwargs)
+    engine = sa.create_engine(
+        display_url(params),
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.pool.StaticPool,
+        creator=lambda: source._raw(),
     )
+    db.engine, db.connection = engine, engine.connect()
+    return db
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,7 +575,10 @@ def _conform(block: pa.RecordBatch, table: _Table) -> pa.RecordBatch:
 
 
 def _stream_dbapi(connection: Any) -> Any:
-    """The psycopg2 connection inside a SQLAlchemy connection, or None if it was invalidated."""
+    """The psycopg2 connection of a stream: itself, or the one inside a SQLAlchemy connection
+    (``db=``; None if it was invalidated)."""
+    if not hasattr(connection, "invalidate"):  # a psycopg2 connection (`WrdsSource._login`)
+        return connection
     try:
         return connection.connection.dbapi_connection
     except Exception:
@@ -621,7 +586,11 @@ def _stream_dbapi(connection: Any) -> Any:
 
 
 def _discard(connection: Any) -> None:
-    """Close a SQLAlchemy connection that may be dead (a dead one cannot be rolled back)."""
+    """Close a stream connection that may be dead (a dead one cannot be rolled back)."""
+    if not hasattr(connection, "invalidate"):  # a psycopg2 connection
+        with contextlib.suppress(Exception):
+            connection.close()
+        return
     with contextlib.suppress(Exception):
         connection.invalidate()
     with contextlib.suppress(Exception):
@@ -684,15 +653,16 @@ def _years_filter(date: Any, years: Collection[int]) -> Any:
 class WrdsSource:
     """Rows, schemas and change markers from WRDS's PostgreSQL server.
 
-    Connects on first use with the ``wrds`` client's conventions (``~/.pgpass``, ``PGUSER``,
-    ``PGHOST``), or reuses a connection you opened (WRDS asks for a Duo approval per login, so
-    one connection per sync is the rule).
+    Logs in on first use with the ``wrds`` client's conventions (``~/.pgpass``, ``PGUSER``,
+    ``PGHOST``) through psycopg2 alone, or reuses a ``wrds.Connection`` you opened (WRDS asks
+    for a Duo approval per login, so one login per sync is the rule).
 
     Args:
         db: an open ``wrds.Connection`` to use; `close` leaves it open.
         wrds_username, wrds_password, wrds_hostname, wrds_port, wrds_dbname, wrds_connect_args:
-            passed to `connect` on first use (not with ``db``); omitted ones take the client's
-            defaults.
+            how to log in on first use (not with ``db``), with the ``wrds`` client's defaults
+            and conventions (docs/wrds.md#connecting) but psycopg2 alone: a sync imports
+            neither ``wrds``, SQLAlchemy nor pandas.
         retries: attempts per statement when the connection drops (>= 1).
         retry_backoff_s: the first wait between attempts; doubles each time.
         year_markers: compute per-year content markers on the server (``False``: always
@@ -741,9 +711,18 @@ class WrdsSource:
             raise InvalidValueError(
                 name="retry_backoff_s", value=retry_backoff_s, rule="a number of seconds >= 0"
             )
+        #: The user's ``wrds.Connection`` (``db=``): its connection and engine serve the sync.
         self._db = db
         self._owns_db = db is None
         self._connect_kwargs = dict(connect_kwargs)
+        #: Without ``db=``: the login (resolved on first use), the source's own psycopg2
+        #: connection, and the ``wrds.Connection`` over it that `db` builds when asked.
+        self._params: LoginParams | None = None
+        self._conn: psycopg2.extensions.connection | None = None
+        self._wrds: wrds.Connection | None = None
+        #: Held while logging in, so that threads finding the connection gone log in once.
+        #: Re-entrant: re-pointing `db` asks `_raw` for the new connection.
+        self._login_lock = threading.RLock()
         self.retries = retries
         self.retry_backoff_s = float(retry_backoff_s)
         self.year_markers = bool(year_markers)
@@ -771,20 +750,69 @@ class WrdsSource:
 
     @property
     def db(self) -> wrds.Connection:
-        """The ``wrds.Connection`` in use (connects on first access).
+        """A ``wrds.Connection`` on the source's connection (logs in on first access).
+
+        The one passed as ``db=``, or else one built on first access around the source's own
+        psycopg2 connection: no second login (no second Duo push, no extra connection against
+        WRDS's per-user limit), ``raw_sql``/``get_table`` run on the connection the sync uses.
+        Building it imports ``wrds``, SQLAlchemy and pandas, which a sync never needs. Closing
+        it (``db.close()``) closes the source's connection too; the source logs in again when
+        next used, and `close` closes it.
 
         Raises:
             SourceError: the login failed or WRDS is unreachable.
         """
-        if self._db is None:
-            self._db = connect(**self._connect_kwargs)
-        return self._db
+        if self._db is not None:
+            return self._db
+        if self._wrds is None or getattr(self._wrds, "engine", None) is None:
+            self._raw()  # log in first: a refused login is our SourceError, unwrapped
+            self._wrds = _shared_wrds_connection(self, self._login_params())
+        return self._wrds
+
+    def login(self) -> None:
+        """Log in now, if not yet (the source otherwise logs in on first use).
+
+        For a script that wants the Duo approval (or a refused login) before other work. Imports
+        neither ``wrds``, SQLAlchemy nor pandas.
+
+        Raises:
+            SourceError: the login failed or WRDS is unreachable.
+        """
+        self._raw()
 
     # -- connection plumbing ---------------------------------------------------------------
 
+    def _login_params(self) -> LoginParams:
+        if self._params is None:
+            self._params = LoginParams.resolve(self._connect_kwargs)
+        return self._params
+
+    def _login(self) -> Any:
+        """Log in once more, for a stream: a psycopg2 connection of its own (with ``db=``, a
+        SQLAlchemy connection from that ``wrds.Connection``'s engine). See `_stream_dbapi`."""
+        if self._db is None:
+            return login(self._login_params())
+        import sqlalchemy as sa
+
+        engine = self._db.engine
+        try:
+            return engine.connect()
+        except sa.exc.DBAPIError as exc:
+            where = str(engine.url.render_as_string(hide_password=True))
+            raise _login_error(exc, where, _secrets(self._connect_kwargs)) from exc
+
     def _raw(self) -> psycopg2.extensions.connection:
-        """The psycopg2 connection inside the wrds.Connection; reconnects if it broke."""
-        db = self.db
+        """The source's psycopg2 connection; logs in on first use and again if it broke."""
+        if self._db is None:
+            with self._login_lock:
+                conn = self._conn
+                if conn is None or conn.closed:
+                    if conn is not None:
+                        log.warning("the connection to WRDS was lost; reconnecting")
+                    self._conn = conn = login(self._login_params())
+                    self._rebind_wrds()
+                return conn
+        db = self._db
         if getattr(db, "engine", None) is None or getattr(db, "connection", None) is None:
             raise SourceError(
                 source=_NAME,
@@ -797,6 +825,19 @@ class WrdsSource:
             raw = self._dbapi(db)
             assert raw is not None
         return raw
+
+    def _rebind_wrds(self) -> None:
+        """Point the ``wrds.Connection`` `db` built at the source's new connection."""
+        shared = self._wrds
+        if shared is None:
+            return
+        if getattr(shared, "engine", None) is None:  # the user closed it: build anew if asked
+            self._wrds = None
+            return
+        with contextlib.suppress(Exception):
+            shared.connection.invalidate()  # the pool asks `_raw` again: the new connection
+        with contextlib.suppress(Exception):
+            shared.connection = shared.engine.connect()
 
     @staticmethod
     def _dbapi(db: Any) -> Any:
@@ -1285,8 +1326,8 @@ class WrdsSource:
         """A psycopg2 connection for one COPY, and the stream connection it belongs to.
 
         The first stream uses the source's own connection (``None`` is returned as the
-        second item); a stream running while another does gets a connection of its own from
-        the same engine (one login each), kept for the next stream and closed by `close`.
+        second item); a stream running while another does gets a connection of its own
+        (`_login`: one login each), kept for the next stream and closed by `close`.
         The sync runs at most `streams` of them at once.
         """
         with self._pool_lock:
@@ -1304,14 +1345,7 @@ class WrdsSource:
             if raw is not None and not raw.closed:
                 return raw, extra
             _discard(extra)
-        import sqlalchemy as sa
-
-        engine = self.db.engine
-        try:
-            extra = engine.connect()
-        except sa.exc.DBAPIError as exc:
-            where = str(engine.url.render_as_string(hide_password=True))
-            raise _login_error(exc, where, _secrets(self._connect_kwargs)) from exc
+        extra = self._login()
         return _stream_dbapi(extra), extra
 
     def _release(self, extra: Any) -> None:
@@ -1335,11 +1369,13 @@ class WrdsSource:
             self._marked.clear()
         for extra in idle:
             _discard(extra)
-        if self._owns_db and self._db is not None:
-            db, self._db = self._db, None
-            raw = self._dbapi(db)
-            if raw is None or raw.closed:
-                with contextlib.suppress(Exception):
-                    db.connection.invalidate()  # a dead connection cannot be rolled back
+        shared, self._wrds = self._wrds, None
+        if shared is not None and getattr(shared, "engine", None) is not None:
             with contextlib.suppress(Exception):
-                db.close()
+                shared.connection.invalidate()  # no rollback: the connection is closed below
+            with contextlib.suppress(Exception):
+                shared.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
