@@ -3,6 +3,7 @@ leftover manifest is garbage, for recovery and ``doctor --repair`` alike."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -196,3 +197,61 @@ def test_nothing_is_judged_while_heads_manifest_is_missing(
         with pytest.raises(VaultFormatError, match="manifest is missing"):
             wh.sync("ff.factors_monthly")
     assert committed_digests(root) == before
+
+
+def _resolved(wh: Warehouse, ref: str, *, quick: bool) -> tuple[str, str]:
+    """("ok", id) or (error class, message) of resolving ``ref`` the quick way or by listing."""
+    from wrdsvault.refs import resolve_ref
+
+    try:
+        if quick:
+            return "ok", wh._resolve(ref)
+        catalog = wh._catalog
+        sid = resolve_ref(
+            ref, tags=catalog.tags(), snapshots=catalog.committed(), expired=catalog.expired()
+        )
+        return "ok", sid
+    except Exception as exc:  # the comparison is the assertion
+        return type(exc).__name__, str(exc)
+
+
+def test_quick_resolution_agrees_with_the_full_listing(
+    tmp_path: Path, make_source: Source, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "latest" and exact ids resolve without listing snapshots/ or tags/, to the same snapshot
+    or error as the committed listing: after gc expired one, with HEAD moved back, with a
+    manifest missing, and with HEAD's manifest missing."""
+    root = tmp_path / "vault"
+    ids = build(root, make_source, 3)
+    with Warehouse(root, create=False) as wh:
+        wh.gc(keep_last=2)
+    refs = ["latest", *ids, "20991231T000000000000Z-00000000"]
+
+    def agree(expected: dict[str, str]) -> None:
+        with Warehouse(root, create=False) as wh:
+            for ref in refs:
+                quick = _resolved(wh, ref, quick=True)
+                assert quick == _resolved(wh, ref, quick=False), ref
+                assert quick[0] == expected.get(ref, "SnapshotNotFoundError"), (ref, quick)
+
+    agree({"latest": "ok", ids[1]: "ok", ids[2]: "ok"})  # ids[0] expired
+    listed: list[str] = []
+    real_listdir = os.listdir
+
+    def listdir(path: str | os.PathLike[str] = ".") -> list[str]:
+        listed.append(os.fspath(path))
+        return real_listdir(path)
+
+    with Warehouse(root, create=False) as wh:
+        monkeypatch.setattr(os, "listdir", listdir)
+        assert [wh._resolve(ref) for ref in ("latest", ids[1])] == [ids[2], ids[1]]
+        monkeypatch.undo()
+    assert listed == []  # O(1) in the number of snapshots: no listing of snapshots/ or tags/
+    set_head(root, ids[1])
+    agree({"latest": "ok", ids[1]: "ok"})
+    set_head(root, ids[2])
+    (root / "snapshots" / f"{ids[1]}.json").rename(tmp_path / "kept.json")
+    agree({"latest": "ok", ids[2]: "ok"})
+    (tmp_path / "kept.json").rename(root / "snapshots" / f"{ids[1]}.json")
+    (root / "snapshots" / f"{ids[2]}.json").rename(tmp_path / "kept.json")
+    agree({ref: "VaultFormatError" for ref in refs})

@@ -179,3 +179,44 @@ def test_threads_naming_datasets_at_once_each_get_their_view(template: Path) -> 
         assert sorted(got) == sorted(
             (DATASETS[i % 3], expected[DATASETS[i % 3]]) for i in range(12)
         )
+
+
+def test_an_altered_manifest_entry_fails_only_the_queries_that_use_it(
+    template: Path, tmp_path: Path
+) -> None:
+    """A manifest whose ff.factors_monthly entry was pointed at a crsp.msf file, with the
+    fingerprint recomputed: the snapshot opens and crsp.msf answers, but no query of
+    ff.factors_monthly (nor one that may reach it) reads that file, and eager readers refuse."""
+    import shutil
+
+    import attrs
+
+    from wrdsvault.errors import VaultFormatError
+    from wrdsvault.manifest import Manifest
+
+    root = tmp_path / "vault"
+    shutil.copytree(template, root, symlinks=True)
+    sid = (root / "HEAD").read_text().strip()
+    path = root / "snapshots" / f"{sid}.json"
+    m = Manifest.from_json(path.read_bytes(), where=str(path))
+    msf_file = m.datasets["crsp.msf"].partitions[0]
+    ff = m.datasets["ff.factors_monthly"]
+    altered = attrs.evolve(ff.partitions[0], path=msf_file.path)
+    datasets = dict(m.datasets)
+    datasets["ff.factors_monthly"] = attrs.evolve(ff, partitions=(altered, *ff.partitions[1:]))
+    path.write_bytes(attrs.evolve(m, datasets=datasets).to_json())
+
+    with wrdsvault.Warehouse(root, create=False) as wh, wh.snapshot() as snap:
+        assert snap.arrow("select count(*) as n from crsp.msf")["n"][0].as_py() > 0
+        for sql, params in (
+            ("select count(*) from ff.factors_monthly", None),
+            ("select count(*) from duckdb_tables()", None),
+            ("select count(*) from read_parquet($1)", [str(root / msf_file.path)]),
+        ):
+            with pytest.raises(VaultFormatError, match="does not follow"):
+                snap.arrow(sql, params)
+        with pytest.raises(VaultFormatError, match="does not follow"):
+            snap.files("ff.factors_monthly")
+        with pytest.raises(VaultFormatError, match="does not follow"):
+            wh.snapshots()  # listing every snapshot builds every entry
+        assert snap.arrow("select count(*) as n from comp.funda")["n"][0].as_py() > 0

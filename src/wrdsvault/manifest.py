@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Final
 
@@ -21,12 +22,13 @@ from wrdsvault._storage.layout import (
     validate_snapshot_id,
 )
 from wrdsvault.datasets import validate_dataset
-from wrdsvault.errors import VaultFormatError
+from wrdsvault.errors import InvalidNameError, VaultFormatError
 
 __all__ = [
     "FORMAT_VERSION",
     "ColumnSchema",
     "DatasetEntry",
+    "LazyEntries",
     "Manifest",
     "PartitionFile",
     "SyncRecipe",
@@ -287,16 +289,165 @@ class DatasetEntry:
         }
 
 
+def _build_entry(name: str, obj: Any, *, where: str) -> DatasetEntry:
+    """`DatasetEntry.from_json`, its errors as `VaultFormatError`."""
+    try:
+        return DatasetEntry.from_json(name, obj)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        raise VaultFormatError(path=where, problem=f"malformed manifest ({exc})") from exc
+
+
+def _check_paths(entry: DatasetEntry, version: int, *, where: str) -> None:
+    """Every file's path follows from the dataset, year and sha256 (a damaged or altered path
+    must never make a query, gc or doctor look at another file)."""
+    name = entry.name
+    # The dataset's folder once, not per file; the sha256 was validated by PartitionFile, the
+    # year is checked by partition_name.
+    folder = partition_relpath(name, None, "0" * 64).rsplit("/", 2)[0]
+    for part in entry.partitions:
+        try:
+            allowed = {f"{folder}/{partition_name(part.year)}/{part.sha256[:16]}.parquet"}
+        except InvalidNameError as exc:
+            raise VaultFormatError(
+                path=where, problem=f"{name}: {exc} (altered or damaged); run `wrdsvault verify`"
+            ) from exc
+        if version < 2:  # format 1 wrote year=<YYYY> folders (and later <YYYY>)
+            allowed.add(partition_relpath(name, part.year, part.sha256, hive=True))
+        if part.path not in allowed:
+            raise VaultFormatError(
+                path=where,
+                problem=f"{name} {part.year}: path {part.path!r} does not follow from the "
+                "dataset, year and sha256 (altered or damaged); run `wrdsvault verify`",
+            )
+
+
+def _raw_content(obj: Any, format_version: int) -> dict[str, Any]:
+    """`DatasetEntry.content` computed from a dataset's parsed JSON, without building objects.
+
+    Equal to ``DatasetEntry.from_json(name, obj).content(format_version)`` for every manifest
+    wrdsvault writes (the fields already have their types); for anything else the fingerprint
+    check falls back to the eager parse, whose verdict is the one that counts.
+    """
+    rows = []
+    for p in obj["partitions"]:
+        year = p["year"]
+        row = [-1 if year is None else year, p["sha256"], p["size_bytes"], p["row_count"]]
+        if format_version >= 2:  # format 1 left the path out
+            row.append(p["path"])
+        if format_version >= 3:
+            digest = p.get("content_digest")
+            if digest:
+                row.append(digest)
+        rows.append(row)
+    rows.sort()
+    return {"columns": [[c["name"], c["type"]] for c in obj["columns"]], "partitions": rows}
+
+
+def _checked_paths(name: str, obj: Any) -> list[str] | None:
+    """The paths of a dataset's JSON entry if each is exactly the one `_check_paths` allows
+    (format 2 and later); None if any is not, or a field is not of the type wrdsvault writes."""
+    try:
+        parts = obj["partitions"]
+        if not isinstance(parts, list):
+            return None
+        folder = partition_relpath(name, None, "0" * 64).rsplit("/", 2)[0]
+        out = []
+        for p in parts:
+            year, sha, path = p["year"], p["sha256"], p["path"]
+            if (
+                type(sha) is not str
+                or SHA256_RE.fullmatch(sha) is None
+                or not (year is None or type(year) is int)
+                or path != f"{folder}/{partition_name(year)}/{sha[:16]}.parquet"
+            ):
+                return None
+            out.append(path)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return out
+
+
+class LazyEntries(Mapping[str, DatasetEntry]):
+    """The datasets of a manifest read from disk: each dataset's JSON becomes a checked
+    `DatasetEntry` when it is first looked up, then stays built.
+
+    Opening a snapshot of 6,000 files needs the names and the fingerprint check, not 6,000
+    `PartitionFile` objects: building them all was most of the open. A lookup raises
+    `VaultFormatError` if that dataset's entry is malformed or a path does not follow from its
+    dataset, year and sha256 (the checks an eager parse makes for every dataset up front);
+    `Manifest.check` makes them for all. Two threads may build the same entry at once: both
+    build equal objects and either is kept.
+    """
+
+    __slots__ = ("_built", "_paths", "_raw", "_version", "_where")
+
+    def __init__(self, raw: dict[str, Any], *, format_version: int, where: str) -> None:
+        self._raw = raw
+        self._built: dict[str, DatasetEntry] = {}
+        self._paths: dict[str, list[str]] = {}
+        self._version = format_version
+        self._where = where
+
+    def __getitem__(self, name: str) -> DatasetEntry:
+        entry = self._built.get(name)
+        if entry is None:
+            entry = _build_entry(name, self._raw[name], where=self._where)
+            _check_paths(entry, self._version, where=self._where)
+            self._built[name] = entry
+        return entry
+
+    def paths(self, name: str) -> list[str]:
+        """The relative paths of ``name``'s files, in manifest order, each checked to follow
+        from the dataset, year and sha256: from the JSON if the entry is not built yet (a query
+        must know every file a snapshot may read; building 6,000 entries for that would undo
+        the point of building them lazily), else from the entry.
+
+        Raises:
+            KeyError: no such dataset.
+            VaultFormatError: a path does not follow, or the entry is malformed.
+        """
+        checked = self._paths.get(name)
+        if checked is None:
+            entry = self._built.get(name)
+            if entry is None and self._version >= 2:
+                checked = _checked_paths(name, self._raw[name])
+                # None: not in the shape wrdsvault writes; building the entry gives the verdict.
+            if checked is None:
+                checked = [p.path for p in self[name].partitions]
+            self._paths[name] = checked  # every snapshot of this cached manifest asks again
+        return list(checked)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __repr__(self) -> str:
+        return f"LazyEntries({sorted(self._raw)!r}, built={len(self._built)})"
+
+
 @attrs.frozen
 class Manifest:
-    """One committed state of the vault."""
+    """One committed state of the vault.
+
+    ``datasets`` maps each dataset name to its entry. A manifest read with
+    ``from_json(..., lazy=True)`` builds and checks an entry when it is first looked up
+    (`LazyEntries`); equality, `to_json` and every other method are the same either way.
+    """
 
     snapshot_id: str = attrs.field(converter=validate_snapshot_id)
     sequence: int
     parent: str | None
     committed_at: datetime
-    datasets: dict[str, DatasetEntry] = attrs.field(factory=dict)
+    datasets: Mapping[str, DatasetEntry] = attrs.field(factory=dict)
     format_version: int = FORMAT_VERSION
+    # The fingerprint from_json checked, so a lazily read manifest answers without building
+    # every entry; None for a manifest built in memory (computed on each use).
+    _checked_fingerprint: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @property
     def fingerprint(self) -> str:
@@ -305,10 +456,35 @@ class Manifest:
         Two snapshots holding identical data have the same fingerprint whatever their ids and
         commit times, so a backtest can log it and check it later on any machine.
         """
+        if self._checked_fingerprint is not None:
+            return self._checked_fingerprint
         content = {
             name: entry.content(self.format_version) for name, entry in self.datasets.items()
         }
         return hashlib.sha256(canonical_json(content)).hexdigest()
+
+    def check(self) -> None:
+        """Build and check every dataset entry (a lazily read manifest does it on first use).
+
+        Raises:
+            VaultFormatError: an entry is malformed or names a path that does not follow
+                from its dataset, year and sha256.
+        """
+        for name in self.datasets:
+            self.datasets[name]
+
+    def partition_paths(self, name: str) -> list[str]:
+        """The relative paths of dataset ``name``'s files, in manifest order (oldest year
+        first), each following from its dataset, year and sha256; for a lazily read manifest
+        without building the entry (`LazyEntries.paths`).
+
+        Raises:
+            KeyError: the manifest does not hold ``name``.
+            VaultFormatError: a path does not follow, or the entry is malformed.
+        """
+        if isinstance(self.datasets, LazyEntries):
+            return self.datasets.paths(name)
+        return [p.path for p in self.datasets[name].partitions]
 
     def files(self) -> list[PartitionFile]:
         return [p for entry in self.datasets.values() for p in entry.partitions]
@@ -326,12 +502,17 @@ class Manifest:
         return canonical_json(obj) + b"\n"
 
     @classmethod
-    def from_json(cls, raw: bytes, *, where: str) -> Manifest:
+    def from_json(cls, raw: bytes, *, where: str, lazy: bool = False) -> Manifest:
         """Parse and check a manifest.
+
+        The fingerprint is always checked against the whole content, so any damage to what it
+        covers is found here. With ``lazy`` the dataset entries are built (and their paths
+        checked) when first looked up, see `LazyEntries`; without it, all of them here.
 
         Raises:
             VaultFormatError: not JSON, a newer format, a missing field, or a fingerprint that does
-                not match the content (the manifest was altered).
+                not match the content (the manifest was altered); without ``lazy``, also a
+                malformed entry or a path that does not follow from its dataset, year and sha256.
         """
         try:
             obj = json.loads(raw)
@@ -344,6 +525,11 @@ class Manifest:
                 problem=f"manifest format {version} is newer than this wrdsvault supports "
                 f"({FORMAT_VERSION}); upgrade wrdsvault",
             )
+        if lazy:
+            manifest = cls._lazy(obj, version, where=where)
+            if manifest is not None:
+                return manifest
+            # The fast check failed: the eager parse gives the verdict (and the same message).
         try:
             manifest = cls(
                 snapshot_id=obj["snapshot_id"],
@@ -351,31 +537,46 @@ class Manifest:
                 parent=obj.get("parent"),
                 committed_at=parse_timestamp(obj["committed_at"]),
                 datasets={
-                    name: DatasetEntry.from_json(name, entry)
+                    name: _build_entry(name, entry, where=where)
                     for name, entry in obj["datasets"].items()
                 },
                 format_version=version,
             )
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise VaultFormatError(path=where, problem=f"malformed manifest ({exc})") from exc
-        for name, entry in manifest.datasets.items():
-            # The dataset's folder once, not per file (6,000 files: ~5 ms of a snapshot's open);
-            # the sha256 was validated by PartitionFile, the year is checked by partition_name.
-            folder = partition_relpath(name, None, "0" * 64).rsplit("/", 2)[0]
-            for part in entry.partitions:
-                allowed = {f"{folder}/{partition_name(part.year)}/{part.sha256[:16]}.parquet"}
-                if version < 2:  # format 1 wrote year=<YYYY> folders (and later <YYYY>)
-                    allowed.add(partition_relpath(name, part.year, part.sha256, hive=True))
-                if part.path not in allowed:
-                    raise VaultFormatError(
-                        path=where,
-                        problem=f"{name} {part.year}: path {part.path!r} does not follow from the "
-                        "dataset, year and sha256 (altered or damaged); run `wrdsvault verify`",
-                    )
+        for entry in manifest.datasets.values():
+            _check_paths(entry, version, where=where)
         if obj.get("fingerprint") != manifest.fingerprint:
             raise VaultFormatError(
                 path=where,
                 problem="manifest content does not match its fingerprint (altered or damaged); "
                 "run `wrdsvault verify`",
             )
+        return manifest
+
+    @classmethod
+    def _lazy(cls, obj: Any, version: int, *, where: str) -> Manifest | None:
+        """The manifest over `LazyEntries` if its fingerprint matches the content computed
+        straight from the JSON (`_raw_content`); None if anything does not fit."""
+        try:
+            datasets = obj["datasets"]
+            if not isinstance(datasets, dict):
+                return None
+            content = {
+                validate_dataset(name): _raw_content(e, version) for name, e in datasets.items()
+            }
+            fingerprint = hashlib.sha256(canonical_json(content)).hexdigest()
+            if obj.get("fingerprint") != fingerprint:
+                return None
+            manifest = cls(
+                snapshot_id=obj["snapshot_id"],
+                sequence=int(obj["sequence"]),
+                parent=obj.get("parent"),
+                committed_at=parse_timestamp(obj["committed_at"]),
+                datasets=LazyEntries(datasets, format_version=version, where=where),
+                format_version=version,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+            return None
+        object.__setattr__(manifest, "_checked_fingerprint", fingerprint)
         return manifest

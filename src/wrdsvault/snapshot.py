@@ -32,7 +32,7 @@ from wrdsvault._query import (
 )
 from wrdsvault._storage.pinned import PinnedFileCheck
 from wrdsvault.datasets import reserved_library, validate_dataset
-from wrdsvault.errors import IntegrityError, UnknownDatasetError
+from wrdsvault.errors import IntegrityError, UnknownDatasetError, VaultFormatError
 from wrdsvault.schema import arrow_schema
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class Snapshot:
         paths = self._paths.get(name)
         if paths is None:
             resolve = self._layout.resolve_relpath_str
-            paths = [resolve(part.path) for part in self.manifest.datasets[name].partitions]
+            paths = [resolve(rel) for rel in self.manifest.partition_paths(name)]
             self._paths[name] = paths
         return paths
 
@@ -337,10 +337,25 @@ class Snapshot:
             log.warning("snapshot %s: %s", self.id, note)
         entries = self.manifest.datasets
         check = PinnedFileCheck(self._layout)  # used under the connection's view lock only
-        views = {name: self._paths_of(name) for name in entries if name not in unqueryable}
+        views: dict[str, list[str]] = {}
+        # A dataset whose entry is damaged (the manifest is read lazily) allows no file, and a
+        # query that uses it fails with why; the others stay queryable. Strings only: an
+        # exception's traceback would hold the Snapshot, whose finalizer closes us.
+        damaged: dict[str, tuple[str, str]] = {}
+        for name in entries:
+            if name in unqueryable:
+                continue
+            try:
+                views[name] = self._paths_of(name)
+            except VaultFormatError as exc:
+                views[name] = []
+                damaged[name] = (exc.path, exc.problem)
         sid = self.id
 
         def check_view(name: str) -> None:  # must not hold the Snapshot: its finalizer closes us
+            if name in damaged:
+                path, problem = damaged[name]
+                raise VaultFormatError(path=path, problem=problem)
             _check_files(entries[name], views[name], check, snapshot_id=sid)
 
         return PinnedConnection(
@@ -348,9 +363,9 @@ class Snapshot:
             threads=self._threads,
             memory_limit=self._memory_limit,
             schemas={
-                name: arrow_schema(entry.columns)
-                for name, entry in entries.items()
-                if not entry.partitions
+                name: arrow_schema(entries[name].columns)
+                for name, paths in views.items()
+                if not paths and name not in damaged
             },
             unqueryable=unqueryable,
             check=check_view,

@@ -857,6 +857,10 @@ class Warehouse:
         return self._catalog.tags()
 
     def _resolve(self, ref: str) -> str:
+        if isinstance(ref, str):  # untyped callers: resolve_ref words the TypeError
+            quick = self._catalog.quick_resolve(ref)
+            if quick is not None:
+                return quick
         return resolve_ref(
             ref, tags=self.tags(), snapshots=self._committed(), expired=self._catalog.expired()
         )
@@ -882,6 +886,10 @@ class Warehouse:
             InvalidNameError: ``ref`` cannot be a ref.
             IntegrityError: (verify) a pinned file is missing, resized, a symlink (or behind a
                 symlinked folder), unreadable (EIO, EACCES), or altered.
+            VaultFormatError: the manifest is damaged (its fingerprint, over every dataset,
+                does not match). A dataset entry that is malformed, or names a path that does
+                not follow from its dataset, year and sha256, raises it when the dataset is
+                first used (with ``verify``: here).
         """
         # DuckDB is imported with the first snapshot: a sync that finds nothing changed
         # never loads it (docs/wrds.md#how-the-sync-logs-in-and-what-db-is).
@@ -893,7 +901,7 @@ class Warehouse:
         try:
             return Snapshot(
                 self._layout,
-                self._manifest(snapshot_id),
+                self._catalog.manifest(snapshot_id, lazy=True),
                 verify=verify,
                 query_timeout_s=self.settings.query_timeout_s,
                 query_threads=self.settings.query_threads,

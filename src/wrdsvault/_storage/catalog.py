@@ -266,15 +266,26 @@ class Catalog:
             if SNAPSHOT_ID_RE.fullmatch(sid)
         )
 
-    def manifest(self, snapshot_id: str) -> Manifest:
+    def manifest(self, snapshot_id: str, *, lazy: bool = False) -> Manifest:
         """The parsed manifest of ``snapshot_id`` (cached once read).
+
+        Its fingerprint is always checked against its whole content. Without ``lazy`` every
+        dataset entry is built and checked too (its paths follow from dataset, year and
+        sha256); with ``lazy`` (opening a snapshot) each entry is when first looked up, and a
+        damaged one raises `VaultFormatError` then (`wrdsvault.manifest.LazyEntries`).
 
         Raises:
             VaultFormatError: it is missing, unreadable, damaged, or names another id.
         """
-        cached = self._manifests.get(snapshot_id)
-        if cached is not None:
-            return cached
+        manifest = self._manifests.get(snapshot_id)
+        if manifest is None:
+            manifest = self._read_manifest(snapshot_id)
+        if not lazy:
+            manifest.check()  # once per entry: built entries stay built
+        return manifest
+
+    def _read_manifest(self, snapshot_id: str) -> Manifest:
+        """Read, check the fingerprint of and cache the manifest of ``snapshot_id``."""
         path = self.layout.manifest(snapshot_id)
         try:
             raw = path.read_bytes()
@@ -288,11 +299,36 @@ class Catalog:
             raise VaultFormatError(
                 path=str(path), problem=f"cannot read the manifest ({exc})"
             ) from exc
-        manifest = Manifest.from_json(raw, where=str(path))
+        manifest = Manifest.from_json(raw, where=str(path), lazy=True)
         if manifest.snapshot_id != snapshot_id:
             raise VaultFormatError(path=str(path), problem="manifest id differs from its name")
         self._manifests[snapshot_id] = manifest
         return manifest
+
+    def quick_resolve(self, ref: str) -> str | None:
+        """The snapshot ``"latest"`` or an exact snapshot id names, without listing every
+        manifest: O(1) in the number of snapshots (HEAD, the expiry log, two stats).
+
+        None whenever the answer is not plainly yes (no HEAD, HEAD or the id expired or newer
+        than HEAD, a manifest missing, any other ref): then `refs.resolve_ref` over `committed`
+        decides, and words the error. It gives the same answer here: a tag cannot look like
+        ``"latest"`` or a snapshot id, and a committed listing up to a sound HEAD holds every
+        id up to HEAD whose manifest exists and that gc has not expired.
+        """
+        if ref != "latest" and SNAPSHOT_ID_RE.fullmatch(ref) is None:
+            return None
+        head = self.head()
+        if head is None:
+            return None
+        sid = head if ref == "latest" else ref
+        if sid > head:
+            return None
+        expired = self._read_expiry_log()[0]
+        if head in expired or sid in expired:
+            return None
+        if not all(self.layout.manifest(i).is_file() for i in {head, sid}):
+            return None
+        return sid
 
     def committed(self) -> list[tuple[str, datetime]]:
         """(id, committed_at) of every snapshot readers see, oldest first: those up to HEAD
