@@ -537,7 +537,8 @@ def ratio_rows(label: str, bench: Bench) -> list[dict[str, Any]]:
             f"{nbytes / 1e3 / verify:,.0f} vs {nbytes / 1e3 / hashlib_ms:,.0f} MB/s",
         )
     backup = bench.median_ms("test_full_backup")
-    for baseline, label in (
+    # Not named ``label``: add() files each row under the size's label.
+    for baseline, base_name in (
         ("test_full_cp_r_baseline", "cp -r"),
         ("test_full_cp_r_sync_baseline", "cp -r + sync"),
     ):
@@ -546,7 +547,7 @@ def ratio_rows(label: str, bench: Bench) -> list[dict[str, Any]]:
             continue
         nbytes = bench.info("test_full_backup")["bytes"]
         add(
-            f"full backup MB/s / {label} MB/s (medians)",
+            f"full backup MB/s / {base_name} MB/s (medians)",
             f"{nbytes / 1e6:,.0f} MB in 16 MB files",
             base_ms / backup,
             ">=",
