@@ -117,7 +117,6 @@ _QUEUE_BLOCKS: Final = 8
 _COPY_SETUP: Final = (
     "BEGIN READ ONLY; SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 3"
 )
-#: SQLSTATEs after which a reconnect and retry can help (class 08 is matched by prefix).
 #: Libraries WRDS serves only as SAS data sets on the WRDS Cloud, never through PostgreSQL
 #: (docs/wrds.md#libraries-served-only-as-sas-data).
 SAS_ONLY_LIBRARIES: Final = {
@@ -125,6 +124,7 @@ SAS_ONLY_LIBRARIES: Final = {
     "taq": "monthly TAQ",
     "taqmsamp": "TAQ millisecond samples",
 }
+#: SQLSTATEs after which a reconnect and retry can help (class 08 is matched by prefix).
 _RETRYABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
 #: Concurrent connections WRDS accepts from one user (docs/wrds.md#parallel-streams).
 WRDS_CONNECTION_LIMIT: Final = 5
