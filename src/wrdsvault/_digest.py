@@ -48,6 +48,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from wrdsvault import _arrays
+from wrdsvault._arrays import bools, from_numpy, valid
+
 __all__ = ["DIGEST_VERSION", "Digester", "combine", "file_digest", "table_digest"]
 
 # Arrays are typed Any: the pyarrow stubs cannot follow the casts between types here.
@@ -91,13 +94,13 @@ def _kind(t: pa.DataType) -> tuple[str, str]:
 
 def _floats(arr: Any) -> Any:
     """float64 values with -0.0 as 0.0, one NaN, nulls as 0.0 (a numpy array)."""
-    values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).copy()
+    values = _arrays.values(pc.cast(arr, pa.float64()), "<f8").copy()
     values[values == 0.0] = 0.0  # -0.0 -> 0.0
     nan = np.isnan(values)
     if nan.any():
         values[nan] = np.nan  # one NaN bit pattern
     if arr.null_count:
-        values[~arr.is_valid().to_numpy(zero_copy_only=False)] = 0.0
+        values[~valid(arr)] = 0.0
     return values
 
 
@@ -107,7 +110,7 @@ def _fixed_bytes(arr: Any, width: int) -> Any:
     values: Any = raw[arr.offset * width : (arr.offset + len(arr)) * width]
     if arr.null_count:
         values = values.reshape(len(arr), width).copy()
-        values[~arr.is_valid().to_numpy(zero_copy_only=False)] = 0
+        values[~valid(arr)] = 0
     return memoryview(values)
 
 
@@ -136,7 +139,7 @@ class _Column:
         if kind == "null" or len(arr) == 0:
             return
         if arr.null_count:
-            where = np.flatnonzero(~arr.is_valid().to_numpy(zero_copy_only=False))
+            where = np.flatnonzero(~valid(arr))
             rows: Any = where.astype(np.int64) + first_row
             self.nulls.update(memoryview(rows))
         if kind == "repr":
@@ -157,9 +160,7 @@ class _Column:
         if kind == "float":
             self.values.update(memoryview(_floats(arr)))  # float64, native = little-endian
         elif kind == "bool":
-            self.values.update(
-                arr.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8).tobytes()
-            )
+            self.values.update(bools(arr.fill_null(False)).astype(np.uint8).tobytes())
         elif kind in ("int", "uint"):
             arr = pc.cast(arr, pa.int64() if kind == "int" else pa.uint64())
             self.values.update(_fixed_bytes(arr, 8))
@@ -193,9 +194,7 @@ def _sortable(arr: Any) -> Any:
         arr = arr.dictionary_decode()
     kind = _kind(arr.type)[0]
     if kind == "float":
-        return pa.array(
-            _floats(arr), pa.float64(), mask=arr.is_null().to_numpy(zero_copy_only=False)
-        )
+        return from_numpy(_floats(arr), pa.float64(), mask=~valid(arr))
     if kind == "ts" and arr.type.tz is not None:
         return pc.cast(arr, pa.timestamp(arr.type.unit))  # the instant, zone aside
     if kind == "repr":
@@ -291,7 +290,7 @@ def _sorted_digest(
             sortable = pa.table({n: _sortable(whole[n]) for n in ordered})
             order = pc.sort_indices(sortable, sort_keys=[(n, "ascending") for n in ordered])
     identity = order is None or bool(
-        np.array_equal(order.to_numpy(), np.arange(rows, dtype=order.to_numpy().dtype))
+        np.array_equal(_arrays.values(order, np.uint64), np.arange(rows, dtype=np.uint64))
     )
     for name in names:
         col = whole[name] if whole is not None else read([name]).column(name)

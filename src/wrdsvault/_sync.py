@@ -20,17 +20,17 @@ import errno
 import functools
 import inspect
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import attrs
 import psutil
-import pyarrow as pa
 
 from wrdsvault._storage.checkpoint import CheckpointRecord, columns_digest
 from wrdsvault._storage.diskguard import DiskGuard
@@ -65,6 +65,9 @@ from wrdsvault.validation import (
     default_rules,
     run_rules,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,8 @@ def file_schema(schema: pa.Schema) -> pa.Schema:
     rewording a comment) rewrite every year and make the same rows from two sources (the
     sample, a WRDS replica) different files. The declared type stays: it is part of identity.
     """
+    import pyarrow as pa
+
     fields = []
     for field in schema:
         if field.metadata and COMMENT_KEY in field.metadata:
@@ -288,6 +293,8 @@ def describe(source: Source, spec: DatasetSpec) -> TableInfo:
     Raises:
         SourceError: it raised, or did not return a `TableInfo` with a pyarrow schema.
     """
+    import pyarrow as pa
+
     got: object = _call(source, spec, "describe()", lambda: source.describe(spec))
     schema: object = got.schema if isinstance(got, TableInfo) else None
     if not isinstance(got, TableInfo) or not isinstance(schema, pa.Schema):
@@ -332,13 +339,27 @@ def preflight(source: Source, specs: Sequence[DatasetSpec]) -> None:
 
     A name the source does not serve (a typo, a table another source has) fails here, before
     the lock, the staging folder, a quarantine entry or a snapshot exist. The sync asks again
-    under the lock (the answer may change while it waits for another writer).
+    under the lock (the answer may change while it waits for another writer). A source with a
+    ``change_marker(spec)`` method is asked that (the same lookup, no schema), else `describe`.
 
     Raises:
         UnknownDatasetError, SourceError, SyncError: as `ask`.
     """
     for spec in specs:
-        ask(source, spec)
+        method = getattr(source, "change_marker", None)
+        if not callable(method):
+            ask(source, spec)
+            continue
+        # Existence and access are all this needs: the source's cheaper lookup answers them
+        # with the same errors (and loads no pyarrow for a sync that will find nothing changed).
+        try:
+            _call(source, spec, "change_marker()", lambda: method(spec))  # noqa: B023
+        except OSError as exc:
+            raise SyncError(
+                dataset=spec.name,
+                reason=f"asking the source {_source_name(source)!r} about it failed "
+                f"({type(exc).__name__}: {exc}); nothing was written, run the sync again",
+            ) from exc
 
 
 def _refuse_duplicate_columns(spec: DatasetSpec, schema: pa.Schema) -> None:
@@ -444,6 +465,8 @@ def read_batches(
         raise _misbehaved(
             source, spec, f"{what} returned {_kind_of(batches)}, not an iterator of RecordBatch"
         )
+    import pyarrow as pa
+
     it = _call(source, spec, what, lambda: iter(batches))
     end = object()  # not None: a source yielding None is at fault, not finished
     while True:
@@ -485,6 +508,9 @@ def _sync_dataset(
     Raises:
         SchemaDriftError, SyncError, SourceError, ValidationFailedError, DiskSpaceError.
     """
+    if _quick_unchanged(source, spec, prev, opts):
+        assert prev is not None
+        return None, _unchanged(spec, prev)
     info = describe(source, spec)
     if _marker_unchanged(source, prev, info, opts):
         assert prev is not None
@@ -503,6 +529,31 @@ def _sync_dataset(
     if staged.written or staged.resumed:
         _refuse_a_source_updated_while_read(source, spec, info)
     return _result(source, spec, prev, plan, staged, partitions, removed, opts.years)
+
+
+def _quick_unchanged(
+    source: Source, spec: DatasetSpec, prev: DatasetEntry | None, opts: SyncOptions
+) -> bool:
+    """`_marker_unchanged` from the source's ``change_marker(spec)`` alone, if it has one.
+
+    A source may offer ``change_marker(spec)``: `describe`'s ``change_marker`` without the
+    schema (`WrdsSource`: one catalog query; no pyarrow). When it still matches the recorded
+    marker, the sync is done with the dataset before describing it; otherwise (or without the
+    method) `describe` decides as before.
+    """
+    method = getattr(source, "change_marker", None)
+    if not callable(method) or opts.full or prev is None or prev.change_marker is None:
+        return False
+    if prev.source != source.name:
+        return False
+    if opts.years is not None and not opts.years <= {p.year for p in prev.partitions}:
+        return False
+    marker: object = _call(source, spec, "change_marker()", lambda: method(spec))
+    if marker is not None and not isinstance(marker, str):
+        raise _misbehaved(
+            source, spec, f"change_marker() gave {marker!r}; a change marker is a str or None"
+        )
+    return marker == prev.change_marker
 
 
 def _marker_unchanged(
@@ -1125,7 +1176,12 @@ def run_sync(
         raise
     except OSError as exc:
         raise os_error(exc, dataset=current, root=writer.layout.root) from exc
-    except pa.ArrowException as exc:
+    except Exception as exc:
+        # pyarrow's errors (loaded by then if it raised one; a sync that stopped at the change
+        # marker never loads pyarrow)
+        arrow = sys.modules.get("pyarrow")
+        if arrow is None or not isinstance(exc, arrow.ArrowException):
+            raise
         raise SyncError(dataset=current, reason=f"{type(exc).__name__}: {exc}") from exc
     return SyncReport(
         snapshot_id=manifest.snapshot_id if manifest else (head.snapshot_id if head else None),

@@ -37,6 +37,7 @@ finding, with the same examples, either way. User rules (a `SqlRule`, your own c
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from itertools import pairwise
@@ -175,8 +176,10 @@ class StreamFacts:
         column: Any = batch.column(self._date)
         if self._days is not None:
             # A year of daily data has ~250 distinct dates per batch: cheap to keep them all.
+            from wrdsvault._arrays import values
+
             days = pc.unique(column.drop_null()).cast(pa.int32())
-            self._days.update(days.to_numpy(zero_copy_only=False).tolist())
+            self._days.update(values(days, "<i4").tolist())
             if len(self._days) > _MAX_DAYS:
                 self._days = None
         elif self._timestamps and column.null_count < len(column):
@@ -597,16 +600,22 @@ def default_rules(spec: DatasetSpec) -> list[Rule]:
     return rules
 
 
+def _rule_errors() -> tuple[type[BaseException], ...]:
+    """The errors that make a rule itself a finding. DuckDB's only once a rule has loaded it:
+    rules the stream's facts prove never import it (evaluated when a rule raises)."""
+    duckdb = sys.modules.get("duckdb")
+    errors: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError)
+    return errors if duckdb is None else (duckdb.Error, *errors)
+
+
 def run_rules(rules: Sequence[Rule], partition: PartitionData) -> list[Finding]:
     """Run every rule; a rule that crashes is itself a finding (never a silent pass)."""
-    import duckdb
-
     findings = []
     try:
         for rule in rules:
             try:
                 found = rule.check(partition)
-            except (duckdb.Error, ValueError, KeyError, TypeError) as exc:
+            except _rule_errors() as exc:
                 found = partition.finding(
                     getattr(rule, "name", type(rule).__name__),
                     f"the rule itself failed: {type(exc).__name__}: {exc}",

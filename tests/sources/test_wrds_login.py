@@ -36,11 +36,12 @@ from wrdsvault.sources.wrds import (
 from wrdsvault.testing import REPLICA_PASSWORD, REPLICA_USER, WrdsReplica
 
 MakeReplica = Callable[..., AbstractContextManager[WrdsReplica]]
-#: What a sync through WrdsSource must never load: the client and its database stack.
-NEVER_ON_SYNC: Final = ("wrds", "sqlalchemy", "pandas")
-#: What a sync that finds nothing changed has no use for: DuckDB (queries, validation), the
-#: Parquet writer and the content digest (only written files need them).
-NEVER_ON_UNCHANGED: Final = (*NEVER_ON_SYNC, "duckdb", "pyarrow.parquet", "wrdsvault._digest")
+#: What a sync through WrdsSource must never load: the client and its database stack, and
+#: (its built-in rules proven from the stream) neither pandas nor DuckDB.
+NEVER_ON_SYNC: Final = ("wrds", "sqlalchemy", "pandas", "duckdb")
+#: What a sync that finds nothing changed has no use for: Arrow and NumPy (it stops at the
+#: table comment, `WrdsSource.change_marker`), the content digest (only written files need it).
+NEVER_ON_UNCHANGED: Final = (*NEVER_ON_SYNC, "pyarrow", "numpy", "wrdsvault._digest")
 
 
 def test_wrds_constants_match_the_installed_client() -> None:
@@ -216,11 +217,12 @@ def _offending(loaded: list[str], names: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.postgres
-def test_sync_processes_import_neither_wrds_sqlalchemy_nor_pandas(
+def test_sync_processes_import_neither_wrds_sqlalchemy_pandas_nor_duckdb(
     replica: WrdsReplica, tmp_path: Path
 ) -> None:
-    """A first sync, an unchanged one, the CLI's sync and sync --all load no wrds client stack;
-    when nothing changed, neither DuckDB nor the Parquet writer either."""
+    """A first sync, an unchanged one, the CLI's sync and sync --all load no wrds client stack,
+    pandas or DuckDB; when nothing changed, not the Parquet writer either. A first sync's
+    process allocates Arrow's memory from jemalloc (`wrdsvault._memory.prefer_jemalloc`)."""
     vault = tmp_path / "vault"
     kwargs = replica.connect_kwargs(user=REPLICA_USER)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -229,14 +231,19 @@ def test_sync_processes_import_neither_wrds_sqlalchemy_nor_pandas(
         from wrdsvault.sources import WrdsSource
         with Warehouse({str(vault)!r}, source=WrdsSource(**{kwargs!r})) as wh:
             print(wh.sync(["crsp.msf", "ff.factors_monthly"])["crsp.msf"].status)
+        import sys
+        arrow = sys.modules.get("pyarrow")  # loaded by the sync, if at all
+        print(arrow.default_memory_pool().backend_name if arrow else "no pyarrow")
     """
     for expected in ("added", "unchanged"):
         printed, loaded = _modules_after(script, env)
-        assert printed == [expected]
+        assert printed[0] == expected
+        if expected == "unchanged":
+            assert printed[1] == "no pyarrow"
+        elif sys.platform == "linux":
+            assert printed[1] == "jemalloc"
         assert "psycopg2" in loaded  # it did log in
-        # Validating written rows still loads pandas (`PartitionData.query` returns a DataFrame
-        # to the rules); the login and an unchanged sync do not.
-        never = NEVER_ON_UNCHANGED if expected == "unchanged" else ("wrds", "sqlalchemy")
+        never = NEVER_ON_UNCHANGED if expected == "unchanged" else NEVER_ON_SYNC
         assert _offending(loaded, never) == []
     cli_env = {**env, "PGHOST": str(replica.server.socket_dir), "PGPASSWORD": REPLICA_PASSWORD}
     for args in (["crsp.msf"], ["--all"]):

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import attrs
-import pyarrow as pa
 
 from wrdsvault._storage.atomic import (
     HashingWriter,
@@ -52,6 +51,8 @@ from wrdsvault.errors import (
 from wrdsvault.manifest import DatasetEntry, Manifest
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from wrdsvault.settings import VaultSettings
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ class Writer:
         """
         # The Parquet writer and the digest (pyarrow.compute) are imported with the first file
         # written: a sync that finds nothing changed never loads them.
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from wrdsvault._digest import Digester, file_digest

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from wrdsvault._memory import prefer_jemalloc
 from wrdsvault.sources.base import PartitionInfo, Source, TableInfo
+
+# Sources load pyarrow: a sync's process allocates Arrow's memory from jemalloc if it can still
+# choose (wrdsvault._memory says why and what is measured).
+prefer_jemalloc()
 
 if TYPE_CHECKING:
     from wrdsvault.sources.sample import SampleSource

@@ -12,6 +12,11 @@ A source answers four questions about a dataset, and nothing else:
    exactly the schema from `describe` (memory is bounded by a batch, not by the year).
 4. `Source.close`: release connections.
 
+A source may also offer ``change_marker(spec) -> str | None``: `describe`'s change marker
+alone (same value, same errors), for a source that can tell it more cheaply than the schema
+(`WrdsSource`: one catalog query). The sync asks it first and skips a dataset whose marker is
+the recorded one without describing it.
+
 Markers are opaque strings compared for equality. ``None`` means "unknown": the vault then reads
 the data and compares content. A source must change a marker whenever the data it covers changes;
 it may change it without a data change (that costs only a re-read).

@@ -50,8 +50,6 @@ from collections.abc import Collection, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from wrdsvault._memory import stream_pool
 from wrdsvault.datasets import DatasetSpec
@@ -80,6 +78,7 @@ from wrdsvault.sources.base import COMMENT_KEY, SOURCE_TYPE_KEY, PartitionInfo, 
 
 if TYPE_CHECKING:
     import psycopg2.extensions
+    import pyarrow as pa
     import wrds
 
 __all__ = [
@@ -137,21 +136,23 @@ DEFAULT_STREAMS: Final = WRDS_CONNECTION_LIMIT - 1
 # Types
 # --------------------------------------------------------------------------------------------
 
-_FIXED_TYPES: Final[dict[str, pa.DataType]] = {
-    "smallint": pa.int16(),
-    "integer": pa.int32(),
-    "bigint": pa.int64(),
-    "real": pa.float32(),
-    "double precision": pa.float64(),
-    "numeric": pa.float64(),  # unbounded: no fixed scale to keep
-    "date": pa.date32(),
-    "boolean": pa.bool_(),
-    "text": pa.string(),
-    "varchar": pa.string(),
-    "char": pa.string(),
-    '"char"': pa.string(),
-    "name": pa.string(),
-    "citext": pa.string(),
+#: Declared types with one Arrow type each, by the name of its pyarrow factory (pyarrow is
+#: loaded when a type is first mapped: a sync that stops at the change marker never loads it).
+_FIXED_TYPES: Final[dict[str, str]] = {
+    "smallint": "int16",
+    "integer": "int32",
+    "bigint": "int64",
+    "real": "float32",
+    "double precision": "float64",
+    "numeric": "float64",  # unbounded: no fixed scale to keep
+    "date": "date32",
+    "boolean": "bool_",
+    "text": "string",
+    "varchar": "string",
+    "char": "string",
+    '"char"': "string",
+    "name": "string",
+    "citext": "string",
 }
 _NUMERIC_RE: Final = re.compile(r"numeric\((\d+),(-?\d+)\)")
 _TEXT_RE: Final = re.compile(r"(varchar|char)\(\d+\)")
@@ -181,8 +182,11 @@ def arrow_type(declared: str) -> pa.DataType | None:
         >>> arrow_type("varchar(8)")
         DataType(string)
     """
+    import pyarrow as pa
+
     if declared in _FIXED_TYPES:
-        return _FIXED_TYPES[declared]
+        factory: Any = getattr(pa, _FIXED_TYPES[declared])
+        return factory()  # type: ignore[no-any-return]
     match = _NUMERIC_RE.fullmatch(declared)
     if match:
         precision, scale = int(match[1]), int(match[2])
@@ -226,6 +230,8 @@ class _Table:
 
 
 def _column(name: str, formatted: str, base: str | None) -> _Column:
+    import pyarrow as pa
+
     declared = _short_type(formatted)
     arrow = arrow_type(_short_type(base) if base else declared)
     if arrow is None:
@@ -467,6 +473,9 @@ class _CopyStream:
     # -- the parser thread -------------------------------------------------------------------
 
     def _parse(self) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
         table = self._table
         try:
             if not self._source.peek(1):  # no rows at all (pyarrow refuses an empty file)
@@ -557,8 +566,17 @@ class _CopyStream:
 def _exact_sum(hashes: Any) -> int:
     """The exact sum of an int64 column (PostgreSQL sums bigints as numeric: no overflow)."""
     import numpy as np
+    import pyarrow as pa
 
-    values = hashes.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    from wrdsvault._arrays import values as _values
+
+    if isinstance(hashes, pa.ChunkedArray):
+        return sum(_exact_sum(chunk) for chunk in hashes.chunks)
+    if hashes.null_count:  # hash_record_extended never returns NULL; a NULL would be a bug
+        msg = "a row hash is NULL"
+        raise ValueError(msg)
+    # Arrow's own buffer: ``to_numpy`` would import pandas (wrdsvault._arrays).
+    values = _values(hashes.cast(pa.int64()), "<i8")
     # Split each value into a signed high and an unsigned low 32-bit half: a block of fewer
     # than 2**31 rows cannot overflow either int64 sum.
     high = int((values >> 32).sum(dtype=np.int64))
@@ -568,6 +586,8 @@ def _exact_sum(hashes: Any) -> int:
 
 def _conform(block: pa.RecordBatch, table: _Table) -> pa.RecordBatch:
     """Give a parsed block the exact described schema (types and field metadata)."""
+    import pyarrow as pa
+
     arrays = []
     for column, array in zip(table.columns, block.columns, strict=True):
         if array.type != column.arrow:
@@ -609,6 +629,7 @@ def _row() -> Any:
 
 def _utc(column: _Column) -> Any:
     """The SQL for a column as read: timestamptz in UTC (naive), anything else as is."""
+    import pyarrow as pa
     from psycopg2 import sql
 
     ident = sql.SQL("{}.{}").format(_row(), sql.Identifier(column.name))
@@ -651,6 +672,32 @@ def _years_filter(date: Any, years: Collection[int]) -> Any:
         return sql.SQL(" WHERE false")
     ranges = [sql.SQL("({})").format(_year_range(date, a, b)) for a, b in runs]
     return sql.SQL(" WHERE {}").format(sql.SQL(" OR ").join(ranges))
+
+
+#: `WrdsSource._lookup`'s one statement; ``{columns}`` is `_COLUMNS_SQL` or ``NULL``.
+_LOOKUP_SQL: Final = """
+    SELECT n.oid IS NOT NULL,
+           n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE'),
+           c.oid,
+           obj_description(c.oid, 'pg_class'),
+           c.oid IS NOT NULL AND has_table_privilege(c.oid, 'SELECT'),
+           {columns}
+    FROM (SELECT %s::name AS nspname, %s::name AS relname) AS s
+    LEFT JOIN pg_namespace AS n ON n.nspname = s.nspname
+    LEFT JOIN pg_class AS c ON c.relnamespace = n.oid AND c.relname = s.relname
+         AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
+    """
+_COLUMNS_SQL: Final = """(SELECT json_agg(json_build_array(
+                       i.column_name,
+                       format_type(a.atttypid, a.atttypmod),
+                       CASE WHEN t.typtype = 'd'
+                            THEN format_type(t.typbasetype, t.typtypmod) END,
+                       col_description(a.attrelid, a.attnum))
+                   ORDER BY i.ordinal_position)
+            FROM information_schema.columns AS i
+            JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = i.column_name
+            JOIN pg_type AS t ON t.oid = a.atttypid
+            WHERE i.table_schema = s.nspname AND i.table_name = s.relname)"""
 
 
 class WrdsSource:
@@ -909,7 +956,22 @@ class WrdsSource:
             schema=table.schema, change_marker=marker, row_estimate=estimate, comment=table.comment
         )
 
-    def _load_table(self, spec: DatasetSpec) -> _Table:
+    def change_marker(self, spec: DatasetSpec) -> str | None:
+        """The table's change marker alone: `describe`'s ``change_marker``, in one round trip.
+
+        The same lookup and the same errors as `describe`, without the columns, their Arrow
+        types or the row estimate: a sync whose recorded marker still holds stops here (it then
+        loads neither pyarrow nor anything that writes).
+
+        Raises:
+            UnknownDatasetError: no such library or table.
+            SourceError: not subscribed, login failed, or WRDS unreachable.
+        """
+        _, comment, _ = self._lookup(spec, columns=False)
+        return comment if parse_comment(comment) else None
+
+    def _lookup(self, spec: DatasetSpec, *, columns: bool) -> tuple[int, str | None, Any]:
+        """(oid, comment, the columns' JSON or None) of ``spec``'s table; raises as `describe`."""
         given: object = spec  # untyped callers can pass anything; mypy cannot see that
         if not isinstance(given, DatasetSpec):
             msg = f"spec must be a DatasetSpec, not {type(given).__name__}"
@@ -920,28 +982,7 @@ class WrdsSource:
         rows = self._fetch(
             spec,
             "looking up the table",
-            """
-            SELECT n.oid IS NOT NULL,
-                   n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE'),
-                   c.oid,
-                   obj_description(c.oid, 'pg_class'),
-                   c.oid IS NOT NULL AND has_table_privilege(c.oid, 'SELECT'),
-                   (SELECT json_agg(json_build_array(
-                               i.column_name,
-                               format_type(a.atttypid, a.atttypmod),
-                               CASE WHEN t.typtype = 'd'
-                                    THEN format_type(t.typbasetype, t.typtypmod) END,
-                               col_description(a.attrelid, a.attnum))
-                           ORDER BY i.ordinal_position)
-                    FROM information_schema.columns AS i
-                    JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = i.column_name
-                    JOIN pg_type AS t ON t.oid = a.atttypid
-                    WHERE i.table_schema = s.nspname AND i.table_name = s.relname)
-            FROM (SELECT %s::name AS nspname, %s::name AS relname) AS s
-            LEFT JOIN pg_namespace AS n ON n.nspname = s.nspname
-            LEFT JOIN pg_class AS c ON c.relnamespace = n.oid AND c.relname = s.relname
-                 AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
-            """,
+            _LOOKUP_SQL.format(columns=_COLUMNS_SQL if columns else "NULL"),
             (spec.library, spec.table),
         )
         has_schema, usage, oid, comment, can_select, found = rows[0]
@@ -990,6 +1031,12 @@ class WrdsSource:
                 hint=f"library {spec.library!r} has {len(tables)} tables but not {spec.table!r} "
                 "(the list shows close names)",
             )
+        return int(oid), comment, found
+
+    def _load_table(self, spec: DatasetSpec) -> _Table:
+        import pyarrow as pa
+
+        oid, comment, found = self._lookup(spec, columns=True)
         if isinstance(found, str):  # a driver that does not decode json
             import json
 
@@ -1016,7 +1063,7 @@ class WrdsSource:
                 for c in cols
             ]
         )
-        table = _Table(spec.library, spec.table, int(oid), comment, cols, schema)
+        table = _Table(spec.library, spec.table, oid, comment, cols, schema)
         self._tables[spec.name] = table
         return table
 
@@ -1121,6 +1168,8 @@ class WrdsSource:
 
     @staticmethod
     def _partition_column(spec: DatasetSpec, table: _Table) -> _Column:
+        import pyarrow as pa
+
         column = table.column(spec.partition_column or "")
         if column is None or not (
             pa.types.is_date(column.arrow) or pa.types.is_timestamp(column.arrow)
