@@ -445,13 +445,17 @@ def ratio_rows(label: str, bench: Bench) -> list[dict[str, Any]]:
             "memory": ("peak_rss_mb", "{:,.0f} MB"),
         }
         for step, what, key in (
-            ("full", "full copy: time", "time"),
-            ("full", "full copy: peak RSS", "memory"),
+            ("full", "full copy, one stream: time", "time"),
+            ("full", "full copy, one stream: peak RSS", "memory"),
+            ("full_streams", "full copy, default streams: time", "time"),
+            ("full_streams", "full copy, default streams: peak RSS", "memory"),
             ("unchanged", "nothing changed: time of the call", "time"),
             ("unchanged", "nothing changed: whole process (start, imports, login)", "process_time"),
             ("one_year", "1 % of one year changed: time", "time"),
         ):
             field, fmt = figures[key]
+            if f"{step}_{key}_ratio" not in p:  # results from before the step was measured
+                continue
             add(
                 f"{what}, wrdsvault / db2pq",
                 f"{_rows(p['rows'])} rows",

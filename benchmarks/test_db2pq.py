@@ -7,7 +7,9 @@ the session's WRDS replica (``dsf_replica`` of ``conftest.py``: a dsf-shaped ``c
 db2pq, ``_measure.py`` for the sync: wall time of the call, the child's peak RSS), the two
 tools interleaved step by step:
 
-1. **full copy** into an empty folder / an empty vault;
+1. **full copy** into an empty folder / an empty vault, wrdsvault twice: with one stream (db2pq
+   reads on one connection; ``full_*``) and with its default streams (what ``WrdsSource()``
+   does; ``full_streams_*``);
 2. **nothing changed**: both re-run against the unchanged replica; db2pq decides from the
    table comment's date, wrdsvault from its change markers;
 3. **one-year change**: 1 % of one year's rows get a new ``ret`` and the comment's date moves
@@ -32,6 +34,7 @@ from typing import Any, Final
 
 import pytest
 
+from wrdsvault.sources.wrds import DEFAULT_STREAMS
 from wrdsvault.testing import product_schema
 
 DATASET: Final = "crsp.dsf"
@@ -71,26 +74,32 @@ def test_sync_against_db2pq(
     def run_db2pq(data_dir: Path) -> dict[str, Any]:
         return db2pq.measure_db2pq(python, env, DATASET, connect, data_dir)
 
-    def run_sync(vault: Path) -> dict[str, Any]:
-        return measure.measure("sync", None, connect, vault)
+    def run_sync(vault: Path, streams: int = 1) -> dict[str, Any]:
+        return measure.measure("sync", None, connect, vault, streams=streams)
 
     # 1. full copy, interleaved; the first round's outputs are the ones the later steps update
     rounds = bench_sizes.sync_rounds
+    # wrdsvault twice: one stream (db2pq reads on one connection) and its default streams
+    # (what a user runs: `WrdsSource()`); both against the same db2pq rounds.
     fulls_p: list[dict[str, Any]] = []
     fulls_v: list[dict[str, Any]] = []
+    fulls_s: list[dict[str, Any]] = []
     for i in range(rounds):
         # Alternate who goes first: neither always gets the warmer page cache.
-        order = ("p", "v") if i % 2 == 0 else ("v", "p")
+        order = ("p", "v", "s") if i % 2 == 0 else ("s", "v", "p")
         for who in order:
             if who == "p":
                 fulls_p.append(run_db2pq(tmp_path / f"pq-{i}"))
-            else:
+            elif who == "v":
                 fulls_v.append(run_sync(tmp_path / f"vault-{i}"))
+            else:
+                fulls_s.append(run_sync(tmp_path / f"vault-streams-{i}", DEFAULT_STREAMS))
     for p in fulls_p:
         assert p["copied"] and p["rows"] == total
-    for v in fulls_v:
+    for v in (*fulls_v, *fulls_s):
         assert v["report"]["status"] == "added" and v["rows"] == total
     full_p, full_v = measure.median_of(fulls_p), measure.median_of(fulls_v)
+    full_s = measure.median_of(fulls_s)
     pq_dir, vault = tmp_path / "pq-0", tmp_path / "vault-0"
     pq_file = pq_dir / "crsp" / "dsf.parquet"
 
@@ -130,7 +139,12 @@ def test_sync_against_db2pq(
     info["one_year_updated_fraction_of_year"] = round(updated / counts[CHANGED_YEAR], 4)
     info["db2pq_parquet_bytes"] = full_p["parquet_bytes"]
     info["wrdsvault_parquet_bytes"] = full_v["report"]["bytes_written"]
-    steps = (("full", full_p, full_v), ("unchanged", unchanged_p, unchanged_v))
+    info["default_streams"] = DEFAULT_STREAMS
+    steps = (
+        ("full", full_p, full_v),
+        ("full_streams", full_p, full_s),
+        ("unchanged", unchanged_p, unchanged_v),
+    )
     for step, p, v in (*steps, ("one_year", one_year_p, one_year_v)):
         measure.record(info, f"db2pq_{step}", p)
         measure.record(info, f"wrdsvault_{step}", v)
