@@ -324,8 +324,13 @@ def ask(source: Source, spec: DatasetSpec) -> TableInfo:
         SourceError: it raised, or did not return a `TableInfo` with a pyarrow schema.
         SyncError: an OS error (a dropped connection) while asking.
     """
+    return _asking(source, spec, lambda: describe(source, spec))
+
+
+def _asking(source: Source, spec: DatasetSpec, question: Callable[[], _T]) -> _T:
+    """``question()``; an OS error (a dropped connection) becomes a `SyncError`."""
     try:
-        return describe(source, spec)
+        return question()
     except OSError as exc:
         raise SyncError(
             dataset=spec.name,
@@ -345,21 +350,15 @@ def preflight(source: Source, specs: Sequence[DatasetSpec]) -> None:
     Raises:
         UnknownDatasetError, SourceError, SyncError: as `ask`.
     """
+    method = getattr(source, "change_marker", None)
     for spec in specs:
-        method = getattr(source, "change_marker", None)
         if not callable(method):
             ask(source, spec)
             continue
         # Existence and access are all this needs: the source's cheaper lookup answers them
         # with the same errors (and loads no pyarrow for a sync that will find nothing changed).
-        try:
-            _call(source, spec, "change_marker()", lambda: method(spec))  # noqa: B023
-        except OSError as exc:
-            raise SyncError(
-                dataset=spec.name,
-                reason=f"asking the source {_source_name(source)!r} about it failed "
-                f"({type(exc).__name__}: {exc}); nothing was written, run the sync again",
-            ) from exc
+        marker = functools.partial(method, spec)
+        _asking(source, spec, functools.partial(_call, source, spec, "change_marker()", marker))
 
 
 def _refuse_duplicate_columns(spec: DatasetSpec, schema: pa.Schema) -> None:
