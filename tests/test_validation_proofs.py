@@ -265,3 +265,47 @@ def test_a_user_rule_still_reads_the_file(tmp_path: Path) -> None:
     wh = wrdsvault.Warehouse(tmp_path / "v", source=DailySource([2020]), rules={"crsp.dsf": [rule]})
     with pytest.raises(wrdsvault.ValidationFailedError, match="no_january"):
         wh.sync("crsp.dsf")
+
+
+class _KeyErrorRule:
+    name = "lookup"
+
+    def check(self, partition: PartitionData) -> None:
+        raise KeyError("no such column")
+
+
+def test_a_rule_that_crashes_is_a_finding_in_a_process_without_duckdb(tmp_path: Path) -> None:
+    """`run_rules` names DuckDB's errors only once a rule loaded DuckDB (a sync whose rules the
+    stream proves never loads it): a broken SQL rule, run first in a fresh interpreter, and a
+    rule raising KeyError both become findings instead of failing the sync."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "part.parquet"
+    pq.write_table(pa.Table.from_pylist(rows_of(weekdays(2020)), schema=SCHEMA), path)
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from wrdsvault.datasets import DatasetSpec
+        from wrdsvault.validation import PartitionData, SqlRule, run_rules
+        assert "duckdb" not in sys.modules
+        spec = DatasetSpec(name="crsp.dsf", partition_column="date", primary_key=("permno", "date"))
+        data = PartitionData(spec=spec, year=2020, path={str(path)!r}, row_count=2,
+                             source_row_count=2, previous=None, columns=["permno", "date", "ret"])
+        found = run_rules([SqlRule("broken", "select no_such_column from partition")], data)
+        print(json.dumps([f.message for f in found]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [message] = json.loads(done.stdout.splitlines()[-1])
+    assert message.startswith("the rule itself failed: BinderException")
+
+    data = partition(DAILY, path, 2, None)
+    [finding] = validation.run_rules([_KeyErrorRule()], data)
+    assert finding.rule == "lookup"
+    assert "the rule itself failed: KeyError" in finding.message
