@@ -12,6 +12,7 @@ e.g. if the facts stopped reaching the rules or the key order stopped being prov
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -181,18 +182,8 @@ def test_timestamp_partition_column_counts_years_in_utc(tmp_path: Path) -> None:
         facts = StreamFacts(schema, "t")
         for batch in table.to_batches():
             facts.update(batch)
-        data = PartitionData(
-            spec=spec,
-            year=2020,
-            path=path,
-            row_count=len(stamps),
-            source_row_count=None,
-            previous=None,
-            columns=schema.names,
-            facts=facts,
-        )
-        got = verdicts([DatesInYear()], data)
-        plain = PartitionData(
+        data = functools.partial(
+            PartitionData,
             spec=spec,
             year=2020,
             path=path,
@@ -201,7 +192,8 @@ def test_timestamp_partition_column_counts_years_in_utc(tmp_path: Path) -> None:
             previous=None,
             columns=schema.names,
         )
-        assert got == verdicts([DatesInYear()], plain)
+        got = verdicts([DatesInYear()], data(facts=facts))
+        assert got == verdicts([DatesInYear()], data())
         assert (got == [None]) == (name == "inside")
 
 
