@@ -158,7 +158,10 @@ def runner(
 def test_dry_run_names_every_call(runner: FaultRunner) -> None:
     """The traced clean sync makes the calls the cases target, each with a known phase."""
     plan = runner.plan
-    unknown = [c for c in plan if c["phase"] == "unknown"]
+    # Writes to a pipe or socket are the process's own output (a log line, e.g. the disk-space
+    # warning a sync prints on a filling disk), not calls of the commit protocol.
+    output = ("other:pipe:", "other:socket:")
+    unknown = [c for c in plan if c["phase"] == "unknown" and not c["target"].startswith(output)]
     assert unknown == [], f"calls the suite cannot place in the protocol: {unknown}"
     families = {c["family"] for c in plan}
     assert {"write", "fsync", "rename", "link"} <= families, families
