@@ -460,6 +460,13 @@ def read_batches(
     batches: object = _call(
         source, spec, what, lambda: source.read_partition(spec, year, batch_rows=batch_rows)
     )
+    return _checked_batches(source, spec, what, batches)
+
+
+def _checked_batches(
+    source: Source, spec: DatasetSpec, what: str, batches: object
+) -> Generator[pa.RecordBatch, None, None]:
+    """``batches``, refusing anything but record batches (`read_batches`, `read_years`)."""
     if not isinstance(batches, Iterable):
         raise _misbehaved(
             source, spec, f"{what} returned {_kind_of(batches)}, not an iterator of RecordBatch"
@@ -467,17 +474,55 @@ def read_batches(
     import pyarrow as pa
 
     it = _call(source, spec, what, lambda: iter(batches))
-    end = object()  # not None: a source yielding None is at fault, not finished
-    while True:
-        batch = _call(source, spec, what, lambda: next(it, end))
-        if batch is end:
-            return
-        if not isinstance(batch, pa.RecordBatch):
-            hint = " (send table.to_batches())" if isinstance(batch, pa.Table) else ""
-            raise _misbehaved(
-                source, spec, f"{what} yielded {_kind_of(batch)}, not a pyarrow.RecordBatch{hint}"
-            )
-        yield batch
+    try:
+        end = object()  # not None: a source yielding None is at fault, not finished
+        while True:
+            batch = _call(source, spec, what, lambda: next(it, end))
+            if batch is end:
+                return
+            if not isinstance(batch, pa.RecordBatch):
+                hint = " (send table.to_batches())" if isinstance(batch, pa.Table) else ""
+                raise _misbehaved(
+                    source,
+                    spec,
+                    f"{what} yielded {_kind_of(batch)}, not a pyarrow.RecordBatch{hint}",
+                )
+            yield batch
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            _call(source, spec, what, close)
+
+
+def reads_years(source: Source, spec: DatasetSpec) -> bool:
+    """Whether ``source`` can stream several years of ``spec`` with one read
+    (`read_partitions`, optional in the `Source` contract)."""
+    return spec.partitioned and callable(getattr(source, "read_partitions", None))
+
+
+def read_years(
+    source: Source, spec: DatasetSpec, years: Sequence[int], batch_rows: int
+) -> Generator[tuple[int, Iterator[pa.RecordBatch]], None, None]:
+    """``source.read_partitions(...)``: each of ``years`` in turn with its batches, checked
+    against the contract (every year once, in order; only record batches)."""
+    what = f"read_partitions({years[0]}-{years[-1]})"
+    method = source.read_partitions  # type: ignore[attr-defined]  # optional (reads_years)
+    pairs: object = _call(source, spec, what, lambda: method(spec, years, batch_rows=batch_rows))
+    if not isinstance(pairs, Iterable):
+        raise _misbehaved(source, spec, f"{what} returned {_kind_of(pairs)}, not an iterator")
+    it = _call(source, spec, what, lambda: iter(pairs))
+    try:
+        for year in years:
+            pair: object = _call(source, spec, what, lambda: next(it, None))
+            if not (isinstance(pair, tuple) and len(pair) == 2 and pair[0] == year):
+                raise _misbehaved(
+                    source, spec, f"{what} gave {pair!r} where ({year}, batches) was due"
+                )
+            yield year, _checked_batches(source, spec, f"{what} for {year}", pair[1])
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            _call(source, spec, what, close)
 
 
 #: Bytes per row assumed for the disk check before a dataset was ever synced (a wide CRSP row).
@@ -812,7 +857,12 @@ def _stage_partitions(
                     facts=facts,
                 ),
             )
-            if old is not None and old.sha256 == done.sha256:
+            if old is not None and (
+                old.sha256 == done.sha256
+                or (bool(old.content_digest) and old.content_digest == done.content_digest)
+            ):
+                # The same rows: keep the file readers hold (a read in another run of years
+                # cuts its batches elsewhere, so the bytes may differ; the rows do not).
                 writer.discard(done)
                 digest = old.content_digest or done.content_digest  # one synced before format 3
                 staged.reuse(attrs.evolve(old, marker=marker, content_digest=digest))
@@ -844,6 +894,47 @@ class _Cancelled(Exception):
 _ReadResult = tuple[StagedFile, PartitionAction, "str | None", "StreamFacts | None"]
 
 
+#: Rows one read of several years may cover (`_groups`): a source that streams several years
+#: at once (`read_partitions`) scans the table once per group instead of once per year, and
+#: a group's read is one long statement on the server, so groups stay below this size.
+GROUP_ROWS: Final = 10_000_000
+
+
+def _groups(todo: Mapping[int, PartitionInfo], streams: int, together: bool) -> list[list[int]]:
+    """The partitions to read, cut into runs read together (``together``: the source reads
+    several years with one statement) or one by one.
+
+    At least ``streams`` runs (every stream has one to read), and more where the rows would
+    make a run larger than `GROUP_ROWS`; consecutive partitions, balanced by row count.
+    """
+    indices = list(todo)
+    if not together or len(indices) <= streams:
+        return [[index] for index in indices]
+    rows = [max(todo[i].row_count or 0, 1) for i in indices]
+    total = sum(rows)
+    count = min(len(indices), max(streams, -(-total // GROUP_ROWS)))
+    groups: list[list[int]] = []
+    done = in_run = 0
+    for placed, (index, n) in enumerate(zip(indices, rows, strict=True)):
+        # A new run once this one holds its share (keeping a partition for every run still to
+        # start), or before it would grow past GROUP_ROWS.
+        left = len(indices) - placed
+        if (
+            not groups
+            or in_run + n > GROUP_ROWS
+            or (
+                len(groups) < count
+                and (done >= total * len(groups) / count or left <= count - len(groups))
+            )
+        ):
+            groups.append([])
+            in_run = 0
+        groups[-1].append(index)
+        in_run += n
+        done += n
+    return groups
+
+
 class _Reads:
     """The partitions to read, read ``streams_of(source)`` at a time in worker threads.
 
@@ -854,6 +945,9 @@ class _Reads:
     their next batch, and `result` raises that failure, never the cancellations it caused.
     Leaving the ``with`` block (normally or by an exception) stops and waits for every thread,
     so no thread outlives the writer.
+
+    A source that streams several years with one statement (`reads_years`) gets the partitions
+    in runs of consecutive years (`_groups`): one read per run, staged a year at a time.
     """
 
     def __init__(
@@ -867,15 +961,48 @@ class _Reads:
         todo: Mapping[int, PartitionInfo],
     ) -> None:
         self._read = functools.partial(_resume_or_read, writer, source, spec, plan, full, report)
+        self._read_group = functools.partial(
+            _resume_or_read_years, writer, source, spec, plan, full, report
+        )
         self._todo = todo
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._futures: dict[int, Future[_ReadResult]] = {}
+        self._runs: dict[int, Generator[tuple[int, _ReadResult], None, None]] = {}
         streams = min(streams_of(source), len(todo))
+        groups = _groups(todo, max(streams, 1), reads_years(source, spec))
         if streams > 1:
             self._pool = ThreadPoolExecutor(streams, thread_name_prefix="wrdsvault-stream")
-            for index, part in todo.items():
-                self._futures[index] = self._pool.submit(self._run, index, part)
+            for group in groups:
+                if len(group) == 1:
+                    index = group[0]
+                    self._futures[index] = self._pool.submit(self._run, index, todo[index])
+                else:
+                    futures = {index: Future[_ReadResult]() for index in group}
+                    self._futures.update(futures)
+                    self._pool.submit(self._run_group, futures)
+        else:
+            for group in groups:
+                if len(group) > 1:
+                    run = self._read_group({i: todo[i] for i in group}, self._stop)
+                    self._runs.update(dict.fromkeys(group, run))
+
+    def _run_group(self, futures: dict[int, Future[_ReadResult]]) -> None:
+        """Read one run of partitions in a worker thread; each result goes to its future."""
+        left = dict(futures)
+        try:
+            if self._stop.is_set():
+                raise _Cancelled
+            run = self._read_group({i: self._todo[i] for i in futures}, self._stop)
+            with contextlib.closing(run):
+                for index, result in run:
+                    left.pop(index).set_result(result)
+        except BaseException as exc:
+            if not isinstance(exc, _Cancelled):
+                self._stop.set()  # the others stop at their next batch
+            for number, future in enumerate(left.values()):
+                # The partition that failed gets the failure, the rest of its run never ran.
+                future.set_exception(exc if number == 0 else _Cancelled())
 
     def _run(self, index: int, part: PartitionInfo) -> _ReadResult:
         if self._stop.is_set():
@@ -892,7 +1019,14 @@ class _Reads:
         """The staged file, how it was staged and its marker (waits for a parallel read)."""
         future = self._futures.get(index)
         if future is None:
-            return self._read(self._todo[index], index, self._stop)
+            run = self._runs.pop(index, None)
+            if run is None:
+                return self._read(self._todo[index], index, self._stop)
+            got, result = next(run)
+            assert got == index, (got, index)  # a run yields its partitions in order
+            if run not in self._runs.values():
+                run.close()  # its last partition: the source's stream ends now
+            return result
         try:
             return future.result()
         except _Cancelled:
@@ -908,6 +1042,9 @@ class _Reads:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for run in {id(r): r for r in self._runs.values()}.values():
+            run.close()  # a run left before its end (a failure) stops its stream
+        self._runs.clear()
         if self._pool is not None:
             if exc[0] is not None:
                 self._stop.set()
@@ -933,7 +1070,21 @@ def _resume_or_read(
     rules read the file).
     """
     report.started(index, part)
-    want = CheckpointRecord(
+    want = _wanted(source, spec, plan, part)
+    # full=True trusts no marker, so no checkpoint either (their validity rests on markers)
+    resumed = None if full else writer.resume_partition(want, spec.primary_key)
+    if resumed is not None:
+        log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
+        return resumed, "resumed", part.marker, None
+    batches = read_batches(source, spec, part.year, writer.settings.batch_rows)
+    return _stage_read(writer, source, spec, plan, report, part, index, stop, want, batches)
+
+
+def _wanted(
+    source: Source, spec: DatasetSpec, plan: _Plan, part: PartitionInfo
+) -> CheckpointRecord:
+    """The checkpoint an earlier sync must have left for ``part`` to be resumed from it."""
+    return CheckpointRecord(
         dataset=spec.name,
         year=part.year,
         source=source.name,
@@ -944,12 +1095,73 @@ def _resume_or_read(
         size_bytes=0,
         row_count=-1 if part.row_count is None else part.row_count,
     )
-    # full=True trusts no marker, so no checkpoint either (their validity rests on markers)
-    resumed = None if full else writer.resume_partition(want, spec.primary_key)
-    if resumed is not None:
-        log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
-        return resumed, "resumed", part.marker, None
-    batches = read_batches(source, spec, part.year, writer.settings.batch_rows)
+
+
+def _resume_or_read_years(
+    writer: Writer,
+    source: Source,
+    spec: DatasetSpec,
+    plan: _Plan,
+    full: bool,
+    report: _Reporter,
+    parts: Mapping[int, PartitionInfo],
+    stop: threading.Event,
+) -> Generator[tuple[int, _ReadResult], None, None]:
+    """`_resume_or_read` for a run of partitions, in order: those with a checkpoint are
+    resumed, all the others read with one `read_years` (one scan of the source's table)."""
+    wants = {index: _wanted(source, spec, plan, part) for index, part in parts.items()}
+    resumed = {
+        index: None if full else writer.resume_partition(want, spec.primary_key)
+        for index, want in wants.items()
+    }
+    unread = [index for index in parts if resumed[index] is None]
+    batch_rows = writer.settings.batch_rows
+    years = [parts[index].year for index in unread]
+    pairs = (
+        read_years(source, spec, years, batch_rows)  # type: ignore[arg-type]  # partitioned
+        if len(unread) > 1
+        else None
+    )
+    try:
+        for index, part in parts.items():
+            report.started(index, part)
+            done = resumed[index]
+            if done is not None:
+                log.info(
+                    "%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year
+                )
+                yield index, (done, "resumed", part.marker, None)
+                continue
+            if pairs is None:
+                batches: Iterator[pa.RecordBatch] = read_batches(
+                    source, spec, part.year, batch_rows
+                )
+            else:
+                _, batches = next(pairs)  # read_years checked that the year is this one
+            yield (
+                index,
+                _stage_read(
+                    writer, source, spec, plan, report, part, index, stop, wants[index], batches
+                ),
+            )
+    finally:
+        if pairs is not None:
+            pairs.close()
+
+
+def _stage_read(
+    writer: Writer,
+    source: Source,
+    spec: DatasetSpec,
+    plan: _Plan,
+    report: _Reporter,
+    part: PartitionInfo,
+    index: int,
+    stop: threading.Event,
+    want: CheckpointRecord,
+    batches: Iterator[pa.RecordBatch],
+) -> _ReadResult:
+    """Stage and checkpoint one partition from the source's ``batches``."""
     schema = file_schema(plan.info.schema)
     facts = StreamFacts(schema, spec.partition_column) if plan.rules else None
     done = writer.stage_partition(

@@ -15,7 +15,13 @@ A source answers four questions about a dataset, and nothing else:
 A source may also offer ``change_marker(spec) -> str | None``: `describe`'s change marker
 alone (same value, same errors), for a source that can tell it more cheaply than the schema
 (`WrdsSource`: one catalog query). The sync asks it first and skips a dataset whose marker is
-the recorded one without describing it.
+the recorded one without describing it. It may offer ``streamed_marker(spec, year)``: the
+marker of the rows its last complete read of that year sent (the same value `partitions` gives
+for those rows), recorded for a year listed without one. And it may offer
+``read_partitions(spec, years, *, batch_rows)``: ``(year, batches)`` for each of several
+strictly increasing years from one read, for a source where each read costs a scan of the table
+(`WrdsSource`: one COPY for a run of years); the sync then reads runs of consecutive years.
+docs/sources.md has the full contract of each.
 
 Markers are opaque strings compared for equality. ``None`` means "unknown": the vault then reads
 the data and compares content. A source must change a marker whenever the data it covers changes;

@@ -24,10 +24,12 @@ How it reads WRDS (docs/wrds.md has the user's version):
 * **Rows**: ``COPY (SELECT ... ORDER BY <key>, <other columns>) TO STDOUT (FORMAT csv)`` on the
   source's psycopg2 connection, written by one thread into an OS pipe and
   parsed by another with ``pyarrow.csv.open_csv`` (explicit column types) into a bounded queue
-  the vault writes from. On a 5.1M-row ``crsp.dsf`` a whole sync ran at about 6.6x the rows/s of
-  ``wrds.Connection.raw_sql`` at about 1/10 of its peak memory (``benchmarks/test_sync.py``).
-  Memory is bounded by a few CSV blocks, not by the year. Up to ``streams`` years are read at
-  once, each on its own connection (at most WRDS's per-user limit; docs/wrds.md).
+  the vault writes from. ``read_partitions`` reads a run of years with one COPY ordered by the
+  year (sent as a last column; the reader cuts the blocks where it changes): one scan of a
+  table without an index on its date for the run instead of one per year. Memory is bounded
+  by a few CSV blocks and the vault's row group, not by the year or the run (figures against
+  ``wrds.Connection.raw_sql``: docs/performance.md). Up to ``streams`` years or runs are read
+  at once, each on its own connection (at most WRDS's per-user limit; docs/wrds.md).
 * **Failures** become `SourceError` (or `UnknownDatasetError`) with what to do next and never
   the password. A dropped connection before a partition has sent its first batch is retried from
   the start (reconnecting, with exponential backoff); after that, the partition fails with
@@ -40,6 +42,7 @@ import contextlib
 import datetime as dt
 import difflib
 import io
+import itertools
 import logging
 import os
 import queue
@@ -106,6 +109,8 @@ _ROW_HASH_METHOD: Final = "pg-rowhash1"
 _ROW_ALIAS: Final = "wrdsvault_row"
 #: The name the CSV reader gives the row-hash column a COPY may add (never a table column).
 _HASH_COLUMN: Final = "wrdsvault_row_hash"
+#: ... and the row's year, which a COPY of several years adds last (`WrdsSource.read_partitions`).
+_YEAR_COLUMN: Final = "wrdsvault_row_year"
 #: Bytes per block the CSV reader parses at once (2 MiB: -30 MB RSS, ~15% slower), pipe buffers.
 _CSV_BLOCK_BYTES: Final = 4 << 20
 _PIPE_BUFFER_BYTES: Final = 1 << 20
@@ -404,10 +409,21 @@ class _CopyStream:
 
     The parser hands a block on only once the next block (or a clean end of the COPY) has
     arrived: the last block of a broken stream may end in a cut row.
+
+    With ``by_year``, the COPY sends several years in year order, each row's year as its last
+    column: the queue then holds ``(year, batch)`` pairs, a block cut where the year changes,
+    and the rows and hash sums are counted per year (`year_rows`, `year_sums`).
     """
 
     def __init__(
-        self, raw: Any, setup: str, copy_sql: str, table: _Table, *, hashed: bool = False
+        self,
+        raw: Any,
+        setup: str,
+        copy_sql: str,
+        table: _Table,
+        *,
+        hashed: bool = False,
+        by_year: bool = False,
     ) -> None:
         self.raw = raw
         #: The COPY sends one more column, each row's ``hash_record_extended``: summed here
@@ -415,6 +431,10 @@ class _CopyStream:
         self.hashed = hashed
         self.row_hash_sum = 0
         self.rows = 0
+        self.by_year = by_year
+        self.year_rows: dict[int, int] = {}
+        self.year_sums: dict[int, int] = {}
+        self._last_year = 0
         self._setup = setup
         self._copy_sql = copy_sql
         self._table = table
@@ -431,8 +451,9 @@ class _CopyStream:
         self._copier = threading.Thread(target=self._copy, name="wrdsvault-copy", daemon=True)
         self._parser = threading.Thread(target=self._parse, name="wrdsvault-parse", daemon=True)
 
-    def batches(self) -> Generator[pa.RecordBatch, None, None]:
-        """Yield the converted blocks; afterwards see `copy_error`/`parse_error`."""
+    def batches(self) -> Generator[Any, None, None]:
+        """Yield the converted blocks (``(year, block)`` pairs with ``by_year``); afterwards
+        see `copy_error`/`parse_error`."""
         self._copier.start()
         self._parser.start()
         try:
@@ -482,6 +503,8 @@ class _CopyStream:
                 self._copier.join()
                 return
             extra = [_HASH_COLUMN] if self.hashed else []
+            if self.by_year:
+                extra.append(_YEAR_COLUMN)
             reader = pacsv.open_csv(
                 self._source,
                 read_options=pacsv.ReadOptions(
@@ -493,7 +516,7 @@ class _CopyStream:
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     column_types={c.name: c.parse for c in table.columns}
-                    | dict.fromkeys(extra, pa.int64()),
+                    | {name: pa.int32() if name == _YEAR_COLUMN else pa.int64() for name in extra},
                     null_values=[""],
                     strings_can_be_null=True,
                     quoted_strings_can_be_null=False,
@@ -502,33 +525,69 @@ class _CopyStream:
                 ),
                 memory_pool=stream_pool(),
             )
-            pending = None
+            pending: list[Any] = []
+            width = len(table.columns)
             try:
                 for block in reader:
                     if self._stopping.is_set():
                         return
-                    if self.hashed:
-                        self.row_hash_sum += _exact_sum(block.column(len(table.columns)))
-                        block = pa.RecordBatch.from_arrays(
-                            block.columns[: len(table.columns)],
-                            names=block.schema.names[: len(table.columns)],
-                        )
+                    items = self._split(block, width) if self.by_year else None
+                    if self.hashed and items is None:
+                        self.row_hash_sum += _exact_sum(block.column(width))
                     self.rows += block.num_rows
-                    batch = _conform(block, table)
-                    if pending is not None:
-                        self._put(pending)
-                    pending = batch
+                    batch = _conform(
+                        pa.RecordBatch.from_arrays(
+                            block.columns[:width], names=block.schema.names[:width]
+                        ),
+                        table,
+                    )
+                    for item in pending:
+                        self._put(item)
+                    if items is None:
+                        pending = [batch]
+                    else:
+                        pending = [(y, batch.slice(start, n)) for y, start, n in items]
             finally:
                 reader.close()
             self._copier.join()  # EOF: the COPY has ended
-            if pending is not None and self.copy_error is None:
-                self._put(pending)
+            if self.copy_error is None:
+                for item in pending:
+                    self._put(item)
         except BaseException as exc:  # reported through parse_error
             self.parse_error = exc
             self._cancel_copy()
         finally:
             self._drain()
             self._put(_END, force=True)
+
+    def _split(self, block: pa.RecordBatch, width: int) -> list[tuple[int, int, int]]:
+        """``(year, first row, rows)`` of each run of one year in ``block``; counts and sums
+        each year's rows and hashes. Raises if the years are not in order."""
+        import numpy as np
+
+        from wrdsvault._arrays import values as _values
+
+        column = block.column(block.num_columns - 1)
+        if column.null_count:
+            msg = "a row's year is NULL"
+            raise ValueError(msg)
+        years = _values(column, "<i4")
+        if len(years) == 0:
+            return []
+        if int(years[0]) < self._last_year or bool(np.any(years[1:] < years[:-1])):
+            msg = "the rows did not come in year order"
+            raise ValueError(msg)
+        self._last_year = int(years[-1])
+        cuts = [0, *(np.flatnonzero(years[1:] != years[:-1]) + 1).tolist(), len(years)]
+        runs = []
+        for start, end in itertools.pairwise(cuts):
+            year = int(years[start])
+            self.year_rows[year] = self.year_rows.get(year, 0) + end - start
+            if self.hashed:
+                total = _exact_sum(block.column(width).slice(start, end - start))
+                self.year_sums[year] = self.year_sums.get(year, 0) + total
+            runs.append((year, start, end - start))
+        return runs
 
     def _put(self, item: Any, *, force: bool = False) -> None:
         while force or not self._stopping.is_set():
@@ -1236,8 +1295,17 @@ class WrdsSource:
         return self._read(spec, table, year, batch_rows)
 
     def _copy_sql(
-        self, spec: DatasetSpec, table: _Table, year: int | None, raw: Any, *, hashed: bool = False
+        self,
+        spec: DatasetSpec,
+        table: _Table,
+        year: int | None,
+        raw: Any,
+        *,
+        hashed: bool = False,
+        years: Sequence[int] | None = None,
     ) -> str:
+        """The COPY of one year (``year``), of the whole table (``None``), or of several years
+        in year order, each row's year sent as a last column (``years``)."""
         from psycopg2 import sql
 
         row = _row()
@@ -1245,42 +1313,129 @@ class WrdsSource:
         # is the same whenever the rows are, so an unchanged year hashes the same.
         keys = [k for k in spec.primary_key if (c := table.column(k)) is not None and c.known]
         keys += [c.name for c in table.columns if c.known and c.name not in keys]
-        order = sql.SQL(", ").join(sql.SQL("{}.{}").format(row, sql.Identifier(k)) for k in keys)
+        order = [sql.SQL("{}.{}").format(row, sql.Identifier(k)) for k in keys]
         where: sql.Composable = sql.SQL("")
-        if year is not None:
-            # Years as partitions() counts them (timestamptz: in UTC).
-            date = _utc(self._partition_column(spec, table))
-            where = sql.SQL(" WHERE {}").format(_year_range(date, year, year))
         selected = [_utc(c) for c in table.columns]
         if hashed:
             # The same expression partitions() sums, over the same rows: the marker is theirs.
             selected.append(sql.SQL("hash_record_extended({}.*, 0)").format(row))
+        if year is not None or years is not None:
+            # Years as partitions() counts them (timestamptz: in UTC).
+            date = _utc(self._partition_column(spec, table))
+            if years is None:
+                assert year is not None
+                where = sql.SQL(" WHERE {}").format(_year_range(date, year, year))
+            else:
+                where = _years_filter(date, years)
+                of_year = sql.SQL("extract(year FROM {})::integer").format(date)
+                selected.append(of_year)
+                order.insert(0, of_year)
         query = sql.SQL("COPY (SELECT {} FROM {}.{} AS {}{}{}) TO STDOUT WITH (FORMAT csv)").format(
             sql.SQL(", ").join(selected),
             sql.Identifier(table.library),
             sql.Identifier(table.table),
             row,
             where,
-            sql.SQL(" ORDER BY {}").format(order) if keys else sql.SQL(""),
+            sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(order)) if order else sql.SQL(""),
         )
         return query.as_string(raw)
 
+    def read_partitions(
+        self, spec: DatasetSpec, years: Sequence[int], *, batch_rows: int = 131_072
+    ) -> Iterator[tuple[int, Iterator[pa.RecordBatch]]]:
+        """Stream several years with one COPY: ``(year, batches)`` for each of ``years``.
+
+        The pairs come in the order of ``years`` (strictly increasing), one per year, also for
+        a year that has no rows (its batches are empty). Read each year's batches before asking
+        for the next pair: the years share one COPY, ordered by year and then as
+        `read_partition` orders one year, and a year's marker (`streamed_marker`) is known once
+        its batches are done. One scan of the table for all of them, where one COPY per year
+        scans a table without an index on its date once per year. A dropped connection before
+        the first batch is retried (reconnect, backoff); after it the iterator raises
+        ``SourceUnavailableError()``.
+
+        Raises:
+            ValueError: the dataset is not partitioned, ``years`` is empty or not strictly
+                increasing years, or ``batch_rows < 1``.
+            SourceError: WRDS failed, or a value could not be converted.
+        """
+        if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+            msg = f"batch_rows must be an int >= 1, got {batch_rows!r}"
+            raise ValueError(msg)
+        wanted = list(years)
+        if not spec.partitioned:
+            msg = f"{spec.name}: read_partitions() needs a partitioned dataset"
+            raise ValueError(msg)
+        if (
+            not wanted
+            or any(isinstance(y, bool) or not isinstance(y, int) for y in wanted)
+            or wanted[0] < 1
+            or wanted[-1] > 9999
+            or any(a >= b for a, b in itertools.pairwise(wanted))
+        ):
+            msg = f"years must be strictly increasing ints from 1 to 9999, got {years!r}"
+            raise ValueError(msg)
+        table = self._table(spec)
+        return self._split_years(spec, table, wanted, batch_rows)
+
+    def _split_years(
+        self, spec: DatasetSpec, table: _Table, years: list[int], batch_rows: int
+    ) -> Generator[tuple[int, Iterator[pa.RecordBatch]], None, None]:
+        flat = self._read(spec, table, None, batch_rows, years=years)
+        complete: set[int] = set()
+
+        def one(year: int) -> Generator[pa.RecordBatch, None, None]:
+            for got, batch in flat:
+                if got != year:  # pragma: no cover - _copy_years sends the years in order
+                    msg = f"{spec.name}: expected rows of {year}, got {got}"
+                    raise AssertionError(msg)
+                if batch is None:  # every row of the year was sent
+                    complete.add(year)
+                    return
+                yield batch
+
+        try:
+            for year in years:
+                yield year, one(year)
+                if year not in complete:  # the caller left the year before its end
+                    for _, batch in flat:
+                        if batch is None:
+                            break
+        finally:
+            flat.close()
+
     def _read(
-        self, spec: DatasetSpec, table: _Table, year: int | None, batch_rows: int
-    ) -> Iterator[pa.RecordBatch]:
+        self,
+        spec: DatasetSpec,
+        table: _Table,
+        year: int | None,
+        batch_rows: int,
+        *,
+        years: list[int] | None = None,
+    ) -> Generator[Any, None, None]:
+        """One year's (or the table's) batches; with ``years``, ``(year, batch)`` pairs and a
+        ``(year, None)`` after each year's last batch."""
         attempt = 1
         while True:
             sent = 0
+            handed_on = False  # a retry must not send a year's end twice
             try:
-                with contextlib.closing(self._stream(spec, table, year, batch_rows)) as stream:
-                    for batch in stream:
-                        sent += batch.num_rows
-                        yield batch
+                with contextlib.closing(
+                    self._stream(spec, table, year, batch_rows, years)
+                ) as stream:
+                    for item in stream:
+                        batch = item if years is None else item[1]
+                        sent += 0 if batch is None else batch.num_rows
+                        handed_on = True
+                        yield item
                 return
             except _ConnectionLostError as lost:
                 cause = lost.__cause__ or lost
-                where = f"{spec.name} {'all' if year is None else year}"
-                if sent:
+                if years is not None:
+                    where = f"{spec.name} {years[0]}-{years[-1]}"
+                else:
+                    where = f"{spec.name} {'all' if year is None else year}"
+                if handed_on:
                     raise SourceUnavailableError(
                         source=_NAME,
                         reason=f"{where}: the connection to WRDS broke after {sent} rows were "
@@ -1305,49 +1460,61 @@ class WrdsSource:
                 attempt += 1
 
     def _stream(
-        self, spec: DatasetSpec, table: _Table, year: int | None, batch_rows: int
-    ) -> Generator[pa.RecordBatch, None, None]:
-        key = (spec.name, year)
+        self,
+        spec: DatasetSpec,
+        table: _Table,
+        year: int | None,
+        batch_rows: int,
+        years: list[int] | None = None,
+    ) -> Generator[Any, None, None]:
         with self._pool_lock:
-            self._streamed.pop(key, None)
+            for each in [year] if years is None else years:
+                self._streamed.pop((spec.name, each), None)
         raw, extra = self._acquire()
         try:
-            yield from self._copy(spec, table, year, batch_rows, raw)
+            if years is None:
+                yield from self._copy(spec, table, year, batch_rows, raw)
+            else:
+                yield from self._copy_years(spec, table, years, batch_rows, raw)
         finally:
             self._release(extra)
 
-    def _copy(
-        self, spec: DatasetSpec, table: _Table, year: int | None, batch_rows: int, raw: Any
-    ) -> Generator[pa.RecordBatch, None, None]:
-        import psycopg2.errors
-
-        # The rows' hashes come with the rows unless this server or table cannot hash them.
+    def _hashed(self, spec: DatasetSpec, years: Collection[int | None]) -> bool:
+        """Whether a COPY of ``years`` sends the rows' hashes: unless this server or table
+        cannot hash rows, or `partitions` marked every one of those years already."""
         with self._pool_lock:
-            marked = year in self._marked.get(spec.name, ())
-        hashed = (
+            marked = self._marked.get(spec.name, set())
+            all_marked = all(y in marked for y in years)
+        return (
             self.year_markers
             and self._row_hash is not False
             and spec.name not in self._unhashed
-            and not marked
+            and not all_marked
         )
-        copy_sql = self._copy_sql(spec, table, year, raw, hashed=hashed)
-        stream = _CopyStream(raw, _COPY_SETUP, copy_sql, table, hashed=hashed)
-        with contextlib.closing(stream.batches()) as batches:  # closing stops both threads
-            for batch in batches:
-                yield from _slices(batch, batch_rows)
+
+    def _unhashable(self, spec: DatasetSpec, stream: _CopyStream, hashed: bool) -> bool:
+        """Whether ``stream`` failed only because the server could not hash the rows (then
+        the caller reads again without the hashes; nothing was handed on)."""
+        import psycopg2.errors
+
+        error = stream.copy_error
+        if error is None or stream.cancelled or not hashed:
+            return False
+        cause = _driver_error(error)
+        if not isinstance(cause, psycopg2.errors.UndefinedFunction):
+            return False
+        # The parser holds a block back until the COPY ends cleanly, so nothing was handed on.
+        log.info("%s: per-year markers off (%s)", spec.name, _first_line(cause))
+        if "hash_record_extended" in str(cause):
+            self._row_hash = False
+        else:
+            self._unhashed.add(spec.name)
+        return True
+
+    def _raise_failure(self, spec: DatasetSpec, stream: _CopyStream, raw: Any) -> None:
+        """Raise what ended ``stream`` early, if anything did."""
         error = stream.copy_error
         if error is not None and not stream.cancelled:
-            cause = _driver_error(error)
-            if hashed and isinstance(cause, psycopg2.errors.UndefinedFunction):
-                # Nothing was handed on (the parser holds a block back until the COPY ends
-                # cleanly): read again without the hash; the year's marker stays unknown.
-                log.info("%s: per-year markers off (%s)", spec.name, _first_line(cause))
-                if "hash_record_extended" in str(cause):
-                    self._row_hash = False
-                else:
-                    self._unhashed.add(spec.name)
-                yield from self._copy(spec, table, year, batch_rows, raw)
-                return
             # The COPY broke first (a cut stream then also fails to parse): report the COPY.
             if _is_lost(error, raw):
                 raise _ConnectionLostError from error
@@ -1359,6 +1526,60 @@ class WrdsSource:
                 reason=f"{spec.name}: could not convert WRDS's rows to the declared types "
                 f"({type(exc).__name__}: {exc})",
             ) from exc
+
+    def _copy_years(
+        self, spec: DatasetSpec, table: _Table, years: list[int], batch_rows: int, raw: Any
+    ) -> Generator[tuple[int, pa.RecordBatch | None], None, None]:
+        hashed = self._hashed(spec, years)
+        copy_sql = self._copy_sql(spec, table, None, raw, hashed=hashed, years=years)
+        stream = _CopyStream(raw, _COPY_SETUP, copy_sql, table, hashed=hashed, by_year=True)
+        todo = iter(years)
+        current = next(todo)
+
+        def done(year: int) -> None:
+            if hashed:
+                rows, total = stream.year_rows.get(year, 0), stream.year_sums.get(year, 0)
+                with self._pool_lock:
+                    self._streamed[(spec.name, year)] = f"{_ROW_HASH_METHOD}:{rows}:{total}"
+
+        with contextlib.closing(stream.batches()) as items:  # closing stops both threads
+            for year, batch in items:
+                while year > current:  # every row of `current` came before this one
+                    done(current)
+                    yield current, None
+                    current = next(todo, 10_000)
+                if year != current:
+                    raise SourceError(
+                        source=_NAME,
+                        reason=f"{spec.name}: the COPY of {years[0]}-{years[-1]} sent a row of "
+                        f"{year} out of order; run the sync again",
+                    )
+                for piece in _slices(batch, batch_rows):
+                    yield year, piece
+        if self._unhashable(spec, stream, hashed):
+            yield from self._copy_years(spec, table, years, batch_rows, raw)
+            return
+        self._raise_failure(spec, stream, raw)
+        while current <= years[-1]:
+            done(current)
+            yield current, None
+            current = next(todo, 10_000)
+
+    def _copy(
+        self, spec: DatasetSpec, table: _Table, year: int | None, batch_rows: int, raw: Any
+    ) -> Generator[pa.RecordBatch, None, None]:
+        # The rows' hashes come with the rows unless this server or table cannot hash them.
+        hashed = self._hashed(spec, [year])
+        copy_sql = self._copy_sql(spec, table, year, raw, hashed=hashed)
+        stream = _CopyStream(raw, _COPY_SETUP, copy_sql, table, hashed=hashed)
+        with contextlib.closing(stream.batches()) as batches:  # closing stops both threads
+            for batch in batches:
+                yield from _slices(batch, batch_rows)
+        if self._unhashable(spec, stream, hashed):
+            # Read again without the hash; the year's marker stays unknown.
+            yield from self._copy(spec, table, year, batch_rows, raw)
+            return
+        self._raise_failure(spec, stream, raw)
         if hashed:
             marker = f"{_ROW_HASH_METHOD}:{stream.rows}:{stream.row_hash_sum}"
             with self._pool_lock:
