@@ -7,6 +7,8 @@ reads back the one JSON line the child prints last. The child (`child`) runs exa
 * ``raw_sql``: ``wrds.Connection.raw_sql("SELECT * FROM crsp.dsf ...", date_cols=["date"])``;
 * ``sync``: `Warehouse.sync` through `WrdsSource` (per-year markers on), default settings;
 * ``sync_without_year_markers``: the same with ``WrdsSource(year_markers=False)``;
+* ``sync_per_year``: the same with one COPY per year (the source's ``read_partitions`` hidden,
+  so the sync reads no runs of years);
 * ``bare_copy``: the physical floor (`bare_copy`): ``COPY ... TO STDOUT (FORMAT csv)`` ->
   ``pyarrow.csv.open_csv`` -> one zstd ``ParquetWriter``, nothing else.
 
@@ -115,13 +117,17 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
         rows = bare_copy(db, args["vault"], year)
         seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
         db.close()
-    elif args["path"] in ("sync", "sync_without_year_markers"):
+    elif args["path"] in ("sync", "sync_without_year_markers", "sync_per_year"):
         from wrdsvault import VaultSettings, Warehouse
         from wrdsvault.sources import WrdsSource
 
         source = WrdsSource(
-            **kwargs, year_markers=args["path"] == "sync", streams=args.get("streams", 1)
+            **kwargs,
+            year_markers=args["path"] != "sync_without_year_markers",
+            streams=args.get("streams", 1),
         )
+        if args["path"] == "sync_per_year":
+            source.read_partitions = None  # type: ignore[method-assign,assignment]
         source.login()  # before the clock starts, as raw_sql's Connection did
         with Warehouse(args["vault"], source=source, settings=VaultSettings()) as wh:
             start_rss = rss_bytes()

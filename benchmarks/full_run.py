@@ -465,6 +465,27 @@ def ratio_rows(label: str, bench: Bench) -> list[dict[str, Any]]:
                 f"{fmt.format(p[f'wrdsvault_{step}_{field}'])} vs "
                 f"{fmt.format(p[f'db2pq_{step}_{field}'])}",
             )
+    y = bench.info("test_sync_runs_of_years_against_one_copy_per_year")
+    if y:
+        where = f"{_rows(y['rows'])} rows, {y['years']} years, no index on the date"
+        for n in sorted({1, y["streams"]}):
+            add(
+                f"first sync with runs of years / one COPY per year, {n} stream(s): time",
+                where,
+                y.get(f"time_ratio_{n}"),
+                "<=",
+                1.0,
+                f"{y[f'runs_{n}_seconds']:.2f} s vs {y[f'per_year_{n}_seconds']:.2f} s",
+            )
+            add(
+                f"first sync with runs of years / one COPY per year, {n} stream(s): PostgreSQL CPU",
+                where,
+                y.get(f"server_cpu_ratio_{n}"),
+                "<=",
+                1.0,
+                f"{y[f'runs_{n}_server_cpu_seconds']:.2f} vs "
+                f"{y[f'per_year_{n}_server_cpu_seconds']:.2f} CPU-s",
+            )
     r = bench.info("test_resync_dsf_unchanged_and_one_year")
     if r:
         add(
