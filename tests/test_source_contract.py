@@ -251,3 +251,62 @@ def test_a_source_error_keeps_its_dataset_as_evidence() -> None:
         "source s failed for crsp.msf: r",
     )
     assert wrdsvault.SourceUnavailableError(source="s", reason="r").dataset is None
+
+
+class Runs(Faulty):
+    """A sample source that also reads runs of years (`read_partitions`): each year in turn,
+    or what ``runs`` makes of the first year's batches and the years asked for."""
+
+    def __init__(self, runs: Callable[[Any, list[int]], object] | None = None) -> None:
+        super().__init__()
+        self._runs = runs
+        self.calls: list[list[int]] = []
+
+    def read_partitions(
+        self, spec: DatasetSpec, years: Sequence[int], *, batch_rows: int = 131_072
+    ) -> object:
+        self.calls.append(list(years))
+        if self._runs is None:
+            return ((y, self.read_partition(spec, y, batch_rows=batch_rows)) for y in years)
+        return self._runs(self.read_partition(spec, years[0], batch_rows=batch_rows), list(years))
+
+
+def test_a_source_that_reads_runs_of_years_commits_what_a_year_by_year_read_does(
+    tmp_path: Path,
+) -> None:
+    """One stream, one run of every year; the rows and content digests of a per-year sync."""
+    good = Runs()
+    with wrdsvault.Warehouse(tmp_path / "runs", source=good) as wh:
+        assert wh.sync("crsp.msf").committed
+        runs = {p.year: p.content_digest for p in wh.snapshot().dataset("crsp.msf").partitions}
+    assert good.calls == [list(YEARS)]
+    with wrdsvault.Warehouse(tmp_path / "per-year", source=Faulty()) as wh:
+        assert wh.sync("crsp.msf").committed
+        per_year = {p.year: p.content_digest for p in wh.snapshot().dataset("crsp.msf").partitions}
+    assert runs == per_year
+
+
+@pytest.mark.parametrize(
+    ("runs", "expected"),
+    [
+        (lambda first, years: None, "read_partitions(2021-2022) returned None, not an iterator"),
+        (boom, "read_partitions(2021-2022) raised RuntimeError: the driver fell over"),
+        (lambda first, years: iter([(2022, first)]), "gave (2022, "),
+        (lambda first, years: iter([first]), "where (2021, batches) was due"),
+        (lambda first, years: iter([(2021, first)]), "gave None where (2022, batches) was due"),
+        (
+            lambda first, years: iter([(2021, [table_of(first)])]),
+            "read_partitions(2021-2022) for 2021 yielded a pyarrow.lib.Table",
+        ),
+    ],
+    ids=["none", "raises", "wrong-year", "not-a-pair", "a-year-missing", "yields-table"],
+)
+def test_runs_of_years_outside_the_contract_fail_with_a_source_error(
+    tmp_path: Path, runs: Callable[[Any, list[int]], object], expected: str
+) -> None:
+    """read_partitions() returning junk, a pair for the wrong year or no pair for a year,
+    or batches that are not record batches: SourceError naming the dataset, nothing committed."""
+    err = sync_fails(tmp_path, Runs(runs))
+    assert isinstance(err, wrdsvault.SourceError)
+    assert expected in str(err)
+    assert "crsp.msf" in str(err)
