@@ -17,6 +17,7 @@ garbage is decided by one classifier, `catalog.find_garbage`, never here.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,11 +28,13 @@ from typing import TYPE_CHECKING, Literal
 import attrs
 
 from wrdsvault._storage.atomic import (
+    NO_LINKS,
     HashingWriter,
     atomic_write_bytes,
     fsync_dir,
     make_dirs,
     publish,
+    publish_link,
     remove_tree,
     sha256_file,
 )
@@ -48,7 +51,7 @@ from wrdsvault.errors import (
     WrdsVaultError,
     WriteError,
 )
-from wrdsvault.manifest import DatasetEntry, Manifest
+from wrdsvault.manifest import DatasetEntry, Manifest, PartitionFile
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -355,6 +358,7 @@ class Writer:
             SyncError: the lock is no longer ours (fencing); nothing was committed.
         """
         self._fence(datasets)  # before anything becomes visible, and again before HEAD
+        datasets = {name: self._at_current_address(entry) for name, entry in datasets.items()}
         published = {p.path for e in datasets.values() for p in e.partitions}
         for staged in self._staged:
             rel = self.layout.partition_relpath(staged.dataset, staged.year, staged.sha256)
@@ -416,6 +420,54 @@ class Writer:
                 ) from exc
             raise
         return manifest
+
+    def _at_current_address(self, entry: DatasetEntry) -> DatasetEntry:
+        """``entry`` with every file named by the address the newest format gives it.
+
+        The earliest format-1 vaults kept years in ``year=<YYYY>`` folders, which newer
+        manifests may not name (docs/format.md). A reused file still there gets a second name
+        at its current address (a hard link, else a copy; checked against its sha256 before
+        the commit names it); the old manifests keep naming the old one, and gc removes that
+        one with the last of them.
+        """
+        parts = []
+        for part in entry.partitions:
+            rel = self.layout.partition_relpath(entry.name, part.year, part.sha256)
+            if part.path != rel:
+                self._second_name(entry.name, part, rel)
+                part = attrs.evolve(part, path=rel)
+            parts.append(part)
+        if all(a is b for a, b in zip(parts, entry.partitions, strict=True)):
+            return entry
+        return attrs.evolve(entry, partitions=tuple(parts))
+
+    def _second_name(self, dataset: str, part: PartitionFile, rel: str) -> None:
+        """Make ``rel`` name the bytes of ``part`` (durably), unless it already does."""
+        import shutil
+
+        final = self.layout.resolve_relpath(rel)
+        if not final.exists():
+            source = self.layout.resolve_relpath(part.path)
+            make_dirs(final.parent, mode=self.settings.dir_mode)
+            try:
+                publish_link(source, final)
+            except OSError as exc:
+                if exc.errno not in NO_LINKS:
+                    raise
+                copy = self.staging / f"relink-{final.name}"
+                make_dirs(copy.parent, mode=self.settings.dir_mode)
+                with source.open("rb") as src, copy.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                publish(copy, final)
+        digest, size = sha256_file(final)
+        if (digest, size) != (part.sha256, part.size_bytes):
+            raise SyncError(
+                dataset=dataset,
+                reason=f"{part.path} does not hold the bytes its manifest names (sha256 "
+                f"{digest[:16]} vs {part.sha256[:16]}); run `wrdsvault verify`",
+            )
 
     def _fence(self, datasets: Iterable[str]) -> None:
         """Refuse to go on if the lock is no longer ours (a successor took it over)."""
