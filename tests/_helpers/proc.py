@@ -12,6 +12,8 @@ which polls a condition until it holds or a deadline passes.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +45,22 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(STRIPPED_PREFIXES)}
     env.update(extra)
     return env
+
+
+def killed_at(point: str, script: Path, *args: str, timeout_s: float = 120.0) -> None:
+    """Run the child ``script`` with the crash point ``point`` armed (``name`` or ``name:n``);
+    it must die there, by SIGKILL."""
+    from wrdsvault._storage.crashpoints import ENV_VAR
+
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        env=child_env(**{ENV_VAR: point}),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
 
 
 class WaitTimeout(AssertionError):

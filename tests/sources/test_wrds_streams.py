@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -24,10 +22,9 @@ import pyarrow as pa
 import pytest
 
 from _helpers.disk import staging_dirs
-from _helpers.proc import child_env
+from _helpers.proc import killed_at
 from _helpers.sources import Wrapping
 from wrdsvault import Warehouse
-from wrdsvault._storage.crashpoints import ENV_VAR
 from wrdsvault.datasets import DatasetSpec, builtin_spec
 from wrdsvault.errors import SourceError
 from wrdsvault.sources import WrdsSource
@@ -233,15 +230,7 @@ def test_writer_killed_during_a_parallel_sync(
     """SIGKILL while four streams run: nothing is committed, and the next sync (recovery, the
     dead writer's checkpoints) commits the exact table."""
     with make_replica(datasets=["crsp.dsf"], years=range(2018, 2024)) as rep:
-        proc = subprocess.run(
-            [sys.executable, str(CHILD), str(vault_dir), json.dumps(rep.connect_kwargs()), "4"],
-            env=child_env(**{ENV_VAR: point}),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode == -9, proc.stderr[-2000:]
+        killed_at(point, CHILD, str(vault_dir), json.dumps(rep.connect_kwargs()), "4")
         assert not (vault_dir / "HEAD").exists()
         with Warehouse(vault_dir, source=rep.source(streams=4)) as wh:
             assert wh.snapshots() == []

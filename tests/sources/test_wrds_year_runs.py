@@ -18,8 +18,6 @@ What must hold:
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -30,10 +28,9 @@ import pytest
 
 import wrdsvault.sources.wrds as wrds_source
 from _helpers.disk import staging_dirs
-from _helpers.proc import child_env
+from _helpers.proc import killed_at
 from _helpers.sources import Wrapping
 from wrdsvault import Warehouse
-from wrdsvault._storage.crashpoints import ENV_VAR
 from wrdsvault._sync import GROUP_ROWS, _groups
 from wrdsvault.datasets import builtin_spec
 from wrdsvault.sources.base import PartitionInfo
@@ -245,15 +242,7 @@ def test_writer_killed_inside_a_run_of_years(
     """SIGKILL after some years of a one-stream run were staged: nothing is committed; the
     next sync resumes the checkpointed years, reads the others and commits the exact table."""
     with make_replica(datasets=["crsp.dsf"], years=YEARS) as rep:
-        proc = subprocess.run(
-            [sys.executable, str(CHILD), str(vault_dir), json.dumps(rep.connect_kwargs()), "1"],
-            env=child_env(**{ENV_VAR: point}),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode == -9, proc.stderr[-2000:]
+        killed_at(point, CHILD, str(vault_dir), json.dumps(rep.connect_kwargs()), "1")
         assert not (vault_dir / "HEAD").exists()
         with Warehouse(vault_dir, source=rep.source(streams=1)) as wh:
             result = wh.sync("crsp.dsf")["crsp.dsf"]
