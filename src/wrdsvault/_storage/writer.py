@@ -430,6 +430,8 @@ class Writer:
         the commit names it); the old manifests keep naming the old one, and gc removes that
         one with the last of them.
         """
+        if not any("/year=" in part.path for part in entry.partitions):
+            return entry  # every other path a manifest may hold is already the current one
         parts = []
         for part in entry.partitions:
             rel = self.layout.partition_relpath(entry.name, part.year, part.sha256)
