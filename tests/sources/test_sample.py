@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from wrdsvault import Warehouse
 from wrdsvault.datasets import BUILTIN_SPECS, DatasetSpec
 from wrdsvault.errors import InvalidValueError, UnknownDatasetError
 from wrdsvault.sources import SampleSource, Source
@@ -133,6 +134,21 @@ def test_invalid_partitions_raise_value_error(src: SampleSource) -> None:
         src.read_partition(msf, 2020, batch_rows=0)
     with pytest.raises(ValueError, match="partitions by"):
         src.partitions(DatasetSpec(name="crsp.msf", partition_column="altprcdt"))
+    with pytest.raises(ValueError, match="partitions by"):
+        src.read_partition(DatasetSpec(name="crsp.msf", partition_column=None), None)
+    # describe() answers whatever the partitioning: the schema does not depend on it.
+    unpartitioned = src.describe(DatasetSpec(name="crsp.msf", partition_column=None))
+    assert unpartitioned.schema == src.describe(msf).schema
+
+
+def test_date_column_auto_syncs_a_sample_table(tmp_path: Path) -> None:
+    """sync(date_column="auto") describes the table before it knows the column: the sample
+    source answers, the detected column is the table's own, and the sync commits."""
+    with Warehouse(tmp_path / "v", source=SampleSource(years=range(2021, 2023))) as wh:
+        report = wh.sync("crsp.msf", date_column="auto")
+        assert report.committed
+        assert report["crsp.msf"].years_written == (2021, 2022)
+        assert wh.snapshot().dataset("crsp.msf").partition_column == "date"
 
 
 # --- schemas and batches ----------------------------------------------------------------------

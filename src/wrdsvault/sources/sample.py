@@ -2396,11 +2396,14 @@ class SampleSource:
     def describe(self, spec: DatasetSpec) -> TableInfo:
         """Return the dataset's schema, change marker, exact row total and WRDS-style comment.
 
+        Answers for any ``spec.partition_column`` (the schema does not depend on it: a sync
+        with ``date_column="auto"`` describes the table before it knows the column);
+        `partitions` and `read_partition` refuse one other than the sample table's.
+
         Raises:
             UnknownDatasetError: the dataset is not one of `datasets`.
-            ValueError: ``spec.partition_column`` differs from the sample table's.
         """
-        table = self._table(spec)
+        table = self._table(spec, any_partitioning=True)
         parts = self._partition_infos(table)
         marker = "sample:" + _digest(["table", table.name, [[p.year, p.marker] for p in parts]])
         return TableInfo(
@@ -2457,7 +2460,7 @@ class SampleSource:
         schema = _schema(table.name, self.profile)
         yield from _batches(self._frame(table, year), schema, batch_rows)
 
-    def _table(self, spec: DatasetSpec) -> _Table:
+    def _table(self, spec: DatasetSpec, *, any_partitioning: bool = False) -> _Table:
         given: object = spec  # untyped callers can pass anything; mypy cannot see that
         if not isinstance(given, DatasetSpec):
             msg = f"spec must be a DatasetSpec, not {type(given).__name__}"
@@ -2469,7 +2472,7 @@ class SampleSource:
                 known=list(self.datasets),
                 hint="SampleSource serves only these tables",
             )
-        if spec.partition_column != table.partition_column:
+        if not any_partitioning and spec.partition_column != table.partition_column:
             msg = (
                 f"{spec.name}: SampleSource partitions by {table.partition_column!r}, "
                 f"not {spec.partition_column!r}; use BUILTIN_SPECS[{spec.name!r}]"
