@@ -1071,10 +1071,8 @@ def _resume_or_read(
     """
     report.started(index, part)
     want = _wanted(source, spec, plan, part)
-    # full=True trusts no marker, so no checkpoint either (their validity rests on markers)
-    resumed = None if full else writer.resume_partition(want, spec.primary_key)
+    resumed = _resumed(writer, spec, part, want, full)
     if resumed is not None:
-        log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
         return resumed, "resumed", part.marker, None
     batches = read_batches(source, spec, part.year, writer.settings.batch_rows)
     return _stage_read(writer, source, spec, plan, report, part, index, stop, want, batches)
@@ -1097,6 +1095,17 @@ def _wanted(
     )
 
 
+def _resumed(
+    writer: Writer, spec: DatasetSpec, part: PartitionInfo, want: CheckpointRecord, full: bool
+) -> StagedFile | None:
+    """``part`` staged from the checkpoint of an interrupted sync, if one is still current."""
+    # full=True trusts no marker, so no checkpoint either (their validity rests on markers)
+    resumed = None if full else writer.resume_partition(want, spec.primary_key)
+    if resumed is not None:
+        log.info("%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year)
+    return resumed
+
+
 def _resume_or_read_years(
     writer: Writer,
     source: Source,
@@ -1111,8 +1120,7 @@ def _resume_or_read_years(
     resumed, all the others read with one `read_years` (one scan of the source's table)."""
     wants = {index: _wanted(source, spec, plan, part) for index, part in parts.items()}
     resumed = {
-        index: None if full else writer.resume_partition(want, spec.primary_key)
-        for index, want in wants.items()
+        index: _resumed(writer, spec, parts[index], want, full) for index, want in wants.items()
     }
     unread = [index for index in parts if resumed[index] is None]
     batch_rows = writer.settings.batch_rows
@@ -1127,9 +1135,6 @@ def _resume_or_read_years(
             report.started(index, part)
             done = resumed[index]
             if done is not None:
-                log.info(
-                    "%s %s: resumed from the checkpoint of an earlier sync", spec.name, part.year
-                )
                 yield index, (done, "resumed", part.marker, None)
                 continue
             if pairs is None:

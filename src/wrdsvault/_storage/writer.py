@@ -17,7 +17,6 @@ garbage is decided by one classifier, `catalog.find_garbage`, never here.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from wrdsvault._storage.atomic import (
     NO_LINKS,
     HashingWriter,
     atomic_write_bytes,
+    copy_to_temp,
     fsync_dir,
     make_dirs,
     publish,
@@ -439,15 +439,12 @@ class Writer:
                 self._second_name(entry.name, part, rel)
                 part = attrs.evolve(part, path=rel)
             parts.append(part)
-        if all(a is b for a, b in zip(parts, entry.partitions, strict=True)):
-            return entry
         return attrs.evolve(entry, partitions=tuple(parts))
 
     def _second_name(self, dataset: str, part: PartitionFile, rel: str) -> None:
         """Make ``rel`` name the bytes of ``part`` (durably), unless it already does."""
-        import shutil
-
         final = self.layout.resolve_relpath(rel)
+        copy = None
         if not final.exists():
             source = self.layout.resolve_relpath(part.path)
             make_dirs(final.parent, mode=self.settings.dir_mode)
@@ -456,20 +453,20 @@ class Writer:
             except OSError as exc:
                 if exc.errno not in NO_LINKS:
                     raise
-                copy = self.staging / f"relink-{final.name}"
-                make_dirs(copy.parent, mode=self.settings.dir_mode)
-                with source.open("rb") as src, copy.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                    dst.flush()
-                    os.fsync(dst.fileno())
-                publish(copy, final)
-        digest, size = sha256_file(final)
-        if (digest, size) != (part.sha256, part.size_bytes):
-            raise SyncError(
-                dataset=dataset,
-                reason=f"{part.path} does not hold the bytes its manifest names (sha256 "
-                f"{digest[:16]} vs {part.sha256[:16]}); run `wrdsvault verify`",
-            )
+                copy, digest, size = copy_to_temp(source, final, mode=self.settings.file_mode)
+        if copy is None:
+            digest, size = sha256_file(final)
+        if (digest, size) == (part.sha256, part.size_bytes):
+            if copy is not None:
+                publish(copy, final)  # checked before it is named
+            return
+        if copy is not None:
+            copy.unlink(missing_ok=True)
+        raise SyncError(
+            dataset=dataset,
+            reason=f"{part.path} does not hold the bytes its manifest names (sha256 "
+            f"{digest[:16]} vs {part.sha256[:16]}); run `wrdsvault verify`",
+        )
 
     def _fence(self, datasets: Iterable[str]) -> None:
         """Refuse to go on if the lock is no longer ours (a successor took it over)."""
