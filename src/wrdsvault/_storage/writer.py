@@ -235,22 +235,36 @@ class Writer:
 
         from wrdsvault._digest import Digester, file_digest
         from wrdsvault._memory import stream_pool
+        from wrdsvault._storage.encoding import dictionary_columns
 
         path = self._staged_path(dataset, year)
         crashpoint(CrashPoint.PARTITION_WRITE_STARTED)
         out = HashingWriter(path, mode=self.settings.file_mode)
         rows = 0
         digester = Digester(schema, primary_key)
+        # Opened with the first row group, which decides the dictionary-encoded columns
+        # (wrdsvault._storage.encoding); a partition without rows gets no dictionary choice.
+        pw: pq.ParquetWriter | None = None
+
+        def write(table: pa.Table) -> None:
+            nonlocal pw
+            if pw is None:  # the first row group, or an empty table: no rows, no row group
+                chosen: bool | list[str] = dictionary_columns(table)
+                pw = pq.ParquetWriter(
+                    out,  # type: ignore[arg-type]  # any object with write() works
+                    schema,
+                    compression=self.settings.compression,
+                    compression_level=self.settings.codec_level,
+                    use_dictionary=chosen,  # type: ignore[arg-type]  # stubs say bool; names work
+                    write_page_checksum=True,
+                    write_statistics=True,
+                    memory_pool=stream_pool(),  # hands freed pages back (wrdsvault._memory)
+                )
+            if table.num_rows:
+                pw.write_table(table, row_group_size=group)
+
         try:
-            with pq.ParquetWriter(
-                out,  # type: ignore[arg-type]  # any object with write() works; stubs want IO[Any]
-                schema,
-                compression=self.settings.compression,
-                compression_level=self.settings.codec_level,
-                write_page_checksum=True,
-                write_statistics=True,
-                memory_pool=stream_pool(),  # hands freed pages back (wrdsvault._memory)
-            ) as pw:
+            try:
                 pending: list[pa.RecordBatch] = []
                 pending_rows = 0
                 group = self.settings.row_group_rows
@@ -268,14 +282,18 @@ class Writer:
                     pending_rows += batch.num_rows
                     while pending_rows >= group:
                         table = pa.Table.from_batches(pending, schema)
-                        pw.write_table(table.slice(0, group), row_group_size=group)
+                        write(table.slice(0, group))
                         rest = table.slice(group)
                         pending = rest.to_batches()
                         pending_rows = rest.num_rows
                     rows += batch.num_rows
                     self.lock.heartbeat()
-                if pending_rows:
-                    pw.write_table(pa.Table.from_batches(pending, schema), row_group_size=group)
+                # The last rows; a partition without rows is still a file (with no row group).
+                if pending_rows or pw is None:
+                    write(pa.Table.from_batches(pending, schema))
+            finally:
+                if pw is not None:
+                    pw.close()
             crashpoint(CrashPoint.PARTITION_WRITTEN)
             content_digest = (
                 digester.hexdigest() if digester.in_order else file_digest(path, primary_key)

@@ -1,0 +1,138 @@
+"""Which columns the vault's Parquet files dictionary-encode.
+
+A column whose dictionary would outgrow pyarrow's dictionary page limit within the first row
+group is written plain from its first page instead of being dictionary-encoded until the writer
+gives up (wasted work, tens of MB held, a larger mixed chunk). Checked on real files written by
+the library's own writer: the chosen encodings in the file's metadata, the values read back, the
+same bytes for the same rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import wrdsvault
+from wrdsvault._storage.encoding import DICTIONARY_LIMIT, dictionary_columns
+from wrdsvault._storage.layout import Layout
+from wrdsvault._storage.writer import Operation, open_writer
+from wrdsvault.settings import VaultSettings
+
+ROWS = 200_000
+
+
+def many_distinct(rows: int = ROWS) -> pa.Table:
+    """Two columns with a distinct value on every row (8-byte floats, 12-byte strings), two with
+    few, and a 4-byte column that cannot reach the limit in a group of this size."""
+    return pa.table(
+        {
+            "id": pa.array([f"id{i:010d}" for i in range(rows)]),
+            "ret": pa.array([i / 7 for i in range(rows)], pa.float64()),
+            "exchange": pa.array([("N", "A", "Q")[i % 3] for i in range(rows)]),
+            "shrout": pa.array([float(i % 50) for i in range(rows)], pa.float64()),
+            "day": pa.array(list(range(rows)), pa.int32()),
+        }
+    )
+
+
+def encodings(path: Path) -> dict[str, set[str]]:
+    meta = pq.ParquetFile(path).metadata
+    out: dict[str, set[str]] = {}
+    for g in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            col = meta.row_group(g).column(c)
+            out.setdefault(col.path_in_schema, set()).update(col.encodings)
+    return out
+
+
+def dictionary(found: set[str]) -> bool:
+    return bool(found & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"})
+
+
+def test_columns_that_would_outgrow_the_dictionary_are_left_out() -> None:
+    assert dictionary_columns(many_distinct()) == ["exchange", "shrout", "day"]
+
+
+def test_a_small_table_keeps_the_default() -> None:
+    # 20,000 distinct floats are 160 KB of dictionary: under the limit, nothing to decide.
+    assert DICTIONARY_LIMIT > 20_000 * 8
+    assert dictionary_columns(many_distinct(20_000)) is True
+    assert dictionary_columns(many_distinct(0)) is True
+
+
+def test_nulls_and_a_short_sample_are_estimated_from_the_whole_group() -> None:
+    # 150,000 distinct non-null floats (1.2 MB of dictionary) over 200,000 rows: the first
+    # 32,768 rows show them at the same rate as the rest, and nulls add nothing to a dictionary.
+    rows = 200_000
+    table = pa.table(
+        {
+            "vol": pa.array([None if i % 4 == 0 else float(i) for i in range(rows)]),
+            "flag": pa.array([None] * rows, pa.float64()),
+        }
+    )
+    assert dictionary_columns(table) == ["flag"]
+
+
+def stage(root: Path, table: pa.Table, settings: VaultSettings) -> tuple[Path, str, bytes]:
+    """Write ``table`` as one partition with the library's writer; the file's path, sha256 and
+    bytes (read before the writer, which commits nothing here, removes its staging folder)."""
+    with open_writer(
+        Layout(root), settings, operation=Operation("sync", "lab.t"), timeout_s=0
+    ) as w:
+        staged = w.stage_partition("lab.t", 2021, table.schema, table.to_batches(30_000))
+        return staged.path, staged.sha256, staged.path.read_bytes()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    wrdsvault.Warehouse(tmp_path / "v", create=True).close()
+    return tmp_path / "v"
+
+
+def test_the_writer_writes_those_columns_plain_and_the_rest_with_a_dictionary(
+    root: Path, tmp_path: Path
+) -> None:
+    table = many_distinct()
+    settings = VaultSettings(row_group_rows=150_000)  # two row groups, decided by the first
+    _path, sha, data = stage(root, table, settings)
+    copy = tmp_path / "copy.parquet"
+    copy.write_bytes(data)
+    found = encodings(copy)
+    assert pq.ParquetFile(copy).metadata.num_row_groups == 2
+    assert not dictionary(found["id"]) and not dictionary(found["ret"])
+    assert dictionary(found["exchange"]) and dictionary(found["shrout"])
+    assert dictionary(found["day"])
+    assert pq.read_table(copy).equals(table)
+    # The same rows give the same bytes (a re-read year is recognised by its hash).
+    assert stage(root, table, settings)[1] == sha
+
+
+def test_the_choice_follows_the_row_group_size(root: Path, tmp_path: Path) -> None:
+    # 65,536 distinct floats are 512 KB of dictionary per group: under the limit, so ``ret``
+    # keeps its dictionary; 65,536 12-character strings with their length prefixes reach it.
+    _path, _sha, data = stage(root, many_distinct(), VaultSettings(row_group_rows=65_536))
+    copy = tmp_path / "small-groups.parquet"
+    copy.write_bytes(data)
+    found = encodings(copy)
+    assert dictionary(found["ret"]) and not dictionary(found["id"])
+
+
+def test_pyarrows_default_falls_back_mid_chunk_on_the_same_rows(tmp_path: Path) -> None:
+    """What the choice avoids: the default writer starts ``ret`` with a dictionary and gives up
+    within the chunk, leaving dictionary and plain pages in one column chunk."""
+    table = many_distinct()
+    pq.write_table(table, tmp_path / "default.parquet", row_group_size=ROWS)
+    found = encodings(tmp_path / "default.parquet")
+    assert dictionary(found["ret"]) and "PLAIN" in found["ret"]
+
+
+def test_an_empty_partition_is_a_file_without_row_groups(root: Path, tmp_path: Path) -> None:
+    table = many_distinct(0)
+    _path, _sha, data = stage(root, table, VaultSettings())
+    copy = tmp_path / "empty.parquet"
+    copy.write_bytes(data)
+    assert pq.ParquetFile(copy).metadata.num_row_groups == 0
+    assert pq.read_table(copy).schema.equals(table.schema)
