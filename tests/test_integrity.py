@@ -317,6 +317,25 @@ def test_drift_with_years_filter_would_mix_schemas_and_is_refused(tmp_path: Path
         wh.sync("crsp.msf", years=[2021], drift="accept")
 
 
+def test_a_refused_drift_keeps_its_reason_and_says_nothing_was_staged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Drift is refused before any year is read: the quarantine entry holds only reason.json,
+    and the warning says so instead of promising staged files."""
+    rows = panel([2020])
+    wh = wrdsvault.Warehouse(tmp_path / "v", source=TableSource(rows))
+    wh.sync("crsp.msf")
+    wh.source = TableSource(rows, DRIFTS["added"][0], marker="v2")
+    with caplog.at_level("WARNING", logger="wrdsvault"), pytest.raises(wrdsvault.SchemaDriftError):
+        wh.sync("crsp.msf")
+    (entry,) = wh.quarantine()
+    assert sorted(p.name for p in entry.path.iterdir()) == ["reason.json"]
+    warned = [r.getMessage() for r in caplog.records if "failed;" in r.getMessage()]
+    assert len(warned) == 1
+    assert "reason (nothing was staged) kept in" in warned[0]
+    assert "staged files" not in warned[0]
+
+
 # -- validation -----------------------------------------------------------------------------------
 
 

@@ -43,7 +43,7 @@ from wrdsvault._storage.checkpoint import CheckpointRecord, Checkpoints
 from wrdsvault._storage.crashpoints import CrashPoint, crashpoint
 from wrdsvault._storage.layout import Layout
 from wrdsvault._storage.lock import WriterLock
-from wrdsvault._storage.quarantine import quarantine
+from wrdsvault._storage.quarantine import REASON_FILE, quarantine
 from wrdsvault.errors import (
     CommitOutcomeUnknownError,
     SyncError,
@@ -622,7 +622,11 @@ def _quarantine_failure(
     except OSError:
         log.exception("could not quarantine the failed write of %s", label)
         return
-    log.warning("%s failed; staged files and reason kept in %s", operation, path)
+    # A write refused before it staged anything (schema drift, a lost source) keeps only its
+    # reason: say so rather than promise files that are not there.
+    staged = any(p.name != REASON_FILE for p in path.iterdir())
+    kept = "staged files and reason" if staged else "reason (nothing was staged)"
+    log.warning("%s failed; %s kept in %s", operation, kept, path)
     if isinstance(exc, WrdsVaultError):
         exc._evidence["quarantine_path"] = str(path)  # keeps it picklable
     exc.quarantine_path = str(path)  # type: ignore[attr-defined]
