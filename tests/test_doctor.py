@@ -154,3 +154,68 @@ def test_os_error_during_repair_names_the_repair(vault: wrdsvault.Warehouse) -> 
     assert orphan.exists()
     assert committed <= file_paths(vault.root, skip_lock=True)
     assert vault.verify().ok
+
+
+# -- export records ---------------------------------------------------------------------------
+
+
+def record_for(vault: wrdsvault.Warehouse, snapshots: list[str]) -> Path:
+    """Write an Iceberg export record the way an export does (the library's own writer)."""
+    from wrdsvault._storage.layout import Layout
+    from wrdsvault.exports import ExportRecord, write_record
+
+    record = ExportRecord(
+        catalog="sqlite:///lab-iceberg.db",
+        namespace="wrds",
+        tables={"crsp.msf": "wrds.crsp_msf"},
+        snapshots=tuple(sorted(snapshots)),
+        exported_through=snapshots[-1],
+        exported_at="2026-12-01T00:00:00Z",
+    )
+    return write_record(Layout(vault.root), record, file_mode=0o600, dir_mode=0o700)
+
+
+def test_doctor_lists_an_export_record_as_information(vault: wrdsvault.Warehouse) -> None:
+    vault.sync("crsp.msf")
+    path = record_for(vault, [vault.snapshot().id])
+    report = vault.doctor()
+    (found,) = report.findings
+    assert (found.kind, found.path) == ("export", str(path.relative_to(vault.root)))
+    assert "namespace wrds" in found.detail and "1 table" in found.detail
+    assert "keeps the 1 snapshot" in found.advice
+    assert report.ok
+
+
+def test_doctor_reports_an_export_naming_a_snapshot_the_vault_lost(
+    vault: wrdsvault.Warehouse,
+) -> None:
+    vault.sync("crsp.msf")
+    gone = "20200101T000000000000Z-00000000"
+    record_for(vault, [gone, vault.snapshot().id])
+    report = vault.doctor()
+    missing = [f for f in report.findings if f.kind == "export-missing-snapshot"]
+    assert len(missing) == 1 and gone in missing[0].detail
+    assert not report.ok
+    assert missing[0].path not in vault.doctor(repair=True).repaired  # never removed
+
+
+@pytest.mark.parametrize(
+    "content", [b"{not json", b'{"format": 1, "kind": "iceberg"}', b'{"format": 99}']
+)
+def test_doctor_reports_a_damaged_export_record_and_keeps_it(
+    vault: wrdsvault.Warehouse, content: bytes
+) -> None:
+    vault.sync("crsp.msf")
+    good = record_for(vault, [vault.snapshot().id])
+    bad = good.with_name("iceberg-0123456789abcdef.json")
+    bad.write_bytes(content)
+    report = vault.doctor(repair=True)
+    kinds = sorted(f.kind for f in report.findings)
+    assert kinds == ["damaged-export-record", "export"]
+    damaged = next(f for f in report.findings if f.kind == "damaged-export-record")
+    assert damaged.path == str(bad.relative_to(vault.root))
+    assert "gc refuses to run" in damaged.advice
+    assert not report.ok
+    assert bad.read_bytes() == content  # reported, never repaired away
+    with pytest.raises(wrdsvault.VaultFormatError):
+        vault.gc(keep_last=1)

@@ -6,7 +6,8 @@ writer's recovery uses: staging folders, temp files of atomic writes, reader lea
 processes, the one manifest a writer that died before its commit point left, and data files no
 manifest references (judged only while every manifest can be read and ``HEAD`` is consistent).
 Quarantine entries, damaged manifests, symlinks, and a ``HEAD`` behind snapshots committed after
-it (``head-behind``) are reported, never touched; live reader leases are listed (``lease``).
+it (``head-behind``) are reported, never touched; live reader leases are listed (``lease``), and
+so are Iceberg export records (``export``; ``damaged-export-record``, ``export-missing-snapshot``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,10 +46,15 @@ Kind = Literal[
     "damaged-tag",
     "damaged-head",
     "damaged-expiry-log",
+    "damaged-export-record",
+    "export",
+    "export-missing-snapshot",
     "head-behind",
     "symlink",
     "disk",
 ]
+#: Kinds reported for information: they do not make a vault unhealthy.
+_INFORMATION: frozenset[str] = frozenset({"quarantine", "disk", "checkpoint", "lease", "export"})
 #: Kinds the repair may delete (provably garbage once the writer lock is held).
 GARBAGE: frozenset[str] = GARBAGE_KINDS
 
@@ -107,7 +114,7 @@ class DoctorReport:
         leases are reported but do not make a vault unhealthy.
         """
         left = [f for f in self.findings if f.path not in self.repaired]
-        return not [f for f in left if f.kind not in ("quarantine", "disk", "checkpoint", "lease")]
+        return not [f for f in left if f.kind not in _INFORMATION]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -222,6 +229,7 @@ def examine(
                 "named may be listed again (its files may be gone: verify it)",
             )
         )
+    out += _export_findings(layout, set(on_disk))
     for item in find_garbage(catalog, leased=leased, lease_stale_after_s=lease_stale_after_s):
         out.append(
             DoctorFinding(
@@ -294,6 +302,54 @@ def examine(
                 size_bytes=entry.size_bytes,
                 detail=f"{entry.error}: {entry.message[:160]}",
                 advice="inspect with `wrdsvault quarantine show`; purge when done",
+            )
+        )
+    return out
+
+
+def _export_findings(layout: Layout, on_disk: Collection[str]) -> list[DoctorFinding]:
+    """Each export record (what gc keeps for it), and the ones that are damaged or name a
+    snapshot the vault no longer has."""
+    from wrdsvault.exports import scan_records
+
+    try:
+        records, damaged = scan_records(layout)
+    except VaultFormatError as exc:
+        records, damaged = [], [exc]
+    out = [
+        DoctorFinding(
+            kind="damaged-export-record",
+            path=layout.relative(Path(exc.path)),
+            detail=exc.problem,
+            advice="gc refuses to run until it is restored from a backup, written again by "
+            "the export (`wrdsvault export-iceberg` with its catalog and namespace), or deleted",
+        )
+        for exc in damaged
+    ]
+    for path, record in records:
+        missing = [sid for sid in record.snapshots if sid not in on_disk]
+        where = f"Iceberg catalog {record.catalog}, namespace {record.namespace}"
+        if missing:
+            out.append(
+                DoctorFinding(
+                    kind="export-missing-snapshot",
+                    path=layout.relative(path),
+                    detail=f"the tables in {where} name {len(missing)} vault snapshot(s) whose "
+                    f"manifest is gone ({', '.join(missing[:3])}"
+                    + (", ..." if len(missing) > 3 else "")
+                    + "): reading them there fails",
+                    advice="restore the manifests and their files from a backup, or expire "
+                    "those snapshots on the Iceberg side and run the export again",
+                )
+            )
+        out.append(
+            DoctorFinding(
+                kind="export",
+                path=layout.relative(path),
+                detail=f"{where} reads {len(record.tables)} table(s) from this vault; exported "
+                f"{record.exported_at}",
+                advice=f"gc keeps the {len(record.snapshots)} snapshot(s) it names; expire them "
+                "on the Iceberg side and export again to let them go",
             )
         )
     return out

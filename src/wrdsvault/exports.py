@@ -37,6 +37,7 @@ __all__ = [
     "read_records",
     "record_key",
     "remove_record",
+    "scan_records",
     "write_record",
 ]
 
@@ -138,16 +139,32 @@ def read_records(layout: Layout) -> list[ExportRecord]:
         VaultFormatError: a record cannot be read or parsed. gc must not guess what a damaged
             record protects, so it refuses to run until the record is repaired or removed.
     """
+    records, damaged = scan_records(layout)
+    if damaged:
+        raise damaged[0]
+    return [record for _path, record in records]
+
+
+def scan_records(
+    layout: Layout,
+) -> tuple[list[tuple[Path, ExportRecord]], list[VaultFormatError]]:
+    """Every export record with its file, and one error per record that cannot be read (what
+    `doctor` reports; `read_records` raises the first).
+
+    Raises:
+        VaultFormatError: the ``exports/`` folder cannot be listed.
+    """
     folder = layout.exports_dir
     try:
         names = sorted(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
-        return []
+        return [], []
     except OSError as exc:
         raise VaultFormatError(
             path=str(folder), problem=f"cannot list the export records ({exc})"
         ) from exc
-    out = []
+    out: list[tuple[Path, ExportRecord]] = []
+    damaged: list[VaultFormatError] = []
     for name in names:
         if not (name.startswith(_RECORD_PREFIX) and name.endswith(".json")):
             continue  # temp files of an interrupted write, strangers
@@ -157,13 +174,19 @@ def read_records(layout: Layout) -> list[ExportRecord]:
         except FileNotFoundError:
             continue  # removed while we listed
         except (OSError, ValueError) as exc:
-            raise VaultFormatError(
+            error = VaultFormatError(
                 path=str(path),
                 problem=f"cannot read the export record ({exc}); restore it from a backup, run "
                 "the export again, or delete it if the export is no longer used",
-            ) from exc
-        out.append(ExportRecord.from_json(obj, where=str(path)))
-    return out
+            )
+            error.__cause__ = exc
+            damaged.append(error)
+            continue
+        try:
+            out.append((path, ExportRecord.from_json(obj, where=str(path))))
+        except VaultFormatError as exc:
+            damaged.append(exc)
+    return out, damaged
 
 
 def export_holds(layout: Layout) -> dict[str, tuple[str, ...]]:
