@@ -9,6 +9,9 @@ same bytes for the same rows.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -56,6 +59,22 @@ def test_columns_that_would_outgrow_the_dictionary_are_left_out() -> None:
     assert dictionary_columns(many_distinct()) == ["exchange", "shrout", "day"]
 
 
+def test_values_that_repeat_across_the_group_keep_their_dictionary() -> None:
+    """Rows in key order: each security's prices are new to its first rows, but the same prices
+    come back in later securities. A prefix of the group would see mostly new values and take
+    the column for a high-cardinality one; the group holds 40,000 distinct prices (640 KB as
+    16-byte decimals, under the limit) against 200,000 distinct returns (plain)."""
+    rows = 200_000
+    prices = [Decimal(f"{(i * 7919) % 40_000}.25") for i in range(rows)]
+    table = pa.table(
+        {
+            "prc": pa.array(prices, pa.decimal128(11, 5)),
+            "ret": pa.array([Decimal(i) / 1_000_000 for i in range(rows)], pa.decimal128(10, 6)),
+        }
+    )
+    assert dictionary_columns(table) == ["prc"]
+
+
 def test_a_small_table_keeps_the_default() -> None:
     # 20,000 distinct floats are 160 KB of dictionary: under the limit, nothing to decide.
     assert DICTIONARY_LIMIT > 20_000 * 8
@@ -63,9 +82,9 @@ def test_a_small_table_keeps_the_default() -> None:
     assert dictionary_columns(many_distinct(0)) is True
 
 
-def test_nulls_and_a_short_sample_are_estimated_from_the_whole_group() -> None:
-    # 150,000 distinct non-null floats (1.2 MB of dictionary) over 200,000 rows: the first
-    # 32,768 rows show them at the same rate as the rest, and nulls add nothing to a dictionary.
+def test_nulls_add_nothing_to_a_dictionary() -> None:
+    # 150,000 distinct non-null floats (1.2 MB of dictionary) over 200,000 rows, and a column
+    # of nulls only.
     rows = 200_000
     table = pa.table(
         {
@@ -136,3 +155,27 @@ def test_an_empty_partition_is_a_file_without_row_groups(root: Path, tmp_path: P
     copy.write_bytes(data)
     assert pq.ParquetFile(copy).metadata.num_row_groups == 0
     assert pq.read_table(copy).schema.equals(table.schema)
+
+
+def test_choosing_loads_no_pandas(tmp_path: Path) -> None:
+    """A sync that writes never imports pandas (~0.15 s and ~25 MB in its process): the choice
+    reads the sample without pyarrow's pandas-aware constructors. Checked in a fresh process
+    on a group with a wide text column and wide numeric columns, where every estimate runs."""
+    path = tmp_path / "group.arrow"
+    table = many_distinct()
+    with pa.ipc.new_file(path, table.schema) as out:
+        out.write_table(table)
+    code = f"""
+import sys
+import pyarrow as pa
+from wrdsvault._storage.encoding import dictionary_columns
+table = pa.ipc.open_file({str(path)!r}).read_all()
+assert "pandas" not in sys.modules, "reading the file loaded pandas"
+print(dictionary_columns(table))
+print("pandas" in sys.modules)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:2] == ["['exchange', 'shrout', 'day']", "False"]
