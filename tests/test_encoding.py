@@ -75,6 +75,26 @@ def test_values_that_repeat_across_the_group_keep_their_dictionary() -> None:
     assert dictionary_columns(table) == ["prc"]
 
 
+def test_other_types_keep_the_default_or_are_estimated() -> None:
+    """Types the vault's sources do not send still get an answer: odd fixed widths, nested,
+    null, dictionary and large types keep pyarrow's default; 16-byte fixed binaries and
+    timestamps are estimated like decimals and integers."""
+    rows = 200_000
+    table = pa.table(
+        {
+            "odd": pa.array([i.to_bytes(5, "little") for i in range(rows)], pa.binary(5)),
+            "wide": pa.array([i.to_bytes(16, "little") for i in range(rows)], pa.binary(16)),
+            "ts": pa.array(range(rows), pa.timestamp("us", tz="UTC")),
+            "nested": pa.array([[i] for i in range(rows)]),
+            "none": pa.nulls(rows),
+            "coded": pa.array([str(i) for i in range(rows)]).dictionary_encode(),
+            "large": pa.array([str(i) * 3 for i in range(rows)], pa.large_string()),
+            "flag": pa.array([i % 2 == 0 for i in range(rows)]),
+        }
+    )
+    assert dictionary_columns(table) == ["odd", "nested", "none", "coded", "large", "flag"]
+
+
 def test_a_small_table_keeps_the_default() -> None:
     # 20,000 distinct floats are 160 KB of dictionary: under the limit, nothing to decide.
     assert DICTIONARY_LIMIT > 20_000 * 8

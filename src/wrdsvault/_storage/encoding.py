@@ -59,6 +59,8 @@ def dictionary_columns(table: pa.Table) -> list[str] | bool:
                 continue
             estimate = _estimated_text_bytes(column, rows, stride)
         else:
+            if pa.types.is_dictionary(kind):
+                continue  # already dictionary-encoded by the caller: pyarrow's default
             try:
                 width = kind.bit_width // 8
             except ValueError:  # not fixed-width: nested, null, large or view types keep
@@ -92,8 +94,8 @@ def _estimated_fixed_bytes(column: Any, rows: int, stride: int, width: int) -> f
 
     from wrdsvault._arrays import valid, values
 
-    if width > 8 and width % 8:
-        return 0.0  # an odd fixed width (fixed_size_binary): pyarrow's default
+    if width not in (1, 2, 4, 8) and width % 8:
+        return 0.0  # an odd fixed width (fixed_size_binary(5)): pyarrow's default
     words = max(width // 8, 1)
     picked = []
     start = 0
