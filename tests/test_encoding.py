@@ -9,6 +9,7 @@ same bytes for the same rows.
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from decimal import Decimal
@@ -60,39 +61,86 @@ def test_columns_that_would_outgrow_the_dictionary_are_left_out() -> None:
 
 
 def test_values_that_repeat_across_the_group_keep_their_dictionary() -> None:
-    """Rows in key order: each security's prices are new to its first rows, but the same prices
-    come back in later securities. A prefix of the group would see mostly new values and take
-    the column for a high-cardinality one; the group holds 40,000 distinct prices (640 KB as
-    16-byte decimals, under the limit) against 200,000 distinct returns (plain)."""
+    """Prices drawn from 40,000 values come back all over the group (640 KB of dictionary as
+    16-byte numeric(38,5), under the limit): a sample sees most of them more than once, so the
+    estimate stays near 40,000; 200,000 distinct returns are written plain."""
     rows = 200_000
-    prices = [Decimal(f"{(i * 7919) % 40_000}.25") for i in range(rows)]
+    draw = random.Random(7)  # noqa: S311  # test data, not a secret
+    prices = [Decimal(f"{draw.randrange(40_000)}.25") for _ in range(rows)]
     table = pa.table(
         {
-            "prc": pa.array(prices, pa.decimal128(11, 5)),
-            "ret": pa.array([Decimal(i) / 1_000_000 for i in range(rows)], pa.decimal128(10, 6)),
+            "prc": pa.array(prices, pa.decimal128(38, 5)),
+            "ret": pa.array([Decimal(i) / 1_000_000 for i in range(rows)], pa.decimal128(38, 6)),
         }
     )
     assert dictionary_columns(table) == ["prc"]
 
 
 def test_other_types_keep_the_default_or_are_estimated() -> None:
-    """Types the vault's sources do not send still get an answer: odd fixed widths, nested,
-    null, dictionary and large types keep pyarrow's default; 16-byte fixed binaries and
-    timestamps are estimated like decimals and integers."""
+    """Types the vault's sources do not send still get an answer: null, dictionary, large and
+    boolean types keep pyarrow's default; fixed binaries and timestamps are estimated at their
+    width in the file."""
     rows = 200_000
     table = pa.table(
         {
             "odd": pa.array([i.to_bytes(5, "little") for i in range(rows)], pa.binary(5)),
             "wide": pa.array([i.to_bytes(16, "little") for i in range(rows)], pa.binary(16)),
             "ts": pa.array(range(rows), pa.timestamp("us", tz="UTC")),
-            "nested": pa.array([[i] for i in range(rows)]),
             "none": pa.nulls(rows),
             "coded": pa.array([str(i) for i in range(rows)]).dictionary_encode(),
             "large": pa.array([str(i) * 3 for i in range(rows)], pa.large_string()),
             "flag": pa.array([i % 2 == 0 for i in range(rows)]),
         }
     )
-    assert dictionary_columns(table) == ["odd", "nested", "none", "coded", "large", "flag"]
+    # 200,000 distinct 5-byte values are 1,000,000 bytes: under the 1 MiB limit.
+    assert dictionary_columns(table) == ["odd", "none", "coded", "large", "flag"]
+
+
+def test_a_table_with_a_nested_column_keeps_the_default() -> None:
+    """pyarrow takes leaf paths (``l.list.element``) in the list of dictionary columns, so naming
+    the others would silently turn the nested column's dictionary off."""
+    rows = 200_000
+    table = pa.table(
+        {
+            "ret": pa.array([i / 7 for i in range(rows)], pa.float64()),
+            "nested": pa.array([[i % 5] for i in range(rows)]),
+        }
+    )
+    assert dictionary_columns(table) is True
+
+
+def test_decimals_are_measured_at_their_width_in_the_file() -> None:
+    """A numeric(10,6) is 5 bytes in a dictionary page (Arrow holds 16): 150,000 distinct
+    returns fit (750 KB), while the same values as numeric(38,6) (16 bytes) do not."""
+    rows = 150_000
+    values = [Decimal(i) / 1_000_000 for i in range(rows)]
+    table = pa.table(
+        {
+            "narrow": pa.array(values, pa.decimal128(10, 6)),
+            "wide": pa.array(values, pa.decimal128(38, 6)),
+        }
+    )
+    assert dictionary_columns(table) == ["narrow"]
+
+
+def test_a_group_within_the_sample_is_counted_exactly(root: Path, tmp_path: Path) -> None:
+    """32,000 rows are all sampled: 24,000 distinct 36-byte strings (960 KB with their length
+    prefixes) stay under the limit, and the file keeps their dictionary."""
+    rows = 32_000
+    table = pa.table({"name": pa.array([f"{i % 24_000:036d}" for i in range(rows)])})
+    assert dictionary_columns(table) is True
+    _path, _sha, data = stage(root, table, VaultSettings())
+    copy = tmp_path / "names.parquet"
+    copy.write_bytes(data)
+    assert dictionary(encodings(copy)["name"])
+
+
+def test_periodic_nulls_do_not_hide_a_column(tmp_path: Path) -> None:
+    """The sample is spread without a period: a column null on every third row is still seen
+    (a stride of 9 would have sampled only its nulls)."""
+    rows = 294_912  # 9 x 32,768
+    table = pa.table({"id": pa.array([None if i % 3 == 0 else f"id{i:010d}" for i in range(rows)])})
+    assert dictionary_columns(table) == []
 
 
 def test_a_small_table_keeps_the_default() -> None:
