@@ -200,7 +200,15 @@ def test_doctor_reports_an_export_naming_a_snapshot_the_vault_lost(
 
 
 @pytest.mark.parametrize(
-    "content", [b"{not json", b'{"format": 1, "kind": "iceberg"}', b'{"format": 99}']
+    "content",
+    [
+        b"{not json",
+        b'{"format": 1, "kind": "iceberg"}',
+        b'{"format": 99}',
+        b'{"format": 1e999}',  # an int() of infinity: OverflowError
+        b"[" * 100_000 + b"]" * 100_000,  # nested past the parser's recursion limit
+        b"\xff\xfe{}",
+    ],
 )
 def test_doctor_reports_a_damaged_export_record_and_keeps_it(
     vault: wrdsvault.Warehouse, content: bytes

@@ -110,8 +110,8 @@ class DoctorReport:
     def ok(self) -> bool:
         """No finding left that needs attention (after a repair, only what it could not fix).
 
-        Quarantine entries, a disk past a watermark, resumable checkpoints and live reader
-        leases are reported but do not make a vault unhealthy.
+        Quarantine entries, a disk past a watermark, resumable checkpoints, live reader
+        leases and export records are reported but do not make a vault unhealthy.
         """
         left = [f for f in self.findings if f.path not in self.repaired]
         return not [f for f in left if f.kind not in _INFORMATION]

@@ -116,7 +116,7 @@ class ExportRecord:
                 exported_through=None if through is None else str(through),
                 exported_at=str(obj["exported_at"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise VaultFormatError(
                 path=where,
                 problem=f"not a wrdsvault export record ({exc}); restore it from a backup, or "
@@ -173,7 +173,7 @@ def scan_records(
             obj = json.loads(path.read_bytes())
         except FileNotFoundError:
             continue  # removed while we listed
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             error = VaultFormatError(
                 path=str(path),
                 problem=f"cannot read the export record ({exc}); restore it from a backup, run "
