@@ -624,7 +624,10 @@ def _quarantine_failure(
         return
     # A write refused before it staged anything (schema drift, a lost source) keeps only its
     # reason: say so rather than promise files that are not there.
-    staged = any(p.name != REASON_FILE for p in path.iterdir())
+    try:
+        staged = any(p.name != REASON_FILE for p in path.iterdir())
+    except OSError:  # never let the message hide the failure being reported
+        staged = True
     kept = "staged files and reason" if staged else "reason (nothing was staged)"
     log.warning("%s failed; %s kept in %s", operation, kept, path)
     if isinstance(exc, WrdsVaultError):
