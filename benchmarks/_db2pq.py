@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -82,7 +83,8 @@ def measure_db2pq(
     """Run `child` with the db2pq venv's interpreter; sample its RSS; return its numbers.
 
     ``connect`` is the replica's `WrdsSource` keyword arguments (``connect_kwargs``). Adds
-    ``sampled_peak_rss_bytes``, ``process_seconds`` and ``rows_per_s`` as ``_measure`` does.
+    ``sampled_peak_rss_bytes``, ``process_seconds``, ``process_cpu_seconds``,
+    ``server_cpu_seconds`` and ``rows_per_s`` as ``_measure`` does.
     """
 
     args = {
@@ -94,6 +96,9 @@ def measure_db2pq(
         "data_dir": str(data_dir),
     }
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        measure = _load("_measure")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_before = measure.server_cpu_seconds()
         started = time.perf_counter()
         proc = subprocess.Popen(
             [str(venv_python), str(Path(__file__)), json.dumps(args)],
@@ -103,8 +108,10 @@ def measure_db2pq(
             env=env,
             cwd=data_dir.parent,  # db2pq loads a .env from the working folder: not ours
         )
-        peak, _ = _load("_measure").watch(proc, started, CHILD_TIMEOUT_S, "db2pq")
+        peak, _ = measure.watch(proc, started, CHILD_TIMEOUT_S, "db2pq")
         process_seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server = measure.server_cpu_seconds() - server_before
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -114,6 +121,10 @@ def measure_db2pq(
     result["output"] = "\n".join(stdout.strip().splitlines()[:-1])
     result["sampled_peak_rss_bytes"] = peak
     result["process_seconds"] = process_seconds
+    result["process_cpu_seconds"] = (after.ru_utime - before.ru_utime) + (
+        after.ru_stime - before.ru_stime
+    )
+    result["server_cpu_seconds"] = server
     result["rows_per_s"] = result["rows"] / result["seconds"] if result["seconds"] > 0 else 0.0
     return result
 

@@ -31,6 +31,11 @@ alone: steadier than wall time on a busy machine. Two peak-memory figures come b
 ``start_rss_bytes`` is the child's RSS when its clock started (interpreter, imports, login: the
 floor under every peak).
 
+``server_cpu_seconds`` (added by the parent) is the CPU time PostgreSQL spent while the child
+lived: every ``postgres`` process of the machine, the backends the postmaster reaped included
+(`server_cpu_seconds`). On these benchmarks the server shares the client's cores, so what a path
+asks of the server is time it takes from the client; against WRDS it runs on WRDS's CPUs.
+
 pytest runs with ``--import-mode=importlib``, so the test modules load this file by path
 (`load_helper` in ``conftest.py``), never as ``import _measure``.
 """
@@ -81,6 +86,23 @@ def rss_bytes() -> int:
     except OSError:
         pass
     return 0
+
+
+def server_cpu_seconds() -> float:
+    """CPU seconds of every PostgreSQL process of this machine, with the backends the
+    postmaster reaped (its children's times). A backend still alive counts its own."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if "postgres" not in (proc.info["name"] or ""):
+                continue
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
 
 
 def cpu_seconds() -> float:
@@ -243,13 +265,14 @@ def run_child(script: Path, args: dict[str, Any], *, timeout: float = CHILD_TIME
     """Run ``python script '<json args>'``; sample its RSS; return its last stdout line, parsed.
 
     Adds ``sampled_peak_rss_bytes``, ``rss_samples``, ``process_seconds`` (the child's whole
-    life: interpreter start, imports, login, the measured call) and ``process_cpu_seconds`` (its
+    life: interpreter start, imports, login, the measured call), ``process_cpu_seconds`` (its
     user + system CPU time over that life; ``cpu_seconds``, from the child, covers the measured
-    call alone).
+    call alone) and ``server_cpu_seconds`` (PostgreSQL's CPU time over that life).
     """
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_before = server_cpu_seconds()
         started = time.perf_counter()
         proc = subprocess.Popen(
             [sys.executable, str(script), json.dumps(args)], stdout=out, stderr=err, text=True
@@ -257,6 +280,7 @@ def run_child(script: Path, args: dict[str, Any], *, timeout: float = CHILD_TIME
         peak, samples = watch(proc, started, timeout, str(args.get("path")))
         process_seconds = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server = server_cpu_seconds() - server_before
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
@@ -273,6 +297,7 @@ def run_child(script: Path, args: dict[str, Any], *, timeout: float = CHILD_TIME
     result["process_cpu_seconds"] = (after.ru_utime - before.ru_utime) + (
         after.ru_stime - before.ru_stime
     )
+    result["server_cpu_seconds"] = server
     return result
 
 
@@ -307,6 +332,8 @@ def record(info: dict[str, Any], name: str, result: dict[str, Any]) -> None:
     info[f"{name}_process_seconds"] = round(result["process_seconds"], 3)
     if "process_cpu_seconds" in result:
         info[f"{name}_process_cpu_seconds"] = round(result["process_cpu_seconds"], 3)
+    if "server_cpu_seconds" in result:
+        info[f"{name}_server_cpu_seconds"] = round(result["server_cpu_seconds"], 3)
     if len(result.get("seconds_all", ())) > 1:
         info[f"{name}_seconds_all"] = [round(x, 4) for x in result["seconds_all"]]
 

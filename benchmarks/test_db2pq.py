@@ -16,6 +16,11 @@ tools interleaved step by step:
    on, as WRDS does on an update; both re-run. db2pq rewrites the whole table, wrdsvault the
    changed year.
 
+Each run also reports its whole process's CPU time and PostgreSQL's CPU time while it ran
+(``*_process_cpu_seconds``, ``*_server_cpu_seconds``; ratios ``<step>_process_cpu_ratio`` and
+``<step>_server_cpu_ratio``): the replica shares the tools' two cores, so what each asks of the
+server is part of its wall time here.
+
 Correctness is asserted (both write every row of a full copy, neither writes a row when nothing
 changed, db2pq's file is untouched then, the one-year change is picked up by both); the ratios
 wrdsvault / db2pq of time and peak RSS go into ``benchmark.extra_info`` and are never asserted.
@@ -151,6 +156,13 @@ def test_sync_against_db2pq(
         info[f"{step}_time_ratio"] = round(v["seconds"] / p["seconds"], 3)
         info[f"{step}_memory_ratio"] = round(v["peak_rss_bytes"] / p["peak_rss_bytes"], 3)
         info[f"{step}_process_time_ratio"] = round(v["process_seconds"] / p["process_seconds"], 3)
+        # Where the time goes: each tool's own CPU (whole process) and PostgreSQL's.
+        info[f"{step}_process_cpu_ratio"] = round(
+            v["process_cpu_seconds"] / max(p["process_cpu_seconds"], 1e-9), 3
+        )
+        info[f"{step}_server_cpu_ratio"] = round(
+            v["server_cpu_seconds"] / max(p["server_cpu_seconds"], 1e-9), 3
+        )
     info["full_within_target"] = (
         info["full_time_ratio"] <= TIME_TARGET and info["full_memory_ratio"] <= MEMORY_TARGET
     )

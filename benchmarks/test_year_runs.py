@@ -10,8 +10,9 @@ builds its own replica (``crsp.dsf`` of the profile-2025 types over 1995-2024, n
 * ``sync`` (runs of years) and ``sync_per_year`` (the same source with ``read_partitions``
   hidden: one COPY per year), with one stream and with the default streams;
 * for each, the sync's wall time, peak RSS, and the CPU time the PostgreSQL server spent
-  (``server_cpu_seconds``: every ``postgres`` process of the machine, reaped backends included
-  through the postmaster's children times; nothing else uses PostgreSQL during the run).
+  (``server_cpu_seconds`` of ``_measure.py``: every ``postgres`` process of the machine,
+  reaped backends included through the postmaster's children times; nothing else uses
+  PostgreSQL during the run).
 
 ``extra_info``: ``runs_<n>_*`` and ``per_year_<n>_*`` for ``n`` in (1, default streams), and
 ``time_ratio_<n>`` (runs over per-year; target < 1.0: runs must not be slower where the per-year
@@ -30,7 +31,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-import psutil
 import pytest
 
 from wrdsvault.sources import SampleSource
@@ -41,20 +41,6 @@ YEARS: Final = range(1995, 2025)
 MAX_ROWS: Final = 1_000_000
 #: Sample crsp.dsf rows per security and year (not every security trades every day).
 ROWS_PER_SECURITY_YEAR: Final = 155
-
-
-def server_cpu_seconds() -> float:
-    """CPU seconds of every PostgreSQL process, with the backends the postmaster reaped."""
-    total = 0.0
-    for proc in psutil.process_iter(["name"]):
-        try:
-            if "postgres" not in (proc.info["name"] or ""):
-                continue
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +75,9 @@ def test_sync_runs_of_years_against_one_copy_per_year(
         for streams in streams_counts:
             for path, name in (("sync", "runs"), ("sync_per_year", "per_year")):
                 runs += 1
-                before = server_cpu_seconds()
                 result = measure.measure(
                     path, None, connect, tmp_path / f"v{runs}", streams=streams
                 )
-                result["server_cpu_seconds"] = server_cpu_seconds() - before
                 assert result["rows"] == total, (path, streams, result["rows"], total)
                 assert result["report"]["years_written"] == list(YEARS)
                 results.setdefault(f"{name}_{streams}", []).append(result)
