@@ -556,6 +556,11 @@ def ratio_rows(label: str, bench: Bench) -> list[dict[str, Any]]:
             OPEN_MS,
         ),
         ("test_snapshot_open_first_query", "first query after opening (median)", FIRST_QUERY_MS),
+        (
+            "test_snapshot_open_second_dataset_query",
+            "first query on a second dataset (median)",
+            None,
+        ),
     ):
         ms = bench.median_ms(name)
         if ms is not None:

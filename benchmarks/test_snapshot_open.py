@@ -231,6 +231,32 @@ def test_snapshot_open_first_query(benchmark, wide_vault):
     _record_median(benchmark, "first_query", FIRST_QUERY_TARGET_MS)
 
 
+@pytest.mark.benchmark(group="snapshot-open")
+def test_snapshot_open_second_dataset_query(benchmark, wide_vault):
+    """The first query that names a second dataset, after a first query on another one: the
+    snapshot's DuckDB database then allows every pinned file (docs/query.md#pinned)."""
+    wh = Warehouse(wide_vault.root, create=False)
+    opened: list[Snapshot] = []
+
+    def setup() -> tuple[tuple[Snapshot], dict[str, Any]]:
+        snap = wh.snapshot("latest")
+        opened.append(snap)
+        snap.query("select count(*) from bench.t000")
+        return (snap,), {}
+
+    def second_query(snap: Snapshot) -> int:
+        return int(snap.query("select count(*) from bench.t001").iloc[0, 0])
+
+    try:
+        count = benchmark.pedantic(second_query, setup=setup, rounds=10, warmup_rounds=1)
+    finally:
+        for snap in opened:
+            snap.close()
+    assert count == wide_vault.n_years * ROWS_PER_YEAR
+    _record_wide(benchmark, wide_vault)
+    _record_median(benchmark, "second_dataset_query")
+
+
 # -- as-of resolution over many snapshots --------------------------------------------------------
 
 

@@ -57,7 +57,7 @@ def test_opening_a_snapshot_looks_at_no_data_file(
         assert joined.num_rows == 1
         con = snap._con
         assert con is not None
-        assert set(con._pending) == {"ff.factors_monthly"}  # only what the queries named
+        assert set(con._db.pending) == {"ff.factors_monthly"}  # only what the queries named
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_a_view_built_late_is_sandboxed_like_the_first(template: Path) -> None:
         with pytest.raises(wrdsvault.QueryError, match=r"(?i)permission|access"):
             snap.arrow("select * from read_csv($1)", [str(outside)])  # builds the rest first
         con = snap._con
-        assert con is not None and not con._pending
+        assert con is not None and not con._db.pending
         assert snap.arrow("select count(*) as n from comp.funda").num_rows == 1
         with pytest.raises(wrdsvault.QueryError, match=r"(?i)permission|access"):
             snap.arrow("select * from read_csv($1)", [str(outside)])
@@ -150,6 +150,59 @@ def test_referenced_views_names_what_a_query_reads(sql: str, expected: set[str] 
     with duckdb.connect() as con:
         shape = check_shape(con, sql)
     assert referenced_views(*shape, views) == (None if expected is None else frozenset(expected))
+
+
+def test_the_first_query_allows_only_the_files_it_reads(template: Path) -> None:
+    """A fresh snapshot's database allows the files of the views its first query reads; the
+    first query that needs another view gets a database that allows every pinned file (once),
+    and a query still streaming from the first database keeps its rows."""
+    import pyarrow as pa
+
+    def allowed_paths(con: duckdb.DuckDBPyConnection) -> list[str]:
+        cur = con.cursor()
+        try:
+            return sorted(cur.execute("select current_setting('allowed_paths')").fetchall()[0][0])
+        finally:
+            cur.close()
+
+    with wrdsvault.Warehouse(template, create=False) as wh, wh.snapshot() as snap:
+        msf = snap.sql("select * from crsp.msf order by permno, date")
+        expected = msf.arrow()
+        pinned = snap._con
+        assert pinned is not None
+        first = pinned._db
+        assert first.locked and first.allowed == frozenset({"crsp.msf"})
+        assert allowed_paths(first.con) == sorted(str(p) for p in snap.files("crsp.msf"))
+
+        stream = msf.batches(batch_rows=7)  # holds a cursor on the first database
+        head = next(stream)
+        funda = snap.arrow("select count(*) as n from comp.funda")["n"][0].as_py()
+        assert funda == snap.dataset("comp.funda").row_count
+        second = pinned._db
+        assert second is not first and second.allowed is None and first.retired
+        every = sorted(str(p) for name in DATASETS for p in snap.files(name))
+        assert allowed_paths(second.con) == every
+        assert pa.Table.from_batches([head, *stream]).equals(expected)
+        assert first not in pinned._retired  # closed with its last cursor
+        with pytest.raises(duckdb.Error):
+            first.con.execute("select 1")
+
+        assert snap.arrow("select count(*) as n from ff.factors_monthly").num_rows == 1
+        assert pinned._db is second  # replaced at most once
+        assert snap.arrow("select count(*) as n from crsp.msf")["n"][0].as_py() == len(expected)
+
+
+def test_a_first_query_that_reads_no_view_allows_no_file(template: Path) -> None:
+    """``select 1`` first: the database allows nothing; the next query that names a view gets
+    one that allows every pinned file."""
+    with wrdsvault.Warehouse(template, create=False) as wh, wh.snapshot() as snap:
+        assert snap.arrow("select 1 as x")["x"][0].as_py() == 1
+        pinned = snap._con
+        assert pinned is not None and pinned._db.allowed == frozenset()
+        with pytest.raises(wrdsvault.QueryError, match=r"(?i)permission|access"):
+            snap.arrow("select * from read_parquet($1)", [str(snap.files("crsp.msf")[0])[:-8]])
+        assert pinned._db.allowed is None  # a table function: every view, every file
+        assert snap.arrow("select count(*) as n from crsp.msf")["n"][0].as_py() > 0
 
 
 def test_threads_naming_datasets_at_once_each_get_their_view(template: Path) -> None:

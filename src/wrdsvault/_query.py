@@ -8,9 +8,10 @@ Two walls (docs/design/sandbox.md says why both are needed):
    The parsed statement is then measured (`check_shape`): its planning cost is bounded, and the
    functions that read settings (host paths) or run SQL from a string are refused. A connection
    remembers what the checks found for the texts they passed (`PinnedConnection._checked`).
-2. DuckDB settings, applied in the order that works: views first (built with the relation API,
-   never from strings), then ``allowed_paths`` = exactly the pinned files, then
-   ``enable_external_access = false``, then ``lock_configuration = true``. Extension autoload,
+2. DuckDB settings, applied in the order that works: ``allowed_paths`` = exactly the pinned files
+   (a lazy connection's first database: those of the views its first query reads), then
+   ``enable_external_access = false``, then ``lock_configuration = true``, all before any query
+   runs; views are built with the relation API, never from strings. Extension autoload,
    autoinstall, community extensions and persistent secrets are off from the start; the time zone
    is UTC whatever the host's ``TZ``.
 
@@ -142,6 +143,27 @@ def _is_pivot(sql: str) -> bool:
     return any(kind == keyword and _PIVOT.match(sql, start) for start, kind in tokens)
 
 
+class _Database:
+    """One in-memory DuckDB database behind a `PinnedConnection`.
+
+    A lazy connection starts with one whose ``allowed_paths`` is set by its first query and
+    replaces it at most once (see `PinnedConnection`); the replaced one closes when its last
+    cursor does.
+    """
+
+    __slots__ = ("allowed", "con", "locked", "pending", "retired", "tmp", "users")
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, tmp: str, views: Mapping[str, list[str]]):
+        self.con = con
+        self.tmp = tmp
+        #: The views whose files ``allowed_paths`` lists (None: every view's), once locked.
+        self.allowed: frozenset[str] | None = None
+        self.locked = False
+        self.pending = dict(views)  # views not built on this database yet
+        self.users = 0  # cursors open on it
+        self.retired = False
+
+
 class PinnedConnection:
     """An in-memory DuckDB database whose only tables are views over a fixed list of files.
 
@@ -150,11 +172,18 @@ class PinnedConnection:
 
     With ``lazy=True`` a view is built when the first query names it, after ``check`` passed for
     it: opening a snapshot of 100 datasets and counting one reads one dataset's footers, not 100.
-    ``allowed_paths`` still lists every pinned file from the start (it is locked with the rest of
-    the configuration), so a query that could reach a file without naming a view (a table
-    function such as ``read_parquet``, ``DESCRIBE``/``SHOW``, a replacement scan such as
-    ``FROM 'file.parquet'``, or any name that is neither a view nor a CTE) first checks and builds
-    every view: no query ever reads a file whose checks have not passed on this connection.
+    The database's ``allowed_paths`` then lists the files of the views the first query reads
+    (it is locked with the rest of the configuration before that query runs): the first query
+    of a snapshot of 6,000 files does not pay for DuckDB canonicalizing all of them. The first
+    query that needs a view outside that set gets a new database that allows every pinned file
+    (the first is closed once its running queries end), so this happens at most once. A query
+    that could reach a file without naming a view (a table function such as ``read_parquet``,
+    ``DESCRIBE``/``SHOW``, a replacement scan such as ``FROM 'file.parquet'``, or any name that
+    is neither a view nor a CTE) needs every view: it first checks and builds all of them, so no
+    query ever reads a file whose checks have not passed on its database.
+
+    Until its first query is checked a lazy database is not locked; it only parses (the checks
+    run DuckDB's parser on the text given as a parameter) and never runs a query's SQL.
     """
 
     def __init__(
@@ -189,13 +218,15 @@ class PinnedConnection:
         """
         self._tmp = tempfile.mkdtemp(prefix="wrdsvault-duckdb-")
         self._lock = threading.Lock()
-        self._views_lock = threading.Lock()  # one view built at a time
+        self._views_lock = threading.Lock()  # one database decision or view build at a time
         self._check_files = check
         self._snapshot_id = snapshot_id
         self._union_by_name = union_by_name
         self._schemas = dict(schemas or {})
+        self._views = {name: [str(p) for p in files] for name, files in views.items()}
         self._names = frozenset(views)
-        self._pending: dict[str, list[str]] = {}  # views not built yet
+        self._threads = threads
+        self._memory_limit = memory_limit
         # SQL text -> (the SELECT's text, the views it names or None): checks that passed.
         self._checks: dict[str, tuple[str, frozenset[str] | None]] = {}
         self._checks_lock = threading.Lock()
@@ -203,100 +234,136 @@ class PinnedConnection:
         self._active = 0
         self._closing = False
         self._on_close: list[Callable[[], None]] = []
+        self._retired: list[_Database] = []  # replaced, with cursors still open
         self.closed = False
         try:
-            self._con = connect(_CONFIG)
-            self._build(views, threads, memory_limit, lazy=lazy)
+            self._db = self._new_database()
+            if not lazy:
+                self._lock_database(self._db, None)
+                self._build_views(self._db, list(self._views))
         except BaseException:
             with self._lock:
                 self._closing = True
                 self._shutdown()
             raise
 
-    def _build(
-        self,
-        views: Mapping[str, Sequence[str | Path]],
-        threads: int | None,
-        memory_limit: str | None,
-        *,
-        lazy: bool,
-    ) -> None:
-        con = self._con
+    def _new_database(self) -> _Database:
+        """A database with the catalogs, schemas and resource settings, not yet locked."""
+        tmp = tempfile.mkdtemp(prefix="db-", dir=self._tmp)  # spill files: one folder each
+        con = connect(_CONFIG)
+        try:
+            # Names were validated against ^[a-z][a-z0-9_]*$ upstream; quoting is a second guard.
+            for catalog in sorted({_place(name)[0] for name in self._views} - {"memory"}):
+                con.execute(f"ATTACH ':memory:' AS {_quote(catalog)}")
+            for catalog, library in sorted({_place(name)[:2] for name in self._views}):
+                con.execute(f"CREATE SCHEMA {_quote(catalog)}.{_quote(library)}")
+            con.execute("SET temp_directory = $1", [tmp])
+            if self._threads is not None:
+                con.execute("SET threads = $1", [int(self._threads)])
+            if self._memory_limit is not None:
+                con.execute("SET memory_limit = $1", [str(self._memory_limit)])
+        except BaseException:
+            con.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return _Database(con, tmp, self._views)
+
+    def _lock_database(self, db: _Database, names: frozenset[str] | None) -> None:
+        """Allow the files of the views ``names`` (None: every view's), then lock ``db``."""
         allowed: list[str] = []
-        # Names were validated against ^[a-z][a-z0-9_]*$ upstream; quoting is a second guard.
-        for catalog in sorted({_place(name)[0] for name in views} - {"memory"}):
-            con.execute(f"ATTACH ':memory:' AS {_quote(catalog)}")
-        for catalog, library in sorted({_place(name)[:2] for name in views}):
-            con.execute(f"CREATE SCHEMA {_quote(catalog)}.{_quote(library)}")
-        for name, files in sorted(views.items()):
-            paths = [str(p) for p in files]
-            self._pending[name] = paths
+        for name in sorted(self._views if names is None else names):
+            paths = self._views[name]
             allowed.extend(paths)
             escaped = [_glob_escape(p) for p in paths]
             allowed.extend(e for e, p in zip(escaped, paths, strict=True) if e != p)
-        if not lazy:
-            self._build_views(con, list(self._pending))
-        con.execute("SET temp_directory = $1", [self._tmp])
-        if threads is not None:
-            con.execute("SET threads = $1", [int(threads)])
-        if memory_limit is not None:
-            con.execute("SET memory_limit = $1", [str(memory_limit)])
-        con.execute("SET allowed_paths = $1", [allowed])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        db.con.execute("SET allowed_paths = $1", [allowed])
+        db.con.execute("SET enable_external_access = false")
+        db.con.execute("SET lock_configuration = true")
+        db.allowed = names
+        db.locked = True
 
-    def _build_views(self, con: duckdb.DuckDBPyConnection, names: Sequence[str]) -> None:
-        """Check and build the views ``names`` not built yet, on ``con`` (with its own ``USE``).
+    def _build_views(self, db: _Database, names: Sequence[str]) -> None:
+        """Check and build the views ``names`` not built on ``db`` yet (on a cursor of its own,
+        whose ``USE`` no query sees). Called with ``_views_lock`` held (or before any query).
 
         Raises:
             IntegrityError: ``check`` refused a view's files, or DuckDB cannot read them.
         """
         from wrdsvault.errors import IntegrityError
 
-        with self._views_lock:
-            try:
-                for name in sorted(names):
-                    paths = self._pending.get(name)
-                    if paths is None:
-                        continue  # built meanwhile by another query
-                    if self._check_files is not None:
-                        self._check_files(name)
-                    catalog, library, table = _place(name)
-                    con.execute(f"USE {_quote(catalog)}.{_quote(library)}")
-                    try:
-                        if paths:
-                            rel = con.read_parquet(
-                                [_glob_escape(p) for p in paths],
-                                union_by_name=name in self._union_by_name,
-                            )
-                        else:  # a dataset with no rows: keep the name and the columns
-                            rel = _empty_relation(con, self._schemas.get(name))
-                        rel.create_view(table, replace=False)
-                    except duckdb.Error as exc:  # a damaged footer fails when the view is built
-                        raise IntegrityError(
-                            path=f"a pinned Parquet file of {name}",
-                            problem=f"DuckDB cannot read it ({str(exc).splitlines()[0]})",
-                            snapshot_id=self._snapshot_id,
-                        ) from exc
-                    del self._pending[name]
-            finally:
-                con.execute("USE memory.main")
-
-    def _prepare(self, names: frozenset[str] | None) -> None:
-        """Build the views a checked SELECT reads: ``names`` (what `_checked` found), or every
-        view if it cannot be told (None)."""
-        if not self._pending:
-            return
-        with self._views_lock:  # another query may be building views now
-            todo = [n for n in (self._pending if names is None else names) if n in self._pending]
+        todo = [name for name in sorted(names) if name in db.pending]
         if not todo:
             return
         with self._lock:
-            builder = self._con.cursor()  # USE on a cursor of its own: queries keep theirs
+            con = db.con.cursor()
         try:
-            self._build_views(builder, list(todo))
+            for name in todo:
+                paths = db.pending[name]
+                if self._check_files is not None:
+                    self._check_files(name)
+                catalog, library, table = _place(name)
+                con.execute(f"USE {_quote(catalog)}.{_quote(library)}")
+                try:
+                    if paths:
+                        rel = con.read_parquet(
+                            [_glob_escape(p) for p in paths],
+                            union_by_name=name in self._union_by_name,
+                        )
+                    else:  # a dataset with no rows: keep the name and the columns
+                        rel = _empty_relation(con, self._schemas.get(name))
+                    rel.create_view(table, replace=False)
+                except duckdb.Error as exc:  # a damaged footer fails when the view is built
+                    raise IntegrityError(
+                        path=f"a pinned Parquet file of {name}",
+                        problem=f"DuckDB cannot read it ({str(exc).splitlines()[0]})",
+                        snapshot_id=self._snapshot_id,
+                    ) from exc
+                del db.pending[name]
         finally:
-            builder.close()
+            con.close()
+
+    def _prepare(self, names: frozenset[str] | None) -> _Database:
+        """The database to run a checked SELECT on, with the views it reads built: ``names``
+        (what `_checked` found), or every view if it cannot be told (None). The database is
+        counted in use: hand it to `_leave` when done."""
+        with self._views_lock:
+            db = self._db
+            if not db.locked:  # the first query decides which files this database allows
+                self._lock_database(db, names)
+            elif db.allowed is not None and (names is None or not names <= db.allowed):
+                # A view the first database does not allow: one that allows every file.
+                new = self._new_database()
+                try:
+                    self._lock_database(new, None)
+                except BaseException:
+                    new.con.close()
+                    shutil.rmtree(new.tmp, ignore_errors=True)
+                    raise
+                with self._lock:
+                    self._db, old = new, db
+                    old.retired = True
+                    if old.users:
+                        self._retired.append(old)
+                    else:
+                        self._close_database(old)
+                db = new
+            self._build_views(db, list(self._views if names is None else names))
+            with self._lock:
+                db.users += 1
+            return db
+
+    def _leave(self, db: _Database) -> None:
+        """One use of ``db`` ended; a replaced database closes with its last use."""
+        with self._lock:
+            db.users -= 1
+            if db.retired and db.users == 0 and db in self._retired:
+                self._retired.remove(db)
+                self._close_database(db)
+
+    @staticmethod
+    def _close_database(db: _Database) -> None:
+        db.con.close()
+        shutil.rmtree(db.tmp, ignore_errors=True)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -335,9 +402,10 @@ class PinnedConnection:
         if self.closed:
             return
         self.closed = True
-        con = getattr(self, "_con", None)
-        if con is not None:
-            con.close()
+        db = getattr(self, "_db", None)
+        for each in [*self._retired, *([db] if db is not None else [])]:
+            each.con.close()
+        self._retired.clear()
         shutil.rmtree(self._tmp, ignore_errors=True)
         callbacks, self._on_close = self._on_close, []
         for callback in callbacks:
@@ -345,16 +413,43 @@ class PinnedConnection:
 
     @contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor on the current database (checks; a session's one non-lazy database)."""
         if not self.acquire():
             msg = "the connection is closed"
             raise RuntimeError(msg)  # callers lease through Snapshot, which never gets here
         try:
             with self._lock:
-                cur = self._con.cursor()
+                db = self._db
+                db.users += 1
+                cur = db.con.cursor()
             try:
                 yield cur
             finally:
                 cur.close()
+                self._leave(db)
+        finally:
+            self.release()
+
+    @contextmanager
+    def _running(self, sql: str) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
+        """Check ``sql``; yield a cursor on a database that allows and has built the views it
+        reads, and the text of its one SELECT."""
+        if not self.acquire():
+            msg = "the connection is closed"
+            raise RuntimeError(msg)  # callers lease through Snapshot, which never gets here
+        try:
+            with self._cursor() as checker:
+                text, names = self._checked(checker, sql)
+            db = self._prepare(names)
+            try:
+                with self._lock:
+                    cur = db.con.cursor()
+                try:
+                    yield cur, text
+                finally:
+                    cur.close()
+            finally:
+                self._leave(db)
         finally:
             self.release()
 
@@ -436,18 +531,15 @@ class PinnedConnection:
         """Check ``sql``, run it on a new cursor and return ``fetch(relation)``."""
         limit = check_timeout(timeout_s)
         check_params(params)
-        with self._cursor() as cur:
-            text, names = self._checked(cur, sql)
-            self._prepare(names)
-            with _Deadline(cur, limit):
-                try:
-                    rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
-                    return fetch(rel)
-                except duckdb.InterruptException as exc:
-                    raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
-                except duckdb.Error as exc:
-                    reason = self._advise(str(exc), text)
-                    raise query_error(cur, exc, text, reason) from exc
+        with self._running(sql) as (cur, text), _Deadline(cur, limit):
+            try:
+                rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
+                return fetch(rel)
+            except duckdb.InterruptException as exc:
+                raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
+            except duckdb.Error as exc:
+                reason = self._advise(str(exc), text)
+                raise query_error(cur, exc, text, reason) from exc
 
     def stream(
         self, sql: str, params: Params, timeout_s: float | None, batch_rows: int
@@ -466,24 +558,21 @@ class PinnedConnection:
             raise TypeError(msg)
         if batch_rows < 1:
             raise InvalidValueError(name="batch_rows", value=batch_rows, rule="a number >= 1")
-        with self._cursor() as cur:
-            text, names = self._checked(cur, sql)
-            self._prepare(names)
-            with _Deadline(cur, limit) as deadline:
-                try:
-                    rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
-                    reader = rel.to_arrow_reader(batch_rows)
-                    while True:
-                        try:
-                            batch = reader.read_next_batch()
-                        except StopIteration:
-                            return
-                        yield batch
-                except (duckdb.Error, pa.ArrowException) as exc:
-                    if deadline.interrupted or isinstance(exc, duckdb.InterruptException):
-                        raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
-                    reason = self._advise(str(exc), text)
-                    raise query_error(cur, exc, text, reason) from exc
+        with self._running(sql) as (cur, text), _Deadline(cur, limit) as deadline:
+            try:
+                rel = cur.sql(text, params=params) if params is not None else cur.sql(text)
+                reader = rel.to_arrow_reader(batch_rows)
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        return
+                    yield batch
+            except (duckdb.Error, pa.ArrowException) as exc:
+                if deadline.interrupted or isinstance(exc, duckdb.InterruptException):
+                    raise QueryTimeoutError(timeout_s=limit or 0.0) from exc
+                reason = self._advise(str(exc), text)
+                raise query_error(cur, exc, text, reason) from exc
 
     def _advise(self, reason: str, sql: str) -> str:
         """``reason``, plus the advice for each left-out dataset ``sql`` names."""
