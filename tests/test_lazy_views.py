@@ -141,6 +141,10 @@ def test_describe_and_listings_still_see_every_dataset(template: Path) -> None:
         ('select * from crsp.msf as "{""type"":""TABLE_FUNCTION"",""alias"":"', {"crsp.msf"}),
         ('select * from crsp.msf t("catalog_name", b)', {"crsp.msf"}),
         ("select * from crsp.msf tablesample 10%", {"crsp.msf"}),
+        # A CTE is in scope only in its own WITH's query: elsewhere a quoted path is a file.
+        ('select * from (with "x.parquet" as (select 1) select 1) t, "x.parquet"', None),
+        ('with "data/x" as (select 1) select * from "data/x"', None),
+        ('with "Msf" as (select 1) select * from "Msf"', set()),  # a plain name: the CTE
         ("select * from crsp.msf, comp.funda, crsp.msf m2", {"crsp.msf", "comp.funda"}),
     ],
 )
@@ -203,6 +207,47 @@ def test_a_first_query_that_reads_no_view_allows_no_file(template: Path) -> None
             snap.arrow("select * from read_parquet($1)", [str(snap.files("crsp.msf")[0])[:-8]])
         assert pinned._db.allowed is None  # a table function: every view, every file
         assert snap.arrow("select count(*) as n from crsp.msf")["n"][0].as_py() > 0
+
+
+def test_a_path_shadowed_by_a_cte_elsewhere_is_not_read_unchecked(
+    damaged: tuple[wrdsvault.Warehouse, Path],
+) -> None:
+    """A quoted file path named like a CTE of another scope is a file, not the CTE: the query
+    may read anything, so every dataset is checked first (the damaged one refuses)."""
+    wh, victim = damaged
+    quoted = '"' + str(victim).replace('"', '""') + '"'
+    with wh.snapshot() as snap:
+        assert snap.arrow("select count(*) as n from comp.funda").num_rows == 1
+        for sql in (
+            f"select count(*) from (with {quoted} as (select 1) select 1) t, {quoted}",
+            f"with {quoted} as (select * from {quoted}) select count(*) from {quoted}",
+        ):
+            with pytest.raises(wrdsvault.IntegrityError):
+                snap.arrow(sql)
+
+
+def test_a_symlink_planted_before_the_first_query_refuses_the_database(
+    template: Path, tmp_path: Path
+) -> None:
+    """DuckDB resolves allowed paths when they are set: a pinned file turned into a symlink
+    after the snapshot opened is caught when the database would be locked, before any view,
+    and the database is replaced by a fresh one (its settings half-set)."""
+    import shutil
+
+    root = tmp_path / "vault"
+    shutil.copytree(template, root, symlinks=True)
+    outside = tmp_path / "outside.parquet"
+    with wrdsvault.Warehouse(root, create=False) as wh, wh.snapshot() as snap:
+        victim = snap.files("crsp.msf")[0]
+        shutil.copyfile(victim, outside)
+        victim.unlink()
+        victim.symlink_to(outside)
+        with pytest.raises(wrdsvault.IntegrityError, match="symlink") as info:
+            snap.arrow("select count(*) as n from crsp.msf")
+        assert info.value.path == str(victim.relative_to(root))
+        assert snap._con is not None and not snap._con._db.locked  # refused before the lock
+        # comp.funda's files are intact: a query naming only it answers.
+        assert snap.arrow("select count(*) as n from comp.funda").num_rows == 1
 
 
 def test_threads_naming_datasets_at_once_each_get_their_view(template: Path) -> None:
@@ -273,3 +318,22 @@ def test_an_altered_manifest_entry_fails_only_the_queries_that_use_it(
         with pytest.raises(VaultFormatError, match="does not follow"):
             wh.snapshots()  # listing every snapshot builds every entry
         assert snap.arrow("select count(*) as n from comp.funda")["n"][0].as_py() > 0
+
+
+def test_a_query_whose_caller_holds_the_connection_survives_a_close(template: Path) -> None:
+    """close() between a caller's acquire and its query (wh.query moving to a newer snapshot
+    in another thread): the query runs to its end, then the database closes."""
+    from wrdsvault._query import fetch_rows
+
+    with wrdsvault.Warehouse(template, create=False) as wh, wh.snapshot() as snap:
+        con = snap._acquire()
+        try:
+            con.close()
+            assert not con.closed  # waits for the use it handed out
+            assert con.run("select count(*) from crsp.msf", None, None, fetch_rows)[0][0] > 0
+        finally:
+            con.release()
+        assert con.closed
+        assert not con.acquire()  # a closed connection hands out no new use
+        with pytest.raises(RuntimeError, match="closed"):
+            con.run("select 1", None, None, fetch_rows)

@@ -250,7 +250,11 @@ class PinnedConnection:
     def _new_database(self) -> _Database:
         """A database with the catalogs, schemas and resource settings, not yet locked."""
         tmp = tempfile.mkdtemp(prefix="db-", dir=self._tmp)  # spill files: one folder each
-        con = connect(_CONFIG)
+        try:
+            con = connect(_CONFIG)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             # Names were validated against ^[a-z][a-z0-9_]*$ upstream; quoting is a second guard.
             for catalog in sorted({_place(name)[0] for name in self._views} - {"memory"}):
@@ -269,16 +273,43 @@ class PinnedConnection:
         return _Database(con, tmp, self._views)
 
     def _lock_database(self, db: _Database, names: frozenset[str] | None) -> None:
-        """Allow the files of the views ``names`` (None: every view's), then lock ``db``."""
+        """Allow the files of the views ``names`` (None: every view's), then lock ``db``.
+
+        DuckDB resolves each allowed path when it is set (a symlink becomes its target), so the
+        list is read back: a pinned path that did not stay itself (a symlink planted on the way
+        since the files were listed) refuses the database (`IntegrityError`).
+        """
+        from wrdsvault.errors import IntegrityError
+
+        plain: list[str] = []
         allowed: list[str] = []
         for name in sorted(self._views if names is None else names):
             paths = self._views[name]
+            plain.extend(paths)
             allowed.extend(paths)
             escaped = [_glob_escape(p) for p in paths]
             allowed.extend(e for e, p in zip(escaped, paths, strict=True) if e != p)
-        db.con.execute("SET allowed_paths = $1", [allowed])
-        db.con.execute("SET enable_external_access = false")
-        db.con.execute("SET lock_configuration = true")
+        with self._lock:
+            cur = db.con.cursor()  # the settings are global: a cursor sets them for all
+        try:
+            cur.execute("SET allowed_paths = $1", [allowed])
+            kept = set(cur.execute("SELECT current_setting('allowed_paths')").fetchall()[0][0])
+            moved = [p for p in plain if p not in kept]
+            if moved:
+                if self._check_files is not None:  # its own words first: which file, and why
+                    for name in sorted(self._views if names is None else names):
+                        if any(p in moved for p in self._views[name]):
+                            self._check_files(name)
+                raise IntegrityError(
+                    path=moved[0],
+                    problem="DuckDB resolved it to another path (a symlink on the way?); "
+                    "run `wrdsvault verify` and `wrdsvault doctor`",
+                    snapshot_id=self._snapshot_id,
+                )
+            cur.execute("SET enable_external_access = false")
+            cur.execute("SET lock_configuration = true")
+        finally:
+            cur.close()
         db.allowed = names
         db.locked = True
 
@@ -326,31 +357,51 @@ class PinnedConnection:
         """The database to run a checked SELECT on, with the views it reads built: ``names``
         (what `_checked` found), or every view if it cannot be told (None). The database is
         counted in use: hand it to `_leave` when done."""
+        with self._lock:  # the usual case: nothing to decide or build
+            db = self._db
+            if db.locked and (
+                (names is None and db.allowed is None and not db.pending)
+                or (
+                    names is not None
+                    and (db.allowed is None or names <= db.allowed)
+                    and not any(n in db.pending for n in names)
+                )
+            ):
+                db.users += 1
+                return db
         with self._views_lock:
             db = self._db
             if not db.locked:  # the first query decides which files this database allows
-                self._lock_database(db, names)
+                try:
+                    self._lock_database(db, names)
+                except BaseException:
+                    # Half-locked (settings that can no longer change): start again next time.
+                    self._replace(self._new_database())
+                    raise
             elif db.allowed is not None and (names is None or not names <= db.allowed):
                 # A view the first database does not allow: one that allows every file.
                 new = self._new_database()
                 try:
                     self._lock_database(new, None)
                 except BaseException:
-                    new.con.close()
-                    shutil.rmtree(new.tmp, ignore_errors=True)
+                    self._close_database(new)
                     raise
-                with self._lock:
-                    self._db, old = new, db
-                    old.retired = True
-                    if old.users:
-                        self._retired.append(old)
-                    else:
-                        self._close_database(old)
+                self._replace(new)
                 db = new
             self._build_views(db, list(self._views if names is None else names))
             with self._lock:
                 db.users += 1
             return db
+
+    def _replace(self, new: _Database) -> None:
+        """Make ``new`` the database for new queries; the old one closes with its last use."""
+        with self._lock:
+            self._db, old = new, self._db
+            old.retired = True
+            self._retired.append(old)
+            if not old.users:
+                self._retired.remove(old)
+                self._close_database(old)
 
     def _leave(self, db: _Database) -> None:
         """One use of ``db`` ended; a replaced database closes with its last use."""
@@ -362,8 +413,10 @@ class PinnedConnection:
 
     @staticmethod
     def _close_database(db: _Database) -> None:
-        db.con.close()
-        shutil.rmtree(db.tmp, ignore_errors=True)
+        try:
+            db.con.close()
+        finally:
+            shutil.rmtree(db.tmp, ignore_errors=True)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -374,6 +427,16 @@ class PinnedConnection:
                 return False
             self._active += 1
             return True
+
+    def _hold(self) -> None:
+        """Count one more use from inside (a query or check): unlike `acquire`, also while a
+        `close` waits for running queries, so a query whose caller acquired the connection
+        runs to its end even if `close` came in between. Raises once the database is closed."""
+        with self._lock:
+            if self.closed:
+                msg = "the connection is closed"
+                raise RuntimeError(msg)  # callers lease through Snapshot, which never gets here
+            self._active += 1
 
     def release(self) -> None:
         """End one use; the last use after `close` closes the database for real."""
@@ -414,31 +477,33 @@ class PinnedConnection:
     @contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor on the current database (checks; a session's one non-lazy database)."""
-        if not self.acquire():
-            msg = "the connection is closed"
-            raise RuntimeError(msg)  # callers lease through Snapshot, which never gets here
+        self._hold()
         try:
-            with self._lock:
-                db = self._db
-                db.users += 1
-                cur = db.con.cursor()
-            try:
+            with self._current_cursor() as cur:
                 yield cur
-            finally:
-                cur.close()
-                self._leave(db)
         finally:
             self.release()
+
+    @contextmanager
+    def _current_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor on the current database, for a caller that holds a use (`acquire`)."""
+        with self._lock:
+            db = self._db
+            cur = db.con.cursor()
+            db.users += 1
+        try:
+            yield cur
+        finally:
+            cur.close()
+            self._leave(db)
 
     @contextmanager
     def _running(self, sql: str) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
         """Check ``sql``; yield a cursor on a database that allows and has built the views it
         reads, and the text of its one SELECT."""
-        if not self.acquire():
-            msg = "the connection is closed"
-            raise RuntimeError(msg)  # callers lease through Snapshot, which never gets here
+        self._hold()
         try:
-            with self._cursor() as checker:
+            with self._current_cursor() as checker:
                 text, names = self._checked(checker, sql)
             db = self._prepare(names)
             try:
@@ -762,6 +827,11 @@ _READS_ANYTHING: Final = frozenset(
     {"TABLE_FUNCTION", "SHOW_REF", "COLUMN_DATA", "DELIM_GET", "BOUND_TABLE_REF"}
 )
 #: A BASE_TABLE's own names, the first of each after its "type" (in this order).
+#: A table name that DuckDB can only ever resolve to a CTE, view or table, never to a file: a name
+#: with a dot or a slash, quoted, may be a replacement scan of a path where no CTE of that name is
+#: in scope (a CTE is only visible in its own WITH's query), so such a name is never taken for a
+#: CTE of the statement.
+_PLAIN_NAME: Final = re.compile(r"[a-z_][a-z0-9_$]*")
 _BASE_NAMES: Final = re.compile(
     rf'"schema_name":{_JSON_STR},"table_name":{_JSON_STR},.*?"catalog_name":{_JSON_STR}', re.S
 )
@@ -776,8 +846,10 @@ def referenced_views(
     first) for a table function (``read_parquet``, ``duckdb_tables()``, ``query_table``),
     ``DESCRIBE``/``SHOW``/``SUMMARIZE``, a table reference of a kind not known here, and any
     table name that is neither one of ``views`` nor a CTE (``information_schema.tables``, a file
-    path in ``FROM``, a typo). Reads the tree text: JSON strings escape their quotes, so
-    ``{"type":"...","alias":`` only ever starts a real table reference.
+    path in ``FROM``, a typo). A name counts as a CTE only if it is a plain identifier: the
+    tree does not say which CTEs are in scope where, and a quoted path that a CTE elsewhere in
+    the statement shadows would be read as a file. Reads the tree text: JSON strings escape
+    their quotes, so ``{"type":"...","alias":`` only ever starts a real table reference.
     """
     kinds = set(_KIND.findall(ast))
     if kinds & _READS_ANYTHING or ast.count('"type":"BASE_TABLE"') != len(
@@ -795,7 +867,7 @@ def referenced_views(
         if names is None:  # pragma: no cover - every BASE_TABLE carries the three names
             return None
         schema, table, catalog = (json.loads(f'"{n}"').lower() for n in names.groups())
-        if not catalog and not schema and table in ctes:
+        if not catalog and not schema and table in ctes and _PLAIN_NAME.fullmatch(table):
             continue
         name = f"{schema}.{table}" if catalog in ("", "memory") else f"{catalog}.{schema}.{table}"
         if not schema or name not in views:
