@@ -479,20 +479,21 @@ class PinnedConnection:
         """A cursor on the current database (checks; a session's one non-lazy database)."""
         self._hold()
         try:
-            with self._current_cursor() as cur:
+            with self._current_cursor() as (cur, _):
                 yield cur
         finally:
             self.release()
 
     @contextmanager
-    def _current_cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor on the current database, for a caller that holds a use (`acquire`)."""
+    def _current_cursor(self) -> Iterator[tuple[duckdb.DuckDBPyConnection, _Database]]:
+        """A cursor on the current database and that database, for a caller that holds a use
+        (`acquire`)."""
         with self._lock:
             db = self._db
             cur = db.con.cursor()
             db.users += 1
         try:
-            yield cur
+            yield cur, db
         finally:
             cur.close()
             self._leave(db)
@@ -503,18 +504,21 @@ class PinnedConnection:
         reads, and the text of its one SELECT."""
         self._hold()
         try:
-            with self._current_cursor() as checker:
-                text, names = self._checked(checker, sql)
-            db = self._prepare(names)
-            try:
-                with self._lock:
-                    cur = db.con.cursor()
+            with self._current_cursor() as (cur, checked_on):
+                text, names = self._checked(cur, sql)
+                db = self._prepare(names)
                 try:
-                    yield cur, text
+                    if db is checked_on:
+                        yield cur, text  # checked and run on one cursor, as before
+                    else:  # the database was replaced meanwhile: run on the new one
+                        with self._lock:
+                            run_cur = db.con.cursor()
+                        try:
+                            yield run_cur, text
+                        finally:
+                            run_cur.close()
                 finally:
-                    cur.close()
-            finally:
-                self._leave(db)
+                    self._leave(db)
         finally:
             self.release()
 
